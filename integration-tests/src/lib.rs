@@ -1,0 +1,1 @@
+//! Helpers for heapspan's integration tests (real processes, real collector).

@@ -1,0 +1,537 @@
+//! The background aggregator: folds the per-thread counters and the lifecycle events into task
+//! and span tables, keeps them bounded, and answers snapshots.
+//!
+//! # Fold
+//! Every `fold_interval` (faster while a thread's retired ring fills up) the aggregator
+//! drains the event queue, reads every thread's slot table and the fallback queue, turns
+//! cumulative counters into exact deltas ([`Applied`]), applies each delta to the allocating
+//! task and span, then records peaks.
+//!
+//! # Eviction
+//! Ended tasks and closed spans stay individually for the most recent
+//! `ended_task_retention` / `closed_span_retention` of them; older ones are summarised into
+//! their name's totals. A summarised task or span that still holds memory keeps being charged
+//! for its frees through a small key → name map (one entry per such owner), so per-name totals
+//! stay exact. Tasks whose end heapspan cannot see (no wrapper, no `tokio_unstable`) are
+//! summarised once they hold nothing and have been idle for `idle_task_eviction`.
+
+pub(crate) mod events;
+pub mod snapshot;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::alloc::key::{SPAN_BITS, SPAN_MASK, TASK_HEAPSPAN, TASK_NONE, TASK_UNTRACKED};
+use crate::alloc::slots::{Applied, Counters, Key, Op, RING};
+use crate::alloc::Pool;
+use crate::sync::statics::Ordering;
+use events::Event;
+use snapshot::*;
+
+/// Limits the aggregator works within (from the builder).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    pub(crate) fold_interval: Duration,
+    pub(crate) ended_task_retention: usize,
+    pub(crate) closed_span_retention: usize,
+    pub(crate) idle_task_eviction: Duration,
+}
+
+#[derive(Debug)]
+struct TaskRec {
+    name: Option<String>,
+    location: Option<Location>,
+    source: TaskSource,
+    mem: MemStats,
+    started: Option<Instant>,
+    ended: Option<Instant>,
+    first: Option<Instant>,
+    last: Option<Instant>,
+}
+
+impl TaskRec {
+    fn new() -> Self {
+        TaskRec {
+            name: None,
+            location: None,
+            source: TaskSource::Observed,
+            mem: MemStats::default(),
+            started: None,
+            ended: None,
+            first: None,
+            last: None,
+        }
+    }
+
+    fn display_name(&self) -> String {
+        display_name(self.name.as_deref(), self.location.as_ref())
+    }
+}
+
+#[derive(Debug)]
+struct SpanRec {
+    meta: Option<&'static tracing_core::Metadata<'static>>,
+    parent: u64,
+    mem: MemStats,
+    opened: Option<Instant>,
+    closed: Option<Instant>,
+}
+
+type SpanName = (&'static str, &'static str);
+
+#[derive(Debug, Default)]
+struct Summary {
+    count: u64,
+    ended: u64,
+    mem: MemStats,
+}
+
+/// The tables. Lives behind a mutex shared by the aggregator thread and snapshot callers.
+#[derive(Debug)]
+pub(crate) struct Aggregator {
+    pool: &'static Pool,
+    events: Receiver<Event>,
+    limits: Limits,
+    epoch: (Instant, SystemTime),
+    applied: Vec<Applied>,
+    tasks: HashMap<TaskKey, TaskRec>,
+    ended_tasks: VecDeque<TaskKey>,
+    task_summaries: HashMap<String, Summary>,
+    evicted_tasks: HashMap<TaskKey, String>,
+    spans: HashMap<u64, SpanRec>,
+    closed_spans: VecDeque<u64>,
+    span_summaries: HashMap<SpanName, Summary>,
+    evicted_spans: HashMap<u64, SpanName>,
+    no_span: MemStats,
+    buckets: Buckets,
+    touched_tasks: Vec<TaskKey>,
+    touched_spans: Vec<u64>,
+    last_eviction: Instant,
+}
+
+const UNKNOWN_SPAN: SpanName = ("", "(unknown span)");
+
+fn add_counters(m: &mut MemStats, d: &Counters) {
+    m.add(&MemStats {
+        allocated_bytes: d.alloc_bytes,
+        allocations: d.allocs,
+        freed_bytes: d.free_bytes,
+        frees: d.frees,
+        peak_bytes: 0,
+    });
+}
+
+fn op_counters(op: Op) -> Counters {
+    let mut c = Counters::default();
+    match op {
+        Op::Alloc(n) => {
+            c.alloc_bytes = n;
+            c.allocs = 1;
+        }
+        Op::Free(n) => {
+            c.free_bytes = n;
+            c.frees = 1;
+        }
+        Op::Grow(n) => c.alloc_bytes = n,
+        Op::Shrink(n) => c.free_bytes = n,
+    }
+    c
+}
+
+impl Aggregator {
+    pub(crate) fn new(pool: &'static Pool, events: Receiver<Event>, limits: Limits) -> Self {
+        Aggregator {
+            applied: (0..pool.threads.len())
+                .map(|_| Applied::default())
+                .collect(),
+            pool,
+            events,
+            limits,
+            epoch: (Instant::now(), SystemTime::now()),
+            tasks: HashMap::new(),
+            ended_tasks: VecDeque::new(),
+            task_summaries: HashMap::new(),
+            evicted_tasks: HashMap::new(),
+            spans: HashMap::new(),
+            closed_spans: VecDeque::new(),
+            span_summaries: HashMap::new(),
+            evicted_spans: HashMap::new(),
+            no_span: MemStats::default(),
+            buckets: Buckets::default(),
+            touched_tasks: Vec::new(),
+            touched_spans: Vec::new(),
+            last_eviction: Instant::now(),
+        }
+    }
+
+    fn wall(&self, t: Instant) -> SystemTime {
+        self.epoch.1 + t.saturating_duration_since(self.epoch.0)
+    }
+
+    /// How long to sleep before the next fold: shorter while any retired ring is filling.
+    pub(crate) fn next_wait(&self) -> Duration {
+        let high = self.pool.high.load(Ordering::Relaxed) as usize;
+        let busy = self.pool.threads[..high]
+            .iter()
+            .any(|t| t.ring_len() > RING / 4);
+        if busy {
+            Duration::from_millis(1).min(self.limits.fold_interval)
+        } else {
+            self.limits.fold_interval
+        }
+    }
+
+    /// One fold: events, per-thread deltas, fallback queue, peaks, eviction.
+    pub(crate) fn fold(&mut self) {
+        let now = Instant::now();
+        while let Ok(e) = self.events.try_recv() {
+            self.on_event(e);
+        }
+        let high = self.pool.high.load(Ordering::Acquire) as usize;
+        let pool = self.pool;
+        for (i, st) in pool.threads[..high].iter().enumerate() {
+            let mut deltas: Vec<(Key, Counters)> = Vec::new();
+            let applied = &mut self.applied[i];
+            st.read(|r| {
+                if let Some(d) = applied.delta(&r) {
+                    deltas.push((r.key, d));
+                }
+            });
+            for (k, d) in deltas {
+                self.apply(k, &d, now);
+            }
+        }
+        let mut orphans = Vec::new();
+        pool.orphans.drain(|k, op| orphans.push((k, op)));
+        for (k, op) in orphans {
+            self.apply(k, &op_counters(op), now);
+        }
+        for k in std::mem::take(&mut self.touched_tasks) {
+            if let Some(t) = self.tasks.get_mut(&k) {
+                t.mem.note_peak();
+            }
+        }
+        for s in std::mem::take(&mut self.touched_spans) {
+            if let Some(r) = self.spans.get_mut(&s) {
+                r.mem.note_peak();
+            }
+        }
+        self.no_span.note_peak();
+        self.buckets.unattributed.note_peak();
+        self.buckets.heapspan.note_peak();
+        if now.duration_since(self.last_eviction) >= Duration::from_millis(100) {
+            self.evict(now);
+            self.last_eviction = now;
+        }
+    }
+
+    fn apply(&mut self, key: Key, d: &Counters, now: Instant) {
+        match key.task {
+            TASK_NONE => add_counters(&mut self.buckets.unattributed, d),
+            TASK_HEAPSPAN => add_counters(&mut self.buckets.heapspan, d),
+            TASK_UNTRACKED => add_counters(&mut self.buckets.untracked, d),
+            id => {
+                let tk = TaskKey {
+                    id,
+                    generation: (key.span >> SPAN_BITS) as u16,
+                };
+                if let Some(name) = self.evicted_tasks.get(&tk) {
+                    let s = self.task_summaries.entry(name.clone()).or_default();
+                    add_counters(&mut s.mem, d);
+                } else {
+                    let t = self.tasks.entry(tk).or_insert_with(TaskRec::new);
+                    add_counters(&mut t.mem, d);
+                    t.first.get_or_insert(now);
+                    t.last = Some(now);
+                    self.touched_tasks.push(tk);
+                }
+            }
+        }
+        if key.task == TASK_HEAPSPAN || key.task == TASK_UNTRACKED {
+            return;
+        }
+        match key.span & SPAN_MASK {
+            0 => add_counters(&mut self.no_span, d),
+            sid => {
+                if let Some(name) = self.evicted_spans.get(&sid) {
+                    let s = self.span_summaries.entry(*name).or_default();
+                    add_counters(&mut s.mem, d);
+                } else {
+                    let s = self.spans.entry(sid).or_insert_with(|| SpanRec {
+                        meta: None,
+                        parent: 0,
+                        mem: MemStats::default(),
+                        opened: None,
+                        closed: None,
+                    });
+                    add_counters(&mut s.mem, d);
+                    self.touched_spans.push(sid);
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, e: Event) {
+        match e {
+            Event::SpanNew {
+                id,
+                meta,
+                parent,
+                at,
+            } => {
+                let s = self.spans.entry(id).or_insert_with(|| SpanRec {
+                    meta: None,
+                    parent: 0,
+                    mem: MemStats::default(),
+                    opened: None,
+                    closed: None,
+                });
+                s.meta = Some(meta);
+                s.parent = parent;
+                s.opened = Some(at);
+            }
+            Event::SpanClose { id, at } => {
+                if let Some(s) = self.spans.get_mut(&id) {
+                    if s.closed.is_none() {
+                        s.closed = Some(at);
+                        self.closed_spans.push_back(id);
+                    }
+                }
+            }
+            Event::TaskStart {
+                task,
+                name,
+                location,
+                source,
+                at,
+            } => {
+                let t = self.tasks.entry(task).or_insert_with(TaskRec::new);
+                // tokio's spawn span and heapspan's wrapper may both describe a task: a
+                // non-empty name wins, then the first location.
+                if name.as_deref().is_some_and(|n| !n.is_empty()) {
+                    t.name = name;
+                }
+                if t.location.is_none() {
+                    t.location = location;
+                }
+                if t.source == TaskSource::Observed || source == TaskSource::Wrapper {
+                    t.source = source;
+                }
+                t.started = Some(t.started.map_or(at, |s| s.min(at)));
+            }
+            Event::TaskEnd { task, at } => {
+                if let Some(t) = self.tasks.get_mut(&task) {
+                    if t.ended.is_none() {
+                        t.ended = Some(at);
+                        self.ended_tasks.push_back(task);
+                    }
+                }
+            }
+        }
+    }
+
+    fn evict(&mut self, now: Instant) {
+        while self.ended_tasks.len() > self.limits.ended_task_retention {
+            let Some(k) = self.ended_tasks.pop_front() else {
+                break;
+            };
+            self.summarise_task(k);
+        }
+        let idle: Vec<TaskKey> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| {
+                t.ended.is_none()
+                    && t.source == TaskSource::Observed
+                    && t.mem.live_bytes() == 0
+                    && t.last
+                        .is_some_and(|l| now.duration_since(l) >= self.limits.idle_task_eviction)
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for k in idle {
+            self.summarise_task(k);
+        }
+        while self.closed_spans.len() > self.limits.closed_span_retention {
+            let Some(id) = self.closed_spans.pop_front() else {
+                break;
+            };
+            if let Some(s) = self.spans.remove(&id) {
+                let name = s.meta.map_or(UNKNOWN_SPAN, |m| (m.target(), m.name()));
+                let sum = self.span_summaries.entry(name).or_default();
+                sum.count += 1;
+                sum.ended += 1;
+                sum.mem.add(&s.mem);
+                sum.mem.peak_bytes = sum.mem.peak_bytes.max(s.mem.peak_bytes);
+                if s.mem.live_bytes() != 0 || s.mem.live_allocations() != 0 {
+                    self.evicted_spans.insert(id, name);
+                }
+            }
+        }
+    }
+
+    fn summarise_task(&mut self, k: TaskKey) {
+        let Some(t) = self.tasks.remove(&k) else {
+            return;
+        };
+        let name = t.display_name();
+        let sum = self.task_summaries.entry(name.clone()).or_default();
+        sum.count += 1;
+        sum.ended += u64::from(t.ended.is_some());
+        sum.mem.add(&t.mem);
+        sum.mem.peak_bytes = sum.mem.peak_bytes.max(t.mem.peak_bytes);
+        if t.mem.live_bytes() != 0 || t.mem.live_allocations() != 0 {
+            self.evicted_tasks.insert(k, name);
+        }
+    }
+
+    /// Bytes of heapspan's own bookkeeping: thread pool, fallback queue, tables (estimated
+    /// from entry counts and entry sizes).
+    fn tracker_bytes(&self) -> u64 {
+        use std::mem::size_of;
+        let pool = self.pool.threads.len() as u64 * crate::alloc::slots::STATE_BYTES as u64
+            + crate::alloc::orphans::QUEUE_BYTES as u64;
+        let entry = |k: usize, v: usize| (k + v + 8) as u64;
+        let tables = self.tasks.len() as u64 * entry(size_of::<TaskKey>(), size_of::<TaskRec>())
+            + self.spans.len() as u64 * entry(8, size_of::<SpanRec>())
+            + self.evicted_tasks.len() as u64 * entry(size_of::<TaskKey>(), 48)
+            + self.evicted_spans.len() as u64 * entry(8, size_of::<SpanName>())
+            + (self.task_summaries.len() + self.span_summaries.len()) as u64 * 96
+            + self
+                .applied
+                .iter()
+                .map(|a| a.len() as u64 * 64)
+                .sum::<u64>();
+        pool + tables
+    }
+
+    pub(crate) fn snapshot(&mut self) -> Snapshot {
+        self.fold();
+        let tasks: Vec<TaskStats> = self
+            .tasks
+            .iter()
+            .map(|(k, t)| TaskStats {
+                key: *k,
+                name: t.name.clone(),
+                location: t.location.clone(),
+                source: t.source,
+                mem: t.mem,
+                started: t.started.map(|i| self.wall(i)),
+                ended: t.ended.map(|i| self.wall(i)),
+                first_activity: t.first.map(|i| self.wall(i)),
+                last_activity: t.last.map(|i| self.wall(i)),
+            })
+            .collect();
+        let mut names: HashMap<String, TaskNameStats> = HashMap::new();
+        for (n, s) in &self.task_summaries {
+            names.insert(
+                n.clone(),
+                TaskNameStats {
+                    name: n.clone(),
+                    tasks: s.count,
+                    ended: s.ended,
+                    mem: s.mem,
+                },
+            );
+        }
+        for t in &tasks {
+            let n = t.display_name();
+            let e = names.entry(n.clone()).or_insert_with(|| TaskNameStats {
+                name: n,
+                tasks: 0,
+                ended: 0,
+                mem: MemStats::default(),
+            });
+            e.tasks += 1;
+            e.ended += u64::from(t.ended.is_some());
+            e.mem.add(&t.mem);
+            e.mem.peak_bytes = e.mem.peak_bytes.max(t.mem.peak_bytes);
+        }
+        let spans: Vec<SpanStats> = self
+            .spans
+            .iter()
+            .map(|(id, s)| SpanStats {
+                id: *id,
+                name: s.meta.map(|m| m.name()),
+                target: s.meta.map(|m| m.target()),
+                parent: s.parent,
+                mem: s.mem,
+                opened: s.opened.map(|i| self.wall(i)),
+                closed: s.closed.map(|i| self.wall(i)),
+            })
+            .collect();
+        let mut snames: HashMap<SpanName, SpanNameStats> = HashMap::new();
+        for (n, s) in &self.span_summaries {
+            snames.insert(
+                *n,
+                SpanNameStats {
+                    target: n.0,
+                    name: n.1,
+                    instances: s.count,
+                    closed: s.ended,
+                    mem: s.mem,
+                },
+            );
+        }
+        for s in &spans {
+            let n = (
+                s.target.unwrap_or(UNKNOWN_SPAN.0),
+                s.name.unwrap_or(UNKNOWN_SPAN.1),
+            );
+            let e = snames.entry(n).or_insert_with(|| SpanNameStats {
+                target: n.0,
+                name: n.1,
+                instances: 0,
+                closed: 0,
+                mem: MemStats::default(),
+            });
+            e.instances += 1;
+            e.closed += u64::from(s.closed.is_some());
+            e.mem.add(&s.mem);
+            e.mem.peak_bytes = e.mem.peak_bytes.max(s.mem.peak_bytes);
+        }
+        let mut total = MemStats::default();
+        for n in names.values() {
+            total.add(&n.mem);
+        }
+        total.add(&self.buckets.unattributed);
+        total.add(&self.buckets.heapspan);
+        total.add(&self.buckets.untracked);
+        let high = self.pool.high.load(Ordering::Relaxed) as usize;
+        let dropped = Dropped {
+            slot_ring_full: self.pool.threads[..high]
+                .iter()
+                .map(|t| t.dropped.load(std::sync::atomic::Ordering::Relaxed))
+                .sum(),
+            fallback_queue_full: self
+                .pool
+                .orphans
+                .dropped
+                .load(std::sync::atomic::Ordering::Relaxed),
+            event_queue_full: events::DROPPED_EVENTS.load(Ordering::Relaxed),
+            span_stack_overflow: events::SPAN_STACK_OVERFLOW.load(Ordering::Relaxed),
+        };
+        Snapshot {
+            taken_at: SystemTime::now(),
+            tasks,
+            task_names: names.into_values().collect(),
+            spans,
+            span_names: snames.into_values().collect(),
+            no_span: self.no_span,
+            buckets: self.buckets,
+            total,
+            dropped,
+            tracker_bytes: self.tracker_bytes(),
+        }
+    }
+}
+
+/// Shared handle to the tables.
+pub(crate) type Shared = Arc<Mutex<Aggregator>>;
+
+/// Locks, recovering from poison: a panic elsewhere must not take the user's process down.
+pub(crate) fn lock(s: &Shared) -> MutexGuard<'_, Aggregator> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}

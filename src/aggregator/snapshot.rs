@@ -1,0 +1,328 @@
+//! What [`Guard::snapshot`](crate::Guard::snapshot) returns: the task and span tables at one
+//! moment, with sorted views.
+
+use std::time::SystemTime;
+
+/// A tokio task as heapspan keys it: tokio's task id plus a generation (ids may be reused
+/// after a task ends; see the crate docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskKey {
+    /// tokio's task id (`tokio::task::Id` as a number).
+    pub id: u64,
+    /// How many earlier tasks heapspan saw end under this id.
+    pub generation: u16,
+}
+
+impl std::fmt::Display for TaskKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.generation == 0 {
+            write!(f, "{}", self.id)
+        } else {
+            write!(f, "{}.{}", self.id, self.generation)
+        }
+    }
+}
+
+/// Memory figures of one task, span, name or bucket.
+///
+/// Bytes are the sizes callers asked for (`Layout::size()`), without heapspan's header or the
+/// inner allocator's rounding. A realloc counts its growth as allocated bytes and its shrinkage
+/// as freed bytes, but no allocation or free.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemStats {
+    /// Bytes allocated.
+    pub allocated_bytes: u64,
+    /// Number of allocations.
+    pub allocations: u64,
+    /// Bytes of this owner's allocations freed, by whichever task or thread freed them.
+    pub freed_bytes: u64,
+    /// Number of frees.
+    pub frees: u64,
+    /// Highest live value seen at a fold (every fold interval and at every snapshot): a lower
+    /// bound of the true instantaneous peak.
+    pub peak_bytes: u64,
+}
+
+impl MemStats {
+    /// Allocated minus freed bytes. Negative only for the `untracked` bucket (memory allocated
+    /// before heapspan started and freed after).
+    pub fn live_bytes(&self) -> i64 {
+        self.allocated_bytes as i64 - self.freed_bytes as i64
+    }
+
+    /// Allocations minus frees.
+    pub fn live_allocations(&self) -> i64 {
+        self.allocations as i64 - self.frees as i64
+    }
+
+    pub(crate) fn add(&mut self, o: &MemStats) {
+        self.allocated_bytes = self.allocated_bytes.saturating_add(o.allocated_bytes);
+        self.allocations = self.allocations.saturating_add(o.allocations);
+        self.freed_bytes = self.freed_bytes.saturating_add(o.freed_bytes);
+        self.frees = self.frees.saturating_add(o.frees);
+    }
+
+    pub(crate) fn note_peak(&mut self) {
+        let live = self.live_bytes();
+        if live > 0 && live as u64 > self.peak_bytes {
+            self.peak_bytes = live as u64;
+        }
+    }
+}
+
+/// How heapspan learned a task's name, location, start and end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TaskSource {
+    /// Only allocations were seen (`tokio::task::try_id()`): no name, start or end.
+    Observed,
+    /// heapspan's wrapper future ([`crate::spawn`], [`crate::instrument`]).
+    Wrapper,
+    /// tokio's `runtime.spawn` tracing span (`--cfg tokio_unstable`).
+    SpawnSpan,
+}
+
+/// Where a task was spawned.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Location {
+    /// Source file.
+    pub file: String,
+    /// Line.
+    pub line: u32,
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
+/// One task.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskStats {
+    /// Id and generation.
+    pub key: TaskKey,
+    /// The name given at spawn, if any.
+    pub name: Option<String>,
+    /// The spawn location, if known.
+    pub location: Option<Location>,
+    /// How the name and lifecycle were learned.
+    pub source: TaskSource,
+    /// Memory figures.
+    pub mem: MemStats,
+    /// When the task started (first poll through the wrapper, spawn with tokio_unstable).
+    pub started: Option<SystemTime>,
+    /// When the task ended, if it did.
+    pub ended: Option<SystemTime>,
+    /// First fold that saw an allocation or free of this task.
+    pub first_activity: Option<SystemTime>,
+    /// Last fold that saw one.
+    pub last_activity: Option<SystemTime>,
+}
+
+impl TaskStats {
+    /// The task's metric dimension: its name, else its spawn location, else `unnamed`.
+    pub fn display_name(&self) -> String {
+        display_name(self.name.as_deref(), self.location.as_ref())
+    }
+}
+
+pub(crate) fn display_name(name: Option<&str>, location: Option<&Location>) -> String {
+    match (name, location) {
+        (Some(n), _) if !n.is_empty() => n.to_owned(),
+        (_, Some(l)) => l.to_string(),
+        _ => "unnamed".to_owned(),
+    }
+}
+
+/// One span instance.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpanStats {
+    /// heapspan's id of the span (unique for the process; not tracing's reusable id).
+    pub id: u64,
+    /// The span's name (`None` if the allocation was seen before the span's creation event).
+    pub name: Option<&'static str>,
+    /// The span's target.
+    pub target: Option<&'static str>,
+    /// heapspan id of the parent span (0 for a root).
+    pub parent: u64,
+    /// Memory figures.
+    pub mem: MemStats,
+    /// When it was created.
+    pub opened: Option<SystemTime>,
+    /// When it closed, if it did.
+    pub closed: Option<SystemTime>,
+}
+
+/// All tasks of one name (live ones and those already summarised), added up.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskNameStats {
+    /// The name (see [`TaskStats::display_name`]).
+    pub name: String,
+    /// Tasks seen with this name.
+    pub tasks: u64,
+    /// Of those, how many ended.
+    pub ended: u64,
+    /// Sums of the tasks' figures; `peak_bytes` is the largest single task's peak.
+    pub mem: MemStats,
+}
+
+/// All spans of one name and target, added up.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpanNameStats {
+    /// Span name.
+    pub name: &'static str,
+    /// Span target.
+    pub target: &'static str,
+    /// Instances seen.
+    pub instances: u64,
+    /// Of those, how many closed.
+    pub closed: u64,
+    /// Sums of the instances' figures; `peak_bytes` is the largest single instance's peak.
+    pub mem: MemStats,
+}
+
+/// Memory that belongs to no task.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Buckets {
+    /// Outside any tokio task: `main`, plain `std::thread`s, code before the runtime starts.
+    pub unattributed: MemStats,
+    /// heapspan's own threads and bookkeeping.
+    pub heapspan: MemStats,
+    /// Allocated while heapspan was not running (only frees after start are counted).
+    pub untracked: MemStats,
+}
+
+/// Operations and events heapspan could not record (bounded queues were full); each is
+/// counted, never waited for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Dropped {
+    /// A thread's retired-slot ring was full (the aggregator fell behind).
+    pub slot_ring_full: u64,
+    /// The shared fallback queue was full.
+    pub fallback_queue_full: u64,
+    /// The span/task event queue was full (names or ends may be missing).
+    pub event_queue_full: u64,
+    /// Spans nested deeper than heapspan tracks (their allocations go to the deepest tracked
+    /// span).
+    pub span_stack_overflow: u64,
+}
+
+impl Dropped {
+    /// Sum of all counts.
+    pub fn total(&self) -> u64 {
+        self.slot_ring_full
+            + self.fallback_queue_full
+            + self.event_queue_full
+            + self.span_stack_overflow
+    }
+}
+
+/// The tables at one moment.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// When it was taken.
+    pub taken_at: SystemTime,
+    /// Tasks held individually (running ones, and recently ended ones).
+    pub tasks: Vec<TaskStats>,
+    /// Per task name, including summarised (evicted) tasks.
+    pub task_names: Vec<TaskNameStats>,
+    /// Span instances held individually (open ones, and recently closed ones).
+    pub spans: Vec<SpanStats>,
+    /// Per span name, including summarised (evicted) instances.
+    pub span_names: Vec<SpanNameStats>,
+    /// Allocations inside a task but outside any span.
+    pub no_span: MemStats,
+    /// Memory outside tasks.
+    pub buckets: Buckets,
+    /// Sum over every task (held or summarised) and every bucket: the process total since
+    /// start.
+    pub total: MemStats,
+    /// What could not be recorded.
+    pub dropped: Dropped,
+    /// heapspan's own bookkeeping memory right now (tables, queues, per-thread state), bytes.
+    pub tracker_bytes: u64,
+}
+
+/// What to sort by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SortBy {
+    /// Live bytes.
+    Live,
+    /// Peak bytes.
+    Peak,
+    /// Allocated bytes.
+    Allocated,
+}
+
+fn metric(m: &MemStats, by: SortBy) -> i64 {
+    match by {
+        SortBy::Live => m.live_bytes(),
+        SortBy::Peak => m.peak_bytes as i64,
+        SortBy::Allocated => m.allocated_bytes as i64,
+    }
+}
+
+impl Snapshot {
+    /// The `n` tasks with the most of `by`, largest first.
+    pub fn top_tasks(&self, by: SortBy, n: usize) -> Vec<&TaskStats> {
+        top(&self.tasks, n, |t| metric(&t.mem, by))
+    }
+
+    /// The `n` span instances with the most of `by`, largest first.
+    pub fn top_spans(&self, by: SortBy, n: usize) -> Vec<&SpanStats> {
+        top(&self.spans, n, |s| metric(&s.mem, by))
+    }
+
+    /// The `n` task names with the most of `by`, largest first.
+    pub fn top_task_names(&self, by: SortBy, n: usize) -> Vec<&TaskNameStats> {
+        top(&self.task_names, n, |s| metric(&s.mem, by))
+    }
+
+    /// The `n` span names with the most of `by`, largest first.
+    pub fn top_span_names(&self, by: SortBy, n: usize) -> Vec<&SpanNameStats> {
+        top(&self.span_names, n, |s| metric(&s.mem, by))
+    }
+
+    /// The task with this key, if held individually.
+    pub fn task(&self, key: TaskKey) -> Option<&TaskStats> {
+        self.tasks.iter().find(|t| t.key == key)
+    }
+
+    /// The task with this tokio id (any generation, latest first).
+    pub fn task_by_id(&self, id: tokio::task::Id) -> Option<&TaskStats> {
+        let id = crate::alloc::key::task_id_u64(id);
+        self.tasks
+            .iter()
+            .filter(|t| t.key.id == id)
+            .max_by_key(|t| t.key.generation)
+    }
+
+    /// The tasks with this display name.
+    pub fn tasks_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a TaskStats> + 'a {
+        self.tasks.iter().filter(move |t| t.display_name() == name)
+    }
+
+    /// The per-name figures of tasks named `name`.
+    pub fn task_name(&self, name: &str) -> Option<&TaskNameStats> {
+        self.task_names.iter().find(|t| t.name == name)
+    }
+
+    /// The per-name figures of spans named `name` (any target).
+    pub fn span_name(&self, name: &str) -> Option<&SpanNameStats> {
+        self.span_names.iter().find(|t| t.name == name)
+    }
+
+    /// The span instances named `name`.
+    pub fn spans_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a SpanStats> + 'a {
+        self.spans.iter().filter(move |s| s.name == Some(name))
+    }
+}
+
+fn top<T>(items: &[T], n: usize, key: impl Fn(&T) -> i64) -> Vec<&T> {
+    let mut v: Vec<&T> = items.iter().collect();
+    v.sort_by_key(|t| std::cmp::Reverse(key(t)));
+    v.truncate(n);
+    v
+}

@@ -1,0 +1,528 @@
+//! The global allocator wrapper: attributes every allocation to the current task and span.
+//!
+//! ```
+//! #[global_allocator]
+//! static ALLOC: heapspan::Allocator = heapspan::Allocator::system();
+//! # fn main() {}
+//! ```
+//!
+//! # How an operation is recorded
+//!
+//! Each allocation gets a 16-byte header (more for alignments above 16) just before the
+//! pointer handed to the caller, holding its attribution [`key`](self::key). A free reads the
+//! header back, so it is charged to the task and span that *allocated* the memory, whichever
+//! thread frees it. Counting goes to the current thread's own table ([`slots`]); the hot path
+//! makes no syscall, takes no lock, does no atomic read-modify-write and never allocates.
+//!
+//! The header is written from the first allocation on, also before heapspan is started (the
+//! pass-through mode), so that memory allocated before start can be freed correctly after it.
+
+pub(crate) mod key;
+pub(crate) mod orphans;
+pub(crate) mod slots;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::ptr;
+
+use crate::sync::statics::{AtomicPtr, AtomicU64, AtomicU8, Ordering};
+use key::{TASK_HEAPSPAN, TASK_NONE, TASK_UNTRACKED};
+use orphans::OrphanQueue;
+use slots::{Key, Op, ThreadState, ACTIVE, FREE};
+
+/// Header bytes in front of every allocation with an alignment of 16 or less.
+pub const HEADER_BYTES: usize = 16;
+
+/// heapspan's global allocator: a wrapper around any [`GlobalAlloc`] (the system allocator by
+/// default; mimalloc and jemalloc work the same way).
+///
+/// Until heapspan is started it only writes the header and forwards to the inner allocator.
+#[derive(Debug, Default)]
+pub struct Allocator<A = System> {
+    inner: A,
+}
+
+impl Allocator<System> {
+    /// The wrapper around the system allocator.
+    pub const fn system() -> Self {
+        Allocator { inner: System }
+    }
+}
+
+impl<A> Allocator<A> {
+    /// Wraps `inner`, e.g. `Allocator::new(mimalloc::MiMalloc)`.
+    pub const fn new(inner: A) -> Self {
+        Allocator { inner }
+    }
+}
+
+/// Where the header goes for `layout`: the inner layout and the offset of the user pointer.
+#[inline]
+fn outer(layout: Layout) -> Option<(Layout, usize)> {
+    let off = if layout.align() > HEADER_BYTES {
+        layout.align()
+    } else {
+        HEADER_BYTES
+    };
+    let size = layout.size().checked_add(off)?;
+    let align = if layout.align() < 8 {
+        8
+    } else {
+        layout.align()
+    };
+    Layout::from_size_align(size, align).ok().map(|l| (l, off))
+}
+
+/// Writes the header just below `user`.
+///
+/// # Safety
+/// `user - 16 .. user` must be writable memory of this allocation, 8-aligned.
+#[inline]
+unsafe fn write_header(user: *mut u8, key: Key) {
+    // SAFETY: by the caller's contract; `outer` reserves at least 16 bytes in front of `user`
+    // and keeps `user` at least 8-aligned.
+    unsafe {
+        let h = user.sub(HEADER_BYTES).cast::<u64>();
+        h.write(key.task);
+        h.add(1).write(key.span);
+    }
+}
+
+/// Reads the header just below `user`.
+///
+/// # Safety
+/// `user` must be a live pointer returned by this allocator.
+#[inline]
+unsafe fn read_header(user: *mut u8) -> Key {
+    // SAFETY: every pointer this allocator returns has a header written by `write_header`.
+    unsafe {
+        let h = user.sub(HEADER_BYTES).cast::<u64>();
+        Key {
+            task: h.read(),
+            span: h.add(1).read(),
+        }
+    }
+}
+
+// SAFETY: every method forwards to `inner` with the layout `outer` derives from the caller's
+// layout, always the same derivation for the same caller layout, so the inner allocator sees a
+// consistent layout for each block; the caller gets `base + off`, which is aligned to the
+// requested alignment (off is a multiple of it and base is aligned to at least it) and has
+// `layout.size()` usable bytes behind it. Accounting never touches the block itself beyond the
+// header.
+unsafe impl<A: GlobalAlloc> GlobalAlloc for Allocator<A> {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let Some((outer, off)) = outer(layout) else {
+            return ptr::null_mut();
+        };
+        // SAFETY: `outer` has a non-zero size (it includes the header).
+        let base = unsafe { self.inner.alloc(outer) };
+        if base.is_null() {
+            return base;
+        }
+        // SAFETY: `off < outer.size()`, so `user` stays inside the block.
+        let user = unsafe { base.add(off) };
+        let key = on_alloc(layout.size() as u64);
+        // SAFETY: `off >= 16` bytes in front of `user` belong to the block; `user` is 8-aligned.
+        unsafe { write_header(user, key) };
+        user
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let Some((outer, off)) = outer(layout) else {
+            return ptr::null_mut();
+        };
+        // SAFETY: as in `alloc`.
+        let base = unsafe { self.inner.alloc_zeroed(outer) };
+        if base.is_null() {
+            return base;
+        }
+        // SAFETY: as in `alloc`.
+        let user = unsafe { base.add(off) };
+        let key = on_alloc(layout.size() as u64);
+        // SAFETY: as in `alloc`.
+        unsafe { write_header(user, key) };
+        user
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, user: *mut u8, layout: Layout) {
+        // `outer` succeeded for this layout when it was allocated, so it succeeds now.
+        let Some((outer, off)) = outer(layout) else {
+            return;
+        };
+        // SAFETY: `user` came from `alloc*`/`realloc` of this allocator with `layout`.
+        let key = unsafe { read_header(user) };
+        on_op(key, Op::Free(layout.size() as u64));
+        // SAFETY: `base` and `outer` are exactly what the inner allocator handed out.
+        unsafe { self.inner.dealloc(user.sub(off), outer) };
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, user: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let Some((outer, off)) = outer(layout) else {
+            return ptr::null_mut();
+        };
+        let Some(new_outer) = new_size.checked_add(off) else {
+            return ptr::null_mut();
+        };
+        if Layout::from_size_align(new_outer, outer.align()).is_err() {
+            return ptr::null_mut();
+        }
+        // SAFETY: `user` is live with a header; read it before the block may move.
+        let key = unsafe { read_header(user) };
+        // SAFETY: `base`/`outer` are what the inner allocator handed out; `new_outer` is
+        // non-zero and was checked not to overflow isize when rounded to the alignment.
+        let base = unsafe { self.inner.realloc(user.sub(off), outer, new_outer) };
+        if base.is_null() {
+            return base;
+        }
+        let old = layout.size() as u64;
+        let new = new_size as u64;
+        if new > old {
+            on_op(key, Op::Grow(new - old));
+        } else if old > new {
+            on_op(key, Op::Shrink(old - new));
+        }
+        // SAFETY: the header moved with the block (it is inside it): same offset.
+        unsafe { base.add(off) }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Process-wide state.
+
+const OFF: u8 = 0;
+const ON: u8 = 1;
+static STATE: AtomicU8 = AtomicU8::new(OFF);
+static POOL: AtomicPtr<Pool> = AtomicPtr::new(ptr::null_mut());
+/// Next heapspan span id (0 means "no span").
+static NEXT_SPAN: AtomicU64 = AtomicU64::new(1);
+
+/// The per-thread states and the shared fallback, created once at start and never freed
+/// (threads may still touch them while they exit, at any time).
+#[derive(Debug)]
+pub(crate) struct Pool {
+    pub(crate) threads: Box<[ThreadState]>,
+    pub(crate) orphans: OrphanQueue,
+    /// Highest number of thread states ever claimed (the aggregator reads `..high`).
+    pub(crate) high: AtomicU64,
+}
+
+/// Installs the pool and turns counting on. Fails if heapspan already runs.
+pub(crate) fn start(max_threads: usize) -> Result<&'static Pool, ()> {
+    let _g = InternalScope::enter();
+    let pool: &'static Pool = Box::leak(Box::new(Pool {
+        threads: (0..max_threads).map(|_| ThreadState::new()).collect(),
+        orphans: OrphanQueue::new(),
+        high: AtomicU64::new(0),
+    }));
+    if POOL
+        .compare_exchange(
+            ptr::null_mut(),
+            ptr::from_ref(pool).cast_mut(),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .is_err()
+    {
+        return Err(());
+    }
+    STATE.store(ON, Ordering::Release);
+    Ok(pool)
+}
+
+/// Turns counting off (allocations from now on are untracked; frees are still charged).
+pub(crate) fn stop() {
+    STATE.store(OFF, Ordering::Release);
+}
+
+pub(crate) fn pool() -> Option<&'static Pool> {
+    let p = POOL.load(Ordering::Acquire);
+    // SAFETY: POOL is only ever set to a leaked, never-freed `Pool`.
+    unsafe { p.as_ref() }
+}
+
+/// A fresh heapspan span id.
+pub(crate) fn next_span_id() -> u64 {
+    NEXT_SPAN.fetch_add(1, Ordering::Relaxed) & key::SPAN_MASK
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-thread state.
+
+const SPAN_STACK: usize = 32;
+/// `Local::state` of a thread that must use the shared fallback.
+const ORPHAN: *const ThreadState = 1 as *const ThreadState;
+
+struct Local {
+    /// This thread's table: null until claimed, `ORPHAN` once torn down or if none was free.
+    state: Cell<*const ThreadState>,
+    /// Inside the allocator's own bookkeeping: a nested allocation goes to the fallback.
+    busy: Cell<bool>,
+    /// Depth of heapspan code on this thread (its threads hold it for life).
+    internal: Cell<u32>,
+    /// Slot used last (a hint for the next lookup).
+    hint: Cell<u32>,
+    /// Cached generation of the last task seen: (task id, generation, epoch).
+    gen_cache: Cell<(u64, u16, u64)>,
+    /// Entered user spans, innermost last; `depth` may exceed the capacity (the excess is
+    /// not tracked, its allocations go to the deepest tracked span).
+    spans: [Cell<u64>; SPAN_STACK],
+    depth: Cell<usize>,
+}
+
+thread_local! {
+    // No destructor: it stays readable while the thread exits, after other locals are gone.
+    static LOCAL: Local = const {
+        Local {
+            state: Cell::new(ptr::null()),
+            busy: Cell::new(false),
+            internal: Cell::new(0),
+            hint: Cell::new(0),
+            gen_cache: Cell::new((0, 0, 0)),
+            spans: [const { Cell::new(0) }; SPAN_STACK],
+            depth: Cell::new(0),
+        }
+    };
+    // Its destructor hands the thread's table back to the pool when the thread exits.
+    static RELEASE: ReleaseOnExit = const { ReleaseOnExit };
+}
+
+struct ReleaseOnExit;
+
+impl Drop for ReleaseOnExit {
+    fn drop(&mut self) {
+        let _ = LOCAL.try_with(|l| {
+            let st = l.state.replace(ORPHAN);
+            if !st.is_null() && st != ORPHAN {
+                // SAFETY: a non-sentinel `state` points into the leaked pool.
+                unsafe { (*st).status.store(FREE, Ordering::Release) };
+            }
+        });
+    }
+}
+
+impl Local {
+    #[inline]
+    fn current_span(&self) -> u64 {
+        let d = self.depth.get().min(SPAN_STACK);
+        if d == 0 {
+            0
+        } else {
+            self.spans[d - 1].get()
+        }
+    }
+
+    #[inline]
+    fn task_key(&self) -> (u64, u16) {
+        let Some(id) = tokio::task::try_id() else {
+            return (TASK_NONE, 0);
+        };
+        let id = key::task_id_u64(id);
+        let epoch = key::GEN_EPOCH.load(Ordering::Relaxed);
+        let (cid, cgen, cepoch) = self.gen_cache.get();
+        if cid == id && cepoch == epoch {
+            return (id, cgen);
+        }
+        let gen = key::generation(id);
+        self.gen_cache.set((id, gen, epoch));
+        (id, gen)
+    }
+
+    #[cold]
+    fn claim(&self, pool: &'static Pool) -> *const ThreadState {
+        let st = pool.threads.iter().enumerate().find(|(_, t)| {
+            t.status.load(Ordering::Relaxed) == FREE
+                && t.status
+                    .compare_exchange(FREE, ACTIVE, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+        });
+        let Some((i, st)) = st else {
+            self.state.set(ORPHAN);
+            return ORPHAN;
+        };
+        pool.high.fetch_max(i as u64 + 1, Ordering::Relaxed);
+        self.state.set(st);
+        // Registering the exit hook may allocate (glibc's TLS destructor list): `busy` is set
+        // by our caller, so that allocation goes to the fallback queue.
+        let _ = RELEASE.try_with(|_| ());
+        st
+    }
+}
+
+/// Records `op` under `key` on this thread.
+#[inline]
+fn record(l: &Local, key: Key, op: Op) {
+    let Some(pool) = pool() else { return };
+    if l.busy.get() {
+        pool.orphans.push(key, op);
+        return;
+    }
+    l.busy.set(true);
+    let mut st = l.state.get();
+    if st.is_null() {
+        st = l.claim(pool);
+    }
+    if st == ORPHAN {
+        pool.orphans.push(key, op);
+    } else {
+        // SAFETY: a non-sentinel `state` points into the leaked pool and this thread owns it
+        // (claimed with a CAS, released only by this thread's exit hook, after which `state`
+        // is the sentinel).
+        unsafe { (*st).record(key, op, &l.hint) };
+    }
+    l.busy.set(false);
+}
+
+#[inline]
+fn on_alloc(size: u64) -> Key {
+    if STATE.load(Ordering::Relaxed) != ON {
+        return Key {
+            task: TASK_UNTRACKED,
+            span: 0,
+        };
+    }
+    let key = LOCAL
+        .try_with(|l| {
+            let key = if l.internal.get() > 0 || l.busy.get() {
+                Key {
+                    task: TASK_HEAPSPAN,
+                    span: 0,
+                }
+            } else {
+                let (task, gen) = l.task_key();
+                Key {
+                    task,
+                    span: l.current_span() | (u64::from(gen) << key::SPAN_BITS),
+                }
+            };
+            record(l, key, Op::Alloc(size));
+            key
+        })
+        .ok();
+    key.unwrap_or_else(|| {
+        // Unreachable in practice (LOCAL has no destructor), but never lose the count.
+        let key = Key {
+            task: TASK_NONE,
+            span: 0,
+        };
+        if let Some(p) = pool() {
+            p.orphans.push(key, Op::Alloc(size));
+        }
+        key
+    })
+}
+
+#[inline]
+fn on_op(key: Key, op: Op) {
+    if POOL.load(Ordering::Relaxed).is_null() {
+        return;
+    }
+    if LOCAL.try_with(|l| record(l, key, op)).is_err() {
+        if let Some(p) = pool() {
+            p.orphans.push(key, op);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hooks for the layer and for heapspan's own code.
+
+/// While alive, allocations on this thread go to the `heapspan` bucket.
+#[derive(Debug)]
+pub(crate) struct InternalScope(());
+
+impl InternalScope {
+    pub(crate) fn enter() -> Self {
+        let _ = LOCAL.try_with(|l| l.internal.set(l.internal.get().saturating_add(1)));
+        InternalScope(())
+    }
+}
+
+impl Drop for InternalScope {
+    fn drop(&mut self) {
+        let _ = LOCAL.try_with(|l| l.internal.set(l.internal.get().saturating_sub(1)));
+    }
+}
+
+/// Marks the calling thread as heapspan's own for the rest of its life.
+pub(crate) fn mark_internal_thread() {
+    std::mem::forget(InternalScope::enter());
+}
+
+/// The layer entered span `id` on this thread. Returns false if the stack was too deep to
+/// track it.
+pub(crate) fn push_span(id: u64) -> bool {
+    LOCAL
+        .try_with(|l| {
+            let d = l.depth.get();
+            l.depth.set(d + 1);
+            if d < SPAN_STACK {
+                l.spans[d].set(id);
+                true
+            } else {
+                false
+            }
+        })
+        .unwrap_or(false)
+}
+
+/// The layer exited span `id` on this thread (spans may exit out of order).
+pub(crate) fn pop_span(id: u64) {
+    let _ = LOCAL.try_with(|l| {
+        let d = l.depth.get();
+        if d == 0 {
+            return;
+        }
+        if d > SPAN_STACK {
+            // The untracked excess: assume the innermost exits first.
+            l.depth.set(d - 1);
+            return;
+        }
+        if let Some(pos) = (0..d).rev().find(|&i| l.spans[i].get() == id) {
+            for i in pos..d - 1 {
+                l.spans[i].set(l.spans[i + 1].get());
+            }
+            l.depth.set(d - 1);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outer_layout_keeps_alignment_and_room_for_the_header() {
+        for align in [1usize, 2, 4, 8, 16, 32, 64, 4096] {
+            let l = Layout::from_size_align(24, align).unwrap();
+            let (o, off) = outer(l).unwrap();
+            assert!(off >= HEADER_BYTES && off % align == 0, "align {align}");
+            assert!(o.align() >= align && o.align() >= 8);
+            assert_eq!(o.size(), 24 + off);
+        }
+        assert!(outer(Layout::from_size_align(isize::MAX as usize - 4, 1).unwrap()).is_none());
+    }
+
+    #[test]
+    fn header_round_trips_through_realloc() {
+        let a = Allocator::system();
+        let l = Layout::from_size_align(40, 32).unwrap();
+        // SAFETY: a non-zero layout; the pointer is used within its size and freed once with
+        // the layout of its last realloc.
+        unsafe {
+            let p = a.alloc(l);
+            assert_eq!(p as usize % 32, 0);
+            assert_eq!(read_header(p).task, TASK_UNTRACKED);
+            p.write_bytes(7, 40);
+            let q = a.realloc(p, l, 4000);
+            assert_eq!(q as usize % 32, 0);
+            assert_eq!(*q.add(39), 7);
+            assert_eq!(read_header(q).task, TASK_UNTRACKED);
+            a.dealloc(q, Layout::from_size_align(4000, 32).unwrap());
+        }
+    }
+}

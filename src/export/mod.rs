@@ -1,0 +1,3 @@
+//! Getting the tables out: the terminal report.
+
+pub mod report;

@@ -1,0 +1,170 @@
+//! The tracing Layer: tells the allocator which span is current on each thread, learns task
+//! names from tokio's `runtime.spawn` spans (`--cfg tokio_unstable`), and reports span
+//! lifecycles to the aggregator.
+//!
+//! Attribution follows *entered* spans, per thread: a span entered around a poll (as
+//! `Instrument` does) is current on whichever worker thread runs that poll, so attribution stays
+//! right when a task migrates between threads.
+
+pub mod task;
+
+use std::time::Instant;
+
+use tracing_core::span::{Attributes, Id};
+use tracing_core::{field, Subscriber};
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::Layer;
+
+use crate::aggregator::events::{self, Event};
+use crate::aggregator::snapshot::{Location, TaskKey, TaskSource};
+use crate::alloc::{self, key, InternalScope};
+use crate::sync::statics::Ordering;
+
+/// The layer. Create it with [`crate::layer()`] or [`crate::Builder::build`] and add it to a
+/// `tracing_subscriber::Registry`.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryLayer {
+    _private: (),
+}
+
+impl MemoryLayer {
+    /// A new layer. It attributes allocations to spans from the moment heapspan is started.
+    pub fn new() -> Self {
+        MemoryLayer { _private: () }
+    }
+}
+
+/// What heapspan keeps in a span's extensions.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum SpanMark {
+    /// A user span with its heapspan id.
+    User(u64),
+    /// tokio's `runtime.spawn` span for a task: not a user span.
+    Task(TaskKey),
+}
+
+/// Fields of tokio's `runtime.spawn` span.
+#[derive(Default)]
+struct SpawnFields {
+    id: Option<u64>,
+    name: Option<String>,
+    file: Option<String>,
+    line: Option<u32>,
+}
+
+impl field::Visit for SpawnFields {
+    fn record_u64(&mut self, f: &field::Field, v: u64) {
+        match f.name() {
+            "task.id" => self.id = Some(v),
+            "loc.line" => self.line = u32::try_from(v).ok(),
+            _ => {}
+        }
+    }
+    fn record_i64(&mut self, f: &field::Field, v: i64) {
+        if let Ok(v) = u64::try_from(v) {
+            self.record_u64(f, v);
+        }
+    }
+    fn record_str(&mut self, f: &field::Field, v: &str) {
+        match f.name() {
+            "task.name" => self.name = Some(v.to_owned()),
+            "loc.file" => self.file = Some(v.to_owned()),
+            _ => {}
+        }
+    }
+    fn record_debug(&mut self, f: &field::Field, v: &dyn std::fmt::Debug) {
+        if f.name() == "task.name" {
+            self.name = Some(format!("{v:?}"));
+        }
+    }
+}
+
+fn is_spawn_span(meta: &tracing_core::Metadata<'_>) -> bool {
+    meta.name() == "runtime.spawn" && meta.target() == "tokio::task"
+}
+
+impl<S> Layer<S> for MemoryLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let _scope = InternalScope::enter();
+        let Some(span) = ctx.span(id) else { return };
+        let meta = attrs.metadata();
+        let mark = if is_spawn_span(meta) {
+            let mut f = SpawnFields::default();
+            attrs.record(&mut f);
+            let Some(task_id) = f.id else { return };
+            let task = TaskKey {
+                id: task_id,
+                generation: key::task_started(task_id),
+            };
+            events::send(Event::TaskStart {
+                task,
+                name: f.name.filter(|n| !n.is_empty()),
+                location: f
+                    .file
+                    .zip(f.line)
+                    .map(|(file, line)| Location { file, line }),
+                source: TaskSource::SpawnSpan,
+                at: Instant::now(),
+            });
+            SpanMark::Task(task)
+        } else {
+            let sid = alloc::next_span_id();
+            let parent = span
+                .parent()
+                .and_then(|p| match p.extensions().get::<SpanMark>() {
+                    Some(SpanMark::User(pid)) => Some(*pid),
+                    _ => None,
+                })
+                .unwrap_or(0);
+            if events::enabled() {
+                events::send(Event::SpanNew {
+                    id: sid,
+                    meta,
+                    parent,
+                    at: Instant::now(),
+                });
+            }
+            SpanMark::User(sid)
+        };
+        span.extensions_mut().insert(mark);
+    }
+
+    fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
+        if let Some(SpanMark::User(sid)) = mark(&ctx, id) {
+            if !alloc::push_span(sid) {
+                events::SPAN_STACK_OVERFLOW.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
+        if let Some(SpanMark::User(sid)) = mark(&ctx, id) {
+            alloc::pop_span(sid);
+        }
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        let _scope = InternalScope::enter();
+        let at = Instant::now();
+        match mark(&ctx, &id) {
+            Some(SpanMark::User(sid)) => events::send(Event::SpanClose { id: sid, at }),
+            Some(SpanMark::Task(task)) => {
+                key::task_ended(task.id, task.generation);
+                events::send(Event::TaskEnd { task, at });
+            }
+            None => {}
+        }
+    }
+}
+
+fn mark<S>(ctx: &Context<'_, S>, id: &Id) -> Option<SpanMark>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let _scope = InternalScope::enter();
+    ctx.span(id)?.extensions().get::<SpanMark>().copied()
+}

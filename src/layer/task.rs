@@ -1,0 +1,133 @@
+//! Naming tasks without `tokio_unstable`: a wrapper future in the manner of tokio-metrics'
+//! `Instrumented`. Its first poll learns the task's id and reports the start with the name and
+//! the spawn location; its drop (when the task completes or is aborted) reports the end.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let handle = heapspan::spawn("cache-refresher", async { 40 + 2 });
+//! assert_eq!(handle.await.unwrap(), 42);
+//! # }
+//! ```
+
+use std::future::Future;
+use std::panic::Location as StdLocation;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use pin_project::{pin_project, pinned_drop};
+
+use crate::aggregator::events::{self, Event};
+use crate::aggregator::snapshot::{Location, TaskKey, TaskSource};
+use crate::alloc::{key, InternalScope};
+
+/// A future that names the task polling it. Created by [`instrument`] or [`spawn`].
+#[pin_project(PinnedDrop)]
+#[derive(Debug)]
+pub struct Instrumented<F> {
+    #[pin]
+    inner: F,
+    name: &'static str,
+    dyn_name: Option<String>,
+    location: &'static StdLocation<'static>,
+    task: Option<TaskKey>,
+}
+
+/// Wraps `fut` so that the task that polls it is named `name`, with the caller's location as
+/// its spawn location.
+#[track_caller]
+pub fn instrument<F: Future>(name: impl Into<TaskName>, fut: F) -> Instrumented<F> {
+    let (name, dyn_name) = match name.into() {
+        TaskName::Static(s) => (s, None),
+        TaskName::Owned(s) => ("", Some(s)),
+    };
+    Instrumented {
+        inner: fut,
+        name,
+        dyn_name,
+        location: StdLocation::caller(),
+        task: None,
+    }
+}
+
+/// Spawns `fut` on the current tokio runtime as a task named `name`. Panics outside a runtime,
+/// like `tokio::spawn`.
+#[track_caller]
+pub fn spawn<F>(name: impl Into<TaskName>, fut: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(instrument(name, fut))
+}
+
+/// A task name: a `&'static str` (no allocation) or a `String`.
+#[derive(Debug)]
+pub enum TaskName {
+    /// A static name.
+    Static(&'static str),
+    /// An owned name.
+    Owned(String),
+}
+
+impl From<&'static str> for TaskName {
+    fn from(s: &'static str) -> Self {
+        TaskName::Static(s)
+    }
+}
+
+impl From<String> for TaskName {
+    fn from(s: String) -> Self {
+        TaskName::Owned(s)
+    }
+}
+
+impl<F: Future> Future for Instrumented<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        if this.task.is_none() {
+            if let Some(id) = tokio::task::try_id() {
+                let _scope = InternalScope::enter();
+                let id = key::task_id_u64(id);
+                let task = TaskKey {
+                    id,
+                    generation: key::task_started(id),
+                };
+                *this.task = Some(task);
+                if events::enabled() {
+                    let name = this
+                        .dyn_name
+                        .take()
+                        .unwrap_or_else(|| (*this.name).to_owned());
+                    events::send(Event::TaskStart {
+                        task,
+                        name: Some(name),
+                        location: Some(Location {
+                            file: this.location.file().to_owned(),
+                            line: this.location.line(),
+                        }),
+                        source: TaskSource::Wrapper,
+                        at: Instant::now(),
+                    });
+                }
+            }
+        }
+        this.inner.poll(cx)
+    }
+}
+
+#[pinned_drop]
+impl<F> PinnedDrop for Instrumented<F> {
+    fn drop(self: Pin<&mut Self>) {
+        if let Some(task) = self.task {
+            key::task_ended(task.id, task.generation);
+            events::send(Event::TaskEnd {
+                task,
+                at: Instant::now(),
+            });
+        }
+    }
+}

@@ -1,0 +1,83 @@
+#![doc = include_str!("../README.md")]
+//!
+//! # Safety and correctness
+//!
+//! ## The allocator
+//!
+//! - **Headers.** Every block handed out has a 16-byte header right below the returned
+//!   pointer (for alignments above 16, the header sits in the last 16 bytes of an
+//!   `align`-sized prefix). The inner allocator always sees `size + offset` with alignment
+//!   `max(align, 8)`, derived the same way on `alloc`, `realloc` and `dealloc`, so it is always
+//!   called with the layout it handed the block out with. The header is written from the very
+//!   first allocation, also before start, so any pointer we are asked to free has one.
+//! - **No lock, no syscall, no allocation on the hot path.** An operation updates a counter in
+//!   a table owned by the current thread (a relaxed load and store of a cache line nobody else
+//!   writes). Thread tables come from a pool allocated once at start and never freed.
+//! - **Re-entrancy.** A thread-local `busy` flag is set while heapspan records; an allocation
+//!   made inside (glibc's TLS-destructor list when a thread's table is claimed) is pushed to a
+//!   lock-free fallback queue instead of recursing. Code of heapspan that may allocate (the
+//!   layer, the aggregator, snapshots) runs in an `InternalScope`: its allocations are charged
+//!   to the `heapspan` bucket.
+//! - **Thread exit.** The thread-local that holds a thread's state has no destructor, so it
+//!   stays readable while the thread exits. A second thread-local's destructor gives the table
+//!   back to the pool and switches the thread to the fallback queue, so frees that run in later
+//!   destructors are still counted.
+//! - **Exactness.** Counters in thread tables are cumulative; the aggregator remembers, per
+//!   slot tenancy (a seqlock sequence number), what it applied, and applies only the
+//!   difference. A tenancy that is evicted hands its final counters through a single-producer
+//!   ring before the slot is reused. Nothing is counted twice or lost unless a bounded queue is
+//!   full, and then the loss is counted in [`Snapshot::dropped`]. These protocols are
+//!   model-checked with loom (`RUSTFLAGS="--cfg loom" cargo test --release --lib loom`).
+//! - **Never hurting the host.** No path panics on a full queue, a poisoned lock (recovered), or
+//!   a missing table (fallback); counting is skipped entirely until heapspan is started.
+//!
+//! # Feature flags and cfgs
+//!
+//! - `--cfg tokio_unstable`: heapspan turns on tokio's `tracing` feature and names every task
+//!   from tokio's `runtime.spawn` span (name, spawn location, start and end), with no change to
+//!   user code.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(rustdoc::broken_intra_doc_links)]
+
+pub mod aggregator;
+pub mod alloc;
+mod builder;
+mod error;
+pub mod export;
+pub mod layer;
+mod sync;
+
+pub use aggregator::snapshot::{
+    Buckets, Dropped, Location, MemStats, Snapshot, SortBy, SpanNameStats, SpanStats, TaskKey,
+    TaskNameStats, TaskSource, TaskStats,
+};
+pub use alloc::Allocator;
+pub use builder::{
+    Builder, Guard, DEFAULT_CLOSED_SPAN_RETENTION, DEFAULT_ENDED_TASK_RETENTION,
+    DEFAULT_EVENT_QUEUE_CAPACITY, DEFAULT_FOLD_INTERVAL, DEFAULT_IDLE_TASK_EVICTION,
+    DEFAULT_MAX_THREADS,
+};
+pub use error::{Error, Result};
+pub use layer::task::{instrument, spawn, Instrumented, TaskName};
+pub use layer::MemoryLayer;
+
+/// A builder with defaults overridden by the `HEAPSPAN_*` environment.
+pub fn builder() -> Builder {
+    Builder::default()
+}
+
+/// The tracing layer that attributes allocations to spans. Add it to your subscriber, then
+/// start heapspan with [`builder()`].
+pub fn layer() -> MemoryLayer {
+    MemoryLayer::new()
+}
+
+/// The one-line setup: starts heapspan with settings from the environment and installs a
+/// global subscriber made of a registry and heapspan's layer.
+pub fn init() -> Result<Guard> {
+    use tracing_subscriber::layer::SubscriberExt;
+    let guard = Builder::from_env()?.start()?;
+    let subscriber = tracing_subscriber::registry().with(layer());
+    tracing::subscriber::set_global_default(subscriber).map_err(|_| Error::SubscriberAlreadySet)?;
+    Ok(guard)
+}
