@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Every check and every test heapspan has, in one command (the README's test command; CI runs
+# exactly this). Installs what it needs (the OTLP collector) into .cache/ and reuses it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+step() { printf '\n==> %s\n' "$*"; }
+
+step "format"
+cargo fmt --all -- --check
+
+step "clippy (all targets, all features, warnings are errors)"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+step "unit, scenario, doc and integration tests"
+cargo test --workspace --all-features
+
+step "task identity through tokio's spawn spans (--cfg tokio_unstable)"
+RUSTFLAGS="--cfg tokio_unstable" CARGO_TARGET_DIR=target/unstable \
+  cargo test --test identity_paths
+
+step "loom models of the lock-free tables and queue"
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+  cargo test --release --lib loom
+
+step "benches compile and run once"
+cargo test --benches --release
+
+step "the quickstart runs"
+cargo run --release --example quickstart > target/quickstart.out
+grep -q "Tasks by live bytes" target/quickstart.out
+echo "all checks passed"
