@@ -236,6 +236,12 @@ impl Guard {
         aggregator::lock(&self.shared).snapshot()
     }
 
+    /// The shared tables, for heapspan's exporters.
+    #[allow(dead_code)]
+    pub(crate) fn shared(&self) -> Shared {
+        self.shared.clone()
+    }
+
     /// The terminal report of the top `n` tasks and spans (what the quickstart prints).
     pub fn report(&self, n: usize) -> String {
         let snap = self.snapshot();
