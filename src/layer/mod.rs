@@ -42,6 +42,9 @@ pub(crate) enum SpanMark {
     User(u64),
     /// tokio's `runtime.spawn` span for a task: not a user span.
     Task(TaskKey),
+    /// tokio's own instrumentation (`runtime.resource*` spans with `tokio_unstable`):
+    /// transparent, allocations stay with the enclosing user span.
+    Transparent,
 }
 
 /// Fields of tokio's `runtime.spawn` span.
@@ -84,6 +87,10 @@ fn is_spawn_span(meta: &tracing_core::Metadata<'_>) -> bool {
     meta.name() == "runtime.spawn" && meta.target() == "tokio::task"
 }
 
+fn is_tokio_internal(meta: &tracing_core::Metadata<'_>) -> bool {
+    meta.name().starts_with("runtime.") && meta.target().starts_with("tokio")
+}
+
 impl<S> Layer<S> for MemoryLayer
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -111,6 +118,8 @@ where
                 at: Instant::now(),
             });
             SpanMark::Task(task)
+        } else if is_tokio_internal(meta) {
+            SpanMark::Transparent
         } else {
             let sid = alloc::next_span_id();
             let parent = span
@@ -156,7 +165,7 @@ where
                 key::task_ended(task.id, task.generation);
                 events::send(Event::TaskEnd { task, at });
             }
-            None => {}
+            Some(SpanMark::Transparent) | None => {}
         }
     }
 }
