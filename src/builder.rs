@@ -3,12 +3,15 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::aggregator::{self, events, Aggregator, Limits, Shared};
 use crate::alloc::{self, InternalScope};
 use crate::error::{Error, Result};
 use crate::Snapshot;
+
+/// How often the aggregator checks whether a thread's retired ring is filling up.
+const PRESSURE_CHECK: Duration = Duration::from_millis(2);
 
 /// Default for [`Builder::fold_interval`].
 pub const DEFAULT_FOLD_INTERVAL: Duration = Duration::from_millis(10);
@@ -187,6 +190,7 @@ impl Builder {
         };
         let shared: Shared = Arc::new(Mutex::new(Aggregator::new(pool, rx, limits)));
         let stop = Arc::new(AtomicBool::new(false));
+        let fold_interval = self.fold_interval;
         let thread = {
             let shared = shared.clone();
             let stop = stop.clone();
@@ -197,13 +201,21 @@ impl Builder {
                     let _no = tracing::subscriber::set_default(
                         tracing::subscriber::NoSubscriber::default(),
                     );
+                    let pool = aggregator::lock(&shared).pool();
                     while !stop.load(Ordering::Acquire) {
-                        let wait = {
-                            let mut a = aggregator::lock(&shared);
-                            a.fold();
-                            a.next_wait()
-                        };
-                        std::thread::park_timeout(wait);
+                        aggregator::lock(&shared).fold();
+                        // Sleep until the next fold, waking early when a ring fills up.
+                        let deadline = Instant::now() + fold_interval;
+                        loop {
+                            let now = Instant::now();
+                            if now >= deadline
+                                || stop.load(Ordering::Acquire)
+                                || pool.under_pressure()
+                            {
+                                break;
+                            }
+                            std::thread::park_timeout((deadline - now).min(PRESSURE_CHECK));
+                        }
                     }
                 })
                 .map_err(|source| Error::Thread {

@@ -2,7 +2,8 @@
 //! and span tables, keeps them bounded, and answers snapshots.
 //!
 //! # Fold
-//! Every `fold_interval` (faster while a thread's retired ring fills up) the aggregator
+//! Every `fold_interval`, and as soon as a thread's retired ring is an eighth full (checked
+//! every 2 ms), the aggregator
 //! drains the event queue, reads every thread's slot table and the fallback queue, turns
 //! cumulative counters into exact deltas ([`Applied`]), applies each delta to the allocating
 //! task and span, then records peaks.
@@ -24,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::alloc::key::{SPAN_BITS, SPAN_MASK, TASK_HEAPSPAN, TASK_NONE, TASK_UNTRACKED};
-use crate::alloc::slots::{Applied, Counters, Key, Op, RING};
+use crate::alloc::slots::{Applied, Counters, Key, Op};
 use crate::alloc::Pool;
 use crate::sync::statics::Ordering;
 use events::Event;
@@ -170,17 +171,9 @@ impl Aggregator {
         self.epoch.1 + t.saturating_duration_since(self.epoch.0)
     }
 
-    /// How long to sleep before the next fold: shorter while any retired ring is filling.
-    pub(crate) fn next_wait(&self) -> Duration {
-        let high = self.pool.high.load(Ordering::Relaxed) as usize;
-        let busy = self.pool.threads[..high]
-            .iter()
-            .any(|t| t.ring_len() > RING / 4);
-        if busy {
-            Duration::from_millis(1).min(self.limits.fold_interval)
-        } else {
-            self.limits.fold_interval
-        }
+    /// The pool this aggregator reads.
+    pub(crate) fn pool(&self) -> &'static Pool {
+        self.pool
     }
 
     /// One fold: events, per-thread deltas, fallback queue, peaks, eviction.
@@ -499,12 +492,7 @@ impl Aggregator {
         total.add(&self.buckets.unattributed);
         total.add(&self.buckets.heapspan);
         total.add(&self.buckets.untracked);
-        let high = self.pool.high.load(Ordering::Relaxed) as usize;
         let dropped = Dropped {
-            slot_ring_full: self.pool.threads[..high]
-                .iter()
-                .map(|t| t.dropped.load(std::sync::atomic::Ordering::Relaxed))
-                .sum(),
             fallback_queue_full: self
                 .pool
                 .orphans

@@ -197,8 +197,6 @@ pub struct Buckets {
 /// counted, never waited for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Dropped {
-    /// A thread's retired-slot ring was full (the aggregator fell behind).
-    pub slot_ring_full: u64,
     /// The shared fallback queue was full.
     pub fallback_queue_full: u64,
     /// The span/task event queue was full (names or ends may be missing).
@@ -211,10 +209,7 @@ pub struct Dropped {
 impl Dropped {
     /// Sum of all counts.
     pub fn total(&self) -> u64 {
-        self.slot_ring_full
-            + self.fallback_queue_full
-            + self.event_queue_full
-            + self.span_stack_overflow
+        self.fallback_queue_full + self.event_queue_full + self.span_stack_overflow
     }
 }
 

@@ -211,6 +211,16 @@ pub(crate) struct Pool {
     pub(crate) high: AtomicU64,
 }
 
+impl Pool {
+    /// True when some thread's retired ring is filling up: the aggregator should fold now.
+    pub(crate) fn under_pressure(&self) -> bool {
+        let high = self.high.load(Ordering::Relaxed) as usize;
+        self.threads[..high]
+            .iter()
+            .any(|t| t.ring_len() > slots::RING / 8)
+    }
+}
+
 /// Installs the pool and turns counting on. Fails if heapspan already runs.
 pub(crate) fn start(max_threads: usize) -> Result<&'static Pool, ()> {
     let _g = InternalScope::enter();
@@ -372,7 +382,10 @@ fn record(l: &Local, key: Key, op: Op) {
         // SAFETY: a non-sentinel `state` points into the leaked pool and this thread owns it
         // (claimed with a CAS, released only by this thread's exit hook, after which `state`
         // is the sentinel).
-        unsafe { (*st).record(key, op, &l.hint) };
+        let recorded = unsafe { (*st).record(key, op, &l.hint) };
+        if !recorded {
+            pool.orphans.push(key, op);
+        }
     }
     l.busy.set(false);
 }

@@ -10,19 +10,19 @@
 //! entries and reuses the slot under a new sequence number. A slot's `seq` is a seqlock: odd
 //! while the owner rewrites its key, even otherwise, and bumped by two on every reuse, so the
 //! aggregator can tell one tenancy of a slot from the next and never double counts.
-//! If the ring is full (the aggregator has stalled), the operation is dropped and counted;
-//! nothing blocks.
+//! If the ring is full (the aggregator has fallen behind), the operation is refused and the
+//! caller sends it through the shared fallback queue instead; nothing blocks.
 
 use crate::sync::{fence, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 /// Slots per thread (a power of two).
 #[cfg(not(loom))]
-pub(crate) const SLOTS: usize = 128;
+pub(crate) const SLOTS: usize = 256;
 #[cfg(loom)]
 pub(crate) const SLOTS: usize = 2;
 /// Retired-slot ring entries per thread (a power of two).
 #[cfg(not(loom))]
-pub(crate) const RING: usize = 512;
+pub(crate) const RING: usize = 1024;
 #[cfg(loom)]
 pub(crate) const RING: usize = 2;
 /// Bytes of one [`ThreadState`] (slots, ring, counters), for the tracker-memory figure.
@@ -205,8 +205,8 @@ pub(crate) struct ThreadState {
     tail: AtomicUsize,
     /// Next ring index the aggregator reads (consumer).
     head: AtomicUsize,
-    /// Operations lost because the ring was full (bytes are not recoverable).
-    pub(crate) dropped: AtomicU64,
+    /// Operations refused because the ring was full (they went to the fallback queue).
+    pub(crate) overflowed: AtomicU64,
 }
 
 impl ThreadState {
@@ -221,26 +221,28 @@ impl ThreadState {
                 .collect(),
             tail: AtomicUsize::new(0),
             head: AtomicUsize::new(0),
-            dropped: AtomicU64::new(0),
+            overflowed: AtomicU64::new(0),
         }
     }
 
     /// Owner only: record `op` under `key`. `hint` is the slot the thread used last; it is
-    /// updated to the slot used now. Never blocks, never allocates.
+    /// updated to the slot used now. Never blocks, never allocates. Returns false if the op
+    /// could not be recorded here (a slot had to be evicted and the ring is full).
     #[inline]
-    pub(crate) fn record(&self, key: Key, op: Op, hint: &std::cell::Cell<u32>) {
+    #[must_use]
+    pub(crate) fn record(&self, key: Key, op: Op, hint: &std::cell::Cell<u32>) -> bool {
         let h = hint.get() as usize & (SLOTS - 1);
         let slot = &self.slots[h];
         if slot.holds(key) {
             slot.apply(op);
-            return;
+            return true;
         }
-        self.record_cold(key, op, hint);
+        self.record_cold(key, op, hint)
     }
 
     #[cold]
     #[inline(never)]
-    fn record_cold(&self, key: Key, op: Op, hint: &std::cell::Cell<u32>) {
+    fn record_cold(&self, key: Key, op: Op, hint: &std::cell::Cell<u32>) -> bool {
         let start = key.hash();
         let mut empty = None;
         for i in 0..PROBE {
@@ -249,7 +251,7 @@ impl ThreadState {
             if slot.holds(key) {
                 hint.set(idx as u32);
                 slot.apply(op);
-                return;
+                return true;
             }
             if empty.is_none() && slot.is_empty() {
                 empty = Some(idx);
@@ -261,8 +263,8 @@ impl ThreadState {
                 // Evict the first slot of the window: its tenancy goes to the ring.
                 let idx = start & (SLOTS - 1);
                 if !self.retire(idx) {
-                    bump(&self.dropped, 1);
-                    return;
+                    bump(&self.overflowed, 1);
+                    return false;
                 }
                 idx
             }
@@ -271,6 +273,7 @@ impl ThreadState {
         slot.reassign(key);
         hint.set(idx as u32);
         slot.apply(op);
+        true
     }
 
     /// Owner only: push slot `idx`'s tenancy into the ring. False when the ring is full.
@@ -438,8 +441,8 @@ mod tests {
                     task: k,
                     span: round,
                 };
-                ts.record(key, Op::Alloc(k + 1), &hint);
-                ts.record(key, Op::Free(1), &hint);
+                assert!(ts.record(key, Op::Alloc(k + 1), &hint));
+                assert!(ts.record(key, Op::Free(1), &hint));
                 if k % 97 == 0 {
                     drain(&ts, &mut applied, &mut out);
                 }
@@ -447,7 +450,7 @@ mod tests {
         }
         drain(&ts, &mut applied, &mut out);
         drain(&ts, &mut applied, &mut out);
-        assert_eq!(ts.dropped.load(Ordering::Relaxed), 0);
+        assert_eq!(ts.overflowed.load(Ordering::Relaxed), 0);
         assert_eq!(out.len(), 3000);
         for (key, c) in &out {
             assert_eq!(c.alloc_bytes, key.task + 1, "{key:?}");
@@ -456,13 +459,14 @@ mod tests {
     }
 
     #[test]
-    fn a_full_ring_drops_and_counts_instead_of_blocking() {
+    fn a_full_ring_refuses_instead_of_blocking() {
         let ts = ThreadState::new();
         let hint = Cell::new(0);
-        for k in 0..(SLOTS + RING + 100) as u64 * 4 {
-            ts.record(Key { task: k, span: 0 }, Op::Alloc(8), &hint);
-        }
-        assert!(ts.dropped.load(Ordering::Relaxed) > 0);
+        let refused = (0..(SLOTS + RING + 100) as u64 * 4)
+            .filter(|&k| !ts.record(Key { task: k, span: 0 }, Op::Alloc(8), &hint))
+            .count();
+        assert!(refused > 0);
+        assert_eq!(ts.overflowed.load(Ordering::Relaxed), refused as u64);
         assert_eq!(ts.ring_len(), RING);
     }
 }
@@ -484,7 +488,7 @@ mod loom_tests {
                 loom::thread::spawn(move || {
                     let hint = Cell::new(0);
                     for k in 0..3u64 {
-                        ts.record(Key { task: k, span: 0 }, Op::Alloc(10 + k), &hint);
+                        assert!(ts.record(Key { task: k, span: 0 }, Op::Alloc(10 + k), &hint));
                     }
                 })
             };
