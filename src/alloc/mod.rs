@@ -57,20 +57,35 @@ impl<A> Allocator<A> {
 }
 
 /// Where the header goes for `layout`: the inner layout and the offset of the user pointer.
-#[inline]
+#[inline(always)]
 fn outer(layout: Layout) -> Option<(Layout, usize)> {
-    let off = if layout.align() > HEADER_BYTES {
-        layout.align()
-    } else {
-        HEADER_BYTES
-    };
+    if layout.align() <= HEADER_BYTES {
+        let size = layout.size().checked_add(HEADER_BYTES)?;
+        if size > isize::MAX as usize - (HEADER_BYTES - 1) {
+            return None;
+        }
+        let align = if layout.align() < 8 {
+            8
+        } else {
+            layout.align()
+        };
+        // SAFETY: `align` is a power of two (8 or the layout's own), and `size` rounded up to
+        // it (at most 15 more bytes) stays within `isize::MAX`, as checked above.
+        return Some((
+            unsafe { Layout::from_size_align_unchecked(size, align) },
+            HEADER_BYTES,
+        ));
+    }
+    outer_over_aligned(layout)
+}
+
+#[cold]
+fn outer_over_aligned(layout: Layout) -> Option<(Layout, usize)> {
+    let off = layout.align();
     let size = layout.size().checked_add(off)?;
-    let align = if layout.align() < 8 {
-        8
-    } else {
-        layout.align()
-    };
-    Layout::from_size_align(size, align).ok().map(|l| (l, off))
+    Layout::from_size_align(size, layout.align())
+        .ok()
+        .map(|l| (l, off))
 }
 
 /// Writes the header just below `user`.
@@ -249,6 +264,7 @@ pub(crate) fn stop() {
     STATE.store(OFF, Ordering::Release);
 }
 
+#[inline]
 pub(crate) fn pool() -> Option<&'static Pool> {
     let p = POOL.load(Ordering::Acquire);
     // SAFETY: POOL is only ever set to a leaked, never-freed `Pool`.
@@ -363,82 +379,80 @@ impl Local {
     }
 }
 
-/// Records `op` under `key` on this thread.
-#[inline]
+/// Records `op` under `key` on this thread: the thread's own table when it has one and is not
+/// already inside heapspan's bookkeeping, else the cold path.
+#[inline(always)]
 fn record(l: &Local, key: Key, op: Op) {
+    let st = l.state.get();
+    if st as usize > ORPHAN as usize && !l.busy.get() {
+        // SAFETY: a non-sentinel `state` points into the leaked pool and this thread owns it
+        // (claimed with a CAS, released only by this thread's exit hook, after which `state`
+        // is the sentinel). The table's fast path never allocates, so no re-entrancy here.
+        if unsafe { (*st).record(key, op, &l.hint) } {
+            return;
+        }
+    }
+    record_cold(l, key, op);
+}
+
+/// First operation on a thread (claims a table), re-entrant operations, threads without a
+/// table, and operations a full ring refused: all go through here.
+#[cold]
+#[inline(never)]
+fn record_cold(l: &Local, key: Key, op: Op) {
     let Some(pool) = pool() else { return };
-    if l.busy.get() {
+    let st = l.state.get();
+    if !st.is_null() || l.busy.get() {
+        // Re-entrant, orphaned, or refused by a full ring.
         pool.orphans.push(key, op);
         return;
     }
     l.busy.set(true);
-    let mut st = l.state.get();
-    if st.is_null() {
-        st = l.claim(pool);
-    }
-    if st == ORPHAN {
+    let st = l.claim(pool);
+    let recorded = st != ORPHAN && {
+        // SAFETY: just claimed from the leaked pool by this thread (see `record`).
+        unsafe { (*st).record(key, op, &l.hint) }
+    };
+    if !recorded {
         pool.orphans.push(key, op);
-    } else {
-        // SAFETY: a non-sentinel `state` points into the leaked pool and this thread owns it
-        // (claimed with a CAS, released only by this thread's exit hook, after which `state`
-        // is the sentinel).
-        let recorded = unsafe { (*st).record(key, op, &l.hint) };
-        if !recorded {
-            pool.orphans.push(key, op);
-        }
     }
     l.busy.set(false);
 }
 
-#[inline]
+const UNTRACKED: Key = Key {
+    task: TASK_UNTRACKED,
+    span: 0,
+};
+
+#[inline(always)]
 fn on_alloc(size: u64) -> Key {
     if STATE.load(Ordering::Relaxed) != ON {
-        return Key {
-            task: TASK_UNTRACKED,
-            span: 0,
-        };
+        return UNTRACKED;
     }
-    let key = LOCAL
-        .try_with(|l| {
-            let key = if l.internal.get() > 0 || l.busy.get() {
-                Key {
-                    task: TASK_HEAPSPAN,
-                    span: 0,
-                }
-            } else {
-                let (task, gen) = l.task_key();
-                Key {
-                    task,
-                    span: l.current_span() | (u64::from(gen) << key::SPAN_BITS),
-                }
-            };
-            record(l, key, Op::Alloc(size));
-            key
-        })
-        .ok();
-    key.unwrap_or_else(|| {
-        // Unreachable in practice (LOCAL has no destructor), but never lose the count.
-        let key = Key {
-            task: TASK_NONE,
-            span: 0,
+    LOCAL.with(|l| {
+        let key = if l.internal.get() > 0 || l.busy.get() {
+            Key {
+                task: TASK_HEAPSPAN,
+                span: 0,
+            }
+        } else {
+            let (task, gen) = l.task_key();
+            Key {
+                task,
+                span: l.current_span() | (u64::from(gen) << key::SPAN_BITS),
+            }
         };
-        if let Some(p) = pool() {
-            p.orphans.push(key, Op::Alloc(size));
-        }
+        record(l, key, Op::Alloc(size));
         key
     })
 }
 
-#[inline]
+#[inline(always)]
 fn on_op(key: Key, op: Op) {
     if POOL.load(Ordering::Relaxed).is_null() {
         return;
     }
-    if LOCAL.try_with(|l| record(l, key, op)).is_err() {
-        if let Some(p) = pool() {
-            p.orphans.push(key, op);
-        }
-    }
+    LOCAL.with(|l| record(l, key, op));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -199,7 +199,7 @@ pub(crate) const ACTIVE: u8 = 1;
 #[derive(Debug)]
 pub(crate) struct ThreadState {
     pub(crate) status: AtomicU8,
-    slots: Box<[Slot]>,
+    slots: Box<[Slot; SLOTS]>,
     ring: Box<[RetiredCell]>,
     /// Next ring index the owner writes (producer).
     tail: AtomicUsize,
@@ -213,7 +213,7 @@ impl ThreadState {
     pub(crate) fn new() -> Self {
         ThreadState {
             status: AtomicU8::new(FREE),
-            slots: (0..SLOTS).map(|_| Slot::new()).collect(),
+            slots: Box::new(std::array::from_fn(|_| Slot::new())),
             ring: (0..RING)
                 .map(|_| RetiredCell {
                     words: std::array::from_fn(|_| AtomicU64::new(0)),
