@@ -83,6 +83,13 @@ fn blocking_tasks_threads_and_pre_start_memory_land_in_their_buckets_and_nothing
         .start()
         .unwrap();
     let rt = common::runtime(2);
+    // Let the runtime's worker threads start and park before the window opens.
+    rt.block_on(async {
+        for _ in 0..4 {
+            tokio::spawn(async {}).await.unwrap();
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
     let s1 = guard.snapshot();
     let i1 = inner();
 
@@ -93,6 +100,9 @@ fn blocking_tasks_threads_and_pre_start_memory_land_in_their_buckets_and_nothing
     let blocking_id = blocking.id();
     let from_blocking = rt.block_on(blocking).unwrap();
     drop(before_start);
+    // Let the blocking pool's thread finish dropping the task it ran (its frees are part of
+    // the workload) and park; nothing else runs until the second snapshot.
+    std::thread::sleep(Duration::from_millis(300));
 
     let i2 = inner();
     let s2 = guard.snapshot();
