@@ -8,6 +8,8 @@ use std::time::Duration;
 use crate::aggregator::{self, events, Aggregator, Limits, Shared};
 use crate::alloc::{self, InternalScope};
 use crate::error::{Error, Result};
+use crate::export::pipeline::{self, ExportHandle};
+use crate::export::ExportConfig;
 use crate::Snapshot;
 
 /// Default for [`Builder::fold_interval`].
@@ -33,6 +35,7 @@ pub struct Builder {
     ended_task_retention: usize,
     closed_span_retention: usize,
     idle_task_eviction: Duration,
+    export: ExportConfig,
 }
 
 impl Default for Builder {
@@ -44,6 +47,7 @@ impl Default for Builder {
             ended_task_retention: DEFAULT_ENDED_TASK_RETENTION,
             closed_span_retention: DEFAULT_CLOSED_SPAN_RETENTION,
             idle_task_eviction: DEFAULT_IDLE_TASK_EVICTION,
+            export: ExportConfig::default(),
         }
     }
 }
@@ -136,6 +140,14 @@ impl Builder {
         self
     }
 
+    /// OTLP export settings (default [`ExportConfig::default`]: export is on when an endpoint
+    /// or a file is configured here or in the environment; see [`crate::export`]). Validated,
+    /// together with the `OTEL_*` and `HEAPSPAN_*` export variables, by [`Builder::start`].
+    pub fn export(mut self, config: ExportConfig) -> Self {
+        self.export = config;
+        self
+    }
+
     fn validate(&self) -> Result<()> {
         let bad = |setting, value: String, expected| {
             Err(Error::InvalidConfig {
@@ -171,6 +183,9 @@ impl Builder {
     pub fn start(self) -> Result<Guard> {
         self.validate()?;
         let _scope = InternalScope::enter();
+        // Export settings and exporters are checked before anything starts, so that a bad
+        // setting leaves heapspan startable.
+        let export = pipeline::prepare(self.export.resolve()?)?;
         let rx = events::open(self.event_queue_capacity).ok_or(Error::AlreadyStarted)?;
         let pool = alloc::start(self.max_threads).map_err(|()| Error::AlreadyStarted)?;
         // Any allocation now claims this thread's table; none means we are not the allocator.
@@ -211,10 +226,20 @@ impl Builder {
                     source,
                 })?
         };
+        let export = match export.map(|e| e.spawn(shared.clone())).transpose() {
+            Ok(e) => e,
+            Err(e) => {
+                stop.store(true, Ordering::Release);
+                thread.thread().unpark();
+                let _ = thread.join();
+                return Err(e);
+            }
+        };
         Ok(Guard {
             shared,
             stop,
             thread: Some(thread),
+            export,
         })
     }
 }
@@ -227,6 +252,7 @@ pub struct Guard {
     shared: Shared,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    export: Option<ExportHandle>,
 }
 
 impl Guard {
@@ -253,6 +279,9 @@ impl Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         let _scope = InternalScope::enter();
+        if let Some(e) = self.export.take() {
+            e.shutdown();
+        }
         self.stop.store(true, Ordering::Release);
         if let Some(t) = self.thread.take() {
             t.thread().unpark();
