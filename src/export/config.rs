@@ -225,13 +225,12 @@ impl ExportConfig {
 
     /// Resolves against `env` (a lookup of environment variables), validating every value.
     pub fn resolve_with(&self, env: impl Fn(&str) -> Option<String>) -> Result<Resolved> {
-        let bad = |setting: &'static str, value: String, expected: &'static str| {
-            Error::InvalidConfig {
+        let bad =
+            |setting: &'static str, value: String, expected: &'static str| Error::InvalidConfig {
                 setting,
                 value,
                 expected,
-            }
-        };
+            };
         let env_ms = |var: &'static str, min: u64| -> Result<Option<Duration>> {
             match env(var) {
                 None => Ok(None),
@@ -341,8 +340,9 @@ impl ExportConfig {
                 ))
             }
             Some(d) => d,
-            None => env_ms("OTEL_METRIC_EXPORT_INTERVAL", 1)?
-                .unwrap_or(DEFAULT_METRIC_EXPORT_INTERVAL),
+            None => {
+                env_ms("OTEL_METRIC_EXPORT_INTERVAL", 1)?.unwrap_or(DEFAULT_METRIC_EXPORT_INTERVAL)
+            }
         };
         let timeout = match self.timeout {
             Some(d) if d.is_zero() => return Err(bad("timeout", "0s".into(), "more than 0")),
@@ -609,7 +609,10 @@ mod tests {
         let vars = [
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9/"),
             ("OTEL_SERVICE_NAME", "from-env"),
-            ("OTEL_RESOURCE_ATTRIBUTES", "a=1,b=two%20words,service.name=x"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "a=1,b=two%20words,service.name=x",
+            ),
             ("OTEL_METRIC_EXPORT_INTERVAL", "250"),
             ("OTEL_EXPORTER_OTLP_HEADERS", "x-token=abc"),
             ("OTEL_EXPORTER_OTLP_TIMEOUT", "1500"),
@@ -674,8 +677,10 @@ mod tests {
         );
         assert!(rejected(c(), &[("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://x")])
             .starts_with("invalid value \"ftp://x\" for OTEL_EXPORTER_OTLP_ENDPOINT: expected"));
-        assert!(rejected(c(), &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://:80")])
-            .contains("OTEL_EXPORTER_OTLP_ENDPOINT"));
+        assert!(
+            rejected(c(), &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://:80")])
+                .contains("OTEL_EXPORTER_OTLP_ENDPOINT")
+        );
         assert!(
             rejected(c(), &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]).starts_with(
                 "invalid value \"http/json\" for OTEL_EXPORTER_OTLP_PROTOCOL: expected"

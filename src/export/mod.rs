@@ -46,10 +46,14 @@
 //! [`ExportConfig::timeout`] on heapspan's thread; failed span batches are dropped and counted
 //! ([`names::DROP_REASON_EXPORT_FAILED`]); metrics are cumulative, so the next successful
 //! export catches up; a warning goes to stderr at most once a minute. Dropping the guard
-//! exports a last time and waits at most [`ExportConfig::shutdown_timeout`]. The blocking
-//! HTTP client (reqwest) runs one internal thread of its own, which heapspan cannot mark.
+//! exports a last time and waits at most [`ExportConfig::shutdown_timeout`]. OTLP/HTTP uses
+//! heapspan's own blocking `std::net` client (plain `http://`; for TLS pass your own
+//! providers). gRPC (tonic) runs on a current-thread tokio runtime owned and driven by the
+//! export thread.
 
 pub mod config;
+#[cfg(feature = "http")]
+pub(crate) mod http_client;
 pub mod names;
 pub(crate) mod pipeline;
 pub mod report;

@@ -238,7 +238,10 @@ mod tests {
     #[test]
     fn size_buckets_are_powers_of_four_from_16_b_to_16_mib() {
         assert_eq!(ALLOCATION_SIZE_BUCKETS[0], 16.0);
-        assert_eq!(*ALLOCATION_SIZE_BUCKETS.last().unwrap(), 16.0 * 1024.0 * 1024.0);
+        assert_eq!(
+            *ALLOCATION_SIZE_BUCKETS.last().unwrap(),
+            16.0 * 1024.0 * 1024.0
+        );
         for w in ALLOCATION_SIZE_BUCKETS.windows(2) {
             assert_eq!(w[1], w[0] * 4.0);
         }

@@ -5,9 +5,7 @@
 //! Everything runs on one named thread (`heapspan-export`) that counts its allocations to the
 //! `heapspan` bucket, has no tracing subscriber, and calls exporters inside OpenTelemetry's
 //! suppression scope. heapspan's own providers have no background thread: metrics go through a
-//! [`ManualReader`] collected here, spans through a bounded queue drained here. The HTTP
-//! exporter's blocking reqwest client runs its own internal thread (not marked; its
-//! allocations are counted like any other tokio runtime's).
+//! [`ManualReader`] collected here, spans through a bounded queue drained here.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -46,7 +44,8 @@ const WARN_EVERY: Duration = Duration::from_secs(60);
 pub(crate) struct ExportHandle {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
-    done: std::sync::mpsc::Receiver<()>,
+    // In a mutex only so that the guard stays `Sync`.
+    done: Mutex<std::sync::mpsc::Receiver<()>>,
     shutdown_timeout: Duration,
 }
 
@@ -57,7 +56,8 @@ impl ExportHandle {
         self.stop.store(true, Ordering::Release);
         if let Some(t) = self.thread.take() {
             t.thread().unpark();
-            if self.done.recv_timeout(self.shutdown_timeout).is_ok() {
+            let done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+            if done.recv_timeout(self.shutdown_timeout).is_ok() {
                 let _ = t.join();
             }
         }
@@ -254,7 +254,9 @@ pub(crate) struct Prepared(Exporter);
 
 impl std::fmt::Debug for Prepared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Prepared").field("sink", &self.0.sink).finish()
+        f.debug_struct("Prepared")
+            .field("sink", &self.0.sink)
+            .finish()
     }
 }
 
@@ -373,34 +375,35 @@ pub(crate) fn prepare(cfg: Resolved) -> Result<Option<Prepared>> {
 impl Prepared {
     /// Starts the export thread on the aggregator's tables.
     pub(crate) fn spawn(self, shared: Shared) -> Result<ExportHandle> {
-    let mut exporter = self.0;
-    exporter.shared = Some(shared);
-    let stop = Arc::new(AtomicBool::new(false));
-    let (done_tx, done) = std::sync::mpsc::sync_channel(1);
-    let shutdown_timeout = exporter.cfg.shutdown_timeout;
-    let thread = {
-        let stop = stop.clone();
-        std::thread::Builder::new()
-            .name("heapspan-export".into())
-            .spawn(move || {
-                alloc::mark_internal_thread();
-                let _no =
-                    tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default());
-                exporter.run(&stop);
-                let _ = done_tx.send(());
-            })
-            .map_err(|source| Error::Thread {
-                thread: "heapspan-export",
-                source,
-            })?
-    };
-    Ok(ExportHandle {
-        stop,
-        thread: Some(thread),
-        done,
-        shutdown_timeout,
-    })
-}
+        let mut exporter = self.0;
+        exporter.shared = Some(shared);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (done_tx, done) = std::sync::mpsc::sync_channel(1);
+        let shutdown_timeout = exporter.cfg.shutdown_timeout;
+        let thread = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("heapspan-export".into())
+                .spawn(move || {
+                    alloc::mark_internal_thread();
+                    let _no = tracing::subscriber::set_default(
+                        tracing::subscriber::NoSubscriber::default(),
+                    );
+                    exporter.run(&stop);
+                    let _ = done_tx.send(());
+                })
+                .map_err(|source| Error::Thread {
+                    thread: "heapspan-export",
+                    source,
+                })?
+        };
+        Ok(ExportHandle {
+            stop,
+            thread: Some(thread),
+            done: Mutex::new(done),
+            shutdown_timeout,
+        })
+    }
 }
 
 impl Exporter {
@@ -434,14 +437,19 @@ impl Exporter {
                 self.shutdown();
                 return;
             }
-            let wait = next_metrics.min(next_window).saturating_duration_since(Instant::now());
+            let wait = next_metrics
+                .min(next_window)
+                .saturating_duration_since(Instant::now());
             std::thread::park_timeout(wait);
         }
     }
 
     fn warn(&mut self, what: &str, e: &ExportFailed) {
         let now = Instant::now();
-        if self.last_warn.is_none_or(|t| now.duration_since(t) >= WARN_EVERY) {
+        if self
+            .last_warn
+            .is_none_or(|t| now.duration_since(t) >= WARN_EVERY)
+        {
             self.last_warn = Some(now);
             eprintln!(
                 "heapspan: exporting {what} failed ({}); dropped spans are counted in {} and \
@@ -460,7 +468,11 @@ impl Exporter {
         names.sort_by_key(|t| std::cmp::Reverse(t.mem.allocated_bytes));
         let mut other_peak = None::<u64>;
         for t in names {
-            let prev = self.prev_task_names.get(&t.name).copied().unwrap_or_default();
+            let prev = self
+                .prev_task_names
+                .get(&t.name)
+                .copied()
+                .unwrap_or_default();
             let (a, f, c, l) = delta(&t.mem, &prev);
             let (attrs, is_other) = self.tasks.attrs(&t.name);
             if a > 0 {
@@ -523,7 +535,11 @@ impl Exporter {
         let p = self.prev_dropped;
         let queue_dropped = self.queue.dropped.load(Ordering::Relaxed);
         for (reason, cur, prev) in [
-            (n::DROP_REASON_SLOT_RING_FULL, d.slot_ring_full, p.slot_ring_full),
+            (
+                n::DROP_REASON_SLOT_RING_FULL,
+                d.slot_ring_full,
+                p.slot_ring_full,
+            ),
             (
                 n::DROP_REASON_FALLBACK_QUEUE_FULL,
                 d.fallback_queue_full,
@@ -700,5 +716,15 @@ impl Exporter {
             let _ = p.shutdown_with_timeout(t);
         }
         let _ = &self.resource;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_guard_can_live_in_a_static() {
+        fn sync_send<T: Sync + Send>() {}
+        sync_send::<super::ExportHandle>();
+        sync_send::<crate::Guard>();
     }
 }

@@ -14,14 +14,14 @@ use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_sc
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
 #[cfg(any(feature = "http", feature = "grpc"))]
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
+use opentelemetry_sdk::trace::SpanData;
 #[cfg(any(feature = "http", feature = "grpc"))]
 use opentelemetry_sdk::trace::SpanExporter as _;
-use opentelemetry_sdk::trace::SpanData;
 use opentelemetry_sdk::Resource;
 
-use super::config::Resolved;
 #[cfg(any(feature = "http", feature = "grpc"))]
 use super::config::Protocol;
+use super::config::Resolved;
 use crate::error::{Error, Result};
 
 /// A failed export, with a short reason for the (rate-limited) warning.
@@ -180,6 +180,7 @@ impl Otlp {
         match cfg.protocol {
             #[cfg(feature = "http")]
             Protocol::HttpProtobuf => {
+                use super::http_client::StdHttpClient;
                 use opentelemetry_otlp::WithHttpConfig;
                 let headers: std::collections::HashMap<String, String> =
                     cfg.headers.iter().cloned().collect();
@@ -187,6 +188,9 @@ impl Otlp {
                     Some(url) if cfg.tracer_provider.is_none() => {
                         let mut e = opentelemetry_otlp::SpanExporter::builder()
                             .with_http()
+                            .with_http_client(StdHttpClient {
+                                timeout: cfg.timeout,
+                            })
                             .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                             .with_endpoint(url.clone())
                             .with_timeout(cfg.timeout)
@@ -202,6 +206,9 @@ impl Otlp {
                     Some(url) if cfg.meter_provider.is_none() => Some(
                         opentelemetry_otlp::MetricExporter::builder()
                             .with_http()
+                            .with_http_client(StdHttpClient {
+                                timeout: cfg.timeout,
+                            })
                             .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                             .with_endpoint(url.clone())
                             .with_timeout(cfg.timeout)
@@ -235,7 +242,8 @@ impl Otlp {
                         .map_err(|e| export_err("a gRPC header value", e))?;
                     headers.insert(key, val);
                 }
-                let md = opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(headers);
+                let md =
+                    opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(headers);
                 let spans = match &traces {
                     Some(url) if cfg.tracer_provider.is_none() => {
                         let mut e = opentelemetry_otlp::SpanExporter::builder()
