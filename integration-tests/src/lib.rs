@@ -316,3 +316,243 @@ pub fn json_lines(path: &Path) -> Vec<serde_json::Value> {
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
 }
+
+/// One metric data point from rotel's detailed debug log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedPoint {
+    /// Metric name.
+    pub metric: String,
+    /// Its unit.
+    pub unit: String,
+    /// Data point attributes (`key` → rendered value, e.g. `holder`).
+    pub attrs: Vec<(String, String)>,
+    /// The value as printed.
+    pub value: f64,
+}
+
+impl LoggedPoint {
+    /// The attribute `key`, if present.
+    pub fn attr(&self, key: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One span from rotel's detailed debug log.
+#[derive(Debug, Clone, Default)]
+pub struct LoggedSpan {
+    /// Span name.
+    pub name: String,
+    /// Attributes (`key` → rendered value without the type wrapper).
+    pub attrs: Vec<(String, String)>,
+}
+
+impl LoggedSpan {
+    /// The attribute `key`, if present.
+    pub fn attr(&self, key: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The attribute `key` as an integer.
+    pub fn int(&self, key: &str) -> Option<i64> {
+        self.attr(key)?.parse().ok()
+    }
+}
+
+/// `-> key: Str(value)` → (`key`, `value`).
+fn logged_attr(line: &str) -> Option<(String, String)> {
+    let rest = line.trim().strip_prefix("-> ")?;
+    let (k, v) = rest.split_once(": ")?;
+    let v = match v.find('(') {
+        Some(i) if v.ends_with(')') => &v[i + 1..v.len() - 1],
+        _ => v,
+    };
+    Some((k.to_owned(), v.to_owned()))
+}
+
+/// The metric data points and the resource attributes in rotel's detailed debug log.
+pub fn logged_metrics(log: &str) -> (Vec<LoggedPoint>, Vec<(String, String)>) {
+    let mut points = Vec::new();
+    let mut resource = Vec::new();
+    let (mut metric, mut unit) = (String::new(), String::new());
+    let mut attrs: Vec<(String, String)> = Vec::new();
+    enum At {
+        Other,
+        Resource,
+        Point,
+    }
+    let mut at = At::Other;
+    for line in log.lines() {
+        let t = line.trim();
+        if t == "Resource attributes:" {
+            at = At::Resource;
+        } else if t == "Data point attributes:" {
+            at = At::Point;
+            attrs.clear();
+        } else if let Some(n) = t.strip_prefix("-> Name: ") {
+            metric = n.to_owned();
+            at = At::Other;
+        } else if let Some(u) = t.strip_prefix("-> Unit: ") {
+            unit = u.to_owned();
+        } else if t.starts_with("-> ") {
+            if let Some(kv) = logged_attr(t) {
+                match at {
+                    At::Resource if !resource.contains(&kv) => resource.push(kv),
+                    At::Point => attrs.push(kv),
+                    _ => {}
+                }
+            }
+        } else if let Some(v) = t.strip_prefix("Value: ") {
+            if let Ok(value) = v.trim().parse() {
+                points.push(LoggedPoint {
+                    metric: metric.clone(),
+                    unit: unit.clone(),
+                    attrs: attrs.clone(),
+                    value,
+                });
+            }
+            at = At::Other;
+        } else {
+            at = At::Other;
+        }
+    }
+    (points, resource)
+}
+
+/// The spans in rotel's detailed debug log.
+pub fn logged_spans(log: &str) -> Vec<LoggedSpan> {
+    let mut spans: Vec<LoggedSpan> = Vec::new();
+    let mut in_attrs = false;
+    for line in log.lines() {
+        let t = line.trim();
+        if t.starts_with("Span #") {
+            spans.push(LoggedSpan::default());
+            in_attrs = false;
+        } else if let (Some(s), Some(n)) = (spans.last_mut(), t.strip_prefix("Name           : ")) {
+            s.name = n.to_owned();
+        } else if t == "Attributes:" {
+            in_attrs = !spans.is_empty();
+        } else if in_attrs && t.starts_with("-> ") {
+            if let (Some(s), Some(kv)) = (spans.last_mut(), logged_attr(t)) {
+                s.attrs.push(kv);
+            }
+        } else {
+            in_attrs = false;
+        }
+    }
+    spans
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, at most `limit`.
+pub fn eventually<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Bytes the test app's `holder` task holds (see `src/bin/export_app.rs`).
+pub const HOLD: i64 = 3 << 20;
+/// Bytes the test app allocates inside its `request` span (half freed inside it).
+pub const REQUEST_BYTES: i64 = 100_000;
+/// The `heapspan.span.name` of the test app's `request` span.
+pub const REQUEST_SPAN: &str = "export_app::request";
+
+/// Asserts what every collector run of the test app must show: every metric of the contract
+/// with its unit, the holder's live bytes, window spans of the app's tasks (with the holder's
+/// final window), and the resource attributes. Returns the points and spans for more checks.
+#[track_caller]
+pub fn assert_contract(
+    log: &str,
+    resource: &[(&str, &str)],
+) -> (Vec<LoggedPoint>, Vec<LoggedSpan>) {
+    use heapspan::export::names as n;
+    let (points, res) = logged_metrics(log);
+    for m in n::METRICS {
+        let p = points
+            .iter()
+            .find(|p| p.metric == m.name)
+            .unwrap_or_else(|| panic!("metric {} missing from the collector's log", m.name));
+        assert_eq!(p.unit, m.unit, "unit of {}", m.name);
+    }
+    // Live bytes of `holder`: the app holds HOLD bytes in that task and allocates nothing else
+    // there, so the largest value seen is exactly HOLD (tolerance 0), and the last one, after
+    // the task ended, is 0.
+    let holder: Vec<f64> = points
+        .iter()
+        .filter(|p| p.metric == n::TASK_MEMORY_LIVE && p.attr(n::TOKIO_TASK_NAME) == Some("holder"))
+        .map(|p| p.value)
+        .collect();
+    assert!(!holder.is_empty(), "no live series for holder");
+    assert_eq!(holder.iter().cloned().fold(f64::MIN, f64::max), HOLD as f64);
+    assert_eq!(*holder.last().unwrap(), 0.0, "holder's last live value");
+    for reason in [
+        n::DROP_REASON_SLOT_RING_FULL,
+        n::DROP_REASON_EVENT_QUEUE_FULL,
+        n::DROP_REASON_EXPORT_FAILED,
+    ] {
+        assert!(
+            points
+                .iter()
+                .any(|p| p.metric == n::TRACKER_DROPPED && p.attr(n::DROP_REASON) == Some(reason)),
+            "no {} series for reason {reason}",
+            n::TRACKER_DROPPED
+        );
+    }
+    assert!(points
+        .iter()
+        .any(|p| p.metric == n::TRACKER_MEMORY && p.value > 0.0));
+
+    let spans = logged_spans(log);
+    let windows: Vec<&LoggedSpan> = spans.iter().filter(|s| s.name == n::WINDOW_SPAN).collect();
+    for task in ["holder", "churn", "requests"] {
+        assert!(
+            windows
+                .iter()
+                .any(|s| s.attr(n::TOKIO_TASK_NAME) == Some(task)),
+            "no window span of task {task}"
+        );
+    }
+    let holder_final = windows
+        .iter()
+        .filter(|s| s.attr(n::TOKIO_TASK_NAME) == Some("holder"))
+        .last()
+        .expect("holder windows");
+    assert_eq!(
+        holder_final.int(n::MEMORY_LIVE),
+        Some(0),
+        "{holder_final:?}"
+    );
+    assert!(holder_final.int(n::TOKIO_TASK_ID).is_some());
+    assert_eq!(
+        holder_final.attr(n::CODE_FILE_PATH),
+        Some("integration-tests/src/bin/export_app.rs")
+    );
+    let total_allocated: i64 = windows
+        .iter()
+        .filter(|s| s.attr(n::TOKIO_TASK_NAME) == Some("holder"))
+        .filter_map(|s| s.int(n::MEMORY_ALLOCATED))
+        .sum();
+    assert_eq!(
+        total_allocated, HOLD,
+        "the holder's windows add up to what it allocated"
+    );
+    for (k, v) in resource {
+        assert!(
+            res.iter().any(|(rk, rv)| rk == k && rv == v),
+            "resource attribute {k}={v} missing: {res:?}"
+        );
+    }
+    (points, spans)
+}
