@@ -526,8 +526,7 @@ pub fn assert_contract(
     }
     let holder_final = windows
         .iter()
-        .filter(|s| s.attr(n::TOKIO_TASK_NAME) == Some("holder"))
-        .last()
+        .rfind(|s| s.attr(n::TOKIO_TASK_NAME) == Some("holder"))
         .expect("holder windows");
     assert_eq!(
         holder_final.int(n::MEMORY_LIVE),
