@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use crate::aggregator::{self, events, Aggregator, Limits, Shared};
 use crate::alloc::{self, InternalScope};
 use crate::error::{Error, Result};
+use crate::export::pipeline::{self, ExportHandle};
+use crate::export::ExportConfig;
 use crate::Snapshot;
 
 /// How often the aggregator checks whether a thread's retired ring is filling up.
@@ -36,6 +38,7 @@ pub struct Builder {
     ended_task_retention: usize,
     closed_span_retention: usize,
     idle_task_eviction: Duration,
+    export: ExportConfig,
 }
 
 impl Default for Builder {
@@ -47,6 +50,7 @@ impl Default for Builder {
             ended_task_retention: DEFAULT_ENDED_TASK_RETENTION,
             closed_span_retention: DEFAULT_CLOSED_SPAN_RETENTION,
             idle_task_eviction: DEFAULT_IDLE_TASK_EVICTION,
+            export: ExportConfig::default(),
         }
     }
 }
@@ -139,6 +143,14 @@ impl Builder {
         self
     }
 
+    /// OTLP export settings (default [`ExportConfig::default`]: export is on when an endpoint
+    /// or a file is configured here or in the environment; see [`crate::export`]). Validated,
+    /// together with the `OTEL_*` and `HEAPSPAN_*` export variables, by [`Builder::start`].
+    pub fn export(mut self, config: ExportConfig) -> Self {
+        self.export = config;
+        self
+    }
+
     fn validate(&self) -> Result<()> {
         let bad = |setting, value: String, expected| {
             Err(Error::InvalidConfig {
@@ -174,6 +186,9 @@ impl Builder {
     pub fn start(self) -> Result<Guard> {
         self.validate()?;
         let _scope = InternalScope::enter();
+        // Export settings and exporters are checked before anything starts, so that a bad
+        // setting leaves heapspan startable.
+        let export = pipeline::prepare(self.export.resolve()?)?;
         let rx = events::open(self.event_queue_capacity).ok_or(Error::AlreadyStarted)?;
         let pool = alloc::start(self.max_threads).map_err(|()| Error::AlreadyStarted)?;
         // Any allocation now claims this thread's table; none means we are not the allocator.
@@ -223,10 +238,20 @@ impl Builder {
                     source,
                 })?
         };
+        let export = match export.map(|e| e.spawn(shared.clone())).transpose() {
+            Ok(e) => e,
+            Err(e) => {
+                stop.store(true, Ordering::Release);
+                thread.thread().unpark();
+                let _ = thread.join();
+                return Err(e);
+            }
+        };
         Ok(Guard {
             shared,
             stop,
             thread: Some(thread),
+            export,
         })
     }
 }
@@ -239,6 +264,7 @@ pub struct Guard {
     shared: Shared,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    export: Option<ExportHandle>,
 }
 
 impl Guard {
@@ -265,6 +291,9 @@ impl Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         let _scope = InternalScope::enter();
+        if let Some(e) = self.export.take() {
+            e.shutdown();
+        }
         self.stop.store(true, Ordering::Release);
         if let Some(t) = self.thread.take() {
             t.thread().unpark();

@@ -27,6 +27,15 @@ pub enum Error {
     /// [`crate::init`] could not install its subscriber because another global default is set.
     #[error("a global tracing subscriber is already set; add heapspan::layer() to it and use heapspan::builder().start()")]
     SubscriberAlreadySet,
+    /// An exporter could not be built (the OTLP JSON file cannot be opened, a header is not
+    /// valid for the transport, the transport failed to initialise).
+    #[error("could not set up {what}: {detail}")]
+    Export {
+        /// What could not be set up.
+        what: &'static str,
+        /// Why.
+        detail: String,
+    },
     /// heapspan could not start its background thread.
     #[error("could not start heapspan's {thread} thread: {source}")]
     Thread {

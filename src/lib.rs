@@ -44,6 +44,7 @@ pub mod alloc;
 mod builder;
 mod error;
 pub mod export;
+pub mod graph;
 pub mod layer;
 mod sync;
 

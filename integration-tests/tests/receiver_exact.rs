@@ -1,0 +1,137 @@
+//! Exact values, decoded with the official protobuf types by an in-process OTLP/HTTP receiver.
+
+use std::time::Duration;
+
+use heapspan::export::names as n;
+use heapspan_integration_tests::*;
+use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
+
+fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+}
+
+fn str_attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    match attr(attrs, key)? {
+        any_value::Value::StringValue(s) => Some(s),
+        _ => None,
+    }
+}
+
+fn int_attr(attrs: &[KeyValue], key: &str) -> Option<i64> {
+    match attr(attrs, key)? {
+        any_value::Value::IntValue(i) => Some(*i),
+        _ => None,
+    }
+}
+
+/// Every (request index, value) of the sum `metric` for the series `key=value`.
+fn sum_series(
+    reqs: &[ExportMetricsServiceRequest],
+    metric: &str,
+    key: &str,
+    value: &str,
+) -> Vec<i64> {
+    let mut out = Vec::new();
+    for r in reqs {
+        for rm in &r.resource_metrics {
+            for sm in &rm.scope_metrics {
+                for m in sm.metrics.iter().filter(|m| m.name == metric) {
+                    let Some(metric::Data::Sum(s)) = &m.data else {
+                        panic!("{metric} is not a sum")
+                    };
+                    for p in &s.data_points {
+                        if str_attr(&p.attributes, key) == Some(value) {
+                            match p.value {
+                                Some(number_data_point::Value::AsInt(v)) => out.push(v),
+                                other => panic!("{metric}: not an integer point: {other:?}"),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn exported_values_are_exact() {
+    let rx = Receiver::start();
+    let out = run(
+        app(env!("CARGO_BIN_EXE_export_app"))
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", rx.endpoint())
+            .env("APP_MILLIS", "600")
+            .env("APP_HOLD_AFTER_MILLIS", "500"),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let metrics = rx.metrics();
+    assert!(metrics.len() >= 3, "{} metric requests", metrics.len());
+
+    // The holder holds exactly HOLD bytes, then frees them when it ends.
+    let live = sum_series(&metrics, n::TASK_MEMORY_LIVE, n::TOKIO_TASK_NAME, "holder");
+    assert!(live.contains(&HOLD), "{live:?}");
+    assert!(live.iter().all(|v| *v == HOLD || *v == 0), "{live:?}");
+    assert_eq!(live.last(), Some(&0));
+    let allocated = sum_series(
+        &metrics,
+        n::TASK_MEMORY_ALLOCATED,
+        n::TOKIO_TASK_NAME,
+        "holder",
+    );
+    assert_eq!(allocated.last(), Some(&HOLD));
+    let freed = sum_series(&metrics, n::TASK_MEMORY_FREED, n::TOKIO_TASK_NAME, "holder");
+    assert_eq!(freed.last(), Some(&HOLD));
+    let count = sum_series(&metrics, n::TASK_ALLOCATIONS, n::TOKIO_TASK_NAME, "holder");
+    assert_eq!(count.last(), Some(&1));
+
+    // The `request` span allocated REQUEST_BYTES in two blocks and freed one inside; the other
+    // is held until the end of the run, then freed (charged to the span that allocated it).
+    let span_alloc = sum_series(
+        &metrics,
+        n::SPAN_MEMORY_ALLOCATED,
+        n::SPAN_NAME,
+        REQUEST_SPAN,
+    );
+    assert_eq!(span_alloc.last(), Some(&REQUEST_BYTES), "{span_alloc:?}");
+    let span_live = sum_series(&metrics, n::SPAN_MEMORY_LIVE, n::SPAN_NAME, REQUEST_SPAN);
+    assert!(span_live.contains(&(REQUEST_BYTES / 2)), "{span_live:?}");
+    assert_eq!(span_live.last(), Some(&0));
+    let span_allocs = sum_series(&metrics, n::SPAN_ALLOCATIONS, n::SPAN_NAME, REQUEST_SPAN);
+    assert_eq!(span_allocs.last(), Some(&2));
+
+    // Window spans: integer attributes are i64; the holder's windows add up to its bytes.
+    let traces = rx.traces();
+    let mut holder_alloc = 0;
+    let mut holder_freed = 0;
+    let mut windows = 0;
+    for t in &traces {
+        for rs in &t.resource_spans {
+            for ss in &rs.scope_spans {
+                assert_eq!(ss.scope.as_ref().map(|s| s.name.as_str()), Some(n::SCOPE));
+                for s in &ss.spans {
+                    assert_eq!(s.name, n::WINDOW_SPAN);
+                    windows += 1;
+                    let a = &s.attributes;
+                    assert!(int_attr(a, n::TOKIO_TASK_ID).is_some());
+                    assert!(int_attr(a, n::WINDOW_END) >= int_attr(a, n::WINDOW_START));
+                    assert_eq!(
+                        int_attr(a, n::WINDOW_START),
+                        Some(s.start_time_unix_nano as i64)
+                    );
+                    if str_attr(a, n::TOKIO_TASK_NAME) == Some("holder") {
+                        holder_alloc += int_attr(a, n::MEMORY_ALLOCATED).unwrap();
+                        holder_freed += int_attr(a, n::MEMORY_FREED).unwrap();
+                    }
+                }
+            }
+        }
+    }
+    assert!(windows >= 3, "{windows} window spans");
+    assert_eq!(holder_alloc, HOLD);
+    assert_eq!(holder_freed, HOLD);
+}

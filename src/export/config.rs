@@ -1,0 +1,734 @@
+//! Export settings: what code sets wins, then the standard `OTEL_*` variables and heapspan's
+//! `HEAPSPAN_*` ones, then the `DEFAULT_*` constants.
+//!
+//! ```
+//! use std::time::Duration;
+//! use heapspan::export::{ExportConfig, Protocol};
+//!
+//! let config = ExportConfig::default()
+//!     .endpoint("http://127.0.0.1:4318")
+//!     .protocol(Protocol::HttpProtobuf)
+//!     .window(Duration::from_secs(5))
+//!     .service_name("checkout")
+//!     .resource_attribute("deployment.environment.name", "staging");
+//! let resolved = config.resolve_with(|_| None).unwrap();
+//! assert_eq!(resolved.traces_url().as_deref(), Some("http://127.0.0.1:4318/v1/traces"));
+//!
+//! let err = ExportConfig::default().endpoint("localhost:4318").resolve_with(|_| None);
+//! assert!(err.unwrap_err().to_string().contains("an http:// or https:// URL"));
+//! ```
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// Default for [`ExportConfig::window`]: one `heapspan.window` span per task every 10 s.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
+/// Default for [`ExportConfig::metric_export_interval`]: 10 s, like the window (the
+/// OpenTelemetry SDK's own default is 60 s; memory wants the window's resolution).
+pub const DEFAULT_METRIC_EXPORT_INTERVAL: Duration = Duration::from_secs(10);
+/// Default for [`ExportConfig::timeout`]: 10 s per export request (the OTLP default).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default for [`ExportConfig::shutdown_timeout`]: how long dropping the guard waits for the
+/// last export.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default for [`ExportConfig::max_task_names`] and [`ExportConfig::max_span_names`]: series per
+/// instrument, well below the SDK's cardinality limit of 2000.
+pub const DEFAULT_MAX_NAMES: usize = 500;
+/// Default for [`ExportConfig::span_queue_capacity`]: spans waiting for export; beyond it they
+/// are dropped and counted.
+pub const DEFAULT_SPAN_QUEUE_CAPACITY: usize = 8192;
+/// Default OTLP/HTTP endpoint when only the protocol is set.
+pub const DEFAULT_HTTP_ENDPOINT: &str = "http://localhost:4318";
+/// Default OTLP/gRPC endpoint when only the protocol is set.
+pub const DEFAULT_GRPC_ENDPOINT: &str = "http://localhost:4317";
+
+/// The OTLP transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// `http/protobuf` (default; feature `http`).
+    #[default]
+    HttpProtobuf,
+    /// `grpc` (feature `grpc`).
+    Grpc,
+}
+
+impl Protocol {
+    /// The `OTEL_EXPORTER_OTLP_PROTOCOL` spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::HttpProtobuf => "http/protobuf",
+            Protocol::Grpc => "grpc",
+        }
+    }
+}
+
+const PROTOCOL_EXPECTED: &str = if cfg!(all(feature = "http", feature = "grpc")) {
+    "http/protobuf or grpc"
+} else if cfg!(feature = "grpc") {
+    "grpc (http/protobuf needs heapspan's `http` feature)"
+} else if cfg!(feature = "http") {
+    "http/protobuf (grpc needs heapspan's `grpc` feature)"
+} else {
+    "nothing: enable heapspan's `http` or `grpc` feature"
+};
+
+fn protocol_supported(p: Protocol) -> bool {
+    match p {
+        Protocol::HttpProtobuf => cfg!(feature = "http"),
+        Protocol::Grpc => cfg!(feature = "grpc"),
+    }
+}
+
+/// Export settings. Every setter wins over the environment; unset ones come from it, then from
+/// the `DEFAULT_*` constants. Export is on when an endpoint or a file is configured (in code or
+/// in the environment), or when the application passes its own providers.
+#[derive(Clone, Debug, Default)]
+pub struct ExportConfig {
+    pub(crate) enabled: Option<bool>,
+    pub(crate) endpoint: Option<String>,
+    pub(crate) protocol: Option<Protocol>,
+    pub(crate) file: Option<PathBuf>,
+    pub(crate) window: Option<Duration>,
+    pub(crate) metric_interval: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) shutdown_timeout: Option<Duration>,
+    pub(crate) service_name: Option<String>,
+    pub(crate) resource: Vec<(String, String)>,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) max_task_names: Option<usize>,
+    pub(crate) max_span_names: Option<usize>,
+    pub(crate) span_queue_capacity: Option<usize>,
+    pub(crate) meter_provider: Option<opentelemetry_sdk::metrics::SdkMeterProvider>,
+    pub(crate) tracer_provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl ExportConfig {
+    /// Turns export on or off regardless of the environment (default: on when an endpoint, a
+    /// file or a provider is configured).
+    pub fn enabled(mut self, on: bool) -> Self {
+        self.enabled = Some(on);
+        self
+    }
+
+    /// The OTLP endpoint, a base URL such as `http://collector:4318` (HTTP; `/v1/traces` and
+    /// `/v1/metrics` are appended) or `http://collector:4317` (gRPC). Environment:
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`, and `OTEL_EXPORTER_OTLP_{TRACES,METRICS}_ENDPOINT` (full
+    /// URLs). Default: none, which writes the OTLP JSON file if one is named.
+    pub fn endpoint(mut self, url: impl Into<String>) -> Self {
+        self.endpoint = Some(url.into());
+        self
+    }
+
+    /// The transport (default [`Protocol::HttpProtobuf`]; environment
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL`, `OTEL_EXPORTER_OTLP_{TRACES,METRICS}_PROTOCOL`).
+    pub fn protocol(mut self, p: Protocol) -> Self {
+        self.protocol = Some(p);
+        self
+    }
+
+    /// With no endpoint, write OTLP JSON lines (the protobuf JSON mapping the collector's
+    /// `otlpjsonfile` receiver reads) to this file (environment `HEAPSPAN_OTLP_FILE`; default
+    /// none).
+    pub fn file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.file = Some(path.into());
+        self
+    }
+
+    /// Length of a `heapspan.window` (default [`DEFAULT_WINDOW`]; environment
+    /// `HEAPSPAN_WINDOW_MS`; at least 1 ms).
+    pub fn window(mut self, d: Duration) -> Self {
+        self.window = Some(d);
+        self
+    }
+
+    /// How often metrics are collected and exported (default
+    /// [`DEFAULT_METRIC_EXPORT_INTERVAL`]; environment `OTEL_METRIC_EXPORT_INTERVAL` in ms).
+    pub fn metric_export_interval(mut self, d: Duration) -> Self {
+        self.metric_interval = Some(d);
+        self
+    }
+
+    /// Timeout of one export request (default [`DEFAULT_TIMEOUT`]; environment
+    /// `OTEL_EXPORTER_OTLP_TIMEOUT` in ms).
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = Some(d);
+        self
+    }
+
+    /// How long dropping the guard waits for the final export (default
+    /// [`DEFAULT_SHUTDOWN_TIMEOUT`]).
+    pub fn shutdown_timeout(mut self, d: Duration) -> Self {
+        self.shutdown_timeout = Some(d);
+        self
+    }
+
+    /// `service.name` of the resource (environment `OTEL_SERVICE_NAME`, then
+    /// `OTEL_RESOURCE_ATTRIBUTES`; default `unknown_service`).
+    pub fn service_name(mut self, name: impl Into<String>) -> Self {
+        self.service_name = Some(name.into());
+        self
+    }
+
+    /// Adds a resource attribute; wins over the same key in `OTEL_RESOURCE_ATTRIBUTES`.
+    pub fn resource_attribute(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.resource.push((key.into(), value.into()));
+        self
+    }
+
+    /// Adds a header sent with every export request; wins over `OTEL_EXPORTER_OTLP_HEADERS`.
+    pub fn header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((key.into(), value.into()));
+        self
+    }
+
+    /// Task names exported as their own series (default [`DEFAULT_MAX_NAMES`]; at most 1999).
+    /// The first names seen, largest first, keep their series; later ones are reported as
+    /// [`names::OTHER`](crate::export::names::OTHER).
+    pub fn max_task_names(mut self, n: usize) -> Self {
+        self.max_task_names = Some(n);
+        self
+    }
+
+    /// Span names exported as their own series (default [`DEFAULT_MAX_NAMES`]; at most 1999).
+    pub fn max_span_names(mut self, n: usize) -> Self {
+        self.max_span_names = Some(n);
+        self
+    }
+
+    /// Spans waiting for export (default [`DEFAULT_SPAN_QUEUE_CAPACITY`]).
+    pub fn span_queue_capacity(mut self, n: usize) -> Self {
+        self.span_queue_capacity = Some(n);
+        self
+    }
+
+    /// Records heapspan's metrics into the application's meter provider instead of heapspan's
+    /// own: its readers export them. Endpoint and file settings then apply to spans only.
+    pub fn meter_provider(mut self, p: opentelemetry_sdk::metrics::SdkMeterProvider) -> Self {
+        self.meter_provider = Some(p);
+        self
+    }
+
+    /// Creates heapspan's window spans with the application's tracer provider: its processors
+    /// export them.
+    pub fn tracer_provider(mut self, p: opentelemetry_sdk::trace::SdkTracerProvider) -> Self {
+        self.tracer_provider = Some(p);
+        self
+    }
+
+    /// Resolves against the process environment.
+    pub fn resolve(&self) -> Result<Resolved> {
+        self.resolve_with(|k| std::env::var(k).ok())
+    }
+
+    /// Resolves against `env` (a lookup of environment variables), validating every value.
+    pub fn resolve_with(&self, env: impl Fn(&str) -> Option<String>) -> Result<Resolved> {
+        let bad =
+            |setting: &'static str, value: String, expected: &'static str| Error::InvalidConfig {
+                setting,
+                value,
+                expected,
+            };
+        let env_ms = |var: &'static str, min: u64| -> Result<Option<Duration>> {
+            match env(var) {
+                None => Ok(None),
+                Some(v) => match v.trim().parse::<u64>() {
+                    Ok(n) if n >= min => Ok(Some(Duration::from_millis(n))),
+                    _ => Err(bad(
+                        var,
+                        v,
+                        if min == 0 {
+                            "a whole number of milliseconds"
+                        } else {
+                            "a whole number of milliseconds, at least 1"
+                        },
+                    )),
+                },
+            }
+        };
+        let parse_protocol = |setting: &'static str, v: String| -> Result<Protocol> {
+            let p = match v.trim() {
+                "http/protobuf" => Protocol::HttpProtobuf,
+                "grpc" => Protocol::Grpc,
+                _ => return Err(bad(setting, v, PROTOCOL_EXPECTED)),
+            };
+            if protocol_supported(p) {
+                Ok(p)
+            } else {
+                Err(bad(setting, v, PROTOCOL_EXPECTED))
+            }
+        };
+
+        // Protocol.
+        let protocol = match self.protocol {
+            Some(p) if !protocol_supported(p) => {
+                return Err(bad("protocol", p.as_str().into(), PROTOCOL_EXPECTED))
+            }
+            Some(p) => p,
+            None => {
+                let mut p = None;
+                for var in [
+                    "OTEL_EXPORTER_OTLP_PROTOCOL",
+                    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+                    "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+                ] {
+                    if let Some(v) = env(var) {
+                        let q = parse_protocol(var, v)?;
+                        p.get_or_insert(q);
+                    }
+                }
+                p.unwrap_or(if cfg!(feature = "http") {
+                    Protocol::HttpProtobuf
+                } else {
+                    Protocol::Grpc
+                })
+            }
+        };
+
+        // Endpoints.
+        let check_url = |setting: &'static str, v: String| -> Result<String> {
+            if is_url(&v) {
+                Ok(v.trim().to_owned())
+            } else {
+                Err(bad(
+                    setting,
+                    v,
+                    "an http:// or https:// URL with a host, such as http://127.0.0.1:4318",
+                ))
+            }
+        };
+        let base = match &self.endpoint {
+            Some(e) => Some(check_url("endpoint", e.clone())?),
+            None => match env("OTEL_EXPORTER_OTLP_ENDPOINT") {
+                Some(v) => Some(check_url("OTEL_EXPORTER_OTLP_ENDPOINT", v)?),
+                None => None,
+            },
+        };
+        let signal = |var: &'static str| -> Result<Option<String>> {
+            if self.endpoint.is_some() {
+                return Ok(None);
+            }
+            env(var).map(|v| check_url(var, v)).transpose()
+        };
+        let traces_endpoint = signal("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")?;
+        let metrics_endpoint = signal("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")?;
+
+        // File.
+        let file = match &self.file {
+            Some(f) => Some(f.clone()),
+            None => env("HEAPSPAN_OTLP_FILE")
+                .filter(|s| !s.trim().is_empty())
+                .map(PathBuf::from),
+        };
+
+        // Durations.
+        let window = match self.window {
+            Some(d) if d < Duration::from_millis(1) => {
+                return Err(bad("window", format!("{d:?}"), "at least 1 ms"))
+            }
+            Some(d) => d,
+            None => env_ms("HEAPSPAN_WINDOW_MS", 1)?.unwrap_or(DEFAULT_WINDOW),
+        };
+        let metric_interval = match self.metric_interval {
+            Some(d) if d < Duration::from_millis(1) => {
+                return Err(bad(
+                    "metric_export_interval",
+                    format!("{d:?}"),
+                    "at least 1 ms",
+                ))
+            }
+            Some(d) => d,
+            None => {
+                env_ms("OTEL_METRIC_EXPORT_INTERVAL", 1)?.unwrap_or(DEFAULT_METRIC_EXPORT_INTERVAL)
+            }
+        };
+        let timeout = match self.timeout {
+            Some(d) if d.is_zero() => return Err(bad("timeout", "0s".into(), "more than 0")),
+            Some(d) => d,
+            None => env_ms("OTEL_EXPORTER_OTLP_TIMEOUT", 1)?.unwrap_or(DEFAULT_TIMEOUT),
+        };
+        let shutdown_timeout = self.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
+
+        // Resource: OTEL_RESOURCE_ATTRIBUTES, then OTEL_SERVICE_NAME, then code.
+        let mut resource: Vec<(String, String)> = Vec::new();
+        let mut set = |k: String, v: String| {
+            resource.retain(|(rk, _)| *rk != k);
+            resource.push((k, v));
+        };
+        if let Some(v) = env("OTEL_RESOURCE_ATTRIBUTES") {
+            for (k, val) in parse_pairs(&v).ok_or_else(|| {
+                bad(
+                    "OTEL_RESOURCE_ATTRIBUTES",
+                    v.clone(),
+                    "comma-separated key=value pairs (values percent-encoded)",
+                )
+            })? {
+                set(k, val);
+            }
+        }
+        if let Some(v) = env("OTEL_SERVICE_NAME").filter(|s| !s.is_empty()) {
+            set("service.name".into(), v);
+        }
+        for (k, v) in &self.resource {
+            if k.is_empty() {
+                return Err(bad("resource_attribute", k.clone(), "a non-empty key"));
+            }
+            set(k.clone(), v.clone());
+        }
+        if let Some(n) = &self.service_name {
+            set("service.name".into(), n.clone());
+        }
+
+        // Headers.
+        let mut headers: Vec<(String, String)> = Vec::new();
+        if let Some(v) = env("OTEL_EXPORTER_OTLP_HEADERS") {
+            headers = parse_pairs(&v).ok_or_else(|| {
+                bad(
+                    "OTEL_EXPORTER_OTLP_HEADERS",
+                    v.clone(),
+                    "comma-separated key=value pairs (values percent-encoded)",
+                )
+            })?;
+        }
+        for (k, v) in &self.headers {
+            if k.is_empty() || !k.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+                return Err(bad("header", k.clone(), "an HTTP header name"));
+            }
+            headers.retain(|(hk, _)| !hk.eq_ignore_ascii_case(k));
+            headers.push((k.clone(), v.clone()));
+        }
+
+        let cap = |setting: &'static str, v: Option<usize>| -> Result<usize> {
+            match v {
+                Some(n) if !(1..=1999).contains(&n) => {
+                    Err(bad(setting, n.to_string(), "from 1 to 1999"))
+                }
+                Some(n) => Ok(n),
+                None => Ok(DEFAULT_MAX_NAMES),
+            }
+        };
+        let max_task_names = cap("max_task_names", self.max_task_names)?;
+        let max_span_names = cap("max_span_names", self.max_span_names)?;
+        let span_queue_capacity = match self.span_queue_capacity {
+            Some(0) => return Err(bad("span_queue_capacity", "0".into(), "at least 1")),
+            Some(n) => n,
+            None => DEFAULT_SPAN_QUEUE_CAPACITY,
+        };
+
+        let configured = base.is_some()
+            || traces_endpoint.is_some()
+            || metrics_endpoint.is_some()
+            || file.is_some()
+            || self.meter_provider.is_some()
+            || self.tracer_provider.is_some();
+        Ok(Resolved {
+            enabled: self.enabled.unwrap_or(configured),
+            protocol,
+            endpoint: base,
+            traces_endpoint,
+            metrics_endpoint,
+            file,
+            window,
+            metric_interval,
+            timeout,
+            shutdown_timeout,
+            resource,
+            headers,
+            max_task_names,
+            max_span_names,
+            span_queue_capacity,
+            meter_provider: self.meter_provider.clone(),
+            tracer_provider: self.tracer_provider.clone(),
+        })
+    }
+}
+
+/// Settings after the environment and defaults were applied and every value validated.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Resolved {
+    /// Whether export runs.
+    pub enabled: bool,
+    /// Transport.
+    pub protocol: Protocol,
+    /// Base endpoint.
+    pub endpoint: Option<String>,
+    /// Full traces URL from `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`.
+    pub traces_endpoint: Option<String>,
+    /// Full metrics URL from `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`.
+    pub metrics_endpoint: Option<String>,
+    /// OTLP JSON file (used when no endpoint is set).
+    pub file: Option<PathBuf>,
+    /// Window length.
+    pub window: Duration,
+    /// Metric export interval.
+    pub metric_interval: Duration,
+    /// Request timeout.
+    pub timeout: Duration,
+    /// Final export bound.
+    pub shutdown_timeout: Duration,
+    /// Resource attributes, `service.name` included if set.
+    pub resource: Vec<(String, String)>,
+    /// Request headers.
+    pub headers: Vec<(String, String)>,
+    /// Task-name series cap.
+    pub max_task_names: usize,
+    /// Span-name series cap.
+    pub max_span_names: usize,
+    /// Span queue capacity.
+    pub span_queue_capacity: usize,
+    pub(crate) meter_provider: Option<opentelemetry_sdk::metrics::SdkMeterProvider>,
+    pub(crate) tracer_provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Resolved {
+    /// Whether spans and metrics go to an OTLP endpoint (else to the file, if any).
+    pub fn has_endpoint(&self) -> bool {
+        self.endpoint.is_some() || self.traces_endpoint.is_some() || self.metrics_endpoint.is_some()
+    }
+
+    fn signal_url(&self, full: &Option<String>, path: &str) -> Option<String> {
+        if let Some(f) = full {
+            return Some(f.clone());
+        }
+        let base = self.endpoint.as_deref()?;
+        Some(match self.protocol {
+            Protocol::HttpProtobuf => format!("{}/{path}", base.trim_end_matches('/')),
+            Protocol::Grpc => base.to_owned(),
+        })
+    }
+
+    /// The URL traces are sent to (HTTP: the base endpoint plus `/v1/traces`).
+    pub fn traces_url(&self) -> Option<String> {
+        self.signal_url(&self.traces_endpoint, "v1/traces")
+    }
+
+    /// The URL metrics are sent to (HTTP: the base endpoint plus `/v1/metrics`).
+    pub fn metrics_url(&self) -> Option<String> {
+        self.signal_url(&self.metrics_endpoint, "v1/metrics")
+    }
+}
+
+/// `http://host[:port][/path]` or `https://…`, host non-empty, no whitespace.
+fn is_url(v: &str) -> bool {
+    let v = v.trim();
+    let rest = v
+        .strip_prefix("http://")
+        .or_else(|| v.strip_prefix("https://"));
+    let Some(rest) = rest else { return false };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit('@').next().unwrap_or("");
+    let (host, port) = if host.starts_with('[') {
+        match host.find(']') {
+            Some(i) => (&host[..=i], host[i + 1..].strip_prefix(':')),
+            None => return false,
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (host, None),
+        }
+    };
+    !host.is_empty()
+        && !v.chars().any(char::is_whitespace)
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._[]:".contains(c))
+        && port.is_none_or(|p| p.parse::<u16>().is_ok())
+}
+
+/// `k1=v1,k2=v2` with percent-decoded values (W3C baggage octets, as the OTel spec says).
+fn parse_pairs(s: &str) -> Option<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        if part.trim().is_empty() {
+            continue;
+        }
+        let (k, v) = part.split_once('=')?;
+        let k = k.trim();
+        if k.is_empty() {
+            return None;
+        }
+        out.push((k.to_owned(), percent_decode(v.trim())?));
+    }
+    Some(out)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let h = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(h, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[track_caller]
+    fn rejected(c: ExportConfig, vars: &[(&str, &str)]) -> String {
+        match c.resolve_with(env(vars)) {
+            Err(e @ Error::InvalidConfig { .. }) => e.to_string(),
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_leave_export_off() {
+        let r = ExportConfig::default().resolve_with(env(&[])).unwrap();
+        assert!(!r.enabled);
+        assert_eq!(r.window, DEFAULT_WINDOW);
+        assert_eq!(r.metric_interval, DEFAULT_METRIC_EXPORT_INTERVAL);
+        assert_eq!(r.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(r.max_task_names, DEFAULT_MAX_NAMES);
+    }
+
+    #[test]
+    fn environment_configures_and_code_wins() {
+        let vars = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9/"),
+            ("OTEL_SERVICE_NAME", "from-env"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "a=1,b=two%20words,service.name=x",
+            ),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "250"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-token=abc"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "1500"),
+            ("HEAPSPAN_WINDOW_MS", "2000"),
+            ("HEAPSPAN_OTLP_FILE", "/tmp/x.jsonl"),
+        ];
+        let r = ExportConfig::default().resolve_with(env(&vars)).unwrap();
+        assert!(r.enabled);
+        assert_eq!(
+            r.traces_url().as_deref(),
+            Some("http://127.0.0.1:9/v1/traces")
+        );
+        assert_eq!(
+            r.metrics_url().as_deref(),
+            Some("http://127.0.0.1:9/v1/metrics")
+        );
+        assert_eq!(r.window, Duration::from_millis(2000));
+        assert_eq!(r.metric_interval, Duration::from_millis(250));
+        assert_eq!(r.timeout, Duration::from_millis(1500));
+        assert_eq!(r.headers, vec![("x-token".into(), "abc".into())]);
+        let res: HashMap<_, _> = r.resource.iter().cloned().collect();
+        assert_eq!(res["a"], "1");
+        assert_eq!(res["b"], "two words");
+        assert_eq!(res["service.name"], "from-env");
+
+        let r = ExportConfig::default()
+            .endpoint("http://10.0.0.1:4318")
+            .window(Duration::from_secs(1))
+            .service_name("code")
+            .resource_attribute("a", "code")
+            .resolve_with(env(&vars))
+            .unwrap();
+        assert_eq!(
+            r.traces_url().as_deref(),
+            Some("http://10.0.0.1:4318/v1/traces")
+        );
+        assert_eq!(r.window, Duration::from_secs(1));
+        let res: HashMap<_, _> = r.resource.iter().cloned().collect();
+        assert_eq!(res["a"], "code");
+        assert_eq!(res["service.name"], "code");
+    }
+
+    #[test]
+    fn signal_endpoints_are_used_as_given() {
+        let r = ExportConfig::default()
+            .resolve_with(env(&[(
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://h:1/custom",
+            )]))
+            .unwrap();
+        assert_eq!(r.traces_url().as_deref(), Some("http://h:1/custom"));
+        assert_eq!(r.metrics_url(), None);
+    }
+
+    #[test]
+    fn bad_values_name_the_setting_and_what_is_accepted() {
+        let c = ExportConfig::default;
+        assert_eq!(
+            rejected(c().endpoint("localhost:4318"), &[]),
+            "invalid value \"localhost:4318\" for endpoint: expected an http:// or https:// URL \
+             with a host, such as http://127.0.0.1:4318"
+        );
+        assert!(rejected(c(), &[("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://x")])
+            .starts_with("invalid value \"ftp://x\" for OTEL_EXPORTER_OTLP_ENDPOINT: expected"));
+        assert!(
+            rejected(c(), &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://:80")])
+                .contains("OTEL_EXPORTER_OTLP_ENDPOINT")
+        );
+        assert!(
+            rejected(c(), &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]).starts_with(
+                "invalid value \"http/json\" for OTEL_EXPORTER_OTLP_PROTOCOL: expected"
+            )
+        );
+        assert_eq!(
+            rejected(c().window(Duration::ZERO), &[]),
+            "invalid value \"0ns\" for window: expected at least 1 ms"
+        );
+        assert_eq!(
+            rejected(c(), &[("HEAPSPAN_WINDOW_MS", "0")]),
+            "invalid value \"0\" for HEAPSPAN_WINDOW_MS: expected a whole number of \
+             milliseconds, at least 1"
+        );
+        assert!(rejected(c(), &[("OTEL_METRIC_EXPORT_INTERVAL", "10s")])
+            .contains("OTEL_METRIC_EXPORT_INTERVAL"));
+        assert!(rejected(c(), &[("OTEL_EXPORTER_OTLP_TIMEOUT", "-1")])
+            .contains("OTEL_EXPORTER_OTLP_TIMEOUT"));
+        assert_eq!(
+            rejected(c(), &[("OTEL_RESOURCE_ATTRIBUTES", "novalue")]),
+            "invalid value \"novalue\" for OTEL_RESOURCE_ATTRIBUTES: expected comma-separated \
+             key=value pairs (values percent-encoded)"
+        );
+        assert!(rejected(c(), &[("OTEL_RESOURCE_ATTRIBUTES", "a=%zz")])
+            .contains("OTEL_RESOURCE_ATTRIBUTES"));
+        assert!(rejected(c(), &[("OTEL_EXPORTER_OTLP_HEADERS", "=x")])
+            .contains("OTEL_EXPORTER_OTLP_HEADERS"));
+        assert!(rejected(c().max_task_names(5000), &[]).contains("max_task_names"));
+    }
+
+    #[test]
+    fn urls() {
+        for ok in [
+            "http://127.0.0.1:4318",
+            "https://collector.example/otlp",
+            "http://[::1]:4317",
+            "http://localhost",
+        ] {
+            assert!(is_url(ok), "{ok}");
+        }
+        for bad in [
+            "127.0.0.1:4318",
+            "http://",
+            "http://h:99999",
+            "http://a b",
+            "grpc://h:1",
+        ] {
+            assert!(!is_url(bad), "{bad}");
+        }
+    }
+}

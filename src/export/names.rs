@@ -1,0 +1,249 @@
+//! Every name heapspan puts on the wire: metric names with their units, span names and attribute
+//! keys (the telemetry contract). Dashboards, alerts, the tests and the docs use these constants;
+//! a name changes only with a changelog entry.
+//!
+//! Rules (OpenTelemetry's): lowercase dot-separated namespaces, snake_case inside a segment,
+//! units in the `unit` field (UCUM), never in the name, no `_total` suffix. Integer attributes
+//! are `i64`.
+//!
+//! ```
+//! use heapspan::export::names;
+//! assert_eq!(names::TASK_MEMORY_LIVE, "heapspan.task.memory.live");
+//! assert_eq!(names::UNIT_BYTES, "By");
+//! assert!(names::METRICS.iter().all(|m| !m.name.ends_with("_total")));
+//! ```
+
+/// UCUM unit for bytes.
+pub const UNIT_BYTES: &str = "By";
+/// Unit of allocation counts.
+pub const UNIT_ALLOCATIONS: &str = "{allocation}";
+/// Unit of dropped events.
+pub const UNIT_EVENTS: &str = "{event}";
+/// Unit of graph edges.
+pub const UNIT_EDGES: &str = "{edge}";
+/// Unit of findings.
+pub const UNIT_FINDINGS: &str = "{finding}";
+/// Unit of seconds.
+pub const UNIT_SECONDS: &str = "s";
+/// Unit of tasks.
+pub const UNIT_TASKS: &str = "{task}";
+/// Unit of polls.
+pub const UNIT_POLLS: &str = "{poll}";
+
+// ---- Metrics per task name ----
+
+/// Counter, [`UNIT_BYTES`], attribute [`TOKIO_TASK_NAME`]: bytes allocated by tasks of a name.
+pub const TASK_MEMORY_ALLOCATED: &str = "heapspan.task.memory.allocated";
+/// Counter, [`UNIT_BYTES`], attribute [`TOKIO_TASK_NAME`]: bytes of those tasks' allocations
+/// freed (by whichever task freed them).
+pub const TASK_MEMORY_FREED: &str = "heapspan.task.memory.freed";
+/// UpDownCounter, [`UNIT_BYTES`], attribute [`TOKIO_TASK_NAME`]: allocated minus freed.
+pub const TASK_MEMORY_LIVE: &str = "heapspan.task.memory.live";
+/// Gauge, [`UNIT_BYTES`], attribute [`TOKIO_TASK_NAME`]: the largest peak of a single task of
+/// that name (observed at folds: a lower bound of the true peak).
+pub const TASK_MEMORY_PEAK: &str = "heapspan.task.memory.peak";
+/// Counter, [`UNIT_ALLOCATIONS`], attribute [`TOKIO_TASK_NAME`]: number of allocations.
+pub const TASK_ALLOCATIONS: &str = "heapspan.task.allocations";
+
+// ---- Metrics per span name ----
+
+/// Counter, [`UNIT_BYTES`], attribute [`SPAN_NAME`]: bytes allocated inside spans of a name.
+pub const SPAN_MEMORY_ALLOCATED: &str = "heapspan.span.memory.allocated";
+/// Counter, [`UNIT_BYTES`], attribute [`SPAN_NAME`]: bytes of those allocations freed.
+pub const SPAN_MEMORY_FREED: &str = "heapspan.span.memory.freed";
+/// UpDownCounter, [`UNIT_BYTES`], attribute [`SPAN_NAME`]: allocated minus freed.
+pub const SPAN_MEMORY_LIVE: &str = "heapspan.span.memory.live";
+/// Counter, [`UNIT_ALLOCATIONS`], attribute [`SPAN_NAME`]: number of allocations.
+pub const SPAN_ALLOCATIONS: &str = "heapspan.span.allocations";
+
+// ---- Other metrics ----
+
+/// Histogram, [`UNIT_BYTES`], buckets [`ALLOCATION_SIZE_BUCKETS`]: sizes of single
+/// allocations. Reserved: the aggregator does not collect per-allocation sizes yet, so heapspan
+/// does not export it.
+pub const ALLOCATION_SIZE: &str = "heapspan.allocation.size";
+/// Explicit bucket bounds of [`ALLOCATION_SIZE`]: 16 B to 16 MiB, powers of 4.
+pub const ALLOCATION_SIZE_BUCKETS: [f64; 11] = [
+    16.0,
+    64.0,
+    256.0,
+    1024.0,
+    4096.0,
+    16384.0,
+    65536.0,
+    262_144.0,
+    1_048_576.0,
+    4_194_304.0,
+    16_777_216.0,
+];
+/// Gauge, [`UNIT_EDGES`], attribute [`EDGE_KIND`]: edges of the live graph. Reserved (the
+/// graph stage does not exist yet).
+pub const GRAPH_EDGES: &str = "heapspan.graph.edges";
+/// Counter, [`UNIT_FINDINGS`], attributes [`FINDING_KIND`], [`FINDING_SEVERITY`]. Reserved.
+pub const FINDINGS: &str = "heapspan.findings";
+/// Gauge, [`UNIT_BYTES`], no attributes: heapspan's own bookkeeping memory
+/// ([`Snapshot::tracker_bytes`](crate::Snapshot::tracker_bytes)).
+pub const TRACKER_MEMORY: &str = "heapspan.tracker.memory";
+/// Counter, [`UNIT_EVENTS`], attribute [`DROP_REASON`]: what heapspan could not record or
+/// export (bounded queues were full, an export failed).
+pub const TRACKER_DROPPED: &str = "heapspan.tracker.dropped";
+
+// ---- tokio (feature `tokio-metrics`) ----
+
+/// Gauge, [`UNIT_TASKS`]: tasks alive in the runtime.
+pub const TOKIO_RUNTIME_TASKS_ALIVE: &str = "tokio.runtime.tasks.alive";
+/// Gauge, no unit (`{worker}`): worker threads of the runtime.
+pub const TOKIO_RUNTIME_WORKERS: &str = "tokio.runtime.workers";
+/// Counter, [`UNIT_SECONDS`], attribute [`TOKIO_WORKER_INDEX`]: time workers spent busy.
+pub const TOKIO_RUNTIME_WORKER_BUSY_DURATION: &str = "tokio.runtime.worker.busy.duration";
+/// Counter, [`UNIT_POLLS`], attribute [`TOKIO_WORKER_INDEX`]: polls by workers.
+pub const TOKIO_RUNTIME_WORKER_POLLS: &str = "tokio.runtime.worker.polls";
+/// Counter, `{park}`, attribute [`TOKIO_WORKER_INDEX`]: times workers parked.
+pub const TOKIO_RUNTIME_WORKER_PARKS: &str = "tokio.runtime.worker.parks";
+/// Gauge, [`UNIT_TASKS`]: tasks in the global (injection) queue.
+pub const TOKIO_RUNTIME_GLOBAL_QUEUE_DEPTH: &str = "tokio.runtime.global_queue.depth";
+
+// ---- Spans ----
+
+/// One span per task per window, and a final one when the task ends.
+pub const WINDOW_SPAN: &str = "heapspan.window";
+/// Span events on the window span for graph edges. Reserved.
+pub const EDGE_EVENT: &str = "heapspan.edge";
+/// Child spans of a window span carrying edge events. Reserved.
+pub const WINDOW_EDGES_SPAN: &str = "heapspan.window.edges";
+/// One span per finding. Reserved.
+pub const FINDING_SPAN: &str = "heapspan.finding";
+
+// ---- Attributes ----
+
+/// The task dimension: the name given at spawn, else the spawn location `file:line`, else
+/// `unnamed` (see [`TaskStats::display_name`](crate::TaskStats::display_name)); names beyond the
+/// cardinality cap become [`OTHER`].
+pub const TOKIO_TASK_NAME: &str = "tokio.task.name";
+/// i64: tokio's task id (window spans only, never on metrics).
+pub const TOKIO_TASK_ID: &str = "tokio.task.id";
+/// The span dimension: `target::name` of the tracing span; names beyond the cap become
+/// [`OTHER`].
+pub const SPAN_NAME: &str = "heapspan.span.name";
+/// Spawn location file (window spans).
+pub const CODE_FILE_PATH: &str = "code.file.path";
+/// i64: spawn location line (window spans).
+pub const CODE_LINE_NUMBER: &str = "code.line.number";
+/// i64: window start, nanoseconds since the Unix epoch.
+pub const WINDOW_START: &str = "heapspan.window.start";
+/// i64: window end, nanoseconds since the Unix epoch.
+pub const WINDOW_END: &str = "heapspan.window.end";
+/// i64 bytes. On a window span: bytes allocated during the window. On a user span: bytes
+/// allocated inside it.
+pub const MEMORY_ALLOCATED: &str = "heapspan.memory.allocated";
+/// i64 bytes. On a window span: bytes of the task's allocations freed during the window. On a
+/// user span: bytes of its allocations freed.
+pub const MEMORY_FREED: &str = "heapspan.memory.freed";
+/// i64 bytes: live bytes (allocated minus freed, since the task or span began) at the end of
+/// the window or when the user span closed.
+pub const MEMORY_LIVE: &str = "heapspan.memory.live";
+/// i64 bytes: highest live value observed so far (at folds).
+pub const MEMORY_PEAK: &str = "heapspan.memory.peak";
+/// i64: number of allocations inside a user span.
+pub const ALLOCATIONS: &str = "heapspan.allocations";
+/// i64: nodes of the live graph in the window. Reserved.
+pub const GRAPH_NODES: &str = "heapspan.graph.nodes";
+/// i64: edges of the live graph in the window. Reserved.
+pub const GRAPH_EDGES_ATTR: &str = "heapspan.graph.edges";
+/// Edge kind (owns, contains, shares, slice, clone, evolution, arc_clone, rc_clone). Reserved.
+pub const EDGE_KIND: &str = "heapspan.edge.kind";
+/// Finding kind. Reserved.
+pub const FINDING_KIND: &str = "heapspan.finding.kind";
+/// Finding severity (info, low, medium, high, critical). Reserved.
+pub const FINDING_SEVERITY: &str = "heapspan.finding.severity";
+/// Why something was dropped: one of the `DROP_REASON_*` values.
+pub const DROP_REASON: &str = "heapspan.drop.reason";
+/// i64: worker index of a tokio runtime metric.
+pub const TOKIO_WORKER_INDEX: &str = "tokio.worker.index";
+
+/// [`DROP_REASON`]: a thread's retired-slot ring was full.
+pub const DROP_REASON_SLOT_RING_FULL: &str = "slot_ring_full";
+/// [`DROP_REASON`]: the shared fallback queue was full.
+pub const DROP_REASON_FALLBACK_QUEUE_FULL: &str = "fallback_queue_full";
+/// [`DROP_REASON`]: the span/task event queue was full.
+pub const DROP_REASON_EVENT_QUEUE_FULL: &str = "event_queue_full";
+/// [`DROP_REASON`]: spans nested deeper than heapspan tracks.
+pub const DROP_REASON_SPAN_STACK_OVERFLOW: &str = "span_stack_overflow";
+/// [`DROP_REASON`]: heapspan's span export queue was full (spans dropped).
+pub const DROP_REASON_EXPORT_QUEUE_FULL: &str = "export_queue_full";
+/// [`DROP_REASON`]: an export request failed (its spans are dropped; metrics are cumulative
+/// and catch up with the next successful export).
+pub const DROP_REASON_EXPORT_FAILED: &str = "export_failed";
+
+/// The value task and span names beyond the cardinality cap are reported under.
+pub const OTHER: &str = "other";
+
+/// The instrumentation scope of heapspan's metrics and spans.
+pub const SCOPE: &str = "heapspan";
+
+/// A metric of the contract: name, instrument kind and unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetricName {
+    /// The name.
+    pub name: &'static str,
+    /// `counter`, `updowncounter`, `gauge` or `histogram`.
+    pub instrument: &'static str,
+    /// UCUM unit.
+    pub unit: &'static str,
+}
+
+const fn m(name: &'static str, instrument: &'static str, unit: &'static str) -> MetricName {
+    MetricName {
+        name,
+        instrument,
+        unit,
+    }
+}
+
+/// The metrics heapspan exports today (reserved names excluded), for tests and dashboards.
+pub const METRICS: &[MetricName] = &[
+    m(TASK_MEMORY_ALLOCATED, "counter", UNIT_BYTES),
+    m(TASK_MEMORY_FREED, "counter", UNIT_BYTES),
+    m(TASK_MEMORY_LIVE, "updowncounter", UNIT_BYTES),
+    m(TASK_MEMORY_PEAK, "gauge", UNIT_BYTES),
+    m(TASK_ALLOCATIONS, "counter", UNIT_ALLOCATIONS),
+    m(SPAN_MEMORY_ALLOCATED, "counter", UNIT_BYTES),
+    m(SPAN_MEMORY_FREED, "counter", UNIT_BYTES),
+    m(SPAN_MEMORY_LIVE, "updowncounter", UNIT_BYTES),
+    m(SPAN_ALLOCATIONS, "counter", UNIT_ALLOCATIONS),
+    m(TRACKER_MEMORY, "gauge", UNIT_BYTES),
+    m(TRACKER_DROPPED, "counter", UNIT_EVENTS),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_rules() {
+        for m in METRICS {
+            assert!(m.name.starts_with("heapspan."), "{}", m.name);
+            assert!(!m.name.ends_with("_total"), "{}", m.name);
+            assert!(
+                m.name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '.' || c == '_'),
+                "{}",
+                m.name
+            );
+            assert!(!m.name.contains("bytes"), "unit in the name: {}", m.name);
+        }
+    }
+
+    #[test]
+    fn size_buckets_are_powers_of_four_from_16_b_to_16_mib() {
+        assert_eq!(ALLOCATION_SIZE_BUCKETS[0], 16.0);
+        assert_eq!(
+            *ALLOCATION_SIZE_BUCKETS.last().unwrap(),
+            16.0 * 1024.0 * 1024.0
+        );
+        for w in ALLOCATION_SIZE_BUCKETS.windows(2) {
+            assert_eq!(w[1], w[0] * 4.0);
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! Where collected metrics and spans go: an OTLP exporter (HTTP/protobuf or gRPC) called from
+//! heapspan's export thread, or the embedded OTLP JSON lines file. Both are driven by
+//! [`super::pipeline`]; no SDK background thread is involved.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
+use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
+use opentelemetry_sdk::metrics::data::ResourceMetrics;
+#[cfg(any(feature = "http", feature = "grpc"))]
+use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
+use opentelemetry_sdk::trace::SpanData;
+#[cfg(any(feature = "http", feature = "grpc"))]
+use opentelemetry_sdk::trace::SpanExporter as _;
+use opentelemetry_sdk::Resource;
+
+#[cfg(any(feature = "http", feature = "grpc"))]
+use super::config::Protocol;
+use super::config::Resolved;
+use crate::error::{Error, Result};
+
+/// A failed export, with a short reason for the (rate-limited) warning.
+#[derive(Debug)]
+pub(crate) struct ExportFailed(pub(crate) String);
+
+/// The transport.
+pub(crate) enum Sink {
+    /// OTLP to a collector.
+    #[cfg(any(feature = "http", feature = "grpc"))]
+    Otlp(Box<Otlp>),
+    /// OTLP JSON lines to a file.
+    File {
+        out: BufWriter<File>,
+        resource: ResourceAttributesWithSchema,
+    },
+    /// Nothing (the application's providers export, or export is off).
+    None,
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            #[cfg(any(feature = "http", feature = "grpc"))]
+            Sink::Otlp(_) => f.write_str("Sink::Otlp"),
+            Sink::File { .. } => f.write_str("Sink::File"),
+            Sink::None => f.write_str("Sink::None"),
+        }
+    }
+}
+
+#[cfg(any(feature = "http", feature = "grpc"))]
+pub(crate) struct Otlp {
+    metrics: Option<opentelemetry_otlp::MetricExporter>,
+    spans: Option<opentelemetry_otlp::SpanExporter>,
+    /// gRPC needs a tokio runtime: a current-thread one, owned and driven by the export thread.
+    #[cfg(feature = "grpc")]
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+fn export_err(what: &'static str, e: impl std::fmt::Display) -> Error {
+    Error::Export {
+        what,
+        detail: e.to_string(),
+    }
+}
+
+impl Sink {
+    /// Builds the sink for `cfg`; `resource` is the resource of heapspan's own providers.
+    pub(crate) fn build(cfg: &Resolved, resource: &Resource) -> Result<Sink> {
+        if cfg.has_endpoint() {
+            #[cfg(any(feature = "http", feature = "grpc"))]
+            return Otlp::build(cfg, resource).map(|o| Sink::Otlp(Box::new(o)));
+            #[cfg(not(any(feature = "http", feature = "grpc")))]
+            return Err(Error::InvalidConfig {
+                setting: "endpoint",
+                value: cfg.endpoint.clone().unwrap_or_default(),
+                expected: "no endpoint: enable heapspan's `http` or `grpc` feature",
+            });
+        }
+        if let Some(path) = &cfg.file {
+            return Sink::file(path, resource);
+        }
+        Ok(Sink::None)
+    }
+
+    fn file(path: &Path, resource: &Resource) -> Result<Sink> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| export_err("the OTLP JSON file", format!("{}: {e}", path.display())))?;
+        Ok(Sink::File {
+            out: BufWriter::new(f),
+            resource: resource.into(),
+        })
+    }
+
+    /// Whether metrics collected by heapspan's own reader have somewhere to go.
+    pub(crate) fn takes_metrics(&self) -> bool {
+        match self {
+            #[cfg(any(feature = "http", feature = "grpc"))]
+            Sink::Otlp(o) => o.metrics.is_some(),
+            Sink::File { .. } => true,
+            Sink::None => false,
+        }
+    }
+
+    pub(crate) fn export_metrics(&mut self, rm: &ResourceMetrics) -> Result<(), ExportFailed> {
+        match self {
+            #[cfg(any(feature = "http", feature = "grpc"))]
+            Sink::Otlp(o) => {
+                let Some(m) = &o.metrics else { return Ok(()) };
+                let fut = m.export(rm);
+                o.block_on(fut).map_err(|e| ExportFailed(e.to_string()))
+            }
+            Sink::File { out, .. } => {
+                let req = ExportMetricsServiceRequest::from(rm);
+                write_line(out, &req)
+            }
+            Sink::None => Ok(()),
+        }
+    }
+
+    pub(crate) fn export_spans(&mut self, batch: Vec<SpanData>) -> Result<(), ExportFailed> {
+        match self {
+            #[cfg(any(feature = "http", feature = "grpc"))]
+            Sink::Otlp(o) => {
+                let Some(s) = &o.spans else { return Ok(()) };
+                let fut = s.export(batch);
+                o.block_on(fut).map_err(|e| ExportFailed(e.to_string()))
+            }
+            Sink::File { out, resource } => {
+                let req = ExportTraceServiceRequest {
+                    resource_spans: group_spans_by_resource_and_scope(batch, resource),
+                };
+                write_line(out, &req)
+            }
+            Sink::None => Ok(()),
+        }
+    }
+
+    pub(crate) fn shutdown(&mut self, timeout: Duration) {
+        match self {
+            #[cfg(any(feature = "http", feature = "grpc"))]
+            Sink::Otlp(o) => {
+                if let Some(m) = &o.metrics {
+                    let _ = m.shutdown_with_timeout(timeout);
+                }
+                if let Some(s) = &mut o.spans {
+                    let _ = s.shutdown_with_timeout(timeout);
+                }
+            }
+            Sink::File { out, .. } => {
+                let _ = timeout;
+                let _ = out.flush();
+            }
+            Sink::None => {}
+        }
+    }
+}
+
+fn write_line(out: &mut BufWriter<File>, req: &impl serde::Serialize) -> Result<(), ExportFailed> {
+    serde_json::to_writer(&mut *out, req).map_err(|e| ExportFailed(e.to_string()))?;
+    out.write_all(b"\n")
+        .and_then(|()| out.flush())
+        .map_err(|e| ExportFailed(e.to_string()))
+}
+
+#[cfg(any(feature = "http", feature = "grpc"))]
+impl Otlp {
+    fn build(cfg: &Resolved, resource: &Resource) -> Result<Otlp> {
+        use opentelemetry_otlp::WithExportConfig;
+        let traces = cfg.traces_url();
+        let metrics = cfg.metrics_url();
+        match cfg.protocol {
+            #[cfg(feature = "http")]
+            Protocol::HttpProtobuf => {
+                use super::http_client::StdHttpClient;
+                use opentelemetry_otlp::WithHttpConfig;
+                let headers: std::collections::HashMap<String, String> =
+                    cfg.headers.iter().cloned().collect();
+                let spans = match &traces {
+                    Some(url) if cfg.tracer_provider.is_none() => {
+                        let mut e = opentelemetry_otlp::SpanExporter::builder()
+                            .with_http()
+                            .with_http_client(StdHttpClient {
+                                timeout: cfg.timeout,
+                            })
+                            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                            .with_endpoint(url.clone())
+                            .with_timeout(cfg.timeout)
+                            .with_headers(headers.clone())
+                            .build()
+                            .map_err(|e| export_err("the OTLP/HTTP span exporter", e))?;
+                        e.set_resource(resource);
+                        Some(e)
+                    }
+                    _ => None,
+                };
+                let metrics = match &metrics {
+                    Some(url) if cfg.meter_provider.is_none() => Some(
+                        opentelemetry_otlp::MetricExporter::builder()
+                            .with_http()
+                            .with_http_client(StdHttpClient {
+                                timeout: cfg.timeout,
+                            })
+                            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                            .with_endpoint(url.clone())
+                            .with_timeout(cfg.timeout)
+                            .with_headers(headers)
+                            .with_temporality(opentelemetry_sdk::metrics::Temporality::Cumulative)
+                            .build()
+                            .map_err(|e| export_err("the OTLP/HTTP metric exporter", e))?,
+                    ),
+                    _ => None,
+                };
+                Ok(Otlp {
+                    metrics,
+                    spans,
+                    #[cfg(feature = "grpc")]
+                    rt: None,
+                })
+            }
+            #[cfg(feature = "grpc")]
+            Protocol::Grpc => {
+                use opentelemetry_otlp::WithTonicConfig;
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| export_err("the gRPC export runtime", e))?;
+                let _enter = rt.enter();
+                let mut headers = http::HeaderMap::new();
+                for (k, v) in &cfg.headers {
+                    let key = http::HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes())
+                        .map_err(|e| export_err("a gRPC header name", e))?;
+                    let val = http::HeaderValue::from_str(v)
+                        .map_err(|e| export_err("a gRPC header value", e))?;
+                    headers.insert(key, val);
+                }
+                let md =
+                    opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(headers);
+                let spans = match &traces {
+                    Some(url) if cfg.tracer_provider.is_none() => {
+                        let mut e = opentelemetry_otlp::SpanExporter::builder()
+                            .with_tonic()
+                            .with_endpoint(url.clone())
+                            .with_timeout(cfg.timeout)
+                            .with_metadata(md.clone())
+                            .build()
+                            .map_err(|e| export_err("the OTLP/gRPC span exporter", e))?;
+                        e.set_resource(resource);
+                        Some(e)
+                    }
+                    _ => None,
+                };
+                let metrics = match &metrics {
+                    Some(url) if cfg.meter_provider.is_none() => Some(
+                        opentelemetry_otlp::MetricExporter::builder()
+                            .with_tonic()
+                            .with_endpoint(url.clone())
+                            .with_timeout(cfg.timeout)
+                            .with_metadata(md)
+                            .with_temporality(opentelemetry_sdk::metrics::Temporality::Cumulative)
+                            .build()
+                            .map_err(|e| export_err("the OTLP/gRPC metric exporter", e))?,
+                    ),
+                    _ => None,
+                };
+                drop(_enter);
+                Ok(Otlp {
+                    metrics,
+                    spans,
+                    rt: Some(rt),
+                })
+            }
+            #[allow(unreachable_patterns)]
+            p => Err(Error::InvalidConfig {
+                setting: "protocol",
+                value: p.as_str().into(),
+                expected: "a protocol enabled by heapspan's features",
+            }),
+        }
+    }
+
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        #[cfg(feature = "grpc")]
+        if let Some(rt) = &self.rt {
+            return rt.block_on(f);
+        }
+        futures_executor::block_on(f)
+    }
+}

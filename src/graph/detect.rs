@@ -1,0 +1,512 @@
+//! The detectors: one scan over the words of every node, then classification of the hits.
+//!
+//! The scan reads each node once into a reused buffer and looks every word up in the
+//! [`AddrIndex`]: a word equal to another node's start is a *start hit*, a word strictly inside
+//! another node an *interior hit*. It also keeps, per node, the first two words (a possible
+//! `strong, weak` refcount header) and a hash of the first [`GraphConfig::clone_prefix_bytes`]
+//! (for clone detection). Nothing is hashed per word beyond that prefix.
+//!
+//! Start hits become `Owns`, `Shares`, `ArcClone` or `RcClone` depending on how many owners a
+//! target has and on its header; interior hits become `Slice`; clone candidates are sorted by
+//! `(size, site or span, prefix hash, time)` and chained within the clone window; annotations
+//! give `Contains`; [`Node::realloc_from`] gives `Evolution`.
+
+use super::index::AddrIndex;
+use super::scc::{self, Csr};
+use super::{
+    weighted, AllocId, Annotation, BuildStats, Edge, EdgeKind, GraphConfig, Node, Skipped,
+    WordSource, WORD,
+};
+
+/// A pointer word found by the scan.
+#[derive(Clone, Copy, Debug)]
+struct Hit {
+    /// `to << 32 | from`: sorts by target, then owner.
+    key: u64,
+    /// Smallest offset into the target among the merged words.
+    offset: usize,
+    /// Number of words merged into this hit.
+    words: u32,
+    /// A neighbouring word is a plausible length or capacity.
+    len_next: bool,
+}
+
+impl Hit {
+    fn from(&self) -> u32 {
+        self.key as u32
+    }
+    fn to(&self) -> u32 {
+        (self.key >> 32) as u32
+    }
+}
+
+/// Prefix facts of a clone candidate.
+#[derive(Clone, Copy, Debug, Default)]
+struct Prefix {
+    /// 0: not a candidate (too small, no key, unreadable, uniform).
+    hash: u64,
+    /// Every compared word is below 2^16 (default-like contents).
+    small: bool,
+}
+
+struct Scan {
+    start: Vec<Hit>,
+    interior: Vec<Hit>,
+    header: Vec<[usize; 2]>,
+    prefix: Vec<Prefix>,
+}
+
+/// Output of [`detect`].
+pub(crate) struct Detected {
+    pub(crate) edges: Vec<Edge>,
+    pub(crate) cycles: Vec<Vec<AllocId>>,
+    pub(crate) component: Vec<u32>,
+    pub(crate) ownership: Csr,
+    pub(crate) stats: BuildStats,
+}
+
+/// Runs every detector over `nodes` (already capped).
+pub(crate) fn detect(
+    nodes: &[Node],
+    by_id: &[(AllocId, u32)],
+    mem: &impl WordSource,
+    annotations: &[Annotation],
+    cfg: &GraphConfig,
+    skipped: &mut Skipped,
+) -> Detected {
+    let mut stats = BuildStats::default();
+    let index = AddrIndex::new(nodes.iter().map(|n| (n.addr, n.size)));
+    skipped.overlapping = index.overlapping;
+    let scan = scan(nodes, mem, &index, cfg, skipped, &mut stats);
+    drop(index);
+
+    let start = merge_hits(scan.start);
+    let interior = merge_hits(scan.interior);
+    let mut pointed_at = vec![false; nodes.len()];
+    for h in start.iter().chain(&interior) {
+        pointed_at[h.to() as usize] = true;
+    }
+    let contains = contains_edges(nodes, by_id, annotations, &pointed_at, cfg, skipped);
+
+    // Cycles are over every ownership edge; all of them come from start hits or annotations,
+    // so the SCCs can be computed before the start hits are classified.
+    let ownership = Csr::new(
+        nodes.len(),
+        start
+            .iter()
+            .map(|h| (h.from(), h.to()))
+            .chain(contains.iter().map(|&(f, t, _)| (f, t))),
+    );
+    let (component, sizes) = scc::tarjan(&ownership);
+
+    let mut edges = Vec::with_capacity(start.len() + interior.len() + contains.len());
+    classify_start_hits(
+        nodes,
+        &start,
+        &scan.header,
+        &component,
+        &sizes,
+        cfg,
+        &mut edges,
+    );
+    for h in &interior {
+        let (from, to) = (&nodes[h.from() as usize], &nodes[h.to() as usize]);
+        let room = to.size.saturating_sub(h.offset) as u64;
+        edges.push(edge(
+            from,
+            to,
+            EdgeKind::Slice,
+            if h.len_next { 0.85 } else { 0.5 },
+            weighted(room, to.weight),
+            h.words,
+        ));
+    }
+    for &(f, t, confidence) in &contains {
+        let (from, to) = (&nodes[f as usize], &nodes[t as usize]);
+        edges.push(edge(
+            from,
+            to,
+            EdgeKind::Contains,
+            confidence,
+            to.weighted_size(),
+            1,
+        ));
+    }
+    clone_edges(nodes, &scan.prefix, cfg, &mut edges);
+    evolution_edges(nodes, by_id, &mut edges);
+    edges.sort_unstable_by_key(|e| (e.from, e.to, e.kind));
+
+    let mut cycles: Vec<Vec<AllocId>> = vec![Vec::new(); sizes.len()];
+    for (i, &c) in component.iter().enumerate() {
+        if sizes[c as usize] >= 2 {
+            cycles[c as usize].push(nodes[i].id);
+        }
+    }
+    let mut cycles: Vec<Vec<AllocId>> = cycles.into_iter().filter(|c| !c.is_empty()).collect();
+    for c in &mut cycles {
+        c.sort_unstable();
+    }
+    cycles.sort_unstable();
+
+    Detected {
+        edges,
+        cycles,
+        component,
+        ownership,
+        stats,
+    }
+}
+
+fn edge(from: &Node, to: &Node, kind: EdgeKind, confidence: f32, bytes: u64, ev: u32) -> Edge {
+    Edge {
+        from: from.id,
+        to: to.id,
+        kind,
+        confidence,
+        capability: kind.capability(),
+        cross_task: from.task != to.task,
+        bytes,
+        evidence: ev,
+    }
+}
+
+/// Reads every node once and looks each word up.
+fn scan(
+    nodes: &[Node],
+    mem: &impl WordSource,
+    index: &AddrIndex,
+    cfg: &GraphConfig,
+    skipped: &mut Skipped,
+    stats: &mut BuildStats,
+) -> Scan {
+    let n = nodes.len();
+    let max_words = cfg.max_scan_bytes_per_node / WORD;
+    let prefix_words = (cfg.clone_prefix_bytes / WORD).max(1);
+    let mut out = Scan {
+        // A typical heap has one to two pointers per allocation.
+        start: Vec::with_capacity(n + n / 2),
+        interior: Vec::with_capacity(n / 16),
+        header: vec![[0; 2]; n],
+        prefix: vec![Prefix::default(); n],
+    };
+    let mut buf: Vec<usize> = Vec::with_capacity(4096);
+    let mut words_scanned = 0u64;
+    for (i, node) in nodes.iter().enumerate() {
+        if node.size < WORD {
+            continue;
+        }
+        buf.clear();
+        if !mem.read_words(node, &mut buf) {
+            skipped.unreadable += 1;
+            continue;
+        }
+        buf.truncate(node.size / WORD);
+        if buf.len() > max_words {
+            skipped.truncated_nodes += 1;
+            skipped.truncated_bytes += (node.size - max_words * WORD) as u64;
+            buf.truncate(max_words);
+        }
+        let words = &buf[..];
+        if let [strong, weak, ..] = *words {
+            out.header[i] = [strong, weak];
+        }
+        if node.size >= cfg.clone_min_bytes && (node.site != 0 || node.span != 0) {
+            let compared = &words[..words.len().min(prefix_words)];
+            if compared.windows(2).all(|w| w[0] == w[1]) {
+                stats.uniform_prefixes += 1;
+            } else {
+                out.prefix[i] = Prefix {
+                    hash: prefix_hash(compared),
+                    small: compared.iter().all(|&w| w < 1 << 16),
+                };
+            }
+        }
+        words_scanned += words.len() as u64;
+        for (k, &w) in words.iter().enumerate() {
+            let Some((j, offset)) = index.lookup(w) else {
+                continue;
+            };
+            if j as usize == i {
+                continue; // self-reference: says nothing about other allocations
+            }
+            let room = nodes[j as usize].size - offset;
+            let plausible = |n: Option<&usize>| n.is_some_and(|&n| n >= 1 && n <= room);
+            let len_next = plausible(words.get(k + 1))
+                || plausible(words.get(k + 2))
+                || plausible(k.checked_sub(1).and_then(|p| words.get(p)));
+            let hit = Hit {
+                key: (u64::from(j) << 32) | i as u64,
+                offset,
+                words: 1,
+                len_next,
+            };
+            if offset == 0 {
+                out.start.push(hit);
+            } else {
+                out.interior.push(hit);
+            }
+        }
+    }
+    stats.words_scanned = words_scanned;
+    stats.start_pointers = out.start.len() as u64;
+    stats.interior_pointers = out.interior.len() as u64;
+    out
+}
+
+fn prefix_hash(words: &[usize]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &w in words {
+        h = (h.rotate_left(5) ^ w as u64).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    h | 1
+}
+
+/// Sorts hits by `(to, from)` and merges duplicates.
+fn merge_hits(mut hits: Vec<Hit>) -> Vec<Hit> {
+    hits.sort_unstable_by_key(|h| h.key);
+    let mut out: Vec<Hit> = Vec::with_capacity(hits.len());
+    for h in hits {
+        match out.last_mut() {
+            Some(last) if last.key == h.key => {
+                last.words = last.words.saturating_add(1);
+                last.offset = last.offset.min(h.offset);
+                last.len_next |= h.len_next;
+            }
+            _ => out.push(h),
+        }
+    }
+    out
+}
+
+/// Start hits, grouped by target: one owner → `Owns`; a plausible refcount header →
+/// `ArcClone`/`RcClone`; several owners otherwise → `Shares`.
+fn classify_start_hits(
+    nodes: &[Node],
+    start: &[Hit],
+    header: &[[usize; 2]],
+    component: &[u32],
+    sizes: &[u32],
+    cfg: &GraphConfig,
+    edges: &mut Vec<Edge>,
+) {
+    let mut g = 0;
+    while g < start.len() {
+        let to = start[g].to();
+        let mut end = g + 1;
+        while end < start.len() && start[end].to() == to {
+            end += 1;
+        }
+        let group = &start[g..end];
+        g = end;
+        let target = &nodes[to as usize];
+        let owners = group.len();
+        let words: usize = group.iter().map(|h| h.words as usize).sum();
+        let [strong, weak] = header[to as usize];
+        let in_cycle = sizes[component[to as usize] as usize] >= 2;
+        let refcounted = target.size >= 2 * WORD
+            && (1..=cfg.max_refcount).contains(&strong)
+            && (1..=cfg.max_refcount).contains(&weak)
+            && words < strong + weak
+            && (words >= 2 || in_cycle);
+        if refcounted {
+            let score: f32 = if words == 1 {
+                0.6
+            } else if words == strong {
+                0.95
+            } else if words < strong {
+                0.8
+            } else {
+                0.7
+            };
+            let cross = group
+                .iter()
+                .any(|h| nodes[h.from() as usize].task != target.task);
+            let (kind, confidence) = if cross {
+                (EdgeKind::ArcClone, score)
+            } else {
+                (EdgeKind::RcClone, score * 0.6)
+            };
+            let share = target.weighted_size() / strong.max(owners) as u64;
+            for h in group {
+                edges.push(edge(
+                    &nodes[h.from() as usize],
+                    target,
+                    kind,
+                    confidence,
+                    share,
+                    h.words,
+                ));
+            }
+        } else if owners >= 2 {
+            let share = target.weighted_size() / owners as u64;
+            for h in group {
+                let from = &nodes[h.from() as usize];
+                edges.push(edge(from, target, EdgeKind::Shares, 0.6, share, h.words));
+            }
+        } else {
+            let h = &group[0];
+            let confidence = if h.len_next { 0.95 } else { 0.75 };
+            let from = &nodes[h.from() as usize];
+            edges.push(edge(
+                from,
+                target,
+                EdgeKind::Owns,
+                confidence,
+                target.weighted_size(),
+                h.words,
+            ));
+        }
+    }
+}
+
+fn lookup(by_id: &[(AllocId, u32)], id: AllocId) -> Option<u32> {
+    by_id
+        .binary_search_by_key(&id, |&(i, _)| i)
+        .ok()
+        .map(|k| by_id[k].1)
+}
+
+/// `(container, member, confidence)` from annotations.
+fn contains_edges(
+    nodes: &[Node],
+    by_id: &[(AllocId, u32)],
+    annotations: &[Annotation],
+    pointed_at: &[bool],
+    cfg: &GraphConfig,
+    skipped: &mut Skipped,
+) -> Vec<(u32, u32, f32)> {
+    let mut out = Vec::new();
+    // Nodes by (task, time), built only if some annotation asks for inference.
+    let mut by_time: Option<Vec<u32>> = None;
+    for a in annotations {
+        let Some(c) = lookup(by_id, a.container) else {
+            skipped.unresolved_annotations += 1;
+            continue;
+        };
+        if !a.members.is_empty() {
+            for &m in &a.members {
+                match lookup(by_id, m) {
+                    Some(m) if m != c => out.push((c, m, 1.0)),
+                    Some(_) => {}
+                    None => skipped.unresolved_annotations += 1,
+                }
+            }
+            continue;
+        }
+        let order = by_time.get_or_insert_with(|| {
+            let mut v: Vec<u32> = (0..nodes.len() as u32).collect();
+            v.sort_unstable_by_key(|&i| {
+                let n = &nodes[i as usize];
+                (n.task, n.alloc_time_ns, i)
+            });
+            v
+        });
+        let container = &nodes[c as usize];
+        let deadline = container
+            .alloc_time_ns
+            .saturating_add(cfg.contains_window_ns);
+        let first = order.partition_point(|&i| {
+            let n = &nodes[i as usize];
+            (n.task, n.alloc_time_ns) < (container.task, container.alloc_time_ns)
+        });
+        let mut inferred = 0;
+        for &m in &order[first..] {
+            let n = &nodes[m as usize];
+            if n.task != container.task || n.alloc_time_ns > deadline {
+                break;
+            }
+            if m == c || pointed_at[m as usize] {
+                continue;
+            }
+            if inferred == cfg.max_inferred_members {
+                break;
+            }
+            out.push((c, m, 0.4));
+            inferred += 1;
+        }
+    }
+    out.sort_unstable_by_key(|&(c, m, _)| (c, m));
+    out.dedup_by(|a, b| (a.0, a.1) == (b.0, b.1));
+    out
+}
+
+/// Clone candidates sorted by `(size, site or span, prefix hash, time)`; in each run of equal
+/// keys the earliest node is the original, and each later node within the clone window of it
+/// is a clone of it (a node past the window starts a new run).
+fn clone_edges(nodes: &[Node], prefix: &[Prefix], cfg: &GraphConfig, edges: &mut Vec<Edge>) {
+    let mut cands: Vec<(usize, bool, u64, u64, u64, u32)> = prefix
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.hash != 0)
+        .map(|(i, p)| {
+            let n = &nodes[i];
+            let by_site = n.site != 0;
+            let key = if by_site { n.site } else { n.span };
+            (n.size, by_site, key, p.hash, n.alloc_time_ns, i as u32)
+        })
+        .collect();
+    cands.sort_unstable();
+    let mut g = 0;
+    while g < cands.len() {
+        let (size, by_site, key, hash, _, _) = cands[g];
+        let mut end = g + 1;
+        while end < cands.len() && cands[end].0 == size && cands[end].2 == key {
+            if cands[end].1 != by_site || cands[end].3 != hash {
+                break;
+            }
+            end += 1;
+        }
+        let mut original = g;
+        for k in g + 1..end {
+            let (o, c) = (cands[original], cands[k]);
+            if c.4 - o.4 > cfg.clone_window_ns {
+                original = k;
+                continue;
+            }
+            let (from, to) = (&nodes[o.5 as usize], &nodes[c.5 as usize]);
+            let mut confidence: f32 = 0.5;
+            if by_site {
+                confidence += 0.2;
+            }
+            if size <= cfg.clone_prefix_bytes {
+                confidence += 0.2;
+            }
+            if prefix[c.5 as usize].small {
+                confidence -= 0.3;
+            }
+            let confidence = confidence.clamp(0.05, 0.95);
+            edges.push(edge(
+                from,
+                to,
+                EdgeKind::Clone,
+                confidence,
+                to.weighted_size(),
+                1,
+            ));
+        }
+        g = end;
+    }
+}
+
+/// One `Evolution` edge per node the allocator saw reallocated.
+fn evolution_edges(nodes: &[Node], by_id: &[(AllocId, u32)], edges: &mut Vec<Edge>) {
+    for n in nodes {
+        let Some(prev) = n.realloc_from else {
+            continue;
+        };
+        if prev == n.id {
+            continue;
+        }
+        let cross_task = lookup(by_id, prev).is_some_and(|p| nodes[p as usize].task != n.task);
+        edges.push(Edge {
+            from: prev,
+            to: n.id,
+            kind: EdgeKind::Evolution,
+            confidence: 1.0,
+            capability: EdgeKind::Evolution.capability(),
+            cross_task,
+            bytes: n.weighted_size(),
+            evidence: 1,
+        });
+    }
+}

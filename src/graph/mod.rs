@@ -1,0 +1,614 @@
+//! Relation graph: ownership edges among live allocations.
+//!
+//! This module is the allocator-independent half of the graph: given a list of live
+//! allocations ([`Node`]s) and a way to read their contents as pointer-sized words
+//! ([`WordSource`]), [`build`] infers how they relate and returns a [`Graph`]. Everything here
+//! is pure and deterministic, so it runs under Miri with synthetic heaps; the live index and
+//! the safe heap scan that feed it belong to the allocator.
+//!
+//! The graph is *inferred*, not proven: a word equal to an allocation's address is evidence of
+//! a pointer, not proof (it may be a stale value, an integer that happens to match, or a racing
+//! read). Every [`Edge`] therefore carries a [`confidence`](Edge::confidence) in `0..=1` and a
+//! [`Capability`] in the vocabulary of Place Capability Graphs.
+//!
+//! # Detectors
+//!
+//! | kind | evidence | capability |
+//! |---|---|---|
+//! | [`owns`](EdgeKind::Owns) | a word equal to the start of exactly one owner's target | exclusive |
+//! | [`shares`](EdgeKind::Shares) | start pointers from two or more owners, no refcount header | shared |
+//! | [`arc_clone`](EdgeKind::ArcClone) / [`rc_clone`](EdgeKind::RcClone) | start pointers into a block whose first two words look like `strong, weak` counts | shared |
+//! | [`slice`](EdgeKind::Slice) | a word pointing strictly inside another node | borrow |
+//! | [`clone`](EdgeKind::Clone) | same size and site (or span), equal leading bytes, allocated close in time | borrow |
+//! | [`contains`](EdgeKind::Contains) | an [`Annotation`]: explicit members, or temporal locality | exclusive |
+//! | [`evolution`](EdgeKind::Evolution) | [`Node::realloc_from`]: the allocator saw a realloc | exclusive |
+//!
+//! See [`EdgeKind`] for each detector's confidence rule. Cycles are the strongly connected
+//! components of the ownership edges ([`EdgeKind::is_ownership`]); [`Graph::retained`] is each
+//! node's retained size from the dominator tree of the ownership edges.
+//!
+//! # Cost
+//!
+//! One pass over the scanned words with a range index lookup per word (a subtraction and a
+//! compare reject non-pointer words; candidates take a bucket lookup, no hashing), sorts of the
+//! hits and of clone candidates, an iterative Tarjan SCC and a Lengauer–Tarjan dominator tree:
+//! `O(W + n log n + E log n)` for `W` scanned words, `n` nodes, `E` edges, with no recursion.
+//!
+//! # Example
+//!
+//! ```
+//! use heapspan::graph::{build, AllocId, EdgeKind, FlatHeap, GraphConfig, Node};
+//!
+//! // A fake heap: a 16-byte "Box" at 0x1000 pointing at a 32-byte buffer at 0x1010.
+//! let mut heap = FlatHeap::new(0x1000, 6);
+//! heap.write(0x1000, 0x1010);
+//! heap.write(0x1008, 7);
+//! let nodes = [Node::new(AllocId(1), 0x1000, 16), Node::new(AllocId(2), 0x1010, 32)];
+//! let graph = build(&nodes, &heap, &[], &GraphConfig::default());
+//! assert_eq!(graph.edges.len(), 1);
+//! assert_eq!(graph.edges[0].kind, EdgeKind::Owns);
+//! assert_eq!((graph.edges[0].from, graph.edges[0].to), (AllocId(1), AllocId(2)));
+//! assert_eq!(graph.retained_of(AllocId(1)), Some(48));
+//! ```
+
+mod detect;
+mod dot;
+mod index;
+mod scc;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+
+pub use dot::{to_dot, DotOptions};
+pub use scc::retained_sizes;
+
+const WORD: usize = std::mem::size_of::<usize>();
+
+/// Default [`GraphConfig::max_nodes`]: 2 Mi nodes per build.
+pub const DEFAULT_MAX_NODES: usize = 2 << 20;
+/// Default [`GraphConfig::max_scan_bytes_per_node`]: the first 1 MiB of each allocation.
+pub const DEFAULT_MAX_SCAN_BYTES_PER_NODE: usize = 1 << 20;
+/// Default [`GraphConfig::clone_window_ns`]: 100 ms.
+pub const DEFAULT_CLONE_WINDOW_NS: u64 = 100_000_000;
+/// Default [`GraphConfig::clone_prefix_bytes`]: 64 bytes, as in the `clone.storm` finding.
+pub const DEFAULT_CLONE_PREFIX_BYTES: usize = 64;
+/// Default [`GraphConfig::clone_min_bytes`]: 16 bytes.
+pub const DEFAULT_CLONE_MIN_BYTES: usize = 16;
+/// Default [`GraphConfig::contains_window_ns`]: 1 ms.
+pub const DEFAULT_CONTAINS_WINDOW_NS: u64 = 1_000_000;
+/// Default [`GraphConfig::max_inferred_members`]: 1024 per annotated container.
+pub const DEFAULT_MAX_INFERRED_MEMBERS: usize = 1024;
+/// Default [`GraphConfig::max_refcount`]: counts above 2^24 are not taken for refcounts.
+pub const DEFAULT_MAX_REFCOUNT: usize = 1 << 24;
+
+/// A stable allocation id, assigned by the live index. Never a bare address: ids are what
+/// leaves the process (telemetry.md, Privacy).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct AllocId(pub u64);
+
+impl fmt::Display for AllocId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// One live allocation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Node {
+    /// Stable id.
+    pub id: AllocId,
+    /// Address of the first byte the user got.
+    pub addr: usize,
+    /// Requested size in bytes.
+    pub size: usize,
+    /// Tokio task current when it was allocated (0: none).
+    pub task: u64,
+    /// Tracing span current when it was allocated (0: none).
+    pub span: u64,
+    /// Allocation time, nanoseconds (any monotonic origin shared by all nodes).
+    pub alloc_time_ns: u64,
+    /// Hash of the allocating code location (0: unknown).
+    pub site: u64,
+    /// The allocation this one was reallocated from, if the allocator saw a realloc.
+    pub realloc_from: Option<AllocId>,
+    /// Sampling weight: how many bytes each byte of this node stands for (1.0 in full mode).
+    pub weight: f64,
+}
+
+impl Node {
+    /// A node with no task, span, time or site, and weight 1.
+    pub fn new(id: AllocId, addr: usize, size: usize) -> Self {
+        Node {
+            id,
+            addr,
+            size,
+            task: 0,
+            span: 0,
+            alloc_time_ns: 0,
+            site: 0,
+            realloc_from: None,
+            weight: 1.0,
+        }
+    }
+
+    /// `size × weight`, rounded: the bytes this node stands for.
+    pub fn weighted_size(&self) -> u64 {
+        weighted(self.size as u64, self.weight)
+    }
+}
+
+fn weighted(bytes: u64, weight: f64) -> u64 {
+    if weight == 1.0 || !weight.is_finite() || weight <= 0.0 {
+        bytes
+    } else {
+        (bytes as f64 * weight).round() as u64
+    }
+}
+
+/// Reads the contents of live allocations.
+///
+/// The contents are *evidence, not proof*: the allocation may be written or freed while it is
+/// read (the allocator-side implementation coordinates with the free path so the read itself is
+/// safe, but not consistent).
+pub trait WordSource {
+    /// Appends `node`'s contents to `out` as `node.size / size_of::<usize>()` native-endian
+    /// words read from `node.addr` (a trailing partial word is left out: it cannot hold a
+    /// pointer). `out` is empty on entry. Returns `false` if the node cannot be read now
+    /// (freed meanwhile, or not mapped); what was appended is then ignored.
+    fn read_words(&self, node: &Node, out: &mut Vec<usize>) -> bool;
+}
+
+impl<W: WordSource + ?Sized> WordSource for &W {
+    fn read_words(&self, node: &Node, out: &mut Vec<usize>) -> bool {
+        (**self).read_words(node, out)
+    }
+}
+
+/// A [`WordSource`] over a heap image copied into one buffer: word `k` of the image is the
+/// word at address `base + k × size_of::<usize>()`. For tests, benchmarks and offline analysis
+/// of heap dumps.
+#[derive(Clone, Debug, Default)]
+pub struct FlatHeap {
+    base: usize,
+    words: Vec<usize>,
+}
+
+impl FlatHeap {
+    /// A zeroed image of `words` words starting at `base` (word-aligned).
+    pub fn new(base: usize, words: usize) -> Self {
+        debug_assert_eq!(base % WORD, 0);
+        FlatHeap {
+            base,
+            words: vec![0; words],
+        }
+    }
+
+    /// An image made of `words`, starting at `base`.
+    pub fn from_words(base: usize, words: Vec<usize>) -> Self {
+        FlatHeap { base, words }
+    }
+
+    /// First address of the image.
+    pub fn base(&self) -> usize {
+        self.base
+    }
+
+    /// The image's words.
+    pub fn words(&self) -> &[usize] {
+        &self.words
+    }
+
+    /// Writes `value` at the word-aligned address `addr`.
+    ///
+    /// # Panics
+    ///
+    /// If `addr` is outside the image or not word-aligned.
+    #[track_caller]
+    pub fn write(&mut self, addr: usize, value: usize) {
+        assert!(
+            addr >= self.base && (addr - self.base) % WORD == 0,
+            "bad address"
+        );
+        self.words[(addr - self.base) / WORD] = value;
+    }
+
+    /// Reads the word at the word-aligned address `addr`, if it is inside the image.
+    pub fn read(&self, addr: usize) -> Option<usize> {
+        let k = addr.checked_sub(self.base)?;
+        if k % WORD != 0 {
+            return None;
+        }
+        self.words.get(k / WORD).copied()
+    }
+}
+
+impl WordSource for FlatHeap {
+    fn read_words(&self, node: &Node, out: &mut Vec<usize>) -> bool {
+        let Some(off) = node.addr.checked_sub(self.base) else {
+            return false;
+        };
+        if off % WORD != 0 {
+            return false;
+        }
+        let first = off / WORD;
+        let Some(words) = self.words.get(first..first + node.size / WORD) else {
+            return false;
+        };
+        out.extend_from_slice(words);
+        true
+    }
+}
+
+/// An explicit "contains" relation: the allocations making up a container whose internals hide
+/// the pointers (a hash table's buckets, an arena, a slab).
+///
+/// With `members` empty, members are inferred by temporal locality: allocations of the
+/// container's task made within [`GraphConfig::contains_window_ns`] after it that nothing else
+/// in the heap points at.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Annotation {
+    /// The container.
+    pub container: AllocId,
+    /// Its members; empty to infer them.
+    pub members: Vec<AllocId>,
+}
+
+/// Settings of [`build`]. `Default` uses the `DEFAULT_*` constants.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GraphConfig {
+    /// Nodes kept per build: the first `max_nodes` of the input (so the caller orders nodes
+    /// by priority); the rest are counted in [`Skipped::nodes`]. Default
+    /// [`DEFAULT_MAX_NODES`].
+    pub max_nodes: usize,
+    /// Bytes scanned from the start of each node; the rest of bigger nodes is counted in
+    /// [`Skipped::truncated_bytes`]. Default [`DEFAULT_MAX_SCAN_BYTES_PER_NODE`].
+    pub max_scan_bytes_per_node: usize,
+    /// Clones are allocated at most this long after their original. Default
+    /// [`DEFAULT_CLONE_WINDOW_NS`].
+    pub clone_window_ns: u64,
+    /// Leading bytes compared for clone detection. Default [`DEFAULT_CLONE_PREFIX_BYTES`].
+    pub clone_prefix_bytes: usize,
+    /// Smaller nodes are never clones. Default [`DEFAULT_CLONE_MIN_BYTES`].
+    pub clone_min_bytes: usize,
+    /// Inferred container members are allocated at most this long after the container.
+    /// Default [`DEFAULT_CONTAINS_WINDOW_NS`].
+    pub contains_window_ns: u64,
+    /// Members inferred per container at most. Default [`DEFAULT_MAX_INFERRED_MEMBERS`].
+    pub max_inferred_members: usize,
+    /// Header words above this are not refcounts. Default [`DEFAULT_MAX_REFCOUNT`].
+    pub max_refcount: usize,
+}
+
+impl Default for GraphConfig {
+    fn default() -> Self {
+        GraphConfig {
+            max_nodes: DEFAULT_MAX_NODES,
+            max_scan_bytes_per_node: DEFAULT_MAX_SCAN_BYTES_PER_NODE,
+            clone_window_ns: DEFAULT_CLONE_WINDOW_NS,
+            clone_prefix_bytes: DEFAULT_CLONE_PREFIX_BYTES,
+            clone_min_bytes: DEFAULT_CLONE_MIN_BYTES,
+            contains_window_ns: DEFAULT_CONTAINS_WINDOW_NS,
+            max_inferred_members: DEFAULT_MAX_INFERRED_MEMBERS,
+            max_refcount: DEFAULT_MAX_REFCOUNT,
+        }
+    }
+}
+
+/// What an edge says about its target. Values of `heapspan.edge.kind`.
+///
+/// Confidence rules (in `0..=1`; "plausible length" means a neighbouring word `n` with
+/// `1 ≤ n ≤` the bytes left in the target):
+///
+/// - `Owns`: 0.75, 0.95 when a neighbour of the pointer word is a plausible length or capacity
+///   (`Vec`, `String`, `Box<[T]>` layouts).
+/// - `Shares`: 0.6 (two or more owners, no refcount header: raw or leaked pointers).
+/// - `ArcClone` / `RcClone`: a refcount score, 0.95 when the heap pointers equal the strong
+///   count, 0.8 when fewer (the rest are on the stack), 0.7 when more (some are `Weak`), 0.6
+///   for a single in-cycle pointer. `ArcClone` when the holders and the block belong to two or
+///   more tasks (an `Rc` is `!Send`); otherwise `RcClone` at 0.6 × the score: the layouts are
+///   identical and only cross-task sharing tells them apart.
+/// - `Slice`: 0.5, 0.85 with a plausible length next to the pointer.
+/// - `Clone`: 0.5, + 0.2 when the sites match (not just the span), + 0.2 when the compared
+///   prefix is the whole allocation, − 0.3 when every compared word is a small integer
+///   (< 2^16: default-like contents); clamped to `0.05..=0.95`. Uniform prefixes (all words
+///   equal: zeroed or memset buffers) are never clones.
+/// - `Contains`: 1.0 for annotated members, 0.4 for members inferred by temporal locality.
+/// - `Evolution`: 1.0 (the allocator saw the realloc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EdgeKind {
+    /// `from` holds the only pointer to `to`'s start.
+    Owns,
+    /// `to` is a member of the annotated container `from`.
+    Contains,
+    /// `from` is one of several holders of `to`, which has no refcount header.
+    Shares,
+    /// `from` points strictly inside `to`: a view.
+    Slice,
+    /// `to` looks like a clone of `from` (made later).
+    Clone,
+    /// `to` is `from` reallocated (`from` is usually freed by now).
+    Evolution,
+    /// `from` holds an `Arc` to `to` (an `ArcInner`).
+    ArcClone,
+    /// `from` holds an `Rc` to `to` (an `RcBox`).
+    RcClone,
+}
+
+impl EdgeKind {
+    /// All kinds, in declaration order.
+    pub const ALL: [EdgeKind; 8] = [
+        EdgeKind::Owns,
+        EdgeKind::Contains,
+        EdgeKind::Shares,
+        EdgeKind::Slice,
+        EdgeKind::Clone,
+        EdgeKind::Evolution,
+        EdgeKind::ArcClone,
+        EdgeKind::RcClone,
+    ];
+
+    /// The `heapspan.edge.kind` value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EdgeKind::Owns => "owns",
+            EdgeKind::Contains => "contains",
+            EdgeKind::Shares => "shares",
+            EdgeKind::Slice => "slice",
+            EdgeKind::Clone => "clone",
+            EdgeKind::Evolution => "evolution",
+            EdgeKind::ArcClone => "arc_clone",
+            EdgeKind::RcClone => "rc_clone",
+        }
+    }
+
+    /// The capability `from` has over `to`:
+    ///
+    /// - exclusive: `Owns`, `Contains`, and `Evolution` (a realloc moves the whole buffer: the
+    ///   new block takes over the old one's exclusive capability);
+    /// - shared: `Shares`, `ArcClone`, `RcClone`;
+    /// - borrow: `Slice` (a view), and `Clone` (`Clone::clone(&self)` reads the original
+    ///   through a shared borrow; the edge grants no ownership: the clone's holder owns it,
+    ///   which the edges into the clone show).
+    pub const fn capability(self) -> Capability {
+        match self {
+            EdgeKind::Owns | EdgeKind::Contains | EdgeKind::Evolution => Capability::Exclusive,
+            EdgeKind::Shares | EdgeKind::ArcClone | EdgeKind::RcClone => Capability::Shared,
+            EdgeKind::Slice | EdgeKind::Clone => Capability::Borrow,
+        }
+    }
+
+    /// Whether the edge keeps its target alive: `Owns`, `Contains`, `Shares`, `ArcClone`,
+    /// `RcClone`. Cycles and retained sizes are computed over these.
+    pub const fn is_ownership(self) -> bool {
+        matches!(
+            self,
+            EdgeKind::Owns
+                | EdgeKind::Contains
+                | EdgeKind::Shares
+                | EdgeKind::ArcClone
+                | EdgeKind::RcClone
+        )
+    }
+}
+
+impl fmt::Display for EdgeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Place Capability Graph vocabulary for an edge. Values of `heapspan.edge.capability`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Capability {
+    /// Sole owner: may read, write, move, drop.
+    Exclusive,
+    /// One of several owners (reference counted or aliased): read, and drop one share.
+    Shared,
+    /// A view or derivation that owns nothing.
+    Borrow,
+}
+
+impl Capability {
+    /// The `heapspan.edge.capability` value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Capability::Exclusive => "exclusive",
+            Capability::Shared => "shared",
+            Capability::Borrow => "borrow",
+        }
+    }
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An inferred relation between two allocations.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Edge {
+    /// Holder, container, original or older block.
+    pub from: AllocId,
+    /// Target.
+    pub to: AllocId,
+    /// Relation.
+    pub kind: EdgeKind,
+    /// How sure, `0..=1` (see [`EdgeKind`] for the rules).
+    pub confidence: f32,
+    /// What `from` may do with `to`.
+    pub capability: Capability,
+    /// `from` and `to` were allocated by different tasks (false when either end is unknown).
+    pub cross_task: bool,
+    /// Bytes the edge stands for (weighted): the target's size; for shared kinds the target's
+    /// size divided by its holders (strong count when known); for slices the bytes from the
+    /// pointer to the target's end.
+    pub bytes: u64,
+    /// Words (pointers) supporting the edge; 1 for kinds that are not from the scan.
+    pub evidence: u32,
+}
+
+/// What a build left out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Skipped {
+    /// Nodes beyond [`GraphConfig::max_nodes`] (not in the graph at all).
+    pub nodes: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Nodes whose [`WordSource::read_words`] failed (in the graph, not scanned).
+    pub unreadable: u64,
+    /// Nodes scanned only up to [`GraphConfig::max_scan_bytes_per_node`].
+    pub truncated_nodes: u64,
+    /// Bytes left unscanned in them.
+    pub truncated_bytes: u64,
+    /// Nodes overlapping an earlier node's range (a stale node list): not pointer targets.
+    pub overlapping: u64,
+    /// Annotations (or members) naming an id that is not in the graph.
+    pub unresolved_annotations: u64,
+}
+
+/// Counters of a build.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BuildStats {
+    /// Words read and looked up.
+    pub words_scanned: u64,
+    /// Words equal to the start of another node.
+    pub start_pointers: u64,
+    /// Words pointing strictly inside another node.
+    pub interior_pointers: u64,
+    /// Clone candidates skipped for a uniform (zeroed, memset) prefix.
+    pub uniform_prefixes: u64,
+}
+
+/// The relation graph of one build.
+#[derive(Clone, Debug, Default)]
+pub struct Graph {
+    /// The nodes, in input order (the first [`GraphConfig::max_nodes`]).
+    pub nodes: Vec<Node>,
+    /// Edges, sorted by `(from, to, kind)`. An `Evolution` edge's `from` is usually not a
+    /// node any more (the realloc freed it).
+    pub edges: Vec<Edge>,
+    /// Strongly connected components of two or more nodes over the ownership edges, each
+    /// sorted by id, sorted by their first id.
+    pub cycles: Vec<Vec<AllocId>>,
+    /// Per node (same order as `nodes`): weighted bytes reachable from the roots only through
+    /// it, itself included (its subtree in the dominator tree of the ownership edges). 0 for
+    /// nodes no root reaches.
+    pub retained: Vec<u64>,
+    /// The roots retained sizes are computed from: nodes with no ownership edge into them, and
+    /// the smallest id of each cycle nothing outside it owns.
+    pub roots: Vec<AllocId>,
+    /// What the caps left out.
+    pub skipped: Skipped,
+    /// Counters.
+    pub stats: BuildStats,
+    /// `(id, node index)` sorted by id.
+    by_id: Vec<(AllocId, u32)>,
+    /// Ownership edges by node index.
+    ownership: scc::Csr,
+}
+
+impl Graph {
+    /// Index of the node with this id.
+    pub fn index_of(&self, id: AllocId) -> Option<usize> {
+        self.by_id
+            .binary_search_by_key(&id, |&(i, _)| i)
+            .ok()
+            .map(|k| self.by_id[k].1 as usize)
+    }
+
+    /// The node with this id.
+    pub fn node(&self, id: AllocId) -> Option<&Node> {
+        self.index_of(id).map(|i| &self.nodes[i])
+    }
+
+    /// The retained size of the node with this id.
+    pub fn retained_of(&self, id: AllocId) -> Option<u64> {
+        self.index_of(id).map(|i| self.retained[i])
+    }
+
+    /// Edges of one kind.
+    pub fn edges_of(&self, kind: EdgeKind) -> impl Iterator<Item = &Edge> {
+        self.edges.iter().filter(move |e| e.kind == kind)
+    }
+
+    /// Edge counts per kind, in [`EdgeKind::ALL`] order (the `heapspan.graph.edges` gauge).
+    pub fn count_by_kind(&self) -> [usize; 8] {
+        let mut counts = [0; 8];
+        for e in &self.edges {
+            counts[e.kind as usize] += 1;
+        }
+        counts
+    }
+
+    /// The `k` edges with the most bytes, most first (ties by `from`, `to`, kind): what goes
+    /// out as `heapspan.edge` events (telemetry.md: top-K, never the whole graph).
+    pub fn top_edges(&self, k: usize) -> Vec<&Edge> {
+        top_k_edges(&self.edges, k)
+    }
+}
+
+/// The `k` edges of `edges` with the most bytes, most first; ties broken by `from`, `to`,
+/// kind so the choice is deterministic. `O(E + k log k)`.
+pub fn top_k_edges(edges: &[Edge], k: usize) -> Vec<&Edge> {
+    let mut refs: Vec<&Edge> = edges.iter().collect();
+    let order = |a: &&Edge, b: &&Edge| {
+        b.bytes
+            .cmp(&a.bytes)
+            .then(a.from.cmp(&b.from))
+            .then(a.to.cmp(&b.to))
+            .then(a.kind.cmp(&b.kind))
+    };
+    if k < refs.len() {
+        if k == 0 {
+            return Vec::new();
+        }
+        refs.select_nth_unstable_by(k - 1, order);
+        refs.truncate(k);
+    }
+    refs.sort_unstable_by(order);
+    refs
+}
+
+/// Builds the relation graph of `nodes` (see the [module docs](self)).
+///
+/// `nodes` beyond [`GraphConfig::max_nodes`] are left out and counted; `annotations` add
+/// `Contains` edges. Deterministic: the same input gives the same graph.
+pub fn build(
+    nodes: &[Node],
+    mem: &impl WordSource,
+    annotations: &[Annotation],
+    cfg: &GraphConfig,
+) -> Graph {
+    let kept = nodes.len().min(cfg.max_nodes);
+    let nodes_vec = nodes[..kept].to_vec();
+    let mut skipped = Skipped {
+        nodes: (nodes.len() - kept) as u64,
+        bytes: nodes[kept..].iter().map(|n| n.size as u64).sum(),
+        ..Skipped::default()
+    };
+    let mut by_id: Vec<(AllocId, u32)> = nodes_vec
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.id, i as u32))
+        .collect();
+    by_id.sort_unstable();
+
+    let out = detect::detect(&nodes_vec, &by_id, mem, annotations, cfg, &mut skipped);
+    let mut graph = Graph {
+        nodes: nodes_vec,
+        edges: out.edges,
+        cycles: out.cycles,
+        retained: Vec::new(),
+        roots: Vec::new(),
+        skipped,
+        stats: out.stats,
+        by_id,
+        ownership: out.ownership,
+    };
+    let roots = scc::default_roots(&graph, &out.component);
+    graph.retained = scc::retained_from(&graph, &roots);
+    graph.roots = roots.iter().map(|&r| graph.nodes[r as usize].id).collect();
+    graph
+}
