@@ -198,7 +198,6 @@ impl Builder {
             return Err(Error::AllocatorNotInstalled);
         }
         let limits = Limits {
-            fold_interval: self.fold_interval,
             ended_task_retention: self.ended_task_retention,
             closed_span_retention: self.closed_span_retention,
             idle_task_eviction: self.idle_task_eviction,

@@ -34,7 +34,6 @@ use snapshot::*;
 /// Limits the aggregator works within (from the builder).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Limits {
-    pub(crate) fold_interval: Duration,
     pub(crate) ended_task_retention: usize,
     pub(crate) closed_span_retention: usize,
     pub(crate) idle_task_eviction: Duration,
@@ -107,6 +106,7 @@ pub(crate) struct Aggregator {
     evicted_spans: HashMap<u64, SpanName>,
     no_span: MemStats,
     buckets: Buckets,
+    total: MemStats,
     touched_tasks: Vec<TaskKey>,
     touched_spans: Vec<u64>,
     last_eviction: Instant,
@@ -161,6 +161,7 @@ impl Aggregator {
             evicted_spans: HashMap::new(),
             no_span: MemStats::default(),
             buckets: Buckets::default(),
+            total: MemStats::default(),
             touched_tasks: Vec::new(),
             touched_spans: Vec::new(),
             last_eviction: Instant::now(),
@@ -212,6 +213,7 @@ impl Aggregator {
             }
         }
         self.no_span.note_peak();
+        self.total.note_peak();
         self.buckets.unattributed.note_peak();
         self.buckets.heapspan.note_peak();
         if now.duration_since(self.last_eviction) >= Duration::from_millis(100) {
@@ -221,6 +223,7 @@ impl Aggregator {
     }
 
     fn apply(&mut self, key: Key, d: &Counters, now: Instant) {
+        add_counters(&mut self.total, d);
         match key.task {
             TASK_NONE => add_counters(&mut self.buckets.unattributed, d),
             TASK_HEAPSPAN => add_counters(&mut self.buckets.heapspan, d),
@@ -384,7 +387,9 @@ impl Aggregator {
     /// from entry counts and entry sizes).
     fn tracker_bytes(&self) -> u64 {
         use std::mem::size_of;
-        let pool = self.pool.threads.len() as u64 * crate::alloc::slots::STATE_BYTES as u64
+        // Tables of threads that never claimed one stay zeroed, unresident pages: count the
+        // claimed ones.
+        let pool = self.pool.high.load(Ordering::Relaxed) * crate::alloc::slots::STATE_BYTES as u64
             + crate::alloc::orphans::QUEUE_BYTES as u64;
         let entry = |k: usize, v: usize| (k + v + 8) as u64;
         let tables = self.tasks.len() as u64 * entry(size_of::<TaskKey>(), size_of::<TaskRec>())
@@ -485,13 +490,7 @@ impl Aggregator {
             e.mem.add(&s.mem);
             e.mem.peak_bytes = e.mem.peak_bytes.max(s.mem.peak_bytes);
         }
-        let mut total = MemStats::default();
-        for n in names.values() {
-            total.add(&n.mem);
-        }
-        total.add(&self.buckets.unattributed);
-        total.add(&self.buckets.heapspan);
-        total.add(&self.buckets.untracked);
+        let total = self.total;
         let dropped = Dropped {
             fallback_queue_full: self
                 .pool

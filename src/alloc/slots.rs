@@ -30,7 +30,8 @@ pub(crate) const STATE_BYTES: usize = SLOTS * 64 + RING * 64 + 64;
 /// How many neighbouring slots a key may live in before one is evicted.
 const PROBE: usize = if SLOTS < 4 { SLOTS } else { 4 };
 
-/// A key no slot is ever recorded under: marks an unused slot.
+/// A task word no slot is ever recorded under. Slots store `task ^ EMPTY`, so an all-zero
+/// slot (fresh, untouched memory) is an empty one and tables can be allocated zeroed.
 const EMPTY: u64 = u64::MAX - 7;
 
 /// What an allocation is attributed to: the task word and the span word of its header.
@@ -117,28 +118,31 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
+    #[cfg(loom)]
     fn new() -> Self {
         Slot {
             seq: AtomicU64::new(0),
-            task: AtomicU64::new(EMPTY),
-            span: AtomicU64::new(EMPTY),
-            counters: [
-                AtomicU64::new(0),
-                AtomicU64::new(0),
-                AtomicU64::new(0),
-                AtomicU64::new(0),
-            ],
+            task: AtomicU64::new(0),
+            span: AtomicU64::new(0),
+            counters: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 
     #[inline]
     fn holds(&self, key: Key) -> bool {
-        self.task.load(Ordering::Relaxed) == key.task
+        self.task.load(Ordering::Relaxed) == key.task ^ EMPTY
             && self.span.load(Ordering::Relaxed) == key.span
     }
 
     fn is_empty(&self) -> bool {
-        self.task.load(Ordering::Relaxed) == EMPTY
+        self.task.load(Ordering::Relaxed) == 0
+    }
+
+    fn key(&self) -> Key {
+        Key {
+            task: self.task.load(Ordering::Relaxed) ^ EMPTY,
+            span: self.span.load(Ordering::Relaxed),
+        }
     }
 
     #[inline]
@@ -164,7 +168,7 @@ impl Slot {
         let s = self.seq.load(Ordering::Relaxed);
         self.seq.store(s.wrapping_add(1), Ordering::Relaxed);
         fence(Ordering::Release);
-        self.task.store(key.task, Ordering::Relaxed);
+        self.task.store(key.task ^ EMPTY, Ordering::Relaxed);
         self.span.store(key.span, Ordering::Relaxed);
         for c in &self.counters {
             c.store(0, Ordering::Relaxed);
@@ -200,7 +204,7 @@ pub(crate) const ACTIVE: u8 = 1;
 pub(crate) struct ThreadState {
     pub(crate) status: AtomicU8,
     slots: Box<[Slot; SLOTS]>,
-    ring: Box<[RetiredCell]>,
+    ring: Box<[RetiredCell; RING]>,
     /// Next ring index the owner writes (producer).
     tail: AtomicUsize,
     /// Next ring index the aggregator reads (consumer).
@@ -209,16 +213,30 @@ pub(crate) struct ThreadState {
     pub(crate) overflowed: AtomicU64,
 }
 
+/// A zeroed table, allocated with `alloc_zeroed`: untouched pages stay unresident until a
+/// thread uses them.
+#[cfg(not(loom))]
+fn zeroed<T>() -> Box<T> {
+    let b = Box::<T>::new_zeroed();
+    // SAFETY: only instantiated with arrays of `Slot` and `RetiredCell`, which consist of std
+    // atomics only; all-zero bytes are a valid value of every std atomic integer.
+    unsafe { b.assume_init() }
+}
+
 impl ThreadState {
     pub(crate) fn new() -> Self {
         ThreadState {
             status: AtomicU8::new(FREE),
+            #[cfg(not(loom))]
+            slots: zeroed(),
+            #[cfg(not(loom))]
+            ring: zeroed(),
+            #[cfg(loom)]
             slots: Box::new(std::array::from_fn(|_| Slot::new())),
-            ring: (0..RING)
-                .map(|_| RetiredCell {
-                    words: std::array::from_fn(|_| AtomicU64::new(0)),
-                })
-                .collect(),
+            #[cfg(loom)]
+            ring: Box::new(std::array::from_fn(|_| RetiredCell {
+                words: std::array::from_fn(|_| AtomicU64::new(0)),
+            })),
             tail: AtomicUsize::new(0),
             head: AtomicUsize::new(0),
             overflowed: AtomicU64::new(0),
@@ -285,12 +303,13 @@ impl ThreadState {
         }
         let slot = &self.slots[idx];
         let c = slot.load_counters();
+        let key = slot.key();
         let w = &self.ring[tail & (RING - 1)].words;
         let vals = [
             idx as u64,
             slot.seq.load(Ordering::Relaxed),
-            slot.task.load(Ordering::Relaxed),
-            slot.span.load(Ordering::Relaxed),
+            key.task,
+            key.span,
             c.alloc_bytes,
             c.allocs,
             c.free_bytes,
@@ -353,14 +372,12 @@ fn read_slot(idx: usize, slot: &Slot) -> Option<Reading> {
     if s1 & 1 == 1 {
         return None;
     }
-    let key = Key {
-        task: slot.task.load(Ordering::Relaxed),
-        span: slot.span.load(Ordering::Relaxed),
-    };
+    let empty = slot.is_empty();
+    let key = slot.key();
     let counters = slot.load_counters();
     fence(Ordering::Acquire);
     let s2 = slot.seq.load(Ordering::Relaxed);
-    if s1 != s2 || key.task == EMPTY {
+    if s1 != s2 || empty {
         return None;
     }
     Some(Reading {

@@ -161,8 +161,6 @@ pub const DROP_REASON: &str = "heapspan.drop.reason";
 /// i64: worker index of a tokio runtime metric.
 pub const TOKIO_WORKER_INDEX: &str = "tokio.worker.index";
 
-/// [`DROP_REASON`]: a thread's retired-slot ring was full.
-pub const DROP_REASON_SLOT_RING_FULL: &str = "slot_ring_full";
 /// [`DROP_REASON`]: the shared fallback queue was full.
 pub const DROP_REASON_FALLBACK_QUEUE_FULL: &str = "fallback_queue_full";
 /// [`DROP_REASON`]: the span/task event queue was full.

@@ -536,11 +536,6 @@ impl Exporter {
         let queue_dropped = self.queue.dropped.load(Ordering::Relaxed);
         for (reason, cur, prev) in [
             (
-                n::DROP_REASON_SLOT_RING_FULL,
-                d.slot_ring_full,
-                p.slot_ring_full,
-            ),
-            (
                 n::DROP_REASON_FALLBACK_QUEUE_FULL,
                 d.fallback_queue_full,
                 p.fallback_queue_full,
