@@ -201,6 +201,8 @@ impl Builder {
             idle_task_eviction: self.idle_task_eviction,
         };
         let shared: Shared = Arc::new(Mutex::new(Aggregator::new(pool, rx, limits)));
+        #[cfg(feature = "tracing-opentelemetry")]
+        crate::export::user_spans::register(&shared);
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let shared = shared.clone();

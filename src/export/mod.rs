@@ -62,6 +62,8 @@ pub mod report;
 #[cfg(feature = "tokio-metrics")]
 pub(crate) mod runtime;
 pub(crate) mod sink;
+#[cfg(feature = "tracing-opentelemetry")]
+pub(crate) mod user_spans;
 
 pub use config::{
     ExportConfig, Protocol, Resolved, DEFAULT_GRPC_ENDPOINT, DEFAULT_HTTP_ENDPOINT,
