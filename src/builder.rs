@@ -203,6 +203,8 @@ impl Builder {
             idle_task_eviction: self.idle_task_eviction,
         };
         let shared: Shared = Arc::new(Mutex::new(Aggregator::new(pool, rx, limits)));
+        #[cfg(feature = "tracing-opentelemetry")]
+        crate::export::user_spans::register(&shared);
         let stop = Arc::new(AtomicBool::new(false));
         let fold_interval = self.fold_interval;
         let thread = {

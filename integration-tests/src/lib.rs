@@ -513,6 +513,31 @@ pub fn assert_contract(
     assert!(points
         .iter()
         .any(|p| p.metric == n::TRACKER_MEMORY && p.value > 0.0));
+    // tokio-metrics' runtime figures beside heapspan's: the app's runtime has 2 workers (or 1
+    // for the current-thread flavour) and the three tasks.
+    let workers: Vec<f64> = points
+        .iter()
+        .filter(|p| p.metric == n::TOKIO_RUNTIME_WORKERS)
+        .map(|p| p.value)
+        .collect();
+    assert!(
+        !workers.is_empty() && workers.iter().all(|w| *w == 1.0 || *w == 2.0),
+        "{workers:?}"
+    );
+    for m in [
+        n::TOKIO_RUNTIME_TASKS_ALIVE,
+        n::TOKIO_RUNTIME_WORKER_BUSY_DURATION,
+        n::TOKIO_RUNTIME_WORKER_PARKS,
+        n::TOKIO_RUNTIME_GLOBAL_QUEUE_DEPTH,
+    ] {
+        assert!(points.iter().any(|p| p.metric == m), "{m} missing");
+    }
+    assert!(
+        points
+            .iter()
+            .any(|p| p.metric == n::TOKIO_RUNTIME_TASKS_ALIVE && p.value >= 3.0),
+        "the app's three tasks were never seen alive"
+    );
 
     let spans = logged_spans(log);
     let windows: Vec<&LoggedSpan> = spans.iter().filter(|s| s.name == n::WINDOW_SPAN).collect();

@@ -103,6 +103,8 @@ pub struct ExportConfig {
     pub(crate) span_queue_capacity: Option<usize>,
     pub(crate) meter_provider: Option<opentelemetry_sdk::metrics::SdkMeterProvider>,
     pub(crate) tracer_provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+    #[cfg(feature = "tokio-metrics")]
+    pub(crate) tokio_runtime: Option<tokio::runtime::Handle>,
 }
 
 impl ExportConfig {
@@ -215,6 +217,14 @@ impl ExportConfig {
     /// export them.
     pub fn tracer_provider(mut self, p: opentelemetry_sdk::trace::SdkTracerProvider) -> Self {
         self.tracer_provider = Some(p);
+        self
+    }
+
+    /// The tokio runtime whose metrics are exported (feature `tokio-metrics`; default: the
+    /// runtime [`Builder::start`](crate::Builder::start) is called in, if any).
+    #[cfg(feature = "tokio-metrics")]
+    pub fn tokio_runtime(mut self, handle: tokio::runtime::Handle) -> Self {
+        self.tokio_runtime = Some(handle);
         self
     }
 
@@ -441,6 +451,8 @@ impl ExportConfig {
             span_queue_capacity,
             meter_provider: self.meter_provider.clone(),
             tracer_provider: self.tracer_provider.clone(),
+            #[cfg(feature = "tokio-metrics")]
+            tokio_runtime: self.tokio_runtime.clone(),
         })
     }
 }
@@ -481,6 +493,8 @@ pub struct Resolved {
     pub span_queue_capacity: usize,
     pub(crate) meter_provider: Option<opentelemetry_sdk::metrics::SdkMeterProvider>,
     pub(crate) tracer_provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+    #[cfg(feature = "tokio-metrics")]
+    pub(crate) tokio_runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Resolved {

@@ -43,7 +43,9 @@
 //! every exporter call. heapspan's own providers have no background threads (a manual metric
 //! reader and a bounded span queue, both drained by that thread). A collector that is down,
 //! slow or restarting costs the application nothing: a request waits at most
-//! [`ExportConfig::timeout`] on heapspan's thread; failed span batches are dropped and counted
+//! [`ExportConfig::timeout`] on heapspan's thread, and a failed request is retried 3 times
+//! (backing off from 100 ms to 1.6 s, opentelemetry-otlp's recommended policy), so a short
+//! restart loses nothing; span batches that still fail are dropped and counted
 //! ([`names::DROP_REASON_EXPORT_FAILED`]); metrics are cumulative, so the next successful
 //! export catches up; a warning goes to stderr at most once a minute. Dropping the guard
 //! exports a last time and waits at most [`ExportConfig::shutdown_timeout`]. OTLP/HTTP uses
@@ -60,6 +62,8 @@ pub mod report;
 #[cfg(feature = "tokio-metrics")]
 pub(crate) mod runtime;
 pub(crate) mod sink;
+#[cfg(feature = "tracing-opentelemetry")]
+pub(crate) mod user_spans;
 
 pub use config::{
     ExportConfig, Protocol, Resolved, DEFAULT_GRPC_ENDPOINT, DEFAULT_HTTP_ENDPOINT,

@@ -92,13 +92,14 @@ pub const TRACKER_DROPPED: &str = "heapspan.tracker.dropped";
 
 /// Gauge, [`UNIT_TASKS`]: tasks alive in the runtime.
 pub const TOKIO_RUNTIME_TASKS_ALIVE: &str = "tokio.runtime.tasks.alive";
-/// Gauge, no unit (`{worker}`): worker threads of the runtime.
+/// Gauge, `{worker}`: worker threads of the runtime.
 pub const TOKIO_RUNTIME_WORKERS: &str = "tokio.runtime.workers";
-/// Counter, [`UNIT_SECONDS`], attribute [`TOKIO_WORKER_INDEX`]: time workers spent busy.
+/// Counter, [`UNIT_SECONDS`]: time the workers spent busy, summed over workers.
 pub const TOKIO_RUNTIME_WORKER_BUSY_DURATION: &str = "tokio.runtime.worker.busy.duration";
-/// Counter, [`UNIT_POLLS`], attribute [`TOKIO_WORKER_INDEX`]: polls by workers.
+/// Counter, [`UNIT_POLLS`]: task polls by the workers, summed (only with
+/// `--cfg tokio_unstable`).
 pub const TOKIO_RUNTIME_WORKER_POLLS: &str = "tokio.runtime.worker.polls";
-/// Counter, `{park}`, attribute [`TOKIO_WORKER_INDEX`]: times workers parked.
+/// Counter, `{park}`: times the workers parked, summed over workers.
 pub const TOKIO_RUNTIME_WORKER_PARKS: &str = "tokio.runtime.worker.parks";
 /// Gauge, [`UNIT_TASKS`]: tasks in the global (injection) queue.
 pub const TOKIO_RUNTIME_GLOBAL_QUEUE_DEPTH: &str = "tokio.runtime.global_queue.depth";
@@ -158,8 +159,6 @@ pub const FINDING_KIND: &str = "heapspan.finding.kind";
 pub const FINDING_SEVERITY: &str = "heapspan.finding.severity";
 /// Why something was dropped: one of the `DROP_REASON_*` values.
 pub const DROP_REASON: &str = "heapspan.drop.reason";
-/// i64: worker index of a tokio runtime metric.
-pub const TOKIO_WORKER_INDEX: &str = "tokio.worker.index";
 
 /// [`DROP_REASON`]: the shared fallback queue was full.
 pub const DROP_REASON_FALLBACK_QUEUE_FULL: &str = "fallback_queue_full";

@@ -345,6 +345,11 @@ pub(crate) fn prepare(cfg: Resolved) -> Result<Option<Prepared>> {
         }
     };
     let instruments = Instruments::new(&meter);
+    #[cfg(feature = "tokio-metrics")]
+    let rt_handle = cfg
+        .tokio_runtime
+        .clone()
+        .or_else(|| tokio::runtime::Handle::try_current().ok());
     Ok(Some(Prepared(Exporter {
         shared: None,
         tasks: NameCap::new(n::TOKIO_TASK_NAME, cfg.max_task_names),
@@ -368,7 +373,7 @@ pub(crate) fn prepare(cfg: Resolved) -> Result<Option<Prepared>> {
         last_window: SystemTime::now(),
         last_warn: None,
         #[cfg(feature = "tokio-metrics")]
-        runtime: super::runtime::RuntimeMetrics::new(&meter),
+        runtime: super::runtime::RuntimeMetrics::new(&meter, rt_handle.as_ref()),
     })))
 }
 

@@ -31,7 +31,19 @@ fn env_u64(k: &str, d: u64) -> u64 {
 
 fn main() {
     let millis = env_u64("APP_MILLIS", 1500);
-    let mut export = heapspan::export::ExportConfig::default();
+    let rt = if std::env::var("APP_RUNTIME").as_deref() == Ok("current") {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    }
+    .expect("runtime");
+    // The runtime's metrics go beside heapspan's (feature `tokio-metrics`).
+    let mut export = heapspan::export::ExportConfig::default().tokio_runtime(rt.handle().clone());
     if std::env::var("APP_EXPORT").as_deref() == Ok("0") {
         export = export.enabled(false);
     }
@@ -45,17 +57,6 @@ fn main() {
     let subscriber = tracing_subscriber::registry().with(heapspan::layer());
     tracing::subscriber::set_global_default(subscriber).expect("no other subscriber");
 
-    let rt = if std::env::var("APP_RUNTIME").as_deref() == Ok("current") {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-    }
-    .expect("runtime");
     println!("HOLDING {HOLD}");
     let iterations = rt.block_on(async move {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
