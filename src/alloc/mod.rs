@@ -317,6 +317,16 @@ thread_local! {
     static RELEASE: ReleaseOnExit = const { ReleaseOnExit };
 }
 
+/// This thread's `Local`, without a closure per access.
+#[inline(always)]
+fn local() -> &'static Local {
+    let p: *const Local = LOCAL.with(|l| ptr::from_ref(l));
+    // SAFETY: `LOCAL` has a `const` initialiser and no destructor, so its storage is valid from
+    // the thread's start to its very end. `Local` holds `Cell`s and is not `Sync`, so the
+    // reference cannot leave this thread, and no code of this thread runs after its end.
+    unsafe { &*p }
+}
+
 struct ReleaseOnExit;
 
 impl Drop for ReleaseOnExit {
@@ -429,7 +439,8 @@ fn on_alloc(size: u64) -> Key {
     if STATE.load(Ordering::Relaxed) != ON {
         return UNTRACKED;
     }
-    LOCAL.with(|l| {
+    let l = local();
+    {
         let key = if l.internal.get() > 0 || l.busy.get() {
             Key {
                 task: TASK_HEAPSPAN,
@@ -444,7 +455,7 @@ fn on_alloc(size: u64) -> Key {
         };
         record(l, key, Op::Alloc(size));
         key
-    })
+    }
 }
 
 #[inline(always)]
@@ -452,7 +463,7 @@ fn on_op(key: Key, op: Op) {
     if POOL.load(Ordering::Relaxed).is_null() {
         return;
     }
-    LOCAL.with(|l| record(l, key, op));
+    record(local(), key, op);
 }
 
 // ---------------------------------------------------------------------------------------------

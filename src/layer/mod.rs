@@ -174,6 +174,6 @@ fn mark<S>(ctx: &Context<'_, S>, id: &Id) -> Option<SpanMark>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    let _scope = InternalScope::enter();
+    // Reading extensions does not allocate: no internal scope needed on this path.
     ctx.span(id)?.extensions().get::<SpanMark>().copied()
 }
