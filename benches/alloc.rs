@@ -139,14 +139,24 @@ fn bookkeeping(out: &mut Vec<String>) {
         }
         (after - before) as f64 / N as f64
     };
-    // SAFETY (both closures): a non-zero layout, freed once with the same layout.
-    let sys = per(&|| unsafe { System.alloc(LAYOUT) }, &|p| unsafe {
-        System.dealloc(p, LAYOUT)
-    });
-    // SAFETY: as above.
-    let hs = per(&|| unsafe { ALLOC.alloc(LAYOUT) }, &|p| unsafe {
-        ALLOC.dealloc(p, LAYOUT)
-    });
+    fn sys_alloc() -> *mut u8 {
+        // SAFETY: a non-zero layout; freed once by `sys_free` with the same layout.
+        unsafe { System.alloc(LAYOUT) }
+    }
+    fn sys_free(p: *mut u8) {
+        // SAFETY: `p` came from `sys_alloc` with this layout.
+        unsafe { System.dealloc(p, LAYOUT) }
+    }
+    fn hs_alloc() -> *mut u8 {
+        // SAFETY: a non-zero layout; freed once by `hs_free` with the same layout.
+        unsafe { ALLOC.alloc(LAYOUT) }
+    }
+    fn hs_free(p: *mut u8) {
+        // SAFETY: `p` came from `hs_alloc` with this layout.
+        unsafe { ALLOC.dealloc(p, LAYOUT) }
+    }
+    let sys = per(&sys_alloc, &sys_free);
+    let hs = per(&hs_alloc, &hs_free);
     out.push(format!(
         "resident bytes per live 64-byte allocation: system {sys:.1} B, heapspan {hs:.1} B (+{:.1} B; the header is {} B)",
         hs - sys,

@@ -281,7 +281,7 @@ pub(crate) fn next_span_id() -> u64 {
 
 const SPAN_STACK: usize = 32;
 /// `Local::state` of a thread that must use the shared fallback.
-const ORPHAN: *const ThreadState = 1 as *const ThreadState;
+const ORPHAN: *const ThreadState = ptr::dangling();
 
 struct Local {
     /// This thread's table: null until claimed, `ORPHAN` once torn down or if none was free.
@@ -320,7 +320,7 @@ thread_local! {
 /// This thread's `Local`, without a closure per access.
 #[inline(always)]
 fn local() -> &'static Local {
-    let p: *const Local = LOCAL.with(|l| ptr::from_ref(l));
+    let p: *const Local = LOCAL.with(ptr::from_ref);
     // SAFETY: `LOCAL` has a `const` initialiser and no destructor, so its storage is valid from
     // the thread's start to its very end. `Local` holds `Cell`s and is not `Sync`, so the
     // reference cannot leave this thread, and no code of this thread runs after its end.
