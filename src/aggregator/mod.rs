@@ -172,6 +172,12 @@ impl Aggregator {
         self.epoch.1 + t.saturating_duration_since(self.epoch.0)
     }
 
+    /// The figures of span instance `id` as of the last fold.
+    #[allow(dead_code)] // used by the tracing-opentelemetry feature
+    pub(crate) fn span_mem(&self, id: u64) -> Option<MemStats> {
+        self.spans.get(&id).map(|s| s.mem)
+    }
+
     /// The pool this aggregator reads.
     pub(crate) fn pool(&self) -> &'static Pool {
         self.pool

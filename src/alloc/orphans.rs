@@ -160,7 +160,11 @@ mod loom_tests {
 
     #[test]
     fn two_producers_one_consumer_lose_nothing_that_fits() {
-        loom::model(|| {
+        // A preemption bound keeps the model finite and fast; bugs in protocols like these
+        // show up within two preemptions (loom's documentation recommends 2-3).
+        let mut model = loom::model::Builder::new();
+        model.preemption_bound = Some(2);
+        model.check(|| {
             let q = Arc::new(OrphanQueue::new());
             let hs: Vec<_> = (0..2u64)
                 .map(|t| {

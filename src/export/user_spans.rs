@@ -71,7 +71,6 @@ fn i64_of(v: u64) -> i64 {
 /// Called by the layer's `on_close` for a user span (before the span is removed), with the
 /// tracing id, the span's metadata and a lookup of its figures in the tables, e.g.
 /// `|a| a.span_mem(sid)`. Never blocks: `try_lock` on the tables.
-#[allow(dead_code)] // Called from the layer once the hook is wired (see the module docs).
 pub(crate) fn on_user_span_close(
     id: &Id,
     meta: &'static Metadata<'static>,

@@ -160,7 +160,15 @@ where
         let _scope = InternalScope::enter();
         let at = Instant::now();
         match mark(&ctx, &id) {
-            Some(SpanMark::User(sid)) => events::send(Event::SpanClose { id: sid, at }),
+            Some(SpanMark::User(sid)) => {
+                #[cfg(feature = "tracing-opentelemetry")]
+                if let Some(span) = ctx.span(&id) {
+                    crate::export::user_spans::on_user_span_close(&id, span.metadata(), |a| {
+                        a.span_mem(sid)
+                    });
+                }
+                events::send(Event::SpanClose { id: sid, at });
+            }
             Some(SpanMark::Task(task)) => {
                 key::task_ended(task.id, task.generation);
                 events::send(Event::TaskEnd { task, at });
