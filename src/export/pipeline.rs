@@ -726,6 +726,45 @@ impl Exporter {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn names_beyond_the_cap_share_the_other_series_and_keep_their_slot() {
+        let mut cap = NameCap::new(n::TOKIO_TASK_NAME, 2);
+        assert_eq!(
+            cap.attrs("a"),
+            (&[KeyValue::new(n::TOKIO_TASK_NAME, "a")][..], false)
+        );
+        assert!(!cap.attrs("b").1);
+        let (other, is_other) = cap.attrs("c");
+        assert!(is_other);
+        assert_eq!(other, &[KeyValue::new(n::TOKIO_TASK_NAME, n::OTHER)][..]);
+        // A name keeps the series it was given, so deltas always go where they went before.
+        assert!(!cap.attrs("a").1);
+        assert!(cap.attrs("c").1);
+        assert_eq!(cap.assigned.len(), 2);
+    }
+
+    #[test]
+    fn deltas_are_exact_and_saturating() {
+        let prev = MemStats {
+            allocated_bytes: 100,
+            allocations: 2,
+            freed_bytes: 40,
+            frees: 1,
+            peak_bytes: 60,
+        };
+        let cur = MemStats {
+            allocated_bytes: 150,
+            allocations: 3,
+            freed_bytes: 140,
+            frees: 3,
+            peak_bytes: 60,
+        };
+        assert_eq!(delta(&cur, &prev), (50, 100, 1, -50));
+        assert_eq!(delta(&prev, &cur), (0, 0, 0, 50));
+    }
+
     #[test]
     fn the_guard_can_live_in_a_static() {
         fn sync_send<T: Sync + Send>() {}
