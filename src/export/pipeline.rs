@@ -285,6 +285,8 @@ struct Exporter {
     last_warn: Option<Instant>,
     #[cfg(feature = "tokio-metrics")]
     runtime: Option<super::runtime::RuntimeMetrics>,
+    #[cfg(feature = "tokio-metrics")]
+    task_polls: super::task_polls::TaskPolls,
 }
 
 /// Builds the providers and the sink, so that errors surface before heapspan starts; `None` if
@@ -374,6 +376,8 @@ pub(crate) fn prepare(cfg: Resolved) -> Result<Option<Prepared>> {
         last_warn: None,
         #[cfg(feature = "tokio-metrics")]
         runtime: super::runtime::RuntimeMetrics::new(&meter, rt_handle.as_ref()),
+        #[cfg(feature = "tokio-metrics")]
+        task_polls: super::task_polls::TaskPolls::new(&meter),
     })))
 }
 
@@ -585,6 +589,8 @@ impl Exporter {
         if let Some(rt) = &mut self.runtime {
             rt.record();
         }
+        #[cfg(feature = "tokio-metrics")]
+        self.task_polls.record();
     }
 
     fn export_metrics(&mut self) {
