@@ -16,8 +16,8 @@ use super::index::AddrIndex;
 use super::scc::{self, Csr};
 use super::sort::radix_sort_by_key;
 use super::{
-    weighted, AllocId, Annotation, BuildStats, Edge, EdgeKind, GraphConfig, Node, Skipped,
-    WordSource, WORD,
+    weighted, AllocId, Annotation, BuildStats, Edge, EdgeKind, GraphConfig, Node, Refcount,
+    Skipped, WordSource, WORD,
 };
 
 /// A pointer word found by the scan (16 bytes: there may be millions).
@@ -60,6 +60,7 @@ pub(crate) struct Detected {
     pub(crate) component: Vec<u32>,
     pub(crate) ownership: Csr,
     pub(crate) stats: BuildStats,
+    pub(crate) refcounts: Vec<Refcount>,
 }
 
 /// Runs every detector over `nodes` (already capped).
@@ -98,9 +99,19 @@ pub(crate) fn detect(
     let (component, sizes) = scc::tarjan(&ownership);
 
     let mut edges = Vec::with_capacity(start.len() + interior.len() + contains.len());
+    let mut refcounts = Vec::new();
     classify_start_hits(
-        nodes, &start, mem, &mut buf, &component, &sizes, cfg, &mut edges,
+        nodes,
+        &start,
+        mem,
+        &mut buf,
+        &component,
+        &sizes,
+        cfg,
+        &mut edges,
+        &mut refcounts,
     );
+    refcounts.sort_unstable_by_key(|r| r.id);
     for h in &interior {
         let (from, to) = (&nodes[h.from() as usize], &nodes[h.to() as usize]);
         let room = to.size.saturating_sub(h.offset as usize) as u64;
@@ -149,6 +160,7 @@ pub(crate) fn detect(
         component,
         ownership,
         stats,
+        refcounts,
     }
 }
 
@@ -296,6 +308,7 @@ fn classify_start_hits(
     sizes: &[u32],
     cfg: &GraphConfig,
     edges: &mut Vec<Edge>,
+    refcounts: &mut Vec<Refcount>,
 ) {
     let mut g = 0;
     while g < start.len() {
@@ -323,7 +336,10 @@ fn classify_start_hits(
             && (1..=cfg.max_refcount).contains(&strong)
             && (1..=cfg.max_refcount).contains(&weak)
             && words < strong + weak
-            && (words >= 2 || in_cycle);
+            && (words >= 2 || in_cycle)
+            // No `Weak` at all (the common case), or the counts account for the pointers
+            // exactly: two small integers at the start of a shared struct rarely do.
+            && (weak == 1 || words == strong || words == strong + weak - 1);
         if refcounted {
             let score: f32 = if words == 1 {
                 0.6
@@ -342,6 +358,13 @@ fn classify_start_hits(
             } else {
                 (EdgeKind::RcClone, score * 0.6)
             };
+            refcounts.push(Refcount {
+                id: target.id,
+                strong,
+                weak,
+                heap_pointers: words,
+                kind,
+            });
             let share = target.weighted_size() / strong.max(owners) as u64;
             for h in group {
                 edges.push(edge(

@@ -307,7 +307,11 @@ impl Default for GraphConfig {
 /// - `Owns`: 0.75, 0.95 when a neighbour of the pointer word is a plausible length or capacity
 ///   (`Vec`, `String`, `Box<[T]>` layouts).
 /// - `Shares`: 0.6 (two or more owners, no refcount header: raw or leaked pointers).
-/// - `ArcClone` / `RcClone`: a refcount score, 0.95 when the heap pointers equal the strong
+/// - `ArcClone` / `RcClone`: the target is at least two words, its first two words `strong,
+///   weak` are in `1..=max_refcount`, the `p` pointer words into it satisfy `p < strong +
+///   weak`, it has two or more pointers or is in a cycle, and either `weak == 1` (no `Weak`)
+///   or the counts account for the pointers exactly (`p == strong` or `p == strong + weak −
+///   1`). Then a refcount score: 0.95 when the heap pointers equal the strong
 ///   count, 0.8 when fewer (the rest are on the stack), 0.7 when more (some are `Weak`), 0.6
 ///   for a single in-cycle pointer. `ArcClone` when the holders and the block belong to two or
 ///   more tasks (an `Rc` is `!Send`); otherwise `RcClone` at 0.6 × the score: the layouts are
@@ -472,6 +476,32 @@ pub struct Skipped {
     pub unresolved_annotations: u64,
 }
 
+/// The counts read from a block taken for an `ArcInner` or `RcBox`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refcount {
+    /// The block.
+    pub id: AllocId,
+    /// First word: the strong count.
+    pub strong: usize,
+    /// Second word: the weak count (1 + the `Weak`s while any strong reference lives).
+    pub weak: usize,
+    /// Pointer words to the block's start found in the heap.
+    pub heap_pointers: usize,
+    /// `ArcClone` or `RcClone`: what the edges into it were labelled.
+    pub kind: EdgeKind,
+}
+
+/// The ownership closure of a node: see [`Graph::ownership_closure`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Closure {
+    /// The nodes reached, the root first, breadth-first.
+    pub nodes: Vec<AllocId>,
+    /// Their weighted bytes.
+    pub bytes: u64,
+    /// The walk stopped at its node budget.
+    pub truncated: bool,
+}
+
 /// Counters of a build.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BuildStats {
@@ -509,6 +539,10 @@ pub struct Graph {
     pub skipped: Skipped,
     /// Counters.
     pub stats: BuildStats,
+    /// The blocks taken for `ArcInner`/`RcBox`es, sorted by id: their counts next to the heap
+    /// pointers found (for `refcount.unreachable_cycle`: a cycle whose members' strong counts
+    /// are all accounted for by pointers from inside it is unreachable).
+    pub refcounts: Vec<Refcount>,
     /// `(id, node index)` sorted by id.
     by_id: Vec<(AllocId, u32)>,
     /// Ownership edges by node index.
@@ -532,6 +566,43 @@ impl Graph {
     /// The retained size of the node with this id.
     pub fn retained_of(&self, id: AllocId) -> Option<u64> {
         self.index_of(id).map(|i| self.retained[i])
+    }
+
+    /// The ownership closure of `root` (findings.md: its danger surface): the nodes reachable
+    /// from it over ownership edges ([`EdgeKind::is_ownership`]), itself included,
+    /// breadth-first, at most `max_nodes` of them. `None` if `root` is not a node. Costs
+    /// `O(visited nodes + their edges)`, not `O(graph)`.
+    pub fn ownership_closure(&self, root: AllocId, max_nodes: usize) -> Option<Closure> {
+        let start = self.index_of(root)? as u32;
+        let mut seen = std::collections::HashSet::new();
+        let mut order = vec![start];
+        seen.insert(start);
+        let mut next = 0;
+        let mut truncated = false;
+        'walk: while next < order.len() {
+            let v = order[next];
+            next += 1;
+            for &t in self.ownership.out(v) {
+                if seen.contains(&t) {
+                    continue;
+                }
+                if order.len() >= max_nodes {
+                    truncated = true;
+                    break 'walk;
+                }
+                seen.insert(t);
+                order.push(t);
+            }
+        }
+        order.truncate(max_nodes.max(1));
+        Some(Closure {
+            bytes: order
+                .iter()
+                .map(|&i| self.nodes[i as usize].weighted_size())
+                .sum(),
+            nodes: order.iter().map(|&i| self.nodes[i as usize].id).collect(),
+            truncated,
+        })
     }
 
     /// Edges of one kind.
@@ -637,6 +708,7 @@ fn build_inner(
         roots: Vec::new(),
         skipped,
         stats: out.stats,
+        refcounts: out.refcounts,
         by_id,
         ownership: out.ownership,
     };
