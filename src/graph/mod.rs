@@ -624,12 +624,28 @@ impl Graph {
     pub fn top_edges(&self, k: usize) -> Vec<&Edge> {
         top_k_edges(&self.edges, k)
     }
+
+    /// The `k` edges with the most bytes among those with an end allocated by `task`: the
+    /// `heapspan.edge` events of that task's window span.
+    pub fn top_edges_for_task(&self, task: u64, k: usize) -> Vec<&Edge> {
+        let of_task = |id: AllocId| self.node(id).is_some_and(|n| n.task == task);
+        top_k(
+            self.edges
+                .iter()
+                .filter(|e| of_task(e.from) || of_task(e.to)),
+            k,
+        )
+    }
 }
 
 /// The `k` edges of `edges` with the most bytes, most first; ties broken by `from`, `to`,
 /// kind so the choice is deterministic. `O(E + k log k)`.
 pub fn top_k_edges(edges: &[Edge], k: usize) -> Vec<&Edge> {
-    let mut refs: Vec<&Edge> = edges.iter().collect();
+    top_k(edges.iter(), k)
+}
+
+fn top_k<'a>(edges: impl Iterator<Item = &'a Edge>, k: usize) -> Vec<&'a Edge> {
+    let mut refs: Vec<&Edge> = edges.collect();
     let order = |a: &&Edge, b: &&Edge| {
         b.bytes
             .cmp(&a.bytes)

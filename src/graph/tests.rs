@@ -604,6 +604,12 @@ fn top_k_and_dot() {
     assert!(top.windows(2).all(|w| w[0].bytes >= w[1].bytes));
     assert!(graph.top_edges(0).is_empty());
     assert_eq!(graph.top_edges(usize::MAX).len(), graph.edges.len());
+    // Per task window: the Vec<String> of task 2 has 11 edges; the Arc holders of tasks 4..6.
+    let task2 = graph.top_edges_for_task(2, 100);
+    assert_eq!(task2.len(), 11);
+    assert!(task2.windows(2).all(|w| w[0].bytes >= w[1].bytes));
+    assert_eq!(graph.top_edges_for_task(5, 100).len(), 1);
+    assert_eq!(graph.top_edges_for_task(2, 4).len(), 4);
 
     let dot = to_dot(&graph, &DotOptions::default());
     assert!(dot.starts_with("digraph heapspan {"));
@@ -877,4 +883,26 @@ mod live {
         drop(mem);
         a.next.borrow_mut().take();
     }
+}
+
+/// Clone traps: default-like contents (small integers only) get low confidence, span keys
+/// count less than sites, and equal contents from different sites or sizes are not clones.
+#[test]
+fn clone_confidence_for_default_like_contents_and_span_keys() {
+    let mut s = Synth::new(3);
+    let mut ids = Vec::new();
+    for (size, site, span) in [(64, 0, 5), (64, 0, 5), (64, 9, 0), (72, 0, 5)] {
+        let i = s.alloc(size, 1, site);
+        s.nodes[i].span = span;
+        for k in 0..8 {
+            s.set(i, k, k + 1); // [1, 2, .., 8]: default-like
+        }
+        ids.push(s.id(i));
+    }
+    let graph = s.build();
+    let clones: Vec<&Edge> = graph.edges_of(EdgeKind::Clone).collect();
+    assert_eq!(clones.len(), 1, "{clones:?}");
+    assert_eq!((clones[0].from, clones[0].to), (ids[0], ids[1]));
+    // 0.5, no site bonus, + 0.2 (64 bytes: whole contents compared), − 0.3 (small integers).
+    assert!((clones[0].confidence - 0.4).abs() < 1e-6);
 }
