@@ -7,6 +7,7 @@
 //! allocation. Names beyond [`MAX_NAMES`] share the [`names::OTHER`](super::names::OTHER)
 //! slot. The export thread reads the cumulative figures at every metric collection.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -38,11 +39,17 @@ impl PollStats {
     }
 }
 
-type Registry = Mutex<Vec<(String, &'static PollStats)>>;
+/// Names in registration order (append-only, read by the export thread) and an index for the
+/// wrapper's lookup.
+#[derive(Default)]
+struct Registry {
+    order: Vec<(String, &'static PollStats)>,
+    index: HashMap<String, &'static PollStats>,
+}
 
-fn registry() -> &'static Registry {
-    static R: OnceLock<Registry> = OnceLock::new();
-    R.get_or_init(|| Mutex::new(Vec::new()))
+fn registry() -> &'static Mutex<Registry> {
+    static R: OnceLock<Mutex<Registry>> = OnceLock::new();
+    R.get_or_init(|| Mutex::new(Registry::default()))
 }
 
 fn other() -> &'static PollStats {
@@ -50,19 +57,21 @@ fn other() -> &'static PollStats {
     O.get_or_init(PollStats::default)
 }
 
-/// The stats of task name `name` (created on first use, leaked: at most [`MAX_NAMES`]).
+/// The stats of task name `name` (created on first use, leaked: at most [`MAX_NAMES`]). Takes a
+/// short lock: called once per task, at its first poll.
 #[allow(dead_code)] // Called from the task wrapper once the hook is wired.
 pub(crate) fn slot(name: &str) -> &'static PollStats {
     let _scope = InternalScope::enter();
     let mut r = registry().lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((_, s)) = r.iter().find(|(k, _)| k == name) {
+    if let Some(s) = r.index.get(name) {
         return s;
     }
-    if r.len() >= MAX_NAMES {
+    if r.order.len() >= MAX_NAMES {
         return other();
     }
     let s: &'static PollStats = Box::leak(Box::default());
-    r.push((name.to_owned(), s));
+    r.order.push((name.to_owned(), s));
+    r.index.insert(name.to_owned(), s);
     s
 }
 
@@ -95,8 +104,8 @@ impl TaskPolls {
         let r = registry().lock().unwrap_or_else(|p| p.into_inner());
         // `other` first, then the names in the order they were registered (append-only), so
         // that index `i` always means the same name.
-        let all =
-            std::iter::once((n::OTHER, other())).chain(r.iter().map(|(k, s)| (k.as_str(), *s)));
+        let all = std::iter::once((n::OTHER, other()))
+            .chain(r.order.iter().map(|(k, s)| (k.as_str(), *s)));
         for (i, (name, s)) in all.enumerate() {
             if self.sent.len() <= i {
                 self.sent
