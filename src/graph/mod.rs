@@ -34,6 +34,13 @@
 //! hits and of clone candidates, an iterative Tarjan SCC and a Lengauer–Tarjan dominator tree:
 //! `O(W + n log n + E log n)` for `W` scanned words, `n` nodes, `E` edges, with no recursion.
 //!
+//! # Testing
+//!
+//! No `unsafe` here. The unit tests build heaps of known shape in plain buffers and score
+//! every detector's precision and recall, and read real `Box`, `Vec<String>`, `Arc` and `Rc`
+//! objects in place to check the std layouts assumed above. They run under Miri with no
+//! `MIRIFLAGS`: `cargo +nightly miri test --lib graph`. Benchmarks: `cargo bench --bench graph`.
+//!
 //! # Example
 //!
 //! ```
