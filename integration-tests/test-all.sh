@@ -11,6 +11,14 @@ cargo fmt --all -- --check
 step "clippy (all targets, all features, warnings are errors)"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
+step "export feature combinations build (none, file only, each transport alone)"
+cargo check -p heapspan --lib --no-default-features
+cargo check -p heapspan --lib --no-default-features --features grpc
+cargo check -p heapspan --lib --features tokio-metrics,tracing-opentelemetry
+
+step "the OTLP collector (rotel, pinned wheel) in .cache/"
+integration-tests/install-rotel.sh > /dev/null
+
 step "unit, scenario, doc and integration tests"
 cargo test --workspace --all-features
 

@@ -33,6 +33,14 @@
 //!
 //! # Feature flags and cfgs
 //!
+//! - `http` (default): OTLP over HTTP/protobuf to a plain `http://` endpoint, with heapspan's
+//!   own blocking client on its export thread. Without any transport, heapspan still writes
+//!   OTLP JSON lines to a file and records into providers the application passes in (see
+//!   [`export`]).
+//! - `grpc`: OTLP over gRPC (tonic), on a current-thread runtime owned by the export thread.
+//! - `tracing-opentelemetry`: the application's own spans get `heapspan.memory.*` and
+//!   `heapspan.allocations` attributes when they close.
+//! - `tokio-metrics`: tokio runtime metrics (`tokio.*`) beside heapspan's.
 //! - `--cfg tokio_unstable`: heapspan turns on tokio's `tracing` feature and names every task
 //!   from tokio's `runtime.spawn` span (name, spawn location, start and end), with no change to
 //!   user code.

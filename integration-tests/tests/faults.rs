@@ -154,3 +154,42 @@ fn the_collector_dies_and_comes_back() {
         "throughput fell to {ratio:.3} of the baseline"
     );
 }
+
+#[test]
+fn a_collector_that_never_answers_delays_nothing_and_shutdown_is_bounded() {
+    // Accepts connections and reads, never answers: every export waits for its timeout.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let started = std::time::Instant::now();
+    let out = run(
+        app(env!("CARGO_BIN_EXE_export_app"))
+            .env(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://127.0.0.1:{port}"),
+            )
+            .env("OTEL_EXPORTER_OTLP_TIMEOUT", "1000")
+            .env("APP_MILLIS", "1000"),
+        Duration::from_secs(60),
+    );
+    let took = started.elapsed();
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout_value(&out, "DONE", "iterations").unwrap() > 0);
+    // The app's own work takes ~1 s; dropping the guard waits at most the shutdown timeout
+    // (3 s by default) for the stuck export, then leaves it behind.
+    assert!(
+        took < Duration::from_millis(1000 + 3000 + 1500),
+        "the app took {took:?} with a hanging collector"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.matches("heapspan: exporting").count(),
+        1,
+        "one rate-limited warning: {err}"
+    );
+}

@@ -62,6 +62,8 @@ pub mod report;
 #[cfg(feature = "tokio-metrics")]
 pub(crate) mod runtime;
 pub(crate) mod sink;
+#[cfg(feature = "tokio-metrics")]
+pub(crate) mod task_polls;
 #[cfg(feature = "tracing-opentelemetry")]
 pub(crate) mod user_spans;
 

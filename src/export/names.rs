@@ -101,6 +101,12 @@ pub const TOKIO_RUNTIME_WORKER_BUSY_DURATION: &str = "tokio.runtime.worker.busy.
 pub const TOKIO_RUNTIME_WORKER_POLLS: &str = "tokio.runtime.worker.polls";
 /// Counter, `{park}`: times the workers parked, summed over workers.
 pub const TOKIO_RUNTIME_WORKER_PARKS: &str = "tokio.runtime.worker.parks";
+/// Counter, [`UNIT_POLLS`], attribute [`TOKIO_TASK_NAME`]: polls of tasks wrapped by
+/// heapspan ([`crate::spawn`], [`crate::instrument`]).
+pub const TOKIO_TASK_POLLS: &str = "tokio.task.polls";
+/// Counter, [`UNIT_SECONDS`], attribute [`TOKIO_TASK_NAME`]: time spent polling tasks wrapped
+/// by heapspan.
+pub const TOKIO_TASK_POLL_DURATION: &str = "tokio.task.poll.duration";
 /// Gauge, [`UNIT_TASKS`]: tasks in the global (injection) queue.
 pub const TOKIO_RUNTIME_GLOBAL_QUEUE_DEPTH: &str = "tokio.runtime.global_queue.depth";
 

@@ -285,6 +285,8 @@ struct Exporter {
     last_warn: Option<Instant>,
     #[cfg(feature = "tokio-metrics")]
     runtime: Option<super::runtime::RuntimeMetrics>,
+    #[cfg(feature = "tokio-metrics")]
+    task_polls: super::task_polls::TaskPolls,
 }
 
 /// Builds the providers and the sink, so that errors surface before heapspan starts; `None` if
@@ -374,6 +376,8 @@ pub(crate) fn prepare(cfg: Resolved) -> Result<Option<Prepared>> {
         last_warn: None,
         #[cfg(feature = "tokio-metrics")]
         runtime: super::runtime::RuntimeMetrics::new(&meter, rt_handle.as_ref()),
+        #[cfg(feature = "tokio-metrics")]
+        task_polls: super::task_polls::TaskPolls::new(&meter),
     })))
 }
 
@@ -580,6 +584,8 @@ impl Exporter {
         if let Some(rt) = &mut self.runtime {
             rt.record();
         }
+        #[cfg(feature = "tokio-metrics")]
+        self.task_polls.record();
     }
 
     fn export_metrics(&mut self) {
@@ -721,6 +727,45 @@ impl Exporter {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn names_beyond_the_cap_share_the_other_series_and_keep_their_slot() {
+        let mut cap = NameCap::new(n::TOKIO_TASK_NAME, 2);
+        assert_eq!(
+            cap.attrs("a"),
+            (&[KeyValue::new(n::TOKIO_TASK_NAME, "a")][..], false)
+        );
+        assert!(!cap.attrs("b").1);
+        let (other, is_other) = cap.attrs("c");
+        assert!(is_other);
+        assert_eq!(other, &[KeyValue::new(n::TOKIO_TASK_NAME, n::OTHER)][..]);
+        // A name keeps the series it was given, so deltas always go where they went before.
+        assert!(!cap.attrs("a").1);
+        assert!(cap.attrs("c").1);
+        assert_eq!(cap.assigned.len(), 2);
+    }
+
+    #[test]
+    fn deltas_are_exact_and_saturating() {
+        let prev = MemStats {
+            allocated_bytes: 100,
+            allocations: 2,
+            freed_bytes: 40,
+            frees: 1,
+            peak_bytes: 60,
+        };
+        let cur = MemStats {
+            allocated_bytes: 150,
+            allocations: 3,
+            freed_bytes: 140,
+            frees: 3,
+            peak_bytes: 60,
+        };
+        assert_eq!(delta(&cur, &prev), (50, 100, 1, -50));
+        assert_eq!(delta(&prev, &cur), (0, 0, 0, 50));
+    }
+
     #[test]
     fn the_guard_can_live_in_a_static() {
         fn sync_send<T: Sync + Send>() {}

@@ -2,31 +2,33 @@
 //!
 //! The scan reads each node once into a reused buffer and looks every word up in the
 //! [`AddrIndex`]: a word equal to another node's start is a *start hit*, a word strictly inside
-//! another node an *interior hit*. It also keeps, per node, the first two words (a possible
-//! `strong, weak` refcount header) and a hash of the first [`GraphConfig::clone_prefix_bytes`]
-//! (for clone detection). Nothing is hashed per word beyond that prefix.
+//! another node an *interior hit*. For clone detection it also hashes the first
+//! [`GraphConfig::clone_prefix_bytes`] of each candidate, together with its size and site (or
+//! span), into one group key. Nothing is hashed per word beyond that prefix.
 //!
 //! Start hits become `Owns`, `Shares`, `ArcClone` or `RcClone` depending on how many owners a
-//! target has and on its header; interior hits become `Slice`; clone candidates are sorted by
-//! `(size, site or span, prefix hash, time)` and chained within the clone window; annotations
-//! give `Contains`; [`Node::realloc_from`] gives `Evolution`.
+//! target has and on its first two words (a possible `strong, weak` refcount header, read
+//! again only for targets with two or more pointers or in a cycle); interior hits become
+//! `Slice`; clone candidates are sorted by `(group key, time)` and chained within the clone
+//! window; annotations give `Contains`; [`Node::realloc_from`] gives `Evolution`.
 
 use super::index::AddrIndex;
 use super::scc::{self, Csr};
+use super::sort::radix_sort_by_key;
 use super::{
-    weighted, AllocId, Annotation, BuildStats, Edge, EdgeKind, GraphConfig, Node, Skipped,
-    WordSource, WORD,
+    weighted, AllocId, Annotation, BuildStats, Edge, EdgeKind, GraphConfig, Node, Refcount,
+    Skipped, WordSource, WORD,
 };
 
-/// A pointer word found by the scan.
+/// A pointer word found by the scan (16 bytes: there may be millions).
 #[derive(Clone, Copy, Debug)]
 struct Hit {
     /// `to << 32 | from`: sorts by target, then owner.
     key: u64,
-    /// Smallest offset into the target among the merged words.
-    offset: usize,
-    /// Number of words merged into this hit.
-    words: u32,
+    /// Smallest offset into the target among the merged words (saturated at `u32::MAX`).
+    offset: u32,
+    /// Number of words merged into this hit (saturating).
+    words: u16,
     /// A neighbouring word is a plausible length or capacity.
     len_next: bool,
 }
@@ -40,20 +42,15 @@ impl Hit {
     }
 }
 
-/// Prefix facts of a clone candidate.
-#[derive(Clone, Copy, Debug, Default)]
-struct Prefix {
-    /// 0: not a candidate (too small, no key, unreadable, uniform).
-    hash: u64,
-    /// Every compared word is below 2^16 (default-like contents).
-    small: bool,
-}
+/// A clone candidate: `(group key, allocation time, node)`. The group key hashes size, site
+/// (or span) and the prefix; its lowest bit says every compared word is below 2^16
+/// (default-like contents).
+type CloneCandidate = (u64, u64, u32);
 
 struct Scan {
     start: Vec<Hit>,
     interior: Vec<Hit>,
-    header: Vec<[usize; 2]>,
-    prefix: Vec<Prefix>,
+    clones: Vec<CloneCandidate>,
 }
 
 /// Output of [`detect`].
@@ -63,6 +60,7 @@ pub(crate) struct Detected {
     pub(crate) component: Vec<u32>,
     pub(crate) ownership: Csr,
     pub(crate) stats: BuildStats,
+    pub(crate) refcounts: Vec<Refcount>,
 }
 
 /// Runs every detector over `nodes` (already capped).
@@ -82,6 +80,7 @@ pub(crate) fn detect(
 
     let start = merge_hits(scan.start);
     let interior = merge_hits(scan.interior);
+    let mut buf = Vec::new();
     let mut pointed_at = vec![false; nodes.len()];
     for h in start.iter().chain(&interior) {
         pointed_at[h.to() as usize] = true;
@@ -100,25 +99,29 @@ pub(crate) fn detect(
     let (component, sizes) = scc::tarjan(&ownership);
 
     let mut edges = Vec::with_capacity(start.len() + interior.len() + contains.len());
+    let mut refcounts = Vec::new();
     classify_start_hits(
         nodes,
         &start,
-        &scan.header,
+        mem,
+        &mut buf,
         &component,
         &sizes,
         cfg,
         &mut edges,
+        &mut refcounts,
     );
+    refcounts.sort_unstable_by_key(|r| r.id);
     for h in &interior {
         let (from, to) = (&nodes[h.from() as usize], &nodes[h.to() as usize]);
-        let room = to.size.saturating_sub(h.offset) as u64;
+        let room = to.size.saturating_sub(h.offset as usize) as u64;
         edges.push(edge(
             from,
             to,
             EdgeKind::Slice,
             if h.len_next { 0.85 } else { 0.5 },
             weighted(room, to.weight),
-            h.words,
+            h.words.into(),
         ));
     }
     for &(f, t, confidence) in &contains {
@@ -132,17 +135,20 @@ pub(crate) fn detect(
             1,
         ));
     }
-    clone_edges(nodes, &scan.prefix, cfg, &mut edges);
+    clone_edges(nodes, scan.clones, cfg, &mut edges);
     evolution_edges(nodes, by_id, &mut edges);
-    edges.sort_unstable_by_key(|e| (e.from, e.to, e.kind));
 
-    let mut cycles: Vec<Vec<AllocId>> = vec![Vec::new(); sizes.len()];
+    let mut slot = vec![u32::MAX; sizes.len()];
+    let mut cycles: Vec<Vec<AllocId>> = Vec::new();
     for (i, &c) in component.iter().enumerate() {
         if sizes[c as usize] >= 2 {
-            cycles[c as usize].push(nodes[i].id);
+            if slot[c as usize] == u32::MAX {
+                slot[c as usize] = cycles.len() as u32;
+                cycles.push(Vec::new());
+            }
+            cycles[slot[c as usize] as usize].push(nodes[i].id);
         }
     }
-    let mut cycles: Vec<Vec<AllocId>> = cycles.into_iter().filter(|c| !c.is_empty()).collect();
     for c in &mut cycles {
         c.sort_unstable();
     }
@@ -154,6 +160,7 @@ pub(crate) fn detect(
         component,
         ownership,
         stats,
+        refcounts,
     }
 }
 
@@ -183,11 +190,10 @@ fn scan(
     let max_words = cfg.max_scan_bytes_per_node / WORD;
     let prefix_words = (cfg.clone_prefix_bytes / WORD).max(1);
     let mut out = Scan {
-        // A typical heap has one to two pointers per allocation.
-        start: Vec::with_capacity(n + n / 2),
+        // A typical heap has about one pointer per allocation.
+        start: Vec::with_capacity(n + n / 4),
         interior: Vec::with_capacity(n / 16),
-        header: vec![[0; 2]; n],
-        prefix: vec![Prefix::default(); n],
+        clones: Vec::with_capacity(n),
     };
     let mut buf: Vec<usize> = Vec::with_capacity(4096);
     let mut words_scanned = 0u64;
@@ -207,18 +213,19 @@ fn scan(
             buf.truncate(max_words);
         }
         let words = &buf[..];
-        if let [strong, weak, ..] = *words {
-            out.header[i] = [strong, weak];
-        }
         if node.size >= cfg.clone_min_bytes && (node.site != 0 || node.span != 0) {
             let compared = &words[..words.len().min(prefix_words)];
             if compared.windows(2).all(|w| w[0] == w[1]) {
                 stats.uniform_prefixes += 1;
             } else {
-                out.prefix[i] = Prefix {
-                    hash: prefix_hash(compared),
-                    small: compared.iter().all(|&w| w < 1 << 16),
-                };
+                let (by_site, key) = clone_key(node);
+                let mut h = prefix_hash(compared);
+                h = mix(h, node.size as u64);
+                h = mix(h, key);
+                h = mix(h, u64::from(by_site));
+                let small = compared.iter().all(|&w| w < 1 << 16);
+                out.clones
+                    .push(((h & !1) | u64::from(small), node.alloc_time_ns, i as u32));
             }
         }
         words_scanned += words.len() as u64;
@@ -236,7 +243,7 @@ fn scan(
                 || plausible(k.checked_sub(1).and_then(|p| words.get(p)));
             let hit = Hit {
                 key: (u64::from(j) << 32) | i as u64,
-                offset,
+                offset: u32::try_from(offset).unwrap_or(u32::MAX),
                 words: 1,
                 len_next,
             };
@@ -253,41 +260,55 @@ fn scan(
     out
 }
 
-fn prefix_hash(words: &[usize]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &w in words {
-        h = (h.rotate_left(5) ^ w as u64).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-    h | 1
+fn mix(h: u64, w: u64) -> u64 {
+    (h.rotate_left(5) ^ w).wrapping_mul(0x517c_c1b7_2722_0a95)
 }
 
-/// Sorts hits by `(to, from)` and merges duplicates.
-fn merge_hits(mut hits: Vec<Hit>) -> Vec<Hit> {
-    hits.sort_unstable_by_key(|h| h.key);
-    let mut out: Vec<Hit> = Vec::with_capacity(hits.len());
-    for h in hits {
-        match out.last_mut() {
-            Some(last) if last.key == h.key => {
-                last.words = last.words.saturating_add(1);
-                last.offset = last.offset.min(h.offset);
-                last.len_next |= h.len_next;
-            }
-            _ => out.push(h),
-        }
+fn prefix_hash(words: &[usize]) -> u64 {
+    words
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325, |h, &w| mix(h, w as u64))
+}
+
+/// Clones are grouped by site when it is known, else by span.
+fn clone_key(node: &Node) -> (bool, u64) {
+    if node.site != 0 {
+        (true, node.site)
+    } else {
+        (false, node.span)
     }
-    out
+}
+
+/// Sorts hits by `(to, from)` and merges duplicates, in place.
+fn merge_hits(mut hits: Vec<Hit>) -> Vec<Hit> {
+    // Usually nearly sorted already (objects point at what was allocated next to them), so the
+    // adaptive comparison sort beats a radix sort here.
+    hits.sort_unstable_by_key(|h| h.key);
+    hits.dedup_by(|h, kept| {
+        if h.key != kept.key {
+            return false;
+        }
+        kept.words = kept.words.saturating_add(1);
+        kept.offset = kept.offset.min(h.offset);
+        kept.len_next |= h.len_next;
+        true
+    });
+    hits
 }
 
 /// Start hits, grouped by target: one owner → `Owns`; a plausible refcount header →
 /// `ArcClone`/`RcClone`; several owners otherwise → `Shares`.
+#[allow(clippy::too_many_arguments)]
 fn classify_start_hits(
     nodes: &[Node],
     start: &[Hit],
-    header: &[[usize; 2]],
+    mem: &impl WordSource,
+    buf: &mut Vec<usize>,
     component: &[u32],
     sizes: &[u32],
     cfg: &GraphConfig,
     edges: &mut Vec<Edge>,
+    refcounts: &mut Vec<Refcount>,
 ) {
     let mut g = 0;
     while g < start.len() {
@@ -300,14 +321,25 @@ fn classify_start_hits(
         g = end;
         let target = &nodes[to as usize];
         let owners = group.len();
-        let words: usize = group.iter().map(|h| h.words as usize).sum();
-        let [strong, weak] = header[to as usize];
+        let words: usize = group.iter().map(|h| usize::from(h.words)).sum();
         let in_cycle = sizes[component[to as usize] as usize] >= 2;
+        let [strong, weak] = if (words >= 2 || in_cycle) && target.size >= 2 * WORD {
+            buf.clear();
+            match (mem.read_words(target, buf), buf.get(..2)) {
+                (true, Some(&[strong, weak])) => [strong, weak],
+                _ => [0, 0],
+            }
+        } else {
+            [0, 0]
+        };
         let refcounted = target.size >= 2 * WORD
             && (1..=cfg.max_refcount).contains(&strong)
             && (1..=cfg.max_refcount).contains(&weak)
             && words < strong + weak
-            && (words >= 2 || in_cycle);
+            && (words >= 2 || in_cycle)
+            // No `Weak` at all (the common case), or the counts account for the pointers
+            // exactly: two small integers at the start of a shared struct rarely do.
+            && (weak == 1 || words == strong || words == strong + weak - 1);
         if refcounted {
             let score: f32 = if words == 1 {
                 0.6
@@ -326,6 +358,13 @@ fn classify_start_hits(
             } else {
                 (EdgeKind::RcClone, score * 0.6)
             };
+            refcounts.push(Refcount {
+                id: target.id,
+                strong,
+                weak,
+                heap_pointers: words,
+                kind,
+            });
             let share = target.weighted_size() / strong.max(owners) as u64;
             for h in group {
                 edges.push(edge(
@@ -334,14 +373,15 @@ fn classify_start_hits(
                     kind,
                     confidence,
                     share,
-                    h.words,
+                    h.words.into(),
                 ));
             }
         } else if owners >= 2 {
             let share = target.weighted_size() / owners as u64;
             for h in group {
                 let from = &nodes[h.from() as usize];
-                edges.push(edge(from, target, EdgeKind::Shares, 0.6, share, h.words));
+                let words = h.words.into();
+                edges.push(edge(from, target, EdgeKind::Shares, 0.6, share, words));
             }
         } else {
             let h = &group[0];
@@ -353,7 +393,7 @@ fn classify_start_hits(
                 EdgeKind::Owns,
                 confidence,
                 target.weighted_size(),
-                h.words,
+                h.words.into(),
             ));
         }
     }
@@ -430,48 +470,44 @@ fn contains_edges(
     out
 }
 
-/// Clone candidates sorted by `(size, site or span, prefix hash, time)`; in each run of equal
-/// keys the earliest node is the original, and each later node within the clone window of it
-/// is a clone of it (a node past the window starts a new run).
-fn clone_edges(nodes: &[Node], prefix: &[Prefix], cfg: &GraphConfig, edges: &mut Vec<Edge>) {
-    let mut cands: Vec<(usize, bool, u64, u64, u64, u32)> = prefix
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| p.hash != 0)
-        .map(|(i, p)| {
-            let n = &nodes[i];
-            let by_site = n.site != 0;
-            let key = if by_site { n.site } else { n.span };
-            (n.size, by_site, key, p.hash, n.alloc_time_ns, i as u32)
-        })
-        .collect();
-    cands.sort_unstable();
+/// Clone candidates sorted by `(group key, time)`; in each run of equal keys the earliest
+/// node is the original, and each later node within the clone window of it is a clone of it
+/// (a node past the window starts a new run).
+fn clone_edges(
+    nodes: &[Node],
+    mut cands: Vec<CloneCandidate>,
+    cfg: &GraphConfig,
+    edges: &mut Vec<Edge>,
+) {
+    radix_sort_by_key(&mut cands, |c| c.0);
     let mut g = 0;
     while g < cands.len() {
-        let (size, by_site, key, hash, _, _) = cands[g];
+        let group = cands[g].0;
         let mut end = g + 1;
-        while end < cands.len() && cands[end].0 == size && cands[end].2 == key {
-            if cands[end].1 != by_site || cands[end].3 != hash {
-                break;
-            }
+        while end < cands.len() && cands[end].0 == group {
             end += 1;
         }
+        cands[g..end].sort_unstable();
         let mut original = g;
         for k in g + 1..end {
             let (o, c) = (cands[original], cands[k]);
-            if c.4 - o.4 > cfg.clone_window_ns {
+            let (from, to) = (&nodes[o.2 as usize], &nodes[c.2 as usize]);
+            // A 64-bit group key collision between different sizes or sites: not clones.
+            if c.1 - o.1 > cfg.clone_window_ns
+                || from.size != to.size
+                || clone_key(from) != clone_key(to)
+            {
                 original = k;
                 continue;
             }
-            let (from, to) = (&nodes[o.5 as usize], &nodes[c.5 as usize]);
             let mut confidence: f32 = 0.5;
-            if by_site {
+            if clone_key(from).0 {
                 confidence += 0.2;
             }
-            if size <= cfg.clone_prefix_bytes {
+            if to.size <= cfg.clone_prefix_bytes {
                 confidence += 0.2;
             }
-            if prefix[c.5 as usize].small {
+            if group & 1 == 1 {
                 confidence -= 0.3;
             }
             let confidence = confidence.clamp(0.05, 0.95);

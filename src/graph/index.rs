@@ -74,6 +74,8 @@ impl AddrIndex {
                 node: u32::try_from(node).unwrap_or(u32::MAX),
             });
         }
+        // Adaptive (a live index usually lists nodes in address or allocation order, nearly
+        // sorted); ties (a stale list) by node index, for determinism.
         entries.sort_unstable_by_key(|e| (e.start, e.node));
         let mut overlapping = 0u64;
         let mut kept = 0usize;

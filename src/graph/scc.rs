@@ -44,7 +44,7 @@ impl Csr {
         self.offsets.len().saturating_sub(1)
     }
 
-    fn out(&self, v: u32) -> &[u32] {
+    pub(crate) fn out(&self, v: u32) -> &[u32] {
         &self.targets[self.offsets[v as usize] as usize..self.offsets[v as usize + 1] as usize]
     }
 
