@@ -33,7 +33,6 @@ impl SpanProcessor for Collect {
 }
 
 #[test]
-#[ignore = "needs the on_close hook in heapspan's layer"]
 fn the_users_span_carries_its_memory() {
     let collect = Collect::default();
     let provider = SdkTracerProvider::builder()

@@ -31,7 +31,6 @@ pub(crate) struct PollStats {
 impl PollStats {
     /// One poll that took `d`.
     #[inline]
-    #[allow(dead_code)] // Called from the task wrapper once the hook is wired.
     pub(crate) fn record(&self, d: Duration) {
         self.polls.fetch_add(1, Ordering::Relaxed);
         let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
@@ -59,7 +58,6 @@ fn other() -> &'static PollStats {
 
 /// The stats of task name `name` (created on first use, leaked: at most [`MAX_NAMES`]). Takes a
 /// short lock: called once per task, at its first poll.
-#[allow(dead_code)] // Called from the task wrapper once the hook is wired.
 pub(crate) fn slot(name: &str) -> &'static PollStats {
     let _scope = InternalScope::enter();
     let mut r = registry().lock().unwrap_or_else(|p| p.into_inner());

@@ -218,7 +218,7 @@ impl FlatHeap {
     #[track_caller]
     pub fn write(&mut self, addr: usize, value: usize) {
         assert!(
-            addr >= self.base && (addr - self.base) % WORD == 0,
+            addr >= self.base && (addr - self.base).is_multiple_of(WORD),
             "bad address"
         );
         self.words[(addr - self.base) / WORD] = value;

@@ -32,6 +32,9 @@ pub struct Instrumented<F> {
     dyn_name: Option<String>,
     location: &'static StdLocation<'static>,
     task: Option<TaskKey>,
+    /// Poll count and time of this task's name (feature `tokio-metrics`).
+    #[cfg(feature = "tokio-metrics")]
+    polls: Option<&'static crate::export::task_polls::PollStats>,
 }
 
 /// Wraps `fut` so that the task that polls it is named `name`, with the caller's location as
@@ -48,6 +51,8 @@ pub fn instrument<F: Future>(name: impl Into<TaskName>, fut: F) -> Instrumented<
         dyn_name,
         location: StdLocation::caller(),
         task: None,
+        #[cfg(feature = "tokio-metrics")]
+        polls: None,
     }
 }
 
@@ -97,11 +102,15 @@ impl<F: Future> Future for Instrumented<F> {
                     generation: key::task_started(id),
                 };
                 *this.task = Some(task);
+                let name = this
+                    .dyn_name
+                    .take()
+                    .unwrap_or_else(|| (*this.name).to_owned());
+                #[cfg(feature = "tokio-metrics")]
+                {
+                    *this.polls = Some(crate::export::task_polls::slot(&name));
+                }
                 if events::enabled() {
-                    let name = this
-                        .dyn_name
-                        .take()
-                        .unwrap_or_else(|| (*this.name).to_owned());
                     events::send(Event::TaskStart {
                         task,
                         name: Some(name),
@@ -114,6 +123,13 @@ impl<F: Future> Future for Instrumented<F> {
                     });
                 }
             }
+        }
+        #[cfg(feature = "tokio-metrics")]
+        if let Some(stats) = *this.polls {
+            let start = Instant::now();
+            let r = this.inner.poll(cx);
+            stats.record(start.elapsed());
+            return r;
         }
         this.inner.poll(cx)
     }
