@@ -4,6 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
+mkdir -p target
+log=target/test-all.log
+exec > >(tee "$log") 2>&1
+tee_pid=$!
 
 step "format"
 cargo fmt --all -- --check
@@ -36,4 +40,9 @@ cargo test --benches --release
 step "the quickstart runs"
 cargo run --release --example quickstart > target/quickstart.out
 grep -q "Tasks by live bytes" target/quickstart.out
+passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')
 echo "all checks passed"
+echo "$passed passed, $failed failed"
+exec 1>&- 2>&-
+wait "$tee_pid"
