@@ -288,6 +288,8 @@ struct Local {
     state: Cell<*const ThreadState>,
     /// Inside the allocator's own bookkeeping: a nested allocation goes to the fallback.
     busy: Cell<bool>,
+    /// `internal > 0 || busy`, kept up to date so the hot path reads one cell.
+    heapspan_own: Cell<bool>,
     /// Depth of heapspan code on this thread (its threads hold it for life).
     internal: Cell<u32>,
     /// Slot used last (a hint for the next lookup).
@@ -298,6 +300,8 @@ struct Local {
     /// not tracked, its allocations go to the deepest tracked span).
     spans: [Cell<u64>; SPAN_STACK],
     depth: Cell<usize>,
+    /// The innermost tracked span (0 for none), kept up to date by push and pop.
+    current: Cell<u64>,
 }
 
 thread_local! {
@@ -306,11 +310,13 @@ thread_local! {
         Local {
             state: Cell::new(ptr::null()),
             busy: Cell::new(false),
+            heapspan_own: Cell::new(false),
             internal: Cell::new(0),
             hint: Cell::new(0),
             gen_cache: Cell::new((0, 0, 0)),
             spans: [const { Cell::new(0) }; SPAN_STACK],
             depth: Cell::new(0),
+            current: Cell::new(0),
         }
     };
     // Its destructor hands the thread's table back to the pool when the thread exits.
@@ -344,12 +350,23 @@ impl Drop for ReleaseOnExit {
 impl Local {
     #[inline]
     fn current_span(&self) -> u64 {
+        self.current.get()
+    }
+
+    fn refresh_current(&self) {
         let d = self.depth.get().min(SPAN_STACK);
-        if d == 0 {
-            0
-        } else {
-            self.spans[d - 1].get()
-        }
+        self.current
+            .set(if d == 0 { 0 } else { self.spans[d - 1].get() });
+    }
+
+    fn set_busy(&self, busy: bool) {
+        self.busy.set(busy);
+        self.heapspan_own.set(busy || self.internal.get() > 0);
+    }
+
+    fn set_internal(&self, internal: u32) {
+        self.internal.set(internal);
+        self.heapspan_own.set(self.busy.get() || internal > 0);
     }
 
     #[inline]
@@ -394,10 +411,12 @@ impl Local {
 #[inline(always)]
 fn record(l: &Local, key: Key, op: Op) {
     let st = l.state.get();
-    if st as usize > ORPHAN as usize && !l.busy.get() {
+    if st as usize > ORPHAN as usize {
         // SAFETY: a non-sentinel `state` points into the leaked pool and this thread owns it
         // (claimed with a CAS, released only by this thread's exit hook, after which `state`
-        // is the sentinel). The table's fast path never allocates, so no re-entrancy here.
+        // is the sentinel). Table operations never allocate, so a nested operation (made
+        // while the claim below registers the exit hook) never interleaves with a write to
+        // the table in progress.
         if unsafe { (*st).record(key, op, &l.hint) } {
             return;
         }
@@ -417,7 +436,7 @@ fn record_cold(l: &Local, key: Key, op: Op) {
         pool.orphans.push(key, op);
         return;
     }
-    l.busy.set(true);
+    l.set_busy(true);
     let st = l.claim(pool);
     let recorded = st != ORPHAN && {
         // SAFETY: just claimed from the leaked pool by this thread (see `record`).
@@ -426,7 +445,7 @@ fn record_cold(l: &Local, key: Key, op: Op) {
     if !recorded {
         pool.orphans.push(key, op);
     }
-    l.busy.set(false);
+    l.set_busy(false);
 }
 
 const UNTRACKED: Key = Key {
@@ -441,7 +460,7 @@ fn on_alloc(size: u64) -> Key {
     }
     let l = local();
     {
-        let key = if l.internal.get() > 0 || l.busy.get() {
+        let key = if l.heapspan_own.get() {
             Key {
                 task: TASK_HEAPSPAN,
                 span: 0,
@@ -475,14 +494,14 @@ pub(crate) struct InternalScope(());
 
 impl InternalScope {
     pub(crate) fn enter() -> Self {
-        let _ = LOCAL.try_with(|l| l.internal.set(l.internal.get().saturating_add(1)));
+        let _ = LOCAL.try_with(|l| l.set_internal(l.internal.get().saturating_add(1)));
         InternalScope(())
     }
 }
 
 impl Drop for InternalScope {
     fn drop(&mut self) {
-        let _ = LOCAL.try_with(|l| l.internal.set(l.internal.get().saturating_sub(1)));
+        let _ = LOCAL.try_with(|l| l.set_internal(l.internal.get().saturating_sub(1)));
     }
 }
 
@@ -494,39 +513,37 @@ pub(crate) fn mark_internal_thread() {
 /// The layer entered span `id` on this thread. Returns false if the stack was too deep to
 /// track it.
 pub(crate) fn push_span(id: u64) -> bool {
-    LOCAL
-        .try_with(|l| {
-            let d = l.depth.get();
-            l.depth.set(d + 1);
-            if d < SPAN_STACK {
-                l.spans[d].set(id);
-                true
-            } else {
-                false
-            }
-        })
-        .unwrap_or(false)
+    let l = local();
+    let d = l.depth.get();
+    l.depth.set(d + 1);
+    if d < SPAN_STACK {
+        l.spans[d].set(id);
+        l.current.set(id);
+        true
+    } else {
+        false
+    }
 }
 
 /// The layer exited span `id` on this thread (spans may exit out of order).
 pub(crate) fn pop_span(id: u64) {
-    let _ = LOCAL.try_with(|l| {
-        let d = l.depth.get();
-        if d == 0 {
-            return;
+    let l = local();
+    let d = l.depth.get();
+    if d == 0 {
+        return;
+    }
+    if d > SPAN_STACK {
+        // The untracked excess: assume the innermost exits first.
+        l.depth.set(d - 1);
+        return;
+    }
+    if let Some(pos) = (0..d).rev().find(|&i| l.spans[i].get() == id) {
+        for i in pos..d - 1 {
+            l.spans[i].set(l.spans[i + 1].get());
         }
-        if d > SPAN_STACK {
-            // The untracked excess: assume the innermost exits first.
-            l.depth.set(d - 1);
-            return;
-        }
-        if let Some(pos) = (0..d).rev().find(|&i| l.spans[i].get() == id) {
-            for i in pos..d - 1 {
-                l.spans[i].set(l.spans[i + 1].get());
-            }
-            l.depth.set(d - 1);
-        }
-    });
+        l.depth.set(d - 1);
+        l.refresh_current();
+    }
 }
 
 #[cfg(test)]
