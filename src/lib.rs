@@ -57,8 +57,8 @@ pub mod layer;
 mod sync;
 
 pub use aggregator::snapshot::{
-    Buckets, Dropped, Location, MemStats, Snapshot, SortBy, SpanNameStats, SpanStats, TaskKey,
-    TaskNameStats, TaskSource, TaskStats,
+    Buckets, Dropped, Location, MemStats, SizeHistogram, Snapshot, SortBy, SpanNameStats,
+    SpanStats, TaskKey, TaskNameStats, TaskSource, TaskStats,
 };
 pub use alloc::Allocator;
 pub use builder::{

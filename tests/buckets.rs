@@ -117,6 +117,16 @@ fn blocking_tasks_threads_and_pre_start_memory_land_in_their_buckets_and_nothing
         "[allocs, bytes, frees, freed]: buckets add up to the inner allocator's count"
     );
     assert_eq!(s2.dropped.total(), 0);
+    let (h1, h2) = (s1.allocation_sizes, s2.allocation_sizes);
+    assert_eq!(
+        h2.count() - h1.count(),
+        s2.total.allocations - s1.total.allocations,
+        "the size histogram counts every allocation once"
+    );
+    assert!(
+        h2.counts[4] - h1.counts[4] >= 3,
+        "1111, 2222 and 3333 bytes: the (1 KiB, 4 KiB] bucket"
+    );
 
     let blocking_task = s2
         .task_by_id(blocking_id)

@@ -107,6 +107,10 @@ pub(crate) struct Aggregator {
     no_span: MemStats,
     buckets: Buckets,
     total: MemStats,
+    /// Size histogram of allocations that went through the fallback queue.
+    orphan_sizes: SizeHistogram,
+    /// Size histogram as of the last fold (thread tables plus fallback).
+    sizes: SizeHistogram,
     touched_tasks: Vec<TaskKey>,
     touched_spans: Vec<u64>,
     last_eviction: Instant,
@@ -162,6 +166,8 @@ impl Aggregator {
             no_span: MemStats::default(),
             buckets: Buckets::default(),
             total: MemStats::default(),
+            orphan_sizes: SizeHistogram::default(),
+            sizes: SizeHistogram::default(),
             touched_tasks: Vec::new(),
             touched_spans: Vec::new(),
             last_eviction: Instant::now(),
@@ -191,7 +197,12 @@ impl Aggregator {
         }
         let high = self.pool.high.load(Ordering::Acquire) as usize;
         let pool = self.pool;
+        let mut sizes = SizeHistogram::default();
         for (i, st) in pool.threads[..high].iter().enumerate() {
+            // Read in the same pass as the slots: at a quiet moment the histogram's count
+            // equals the allocations folded; under concurrent allocation they may differ by
+            // the operations in flight.
+            st.add_sizes(&mut sizes.counts, &mut sizes.sum);
             let mut deltas: Vec<(Key, Counters)> = Vec::new();
             let applied = &mut self.applied[i];
             st.read(|r| {
@@ -206,8 +217,17 @@ impl Aggregator {
         let mut orphans = Vec::new();
         pool.orphans.drain(|k, op| orphans.push((k, op)));
         for (k, op) in orphans {
+            if let Op::Alloc(n) = op {
+                self.orphan_sizes.counts[crate::alloc::slots::size_bucket(n)] += 1;
+                self.orphan_sizes.sum += n;
+            }
             self.apply(k, &op_counters(op), now);
         }
+        for (c, o) in sizes.counts.iter_mut().zip(self.orphan_sizes.counts) {
+            *c += o;
+        }
+        sizes.sum += self.orphan_sizes.sum;
+        self.sizes = sizes;
         for k in std::mem::take(&mut self.touched_tasks) {
             if let Some(t) = self.tasks.get_mut(&k) {
                 t.mem.note_peak();
@@ -497,6 +517,7 @@ impl Aggregator {
             e.mem.peak_bytes = e.mem.peak_bytes.max(s.mem.peak_bytes);
         }
         let total = self.total;
+        let sizes = self.sizes;
         let dropped = Dropped {
             fallback_queue_full: self
                 .pool
@@ -515,6 +536,7 @@ impl Aggregator {
             no_span: self.no_span,
             buckets: self.buckets,
             total,
+            allocation_sizes: sizes,
             dropped,
             tracker_bytes: self.tracker_bytes(),
         }

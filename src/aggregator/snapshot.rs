@@ -213,6 +213,39 @@ impl Dropped {
     }
 }
 
+/// Sizes of single allocations since start: explicit buckets with upper bounds
+/// [`SizeHistogram::BOUNDS`] (16 B to 16 MiB, powers of 4) and one bucket above.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SizeHistogram {
+    /// Allocations per bucket: `counts[i]` counts sizes in `(BOUNDS[i-1], BOUNDS[i]]`; the last
+    /// one sizes above 16 MiB.
+    pub counts: [u64; 12],
+    /// Sum of the sizes, bytes.
+    pub sum: u64,
+}
+
+impl SizeHistogram {
+    /// Upper bounds of the buckets, bytes.
+    pub const BOUNDS: [u64; 11] = [
+        16,
+        64,
+        256,
+        1 << 10,
+        4 << 10,
+        16 << 10,
+        64 << 10,
+        256 << 10,
+        1 << 20,
+        4 << 20,
+        16 << 20,
+    ];
+
+    /// Number of allocations.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
 /// The tables at one moment.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
@@ -233,6 +266,9 @@ pub struct Snapshot {
     /// Sum over every task (held or summarised) and every bucket: the process total since
     /// start.
     pub total: MemStats,
+    /// Sizes of single allocations (every allocation counted in [`Snapshot::total`], reallocs
+    /// excepted).
+    pub allocation_sizes: SizeHistogram,
     /// What could not be recorded.
     pub dropped: Dropped,
     /// heapspan's own bookkeeping memory right now (tables, queues, per-thread state), bytes.

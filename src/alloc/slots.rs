@@ -25,6 +25,23 @@ pub(crate) const SLOTS: usize = 1;
 pub(crate) const RING: usize = 1024;
 #[cfg(loom)]
 pub(crate) const RING: usize = 2;
+/// Buckets of the allocation-size histogram: upper bounds 16 B, 64 B, … 16 MiB (powers of 4),
+/// and one above.
+pub(crate) const SIZE_BUCKETS: usize = 12;
+
+/// The histogram bucket of an allocation of `n` bytes: `(bound[i-1], bound[i]]`.
+#[inline(always)]
+pub(crate) fn size_bucket(n: u64) -> usize {
+    // ceil(log2(n)) for n >= 2; bucket i covers ceil(log2) in (2i + 2, 2i + 4].
+    let log = 64 - n.saturating_sub(1).leading_zeros() as usize;
+    let b = (log.saturating_sub(4) + 1) / 2;
+    if b < SIZE_BUCKETS - 1 {
+        b
+    } else {
+        SIZE_BUCKETS - 1
+    }
+}
+
 /// Bytes of one [`ThreadState`] (slots, ring, counters), for the tracker-memory figure.
 pub(crate) const STATE_BYTES: usize = SLOTS * 64 + RING * 64 + 64;
 /// How many neighbouring slots a key may live in before one is evicted.
@@ -211,6 +228,9 @@ pub(crate) struct ThreadState {
     head: AtomicUsize,
     /// Operations refused because the ring was full (they went to the fallback queue).
     pub(crate) overflowed: AtomicU64,
+    /// Allocation-size histogram of this thread's allocations (cumulative), and their sum.
+    sizes: [AtomicU64; SIZE_BUCKETS],
+    size_sum: AtomicU64,
 }
 
 /// A zeroed table, allocated with `alloc_zeroed`: untouched pages stay unresident until a
@@ -240,6 +260,8 @@ impl ThreadState {
             tail: AtomicUsize::new(0),
             head: AtomicUsize::new(0),
             overflowed: AtomicU64::new(0),
+            sizes: std::array::from_fn(|_| AtomicU64::new(0)),
+            size_sum: AtomicU64::new(0),
         }
     }
 
@@ -249,6 +271,10 @@ impl ThreadState {
     #[inline]
     #[must_use]
     pub(crate) fn record(&self, key: Key, op: Op, hint: &std::cell::Cell<u32>) -> bool {
+        if let Op::Alloc(n) = op {
+            bump(&self.sizes[size_bucket(n)], 1);
+            bump(&self.size_sum, n);
+        }
         let h = hint.get() as usize & (SLOTS - 1);
         let slot = &self.slots[h];
         if slot.holds(key) {
@@ -320,6 +346,14 @@ impl ThreadState {
         }
         self.tail.store(tail.wrapping_add(1), Ordering::Release);
         true
+    }
+
+    /// Aggregator: adds this thread's cumulative size histogram to `counts` and `sum`.
+    pub(crate) fn add_sizes(&self, counts: &mut [u64; SIZE_BUCKETS], sum: &mut u64) {
+        for (c, a) in counts.iter_mut().zip(&self.sizes) {
+            *c = c.wrapping_add(a.load(Ordering::Relaxed));
+        }
+        *sum = sum.wrapping_add(self.size_sum.load(Ordering::Relaxed));
     }
 
     /// How full the retired ring is, 0..=RING (the aggregator polls faster when it fills).
@@ -473,6 +507,36 @@ mod tests {
             assert_eq!(c.alloc_bytes, key.task + 1, "{key:?}");
             assert_eq!((c.allocs, c.free_bytes, c.frees), (1, 1, 1), "{key:?}");
         }
+    }
+
+    #[test]
+    fn sizes_fall_in_their_power_of_four_buckets() {
+        let cases = [
+            (1, 0),
+            (16, 0),
+            (17, 1),
+            (64, 1),
+            (65, 2),
+            (256, 2),
+            (1024, 3),
+            (1025, 4),
+            (16 << 20, 10),
+            ((16 << 20) + 1, 11),
+            (u64::MAX, 11),
+        ];
+        for (n, b) in cases {
+            assert_eq!(size_bucket(n), b, "{n} bytes");
+        }
+        let ts = ThreadState::new();
+        let hint = Cell::new(0);
+        for n in [8u64, 100, 100, 5000] {
+            assert!(ts.record(Key { task: 1, span: 0 }, Op::Alloc(n), &hint));
+        }
+        assert!(ts.record(Key { task: 1, span: 0 }, Op::Free(100), &hint));
+        let (mut counts, mut sum) = ([0; SIZE_BUCKETS], 0);
+        ts.add_sizes(&mut counts, &mut sum);
+        assert_eq!(counts, [1, 0, 2, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(sum, 5208);
     }
 
     #[test]
