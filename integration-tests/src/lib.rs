@@ -407,7 +407,11 @@ pub fn logged_metrics(log: &str) -> (Vec<LoggedPoint>, Vec<(String, String)>) {
                     _ => {}
                 }
             }
-        } else if let Some(v) = t.strip_prefix("Value: ") {
+        } else if let Some(v) = t
+            .strip_prefix("Value: ")
+            .or_else(|| t.strip_prefix("Count: "))
+        {
+            // `Value:` for sums and gauges, `Count:` for a histogram point (its count).
             if let Ok(value) = v.trim().parse() {
                 points.push(LoggedPoint {
                     metric: metric.clone(),

@@ -104,6 +104,34 @@ fn exported_values_are_exact() {
     let span_allocs = sum_series(&metrics, n::SPAN_ALLOCATIONS, n::SPAN_NAME, REQUEST_SPAN);
     assert_eq!(span_allocs.last(), Some(&2));
 
+    // The allocation-size histogram: cumulative, so counts never go down; the holder's one
+    // HOLD-byte (3 MiB) block is in the (1 MiB, 4 MiB] bucket; buckets add up to the count.
+    let mut last_count = 0;
+    let mut last_buckets = Vec::new();
+    let mut seen = 0;
+    for req in &metrics {
+        for rm in &req.resource_metrics {
+            for sm in &rm.scope_metrics {
+                for m in sm.metrics.iter().filter(|m| m.name == n::ALLOCATION_SIZE) {
+                    assert_eq!(m.unit, n::UNIT_BYTES);
+                    let Some(metric::Data::Histogram(h)) = &m.data else {
+                        panic!("{} is a histogram", n::ALLOCATION_SIZE)
+                    };
+                    for p in &h.data_points {
+                        seen += 1;
+                        assert_eq!(p.explicit_bounds, n::ALLOCATION_SIZE_BUCKETS.to_vec());
+                        assert_eq!(p.bucket_counts.iter().sum::<u64>(), p.count);
+                        assert!(p.count >= last_count, "cumulative");
+                        last_count = p.count;
+                        last_buckets.clone_from(&p.bucket_counts);
+                    }
+                }
+            }
+        }
+    }
+    assert!(seen >= 1, "the histogram was exported");
+    assert!(last_buckets[9] >= 1, "the 3 MiB block: {last_buckets:?}");
+
     // Window spans: integer attributes are i64; the holder's windows add up to its bytes.
     let traces = rx.traces();
     let mut holder_alloc = 0;

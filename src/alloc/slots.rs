@@ -34,7 +34,7 @@ pub(crate) const SIZE_BUCKETS: usize = 12;
 pub(crate) fn size_bucket(n: u64) -> usize {
     // ceil(log2(n)) for n >= 2; bucket i covers ceil(log2) in (2i + 2, 2i + 4].
     let log = 64 - n.saturating_sub(1).leading_zeros() as usize;
-    let b = (log.saturating_sub(4) + 1) / 2;
+    let b = log.saturating_sub(4).div_ceil(2);
     if b < SIZE_BUCKETS - 1 {
         b
     } else {

@@ -24,8 +24,11 @@
 //!   the window, `.peak` its peak so far. Tasks idle for a whole window get no span. A task
 //!   that ends and is summarised by the aggregator (beyond `ended_task_retention`) between two
 //!   windows gets no final span.
-//! - The per-allocation size histogram ([`names::ALLOCATION_SIZE`]) is not exported: the
-//!   aggregator does not collect single allocation sizes yet.
+//! - The allocation-size histogram ([`names::ALLOCATION_SIZE`], explicit buckets 16 B to
+//!   16 MiB, powers of 4, cumulative) with heapspan's other metrics. heapspan counts sizes in
+//!   its per-thread tables and encodes this one metric itself (the SDK takes histogram data
+//!   only one recording at a time); it is not exported through providers the application
+//!   passes in.
 //!
 //! # Where it goes
 //!
@@ -54,6 +57,7 @@
 //! export thread.
 
 pub mod config;
+pub(crate) mod histogram;
 #[cfg(feature = "http")]
 pub(crate) mod http_client;
 pub mod names;

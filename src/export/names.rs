@@ -58,9 +58,9 @@ pub const SPAN_ALLOCATIONS: &str = "heapspan.span.allocations";
 
 // ---- Other metrics ----
 
-/// Histogram, [`UNIT_BYTES`], buckets [`ALLOCATION_SIZE_BUCKETS`]: sizes of single
-/// allocations. Reserved: the aggregator does not collect per-allocation sizes yet, so heapspan
-/// does not export it.
+/// Histogram, [`UNIT_BYTES`], buckets [`ALLOCATION_SIZE_BUCKETS`], cumulative: sizes of
+/// single allocations since start (built by heapspan, not the SDK: see
+/// `src/export/histogram.rs`).
 pub const ALLOCATION_SIZE: &str = "heapspan.allocation.size";
 /// Explicit bucket bounds of [`ALLOCATION_SIZE`]: 16 B to 16 MiB, powers of 4.
 pub const ALLOCATION_SIZE_BUCKETS: [f64; 11] = [
@@ -214,6 +214,7 @@ pub const METRICS: &[MetricName] = &[
     m(SPAN_MEMORY_FREED, "counter", UNIT_BYTES),
     m(SPAN_MEMORY_LIVE, "updowncounter", UNIT_BYTES),
     m(SPAN_ALLOCATIONS, "counter", UNIT_ALLOCATIONS),
+    m(ALLOCATION_SIZE, "histogram", UNIT_BYTES),
     m(TRACKER_MEMORY, "gauge", UNIT_BYTES),
     m(TRACKER_DROPPED, "counter", UNIT_EVENTS),
 ];

@@ -283,6 +283,9 @@ struct Exporter {
     finished: HashSet<TaskKey>,
     last_window: SystemTime,
     last_warn: Option<Instant>,
+    /// Start of the cumulative allocation-size histogram, and its latest value.
+    sizes_start: SystemTime,
+    sizes: Option<crate::SizeHistogram>,
     #[cfg(feature = "tokio-metrics")]
     runtime: Option<super::runtime::RuntimeMetrics>,
     #[cfg(feature = "tokio-metrics")]
@@ -374,6 +377,8 @@ pub(crate) fn prepare(cfg: Resolved) -> Result<Option<Prepared>> {
         finished: HashSet::new(),
         last_window: SystemTime::now(),
         last_warn: None,
+        sizes_start: SystemTime::now(),
+        sizes: None,
         #[cfg(feature = "tokio-metrics")]
         runtime: super::runtime::RuntimeMetrics::new(&meter, rt_handle.as_ref()),
         #[cfg(feature = "tokio-metrics")]
@@ -471,6 +476,7 @@ impl Exporter {
 
     /// Turns the snapshot's per-name tables into instrument updates.
     fn metrics(&mut self, snap: &Snapshot) {
+        self.sizes = Some(snap.allocation_sizes);
         let ins = &self.instruments;
         // Tasks: largest first so that the cap keeps the biggest names.
         let mut names: Vec<&crate::TaskNameStats> = snap.task_names.iter().collect();
@@ -602,6 +608,13 @@ impl Exporter {
         let _suppress = Context::enter_telemetry_suppressed_scope();
         if let Err(e) = self.sink.export_metrics(&rm) {
             self.warn("metrics", &e);
+        }
+        if let Some(h) = self.sizes {
+            let req =
+                super::histogram::request(&self.resource, self.sizes_start, SystemTime::now(), &h);
+            if let Err(e) = self.sink.export_raw_metrics(&req) {
+                self.warn("metrics", &e);
+            }
         }
     }
 

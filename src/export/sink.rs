@@ -53,9 +53,27 @@ impl std::fmt::Debug for Sink {
     }
 }
 
+/// Where the metrics heapspan encodes itself (the allocation-size histogram) go: the same
+/// endpoint and headers as the SDK's metric exporter.
+#[cfg(any(feature = "http", feature = "grpc"))]
+enum RawMetrics {
+    #[cfg(feature = "http")]
+    Http {
+        url: String,
+        headers: Vec<(String, String)>,
+        client: super::http_client::StdHttpClient,
+    },
+    #[cfg(feature = "grpc")]
+    Grpc {
+        url: String,
+        headers: Vec<(String, String)>,
+    },
+}
+
 #[cfg(any(feature = "http", feature = "grpc"))]
 pub(crate) struct Otlp {
     metrics: Option<opentelemetry_otlp::MetricExporter>,
+    raw: Option<RawMetrics>,
     spans: Option<opentelemetry_otlp::SpanExporter>,
     /// gRPC needs a tokio runtime: a current-thread one, owned and driven by the export thread.
     #[cfg(feature = "grpc")]
@@ -126,6 +144,75 @@ impl Sink {
         }
     }
 
+    /// Sends a metrics request heapspan built itself (see [`super::histogram`]) to where the
+    /// SDK's metrics go.
+    pub(crate) fn export_raw_metrics(
+        &mut self,
+        req: &ExportMetricsServiceRequest,
+    ) -> Result<(), ExportFailed> {
+        match self {
+            #[cfg(any(feature = "http", feature = "grpc"))]
+            Sink::Otlp(o) => match &o.raw {
+                None => Ok(()),
+                #[cfg(feature = "http")]
+                Some(RawMetrics::Http {
+                    url,
+                    headers,
+                    client,
+                }) => {
+                    use opentelemetry_http::HttpClient;
+                    use prost::Message;
+                    let mut b = http::Request::post(url.as_str())
+                        .header("content-type", "application/x-protobuf");
+                    for (k, v) in headers {
+                        b = b.header(k.as_str(), v.as_str());
+                    }
+                    let request = b
+                        .body(opentelemetry_http::Bytes::from(req.encode_to_vec()))
+                        .map_err(|e| ExportFailed(e.to_string()))?;
+                    let resp = o
+                        .block_on(client.send_bytes(request))
+                        .map_err(|e| ExportFailed(e.to_string()))?;
+                    if resp.status().is_success() {
+                        Ok(())
+                    } else {
+                        Err(ExportFailed(format!("HTTP {}", resp.status())))
+                    }
+                }
+                #[cfg(feature = "grpc")]
+                Some(RawMetrics::Grpc { url, headers }) => {
+                    use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+                    let (url, headers, req) = (url.clone(), headers.clone(), req.clone());
+                    o.block_on(async move {
+                        let mut client = MetricsServiceClient::connect(url)
+                            .await
+                            .map_err(|e| ExportFailed(e.to_string()))?;
+                        let mut r = tonic::Request::new(req);
+                        for (k, v) in &headers {
+                            let key = tonic::metadata::MetadataKey::from_bytes(
+                                k.to_ascii_lowercase().as_bytes(),
+                            )
+                            .map_err(|e| ExportFailed(e.to_string()))?;
+                            let val = v.parse().map_err(
+                                |e: tonic::metadata::errors::InvalidMetadataValue| {
+                                    ExportFailed(e.to_string())
+                                },
+                            )?;
+                            r.metadata_mut().insert(key, val);
+                        }
+                        client
+                            .export(r)
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| ExportFailed(e.to_string()))
+                    })
+                }
+            },
+            Sink::File { out, .. } => write_line(out, req),
+            Sink::None => Ok(()),
+        }
+    }
+
     pub(crate) fn export_spans(&mut self, batch: Vec<SpanData>) -> Result<(), ExportFailed> {
         match self {
             #[cfg(any(feature = "http", feature = "grpc"))]
@@ -169,6 +256,11 @@ fn write_line(out: &mut BufWriter<File>, req: &impl serde::Serialize) -> Result<
     out.write_all(b"\n")
         .and_then(|()| out.flush())
         .map_err(|e| ExportFailed(e.to_string()))
+}
+
+#[cfg(any(feature = "http", feature = "grpc"))]
+fn metrics_url(cfg: &Resolved) -> Option<String> {
+    cfg.metrics_url()
 }
 
 #[cfg(any(feature = "http", feature = "grpc"))]
@@ -219,8 +311,20 @@ impl Otlp {
                     ),
                     _ => None,
                 };
+                let raw =
+                    metrics
+                        .as_ref()
+                        .and(self::metrics_url(cfg))
+                        .map(|url| RawMetrics::Http {
+                            url,
+                            headers: cfg.headers.clone(),
+                            client: StdHttpClient {
+                                timeout: cfg.timeout,
+                            },
+                        });
                 Ok(Otlp {
                     metrics,
+                    raw,
                     spans,
                     #[cfg(feature = "grpc")]
                     rt: None,
@@ -272,8 +376,17 @@ impl Otlp {
                     _ => None,
                 };
                 drop(_enter);
+                let raw =
+                    metrics
+                        .as_ref()
+                        .and(self::metrics_url(cfg))
+                        .map(|url| RawMetrics::Grpc {
+                            url,
+                            headers: cfg.headers.clone(),
+                        });
                 Ok(Otlp {
                     metrics,
+                    raw,
                     spans,
                     rt: Some(rt),
                 })
