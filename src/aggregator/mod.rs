@@ -109,6 +109,8 @@ pub(crate) struct Aggregator {
     total: MemStats,
     /// Size histogram of allocations that went through the fallback queue.
     orphan_sizes: SizeHistogram,
+    /// Realloc growth that went through the fallback queue.
+    orphan_grown: u64,
     /// Size histogram as of the last fold (thread tables plus fallback).
     sizes: SizeHistogram,
     touched_tasks: Vec<TaskKey>,
@@ -168,6 +170,7 @@ impl Aggregator {
             total: MemStats::default(),
             orphan_sizes: SizeHistogram::default(),
             sizes: SizeHistogram::default(),
+            orphan_grown: 0,
             touched_tasks: Vec::new(),
             touched_spans: Vec::new(),
             last_eviction: Instant::now(),
@@ -198,11 +201,12 @@ impl Aggregator {
         let high = self.pool.high.load(Ordering::Acquire) as usize;
         let pool = self.pool;
         let mut sizes = SizeHistogram::default();
+        let mut grown = 0u64;
         for (i, st) in pool.threads[..high].iter().enumerate() {
             // Read in the same pass as the slots: at a quiet moment the histogram's count
             // equals the allocations folded; under concurrent allocation they may differ by
             // the operations in flight.
-            st.add_sizes(&mut sizes.counts, &mut sizes.sum);
+            st.add_sizes(&mut sizes.counts, &mut grown);
             let mut deltas: Vec<(Key, Counters)> = Vec::new();
             let applied = &mut self.applied[i];
             st.read(|r| {
@@ -217,16 +221,26 @@ impl Aggregator {
         let mut orphans = Vec::new();
         pool.orphans.drain(|k, op| orphans.push((k, op)));
         for (k, op) in orphans {
-            if let Op::Alloc(n) = op {
-                self.orphan_sizes.counts[crate::alloc::slots::size_bucket(n)] += 1;
-                self.orphan_sizes.sum += n;
+            match op {
+                Op::Alloc(n) => {
+                    self.orphan_sizes.counts[crate::alloc::slots::size_bucket(n)] += 1;
+                }
+                // Growth through the fallback queue: not a single allocation's size.
+                Op::Grow(n) => self.orphan_grown += n,
+                _ => {}
             }
             self.apply(k, &op_counters(op), now);
         }
         for (c, o) in sizes.counts.iter_mut().zip(self.orphan_sizes.counts) {
             *c += o;
         }
-        sizes.sum += self.orphan_sizes.sum;
+        // Allocated bytes count realloc growth too; the histogram's sum is the sizes of
+        // single allocations only.
+        sizes.sum = self
+            .total
+            .allocated_bytes
+            .saturating_sub(grown)
+            .saturating_sub(self.orphan_grown);
         self.sizes = sizes;
         for k in std::mem::take(&mut self.touched_tasks) {
             if let Some(t) = self.tasks.get_mut(&k) {

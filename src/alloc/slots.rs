@@ -29,17 +29,28 @@ pub(crate) const RING: usize = 2;
 /// and one above.
 pub(crate) const SIZE_BUCKETS: usize = 12;
 
+/// Bucket by `leading_zeros(n - 1)`: `ceil(log2(n)) = 64 - lz`, bucket `ceil((log - 4) / 2)`
+/// clamped to `0..SIZE_BUCKETS` (a table lookup instead of arithmetic on the hot path).
+static BUCKET_BY_LZ: [u8; 65] = {
+    let mut t = [0u8; 65];
+    let mut lz: usize = 0;
+    while lz <= 64 {
+        let log: usize = 64 - lz;
+        let b = if log <= 4 { 0 } else { (log - 4).div_ceil(2) };
+        t[lz] = if b < SIZE_BUCKETS {
+            b as u8
+        } else {
+            (SIZE_BUCKETS - 1) as u8
+        };
+        lz += 1;
+    }
+    t
+};
+
 /// The histogram bucket of an allocation of `n` bytes: `(bound[i-1], bound[i]]`.
 #[inline(always)]
 pub(crate) fn size_bucket(n: u64) -> usize {
-    // ceil(log2(n)) for n >= 2; bucket i covers ceil(log2) in (2i + 2, 2i + 4].
-    let log = 64 - n.saturating_sub(1).leading_zeros() as usize;
-    let b = log.saturating_sub(4).div_ceil(2);
-    if b < SIZE_BUCKETS - 1 {
-        b
-    } else {
-        SIZE_BUCKETS - 1
-    }
+    BUCKET_BY_LZ[n.saturating_sub(1).leading_zeros() as usize] as usize
 }
 
 /// Bytes of one [`ThreadState`] (slots, ring, counters), for the tracker-memory figure.
@@ -216,8 +227,23 @@ pub(crate) struct Reading {
 pub(crate) const FREE: u8 = 0;
 pub(crate) const ACTIVE: u8 = 1;
 
-/// The per-thread state: slot table, retired ring, drop counter.
+/// A value on cache lines of its own (128 bytes: two lines, against adjacent-line prefetch).
 #[derive(Debug)]
+#[repr(align(128))]
+struct CacheLine<T>(T);
+
+impl<T> std::ops::Deref for CacheLine<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// The per-thread state: slot table, retired ring, drop counter. Aligned so that the fields
+/// its owner writes on every allocation share no cache line with another thread's state or
+/// with the field the aggregator writes (`head`).
+#[derive(Debug)]
+#[repr(align(128))]
 pub(crate) struct ThreadState {
     pub(crate) status: AtomicU8,
     slots: Box<[Slot; SLOTS]>,
@@ -225,12 +251,14 @@ pub(crate) struct ThreadState {
     /// Next ring index the owner writes (producer).
     tail: AtomicUsize,
     /// Next ring index the aggregator reads (consumer).
-    head: AtomicUsize,
+    head: CacheLine<AtomicUsize>,
     /// Operations refused because the ring was full (they went to the fallback queue).
     pub(crate) overflowed: AtomicU64,
-    /// Allocation-size histogram of this thread's allocations (cumulative), and their sum.
+    /// Allocation-size histogram of this thread's allocations (cumulative).
     sizes: [AtomicU64; SIZE_BUCKETS],
-    size_sum: AtomicU64,
+    /// Bytes realloc grew allocations by (rare path): the histogram's sum is the allocated
+    /// bytes minus these.
+    grown: AtomicU64,
 }
 
 /// A zeroed table, allocated with `alloc_zeroed`: untouched pages stay unresident until a
@@ -258,10 +286,10 @@ impl ThreadState {
                 words: std::array::from_fn(|_| AtomicU64::new(0)),
             })),
             tail: AtomicUsize::new(0),
-            head: AtomicUsize::new(0),
+            head: CacheLine(AtomicUsize::new(0)),
             overflowed: AtomicU64::new(0),
             sizes: std::array::from_fn(|_| AtomicU64::new(0)),
-            size_sum: AtomicU64::new(0),
+            grown: AtomicU64::new(0),
         }
     }
 
@@ -271,9 +299,10 @@ impl ThreadState {
     #[inline]
     #[must_use]
     pub(crate) fn record(&self, key: Key, op: Op, hint: &std::cell::Cell<u32>) -> bool {
-        if let Op::Alloc(n) = op {
-            bump(&self.sizes[size_bucket(n)], 1);
-            bump(&self.size_sum, n);
+        match op {
+            Op::Alloc(n) => bump(&self.sizes[size_bucket(n)], 1),
+            Op::Grow(n) => bump(&self.grown, n),
+            _ => {}
         }
         let h = hint.get() as usize & (SLOTS - 1);
         let slot = &self.slots[h];
@@ -348,12 +377,13 @@ impl ThreadState {
         true
     }
 
-    /// Aggregator: adds this thread's cumulative size histogram to `counts` and `sum`.
-    pub(crate) fn add_sizes(&self, counts: &mut [u64; SIZE_BUCKETS], sum: &mut u64) {
+    /// Aggregator: adds this thread's cumulative size histogram to `counts` and its realloc
+    /// growth to `grown`.
+    pub(crate) fn add_sizes(&self, counts: &mut [u64; SIZE_BUCKETS], grown: &mut u64) {
         for (c, a) in counts.iter_mut().zip(&self.sizes) {
             *c = c.wrapping_add(a.load(Ordering::Relaxed));
         }
-        *sum = sum.wrapping_add(self.size_sum.load(Ordering::Relaxed));
+        *grown = grown.wrapping_add(self.grown.load(Ordering::Relaxed));
     }
 
     /// How full the retired ring is, 0..=RING (the aggregator polls faster when it fills).
@@ -533,10 +563,11 @@ mod tests {
             assert!(ts.record(Key { task: 1, span: 0 }, Op::Alloc(n), &hint));
         }
         assert!(ts.record(Key { task: 1, span: 0 }, Op::Free(100), &hint));
-        let (mut counts, mut sum) = ([0; SIZE_BUCKETS], 0);
-        ts.add_sizes(&mut counts, &mut sum);
+        assert!(ts.record(Key { task: 1, span: 0 }, Op::Grow(30), &hint));
+        let (mut counts, mut grown) = ([0; SIZE_BUCKETS], 0);
+        ts.add_sizes(&mut counts, &mut grown);
         assert_eq!(counts, [1, 0, 2, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(sum, 5208);
+        assert_eq!(grown, 30);
     }
 
     #[test]
