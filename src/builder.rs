@@ -257,8 +257,8 @@ impl Builder {
     }
 }
 
-/// Keeps heapspan running; dropping it stops the aggregator after a last fold. Counting in the
-/// allocator goes on (tables are no longer folded).
+/// Keeps heapspan running; dropping it flushes the export, stops the aggregator after a last
+/// fold, and returns the allocator to pass-through (heapspan cannot be started again).
 #[must_use = "heapspan stops when the guard is dropped"]
 #[derive(Debug)]
 pub struct Guard {
@@ -301,5 +301,7 @@ impl Drop for Guard {
             let _ = t.join();
         }
         aggregator::lock(&self.shared).fold();
+        // Nobody folds the tables from now on: back to pass-through.
+        alloc::stop();
     }
 }

@@ -259,7 +259,7 @@ pub(crate) fn start(max_threads: usize) -> Result<&'static Pool, ()> {
     Ok(pool)
 }
 
-/// Turns counting off (allocations from now on are untracked; frees are still charged).
+/// Turns counting off: heapspan passes through again (it cannot be restarted).
 pub(crate) fn stop() {
     STATE.store(OFF, Ordering::Release);
 }
@@ -479,7 +479,9 @@ fn on_alloc(size: u64) -> Key {
 
 #[inline(always)]
 fn on_op(key: Key, op: Op) {
-    if POOL.load(Ordering::Relaxed).is_null() {
+    // Only while running: once stopped nobody folds the tables, so recording would only fill
+    // them up.
+    if STATE.load(Ordering::Relaxed) != ON {
         return;
     }
     record(local(), key, op);
