@@ -58,29 +58,43 @@ fn bench_pairs(c: &mut Criterion, phase: &str) {
     g.finish();
 }
 
-/// Median ns per pair over interleaved rounds, for the ratio table.
-fn median_ns(a: &(impl GlobalAlloc + Sync), threads: usize) -> f64 {
-    const N: u64 = 2_000_000;
-    let mut v: Vec<f64> = (0..7)
-        .map(|_| run(a, threads, N).as_nanos() as f64 / N as f64)
-        .collect();
-    v.sort_by(f64::total_cmp);
-    v[3]
+/// ns per pair of one timed run of `N` pairs per thread.
+fn ns_per_pair(a: &(impl GlobalAlloc + Sync), threads: usize) -> f64 {
+    const N: u64 = 1_000_000;
+    run(a, threads, N).as_nanos() as f64 / N as f64
 }
 
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The ratio table: 21 rounds, each timing `System` and heapspan back to back (so that both
+/// share whatever the machine is doing at that moment); the median of the per-round ratios.
 fn ratios(phase: &str, out: &mut Vec<String>) {
     for threads in [1usize, 2] {
-        // Interleave to share any drift of the machine between both.
-        let mut sys = Vec::new();
-        let mut hs = Vec::new();
-        for _ in 0..3 {
-            sys.push(median_ns(&System, threads));
-            hs.push(median_ns(&ALLOC, threads));
+        let (mut sys, mut hs, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..21 {
+            let (s, h) = if round % 2 == 0 {
+                let s = ns_per_pair(&System, threads);
+                (s, ns_per_pair(&ALLOC, threads))
+            } else {
+                let h = ns_per_pair(&ALLOC, threads);
+                (ns_per_pair(&System, threads), h)
+            };
+            sys.push(s);
+            hs.push(h);
+            ratio.push(h / s);
         }
-        let (s, h) = (sys.iter().sum::<f64>() / 3.0, hs.iter().sum::<f64>() / 3.0);
+        let mut sorted = ratio.clone();
+        sorted.sort_by(f64::total_cmp);
         out.push(format!(
-            "| {phase:<12} | {threads} | {s:>6.2} ns | {h:>6.2} ns | {:>5.2}x |",
-            h / s
+            "| {phase:<12} | {threads} | {:>6.2} ns | {:>6.2} ns | {:>5.2}x | {:.2}x-{:.2}x |",
+            median(sys),
+            median(hs),
+            median(ratio),
+            sorted[5],
+            sorted[15],
         ));
     }
 }
@@ -150,8 +164,8 @@ fn main() {
     // Stand-in for the aggregator thread while heapspan is not started.
     let stand_in = std::thread::spawn(|| std::thread::park_timeout(Duration::from_secs(3600)));
     let mut table = vec![
-        "| mode         | threads | system | heapspan | ratio |".to_owned(),
-        "|---|---|---|---|---|".to_owned(),
+        "| mode         | threads | system | heapspan | ratio (median) | middle half |".to_owned(),
+        "|---|---|---|---|---|---|".to_owned(),
     ];
     let mut notes = Vec::new();
     if !ratios_only {
