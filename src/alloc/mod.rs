@@ -337,14 +337,27 @@ struct ReleaseOnExit;
 
 impl Drop for ReleaseOnExit {
     fn drop(&mut self) {
-        let _ = LOCAL.try_with(|l| {
-            let st = l.state.replace(ORPHAN);
-            if !st.is_null() && st != ORPHAN {
-                // SAFETY: a non-sentinel `state` points into the leaked pool.
-                unsafe { (*st).status.store(FREE, Ordering::Release) };
-            }
-        });
+        release_thread();
     }
+}
+
+/// Gives this thread's table back to the pool; from now on its operations go through the
+/// fallback queue (what a thread's exit does, after which more frees may still come).
+fn release_thread() {
+    let _ = LOCAL.try_with(|l| {
+        let st = l.state.replace(ORPHAN);
+        if !st.is_null() && st != ORPHAN {
+            // SAFETY: a non-sentinel `state` points into the leaked pool.
+            unsafe { (*st).status.store(FREE, Ordering::Release) };
+        }
+    });
+}
+
+/// For tests: does to the calling thread what its exit does to heapspan's thread-local state,
+/// so that a test can free memory "after the thread's locals are gone" deterministically.
+#[doc(hidden)]
+pub fn simulate_thread_exit() {
+    release_thread();
 }
 
 impl Local {
