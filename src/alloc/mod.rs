@@ -292,8 +292,8 @@ struct Local {
     heapspan_own: Cell<bool>,
     /// Depth of heapspan code on this thread (its threads hold it for life).
     internal: Cell<u32>,
-    /// Slot used last (a hint for the next lookup).
-    hint: Cell<u32>,
+    /// Slot used last, in this thread's own table (a hint for the next lookup).
+    hint: slots::Hint,
     /// Cached generation of the last task seen: (task id, generation, epoch).
     gen_cache: Cell<(u64, u16, u64)>,
     /// Entered user spans, innermost last; `depth` may exceed the capacity (the excess is
@@ -312,7 +312,7 @@ thread_local! {
             busy: Cell::new(false),
             heapspan_own: Cell::new(false),
             internal: Cell::new(0),
-            hint: Cell::new(0),
+            hint: slots::Hint::new(),
             gen_cache: Cell::new((0, 0, 0)),
             spans: [const { Cell::new(0) }; SPAN_STACK],
             depth: Cell::new(0),

@@ -227,6 +227,17 @@ pub(crate) struct Reading {
 pub(crate) const FREE: u8 = 0;
 pub(crate) const ACTIVE: u8 = 1;
 
+/// The slot a thread used last: a pointer into that thread's own table (null until the first
+/// lookup), so the hot path reaches its slot with one load from the thread-local.
+#[derive(Debug)]
+pub(crate) struct Hint(std::cell::Cell<*const Slot>);
+
+impl Hint {
+    pub(crate) const fn new() -> Self {
+        Hint(std::cell::Cell::new(std::ptr::null()))
+    }
+}
+
 /// A value on cache lines of its own (128 bytes: two lines, against adjacent-line prefetch).
 #[derive(Debug)]
 #[repr(align(128))]
@@ -296,33 +307,39 @@ impl ThreadState {
     /// Owner only: record `op` under `key`. `hint` is the slot the thread used last; it is
     /// updated to the slot used now. Never blocks, never allocates. Returns false if the op
     /// could not be recorded here (a slot had to be evicted and the ring is full).
+    ///
+    /// `hint` must only ever be used with this table (it is set to point into it).
     #[inline]
     #[must_use]
-    pub(crate) fn record(&self, key: Key, op: Op, hint: &std::cell::Cell<u32>) -> bool {
+    pub(crate) fn record(&self, key: Key, op: Op, hint: &Hint) -> bool {
         match op {
             Op::Alloc(n) => bump(&self.sizes[size_bucket(n)], 1),
             Op::Grow(n) => bump(&self.grown, n),
             _ => {}
         }
-        let h = hint.get() as usize & (SLOTS - 1);
-        let slot = &self.slots[h];
-        if slot.holds(key) {
-            slot.apply(op);
-            return true;
+        let p = hint.0.get();
+        if !p.is_null() {
+            // SAFETY: a non-null hint was set by `record_cold` of this same table (the caller's
+            // contract) to one of its slots, which live as long as the table.
+            let slot = unsafe { &*p };
+            if slot.holds(key) {
+                slot.apply(op);
+                return true;
+            }
         }
         self.record_cold(key, op, hint)
     }
 
     #[cold]
     #[inline(never)]
-    fn record_cold(&self, key: Key, op: Op, hint: &std::cell::Cell<u32>) -> bool {
+    fn record_cold(&self, key: Key, op: Op, hint: &Hint) -> bool {
         let start = key.hash();
         let mut empty = None;
         for i in 0..PROBE {
             let idx = (start + i) & (SLOTS - 1);
             let slot = &self.slots[idx];
             if slot.holds(key) {
-                hint.set(idx as u32);
+                hint.0.set(slot);
                 slot.apply(op);
                 return true;
             }
@@ -344,7 +361,7 @@ impl ThreadState {
         };
         let slot = &self.slots[idx];
         slot.reassign(key);
-        hint.set(idx as u32);
+        hint.0.set(slot);
         slot.apply(op);
         true
     }
@@ -512,7 +529,7 @@ mod tests {
     #[test]
     fn many_keys_are_counted_exactly_through_evictions() {
         let ts = ThreadState::new();
-        let hint = Cell::new(0);
+        let hint = Hint::new();
         let mut applied = Applied::default();
         let mut out = std::collections::HashMap::new();
         // 1000 keys, far more than the table holds: forces evictions through the ring.
@@ -558,7 +575,7 @@ mod tests {
             assert_eq!(size_bucket(n), b, "{n} bytes");
         }
         let ts = ThreadState::new();
-        let hint = Cell::new(0);
+        let hint = Hint::new();
         for n in [8u64, 100, 100, 5000] {
             assert!(ts.record(Key { task: 1, span: 0 }, Op::Alloc(n), &hint));
         }
@@ -573,7 +590,7 @@ mod tests {
     #[test]
     fn a_full_ring_refuses_instead_of_blocking() {
         let ts = ThreadState::new();
-        let hint = Cell::new(0);
+        let hint = Hint::new();
         let refused = (0..(SLOTS + RING + 100) as u64 * 4)
             .filter(|&k| !ts.record(Key { task: k, span: 0 }, Op::Alloc(8), &hint))
             .count();
@@ -602,7 +619,7 @@ mod loom_tests {
             let owner = {
                 let ts = ts.clone();
                 loom::thread::spawn(move || {
-                    let hint = Cell::new(0);
+                    let hint = Hint::new();
                     // The second key evicts the first (one slot): the race under test is a
                     // reader meeting a slot being retired and reused.
                     for k in 0..2u64 {
