@@ -508,7 +508,6 @@ impl Applied {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use std::cell::Cell;
 
     fn drain(
         ts: &ThreadState,
