@@ -603,7 +603,6 @@ mod tests {
 mod loom_tests {
     use super::*;
     use loom::sync::Arc;
-    use std::cell::Cell;
 
     /// An owner recording (with evictions) while the aggregator reads: every byte is applied
     /// exactly once.
