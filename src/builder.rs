@@ -210,34 +210,22 @@ impl Builder {
         let thread = {
             let shared = shared.clone();
             let stop = stop.clone();
-            std::thread::Builder::new()
-                .name("heapspan-aggregator".into())
-                .spawn(move || {
-                    alloc::mark_internal_thread();
-                    let _no = tracing::subscriber::set_default(
-                        tracing::subscriber::NoSubscriber::default(),
-                    );
-                    let pool = aggregator::lock(&shared).pool();
-                    while !stop.load(Ordering::Acquire) {
-                        aggregator::lock(&shared).fold();
-                        // Sleep until the next fold, waking early when a ring fills up.
-                        let deadline = Instant::now() + fold_interval;
-                        loop {
-                            let now = Instant::now();
-                            if now >= deadline
-                                || stop.load(Ordering::Acquire)
-                                || pool.under_pressure()
-                            {
-                                break;
-                            }
-                            std::thread::park_timeout((deadline - now).min(PRESSURE_CHECK));
+            spawn_heapspan_thread("heapspan-aggregator", move || {
+                let pool = aggregator::lock(&shared).pool();
+                while !stop.load(Ordering::Acquire) {
+                    aggregator::lock(&shared).fold();
+                    // Sleep until the next fold, waking early when a ring fills up.
+                    let deadline = Instant::now() + fold_interval;
+                    loop {
+                        let now = Instant::now();
+                        if now >= deadline || stop.load(Ordering::Acquire) || pool.under_pressure()
+                        {
+                            break;
                         }
+                        std::thread::park_timeout((deadline - now).min(PRESSURE_CHECK));
                     }
-                })
-                .map_err(|source| Error::Thread {
-                    thread: "heapspan-aggregator",
-                    source,
-                })?
+                }
+            })?
         };
         let export = match export.map(|e| e.spawn(shared.clone())).transpose() {
             Ok(e) => e,
@@ -255,6 +243,26 @@ impl Builder {
             export,
         })
     }
+}
+
+/// Starts one of heapspan's own threads: named, its allocations charged to the `heapspan`
+/// bucket, and with no tracing subscriber (no telemetry about telemetry).
+pub(crate) fn spawn_heapspan_thread(
+    name: &'static str,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            alloc::mark_internal_thread();
+            let _no =
+                tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default());
+            f();
+        })
+        .map_err(|source| Error::Thread {
+            thread: name,
+            source,
+        })
 }
 
 /// Keeps heapspan running; dropping it flushes the export, stops the aggregator after a last

@@ -29,8 +29,8 @@ use super::config::Resolved;
 use super::names as n;
 use super::sink::{ExportFailed, Sink};
 use crate::aggregator::{self, Shared};
-use crate::alloc::{self, InternalScope};
-use crate::error::{Error, Result};
+use crate::alloc::InternalScope;
+use crate::error::Result;
 use crate::{MemStats, Snapshot, TaskKey};
 
 /// Spans per export request: a window span is well under 1 KiB, so a request stays far below
@@ -396,20 +396,10 @@ impl Prepared {
         let shutdown_timeout = exporter.cfg.shutdown_timeout;
         let thread = {
             let stop = stop.clone();
-            std::thread::Builder::new()
-                .name("heapspan-export".into())
-                .spawn(move || {
-                    alloc::mark_internal_thread();
-                    let _no = tracing::subscriber::set_default(
-                        tracing::subscriber::NoSubscriber::default(),
-                    );
-                    exporter.run(&stop);
-                    let _ = done_tx.send(());
-                })
-                .map_err(|source| Error::Thread {
-                    thread: "heapspan-export",
-                    source,
-                })?
+            crate::builder::spawn_heapspan_thread("heapspan-export", move || {
+                exporter.run(&stop);
+                let _ = done_tx.send(());
+            })?
         };
         Ok(ExportHandle {
             stop,
