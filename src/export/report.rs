@@ -68,13 +68,20 @@ pub fn render(s: &Snapshot, n: usize) -> String {
     ] {
         header(&mut out, title, "id / spawned at");
         for t in s.top_tasks(by, n) {
+            // The file name, not its path: the column is narrow.
             let loc = t
                 .location
                 .as_ref()
-                .map(|l| l.to_string())
+                .map(|l| {
+                    format!(
+                        "{}:{}",
+                        l.file.rsplit(['/', '\\']).next().unwrap_or(&l.file),
+                        l.line
+                    )
+                })
                 .unwrap_or_default();
             let state = if t.ended.is_some() { " (ended)" } else { "" };
-            let extra = clip(&format!("{} {loc}", t.key), 26);
+            let extra = clip(&format!("#{} {loc}", t.key), 26);
             row(
                 &mut out,
                 &clip(&format!("{}{state}", t.display_name()), 28),
