@@ -213,6 +213,10 @@ fn nested_spans_charge_the_innermost_and_names_add_up() {
     assert_eq!(by_name.mem.allocated_bytes, 1007 + 1008 + 1009);
     assert_eq!(by_name.mem.allocations, 6);
     assert_eq!(
+        by_name.mem.peak_bytes, 3024,
+        "a name's peak is the peak of all its instances together, not the largest one"
+    );
+    assert_eq!(
         snap.span_name("nest_inner").unwrap().mem.allocated_bytes,
         153
     );

@@ -41,6 +41,8 @@ pub(crate) struct Limits {
 
 #[derive(Debug)]
 struct TaskRec {
+    /// The name its live bytes are counted under in `name_live` (its display name).
+    name_key: String,
     name: Option<String>,
     location: Option<Location>,
     source: TaskSource,
@@ -54,6 +56,7 @@ struct TaskRec {
 impl TaskRec {
     fn new() -> Self {
         TaskRec {
+            name_key: display_name(None, None),
             name: None,
             location: None,
             source: TaskSource::Observed,
@@ -80,6 +83,39 @@ struct SpanRec {
 }
 
 type SpanName = (&'static str, &'static str);
+
+/// A running live total and its peak.
+#[derive(Debug, Default, Clone, Copy)]
+struct Level {
+    live: i64,
+    peak: u64,
+}
+
+impl Level {
+    fn add(&mut self, d: i64) {
+        self.live = self.live.saturating_add(d);
+    }
+
+    fn note_peak(&mut self) {
+        if self.live > 0 {
+            self.peak = self.peak.max(self.live as u64);
+        }
+    }
+}
+
+fn live_delta(d: &Counters) -> i64 {
+    d.alloc_bytes as i64 - d.free_bytes as i64
+}
+
+fn level_of<'a, K: std::hash::Hash + Eq + Clone>(
+    m: &'a mut HashMap<K, Level>,
+    k: &K,
+) -> &'a mut Level {
+    if !m.contains_key(k) {
+        m.insert(k.clone(), Level::default());
+    }
+    m.get_mut(k).expect("just inserted")
+}
 
 #[derive(Debug, Default)]
 struct Summary {
@@ -115,6 +151,10 @@ pub(crate) struct Aggregator {
     sizes: SizeHistogram,
     touched_tasks: Vec<TaskKey>,
     touched_spans: Vec<u64>,
+    /// Live bytes and peak per task name and per span name, over all instances (held or
+    /// summarised), kept up to date delta by delta so that name-level peaks are real peaks.
+    task_name_live: HashMap<String, Level>,
+    span_name_live: HashMap<SpanName, Level>,
     last_eviction: Instant,
 }
 
@@ -173,6 +213,8 @@ impl Aggregator {
             orphan_grown: 0,
             touched_tasks: Vec::new(),
             touched_spans: Vec::new(),
+            task_name_live: HashMap::new(),
+            span_name_live: HashMap::new(),
             last_eviction: Instant::now(),
         }
     }
@@ -254,6 +296,12 @@ impl Aggregator {
         }
         self.no_span.note_peak();
         self.total.note_peak();
+        for l in self.task_name_live.values_mut() {
+            l.note_peak();
+        }
+        for l in self.span_name_live.values_mut() {
+            l.note_peak();
+        }
         self.buckets.unattributed.note_peak();
         self.buckets.heapspan.note_peak();
         if now.duration_since(self.last_eviction) >= Duration::from_millis(100) {
@@ -276,9 +324,11 @@ impl Aggregator {
                 if let Some(name) = self.evicted_tasks.get(&tk) {
                     let s = self.task_summaries.entry(name.clone()).or_default();
                     add_counters(&mut s.mem, d);
+                    level_of(&mut self.task_name_live, name).add(live_delta(d));
                 } else {
                     let t = self.tasks.entry(tk).or_insert_with(TaskRec::new);
                     add_counters(&mut t.mem, d);
+                    level_of(&mut self.task_name_live, &t.name_key).add(live_delta(d));
                     t.first.get_or_insert(now);
                     t.last = Some(now);
                     self.touched_tasks.push(tk);
@@ -294,6 +344,7 @@ impl Aggregator {
                 if let Some(name) = self.evicted_spans.get(&sid) {
                     let s = self.span_summaries.entry(*name).or_default();
                     add_counters(&mut s.mem, d);
+                    level_of(&mut self.span_name_live, name).add(live_delta(d));
                 } else {
                     let s = self.spans.entry(sid).or_insert_with(|| SpanRec {
                         meta: None,
@@ -303,6 +354,10 @@ impl Aggregator {
                         closed: None,
                     });
                     add_counters(&mut s.mem, d);
+                    if let Some(m) = s.meta {
+                        level_of(&mut self.span_name_live, &(m.target(), m.name()))
+                            .add(live_delta(d));
+                    }
                     self.touched_spans.push(sid);
                 }
             }
@@ -324,6 +379,11 @@ impl Aggregator {
                     opened: None,
                     closed: None,
                 });
+                if s.meta.is_none() {
+                    // Deltas seen before this event were not counted under a name yet.
+                    level_of(&mut self.span_name_live, &(meta.target(), meta.name()))
+                        .add(s.mem.live_bytes());
+                }
                 s.meta = Some(meta);
                 s.parent = parent;
                 s.opened = Some(at);
@@ -356,6 +416,14 @@ impl Aggregator {
                     t.source = source;
                 }
                 t.started = Some(t.started.map_or(at, |s| s.min(at)));
+                // Its live bytes move to the name it now has.
+                let key = t.display_name();
+                if key != t.name_key {
+                    let live = t.mem.live_bytes();
+                    level_of(&mut self.task_name_live, &t.name_key).add(-live);
+                    level_of(&mut self.task_name_live, &key).add(live);
+                    t.name_key = key;
+                }
             }
             Event::TaskEnd { task, at } => {
                 if let Some(t) = self.tasks.get_mut(&task) {
@@ -400,7 +468,6 @@ impl Aggregator {
                 sum.count += 1;
                 sum.ended += 1;
                 sum.mem.add(&s.mem);
-                sum.mem.peak_bytes = sum.mem.peak_bytes.max(s.mem.peak_bytes);
                 if s.mem.live_bytes() != 0 || s.mem.live_allocations() != 0 {
                     self.evicted_spans.insert(id, name);
                 }
@@ -417,7 +484,6 @@ impl Aggregator {
         sum.count += 1;
         sum.ended += u64::from(t.ended.is_some());
         sum.mem.add(&t.mem);
-        sum.mem.peak_bytes = sum.mem.peak_bytes.max(t.mem.peak_bytes);
         if t.mem.live_bytes() != 0 || t.mem.live_allocations() != 0 {
             self.evicted_tasks.insert(k, name);
         }
@@ -485,7 +551,9 @@ impl Aggregator {
             e.tasks += 1;
             e.ended += u64::from(t.ended.is_some());
             e.mem.add(&t.mem);
-            e.mem.peak_bytes = e.mem.peak_bytes.max(t.mem.peak_bytes);
+        }
+        for (n, e) in names.iter_mut() {
+            e.mem.peak_bytes = self.task_name_live.get(n).map_or(0, |l| l.peak);
         }
         let spans: Vec<SpanStats> = self
             .spans
@@ -528,7 +596,9 @@ impl Aggregator {
             e.instances += 1;
             e.closed += u64::from(s.closed.is_some());
             e.mem.add(&s.mem);
-            e.mem.peak_bytes = e.mem.peak_bytes.max(s.mem.peak_bytes);
+        }
+        for (n, e) in snames.iter_mut() {
+            e.mem.peak_bytes = self.span_name_live.get(n).map_or(0, |l| l.peak);
         }
         let total = self.total;
         let sizes = self.sizes;

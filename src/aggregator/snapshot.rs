@@ -163,7 +163,8 @@ pub struct TaskNameStats {
     pub tasks: u64,
     /// Of those, how many ended.
     pub ended: u64,
-    /// Sums of the tasks' figures; `peak_bytes` is the largest single task's peak.
+    /// Sums of the tasks' figures; `peak_bytes` is the peak of the name's total live bytes (all
+    /// its tasks together), observed at folds.
     pub mem: MemStats,
 }
 
@@ -178,7 +179,8 @@ pub struct SpanNameStats {
     pub instances: u64,
     /// Of those, how many closed.
     pub closed: u64,
-    /// Sums of the instances' figures; `peak_bytes` is the largest single instance's peak.
+    /// Sums of the instances' figures; `peak_bytes` is the peak of the name's total live bytes
+    /// (all its instances together), observed at folds.
     pub mem: MemStats,
 }
 
