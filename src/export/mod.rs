@@ -7,8 +7,9 @@
 //!
 //! - **Metrics** every [`ExportConfig::metric_export_interval`] (default
 //!   [`DEFAULT_METRIC_EXPORT_INTERVAL`]), cumulative: per task name and per span name,
-//!   allocated, freed and live bytes and allocations; per task name the largest single-task
-//!   peak; heapspan's own memory ([`names::TRACKER_MEMORY`]) and what it dropped
+//!   allocated, freed and live bytes and allocations; per task name the peak of its live bytes
+//!   (all its tasks together; for `other`, the largest of the names it gathers); heapspan's own
+//!   memory ([`names::TRACKER_MEMORY`]) and what it dropped
 //!   ([`names::TRACKER_DROPPED`], per reason).
 //! - **Cardinality**: at most [`ExportConfig::max_task_names`] task names and
 //!   [`ExportConfig::max_span_names`] span names get their own series (default
