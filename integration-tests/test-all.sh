@@ -23,6 +23,9 @@ cargo check -p heapspan --lib --features tokio-metrics,tracing-opentelemetry
 step "the OTLP collector (rotel, pinned wheel) in .cache/"
 integration-tests/install-rotel.sh > /dev/null
 
+step "docs build without warnings (broken links included)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features -q
+
 step "unit, scenario, doc and integration tests"
 cargo test --workspace --all-features
 

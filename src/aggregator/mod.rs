@@ -5,7 +5,7 @@
 //! Every `fold_interval`, and as soon as a thread's retired ring is an eighth full (checked
 //! every 2 ms), the aggregator
 //! drains the event queue, reads every thread's slot table and the fallback queue, turns
-//! cumulative counters into exact deltas ([`Applied`]), applies each delta to the allocating
+//! cumulative counters into exact deltas (`Applied`), applies each delta to the allocating
 //! task and span, then records peaks.
 //!
 //! # Eviction

@@ -9,9 +9,9 @@
 //! # How an operation is recorded
 //!
 //! Each allocation gets a 16-byte header (more for alignments above 16) just before the
-//! pointer handed to the caller, holding its attribution [`key`](self::key). A free reads the
+//! pointer handed to the caller, holding its attribution key. A free reads the
 //! header back, so it is charged to the task and span that *allocated* the memory, whichever
-//! thread frees it. Counting goes to the current thread's own table ([`slots`]); the hot path
+//! thread frees it. Counting goes to the current thread's own table (`slots`); the hot path
 //! makes no syscall, takes no lock, does no atomic read-modify-write and never allocates.
 //!
 //! The header is written from the first allocation on, also before heapspan is started (the

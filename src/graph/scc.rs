@@ -148,7 +148,7 @@ pub(crate) fn default_roots(graph: &Graph, component: &[u32]) -> Vec<u32> {
 
 /// Retained sizes of every node of `graph` (same order as its nodes) from an explicit root set:
 /// the weighted bytes reachable from `roots` only through each node. Ids not in the graph are
-/// ignored. `O(E log V)`; see the [module docs](self).
+/// ignored. `O(E log V)`; see the `graph::scc` module docs.
 pub fn retained_sizes(graph: &Graph, roots: &[AllocId]) -> Vec<u64> {
     let mut idx: Vec<u32> = roots
         .iter()

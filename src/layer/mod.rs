@@ -21,7 +21,7 @@ use crate::aggregator::snapshot::{Location, TaskKey, TaskSource};
 use crate::alloc::{self, key, InternalScope};
 use crate::sync::statics::Ordering;
 
-/// The layer. Create it with [`crate::layer()`] or [`crate::Builder::build`] and add it to a
+/// The layer. Create it with [`crate::layer()`] (or let [`crate::init()`] install it) and add it to a
 /// `tracing_subscriber::Registry`.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryLayer {
