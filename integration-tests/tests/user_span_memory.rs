@@ -38,7 +38,13 @@ fn the_users_span_carries_its_memory() {
     let provider = SdkTracerProvider::builder()
         .with_span_processor(collect.clone())
         .build();
-    let _guard = heapspan::builder().start().unwrap();
+    // Folds every minute: after the first one, nothing the span does is folded before its
+    // close, so the attributes come entirely from the closing thread's own table (exact).
+    let _guard = heapspan::builder()
+        .fold_interval(Duration::from_secs(60))
+        .start()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
     // heapspan's layer below the OpenTelemetry layer: its on_close runs first.
     let subscriber = tracing_subscriber::registry()
         .with(heapspan::layer())
@@ -59,8 +65,7 @@ fn the_users_span_carries_its_memory() {
                     drop(a);
                     b
                 };
-                // The values are those of the aggregator's last fold (every 10 ms).
-                std::thread::sleep(Duration::from_millis(50));
+                // No wait for a fold: the close reads this thread's own pending counters.
                 drop(span);
                 kept
             })

@@ -223,10 +223,23 @@ impl Aggregator {
         self.epoch.1 + t.saturating_duration_since(self.epoch.0)
     }
 
-    /// The figures of span instance `id` as of the last fold.
+    /// The figures of span instance `id` now: as of the last fold, plus what the calling
+    /// thread recorded for it since (read from its table without applying it). Allocations
+    /// the span made on other threads since the last fold are not included.
     #[allow(dead_code)] // used by the tracing-opentelemetry feature
-    pub(crate) fn span_mem(&self, id: u64) -> Option<MemStats> {
-        self.spans.get(&id).map(|s| s.mem)
+    pub(crate) fn span_mem_now(&self, id: u64) -> MemStats {
+        let mut mem = self.spans.get(&id).map(|s| s.mem).unwrap_or_default();
+        if let Some((thread, key)) = crate::alloc::current_key_for_span(id) {
+            if let (Some(st), Some(applied)) =
+                (self.pool.threads.get(thread), self.applied.get(thread))
+            {
+                if let Some(r) = st.peek(key) {
+                    add_counters(&mut mem, &applied.pending(&r));
+                }
+            }
+        }
+        mem.note_peak();
+        mem
     }
 
     /// The pool this aggregator reads.

@@ -353,6 +353,29 @@ fn release_thread() {
     });
 }
 
+/// The calling thread's table (its index in the pool) and the attribution key an allocation
+/// in span `span` would get right now; `None` if the thread has no table.
+pub(crate) fn current_key_for_span(span: u64) -> Option<(usize, Key)> {
+    let pool = pool()?;
+    let l = local();
+    let st = l.state.get();
+    if st as usize <= ORPHAN as usize {
+        return None;
+    }
+    let base = pool.threads.as_ptr();
+    // SAFETY: `st` points into `pool.threads` (a claimed table of this pool), so both pointers
+    // are in the same allocation and the offset is a whole number of elements.
+    let index = usize::try_from(unsafe { st.offset_from(base) }).ok()?;
+    let (task, gen) = l.task_key();
+    Some((
+        index,
+        Key {
+            task,
+            span: (span & key::SPAN_MASK) | (u64::from(gen) << key::SPAN_BITS),
+        },
+    ))
+}
+
 /// For tests: does to the calling thread what its exit does to heapspan's thread-local state,
 /// so that a test can free memory "after the thread's locals are gone" deterministically.
 #[doc(hidden)]

@@ -403,6 +403,16 @@ impl ThreadState {
         *grown = grown.wrapping_add(self.grown.load(Ordering::Relaxed));
     }
 
+    /// The current tenancy of the slot holding `key`, if any (any thread may call this; a slot
+    /// being rewritten reads as absent).
+    pub(crate) fn peek(&self, key: Key) -> Option<Reading> {
+        let start = key.hash();
+        (0..PROBE).find_map(|i| {
+            let idx = (start + i) & (SLOTS - 1);
+            read_slot(idx, &self.slots[idx]).filter(|r| r.key == key)
+        })
+    }
+
     /// How full the retired ring is, 0..=RING (the aggregator polls faster when it fills).
     pub(crate) fn ring_len(&self) -> usize {
         self.tail
@@ -485,6 +495,16 @@ impl Applied {
     /// Entries held (for the tracker-memory figure).
     pub(crate) fn len(&self) -> usize {
         self.seen.len() + self.finished.len()
+    }
+
+    /// What of `r` has not been applied yet, without recording it as applied.
+    pub(crate) fn pending(&self, r: &Reading) -> Counters {
+        let done = self.finished.get(&r.slot).copied().unwrap_or(0);
+        if r.seq < done {
+            return Counters::default();
+        }
+        r.counters
+            .since(self.seen.get(&(r.slot, r.seq)).copied().unwrap_or_default())
     }
 
     /// The delta of `r` not yet applied, or `None` if nothing new.

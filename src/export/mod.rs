@@ -22,7 +22,9 @@
 //!   [`DEFAULT_WINDOW`]): one per task that allocated or freed during the window, and a final
 //!   one when a task ends (ending at the task's end). `heapspan.memory.allocated`/`.freed` and
 //!   `heapspan.allocations` are the window's deltas, `.live` the task's live bytes at the end of
-//!   the window, `.peak` its peak so far. Tasks idle for a whole window get no span. A task
+//!   the window, `.peak` its peak so far. A task idle for a whole window gets a span only if it
+//!   still holds memory (the 500 largest such tasks per window: a task sitting on a leak stays
+//!   visible). A task
 //!   that ends and is summarised by the aggregator (beyond `ended_task_retention`) between two
 //!   windows gets no final span.
 //! - The allocation-size histogram ([`names::ALLOCATION_SIZE`], explicit buckets 16 B to

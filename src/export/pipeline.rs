@@ -260,6 +260,10 @@ impl std::fmt::Debug for Prepared {
     }
 }
 
+/// At most this many idle tasks that hold memory get a window span per window (the largest by
+/// live bytes), so that a window stays within the span queue.
+const IDLE_HOLDER_WINDOWS: usize = 500;
+
 /// The state of the export thread.
 struct Exporter {
     shared: Option<Shared>,
@@ -614,6 +618,25 @@ impl Exporter {
         let now = snap.taken_at;
         let window_start = self.last_window;
         let mut seen: HashSet<TaskKey> = HashSet::with_capacity(snap.tasks.len());
+        // Idle tasks that still hold memory get a window too (a task holding a leak must stay
+        // visible), the largest IDLE_HOLDER_WINDOWS of them by live bytes.
+        let mut idle_holders: Vec<(i64, TaskKey)> = snap
+            .tasks
+            .iter()
+            .filter(|t| t.ended.is_none() && t.mem.live_bytes() > 0)
+            .filter(|t| {
+                self.windows
+                    .get(&t.key)
+                    .is_some_and(|st| st.at_start == t.mem)
+            })
+            .map(|t| (t.mem.live_bytes(), t.key))
+            .collect();
+        idle_holders.sort_unstable_by(|a, b| b.cmp(a));
+        let idle_holders: HashSet<TaskKey> = idle_holders
+            .into_iter()
+            .take(IDLE_HOLDER_WINDOWS)
+            .map(|(_, k)| k)
+            .collect();
         for t in &snap.tasks {
             seen.insert(t.key);
             if self.finished.contains(&t.key) {
@@ -628,7 +651,7 @@ impl Exporter {
             });
             let ended = t.ended;
             let changed = st.at_start != t.mem;
-            if ended.is_none() && !changed && !stopping {
+            if ended.is_none() && !changed && !stopping && !idle_holders.contains(&t.key) {
                 self.windows.insert(
                     t.key,
                     WindowState {

@@ -11,12 +11,15 @@
 //! # What the values mean
 //!
 //! The figures of this span instance alone (allocations made while it was the innermost
-//! entered span; its children have their own), as of the aggregator's **last fold** before the
-//! close (folds run every `fold_interval`, 10 ms by default): allocations made within the last
-//! fold interval before the close are not included yet. `freed` counts bytes of the span's
-//! allocations freed by anyone so far, `live` is allocated minus freed, `peak` the highest live
-//! value seen at a fold. The user's thread never waits: if the aggregator is folding at that
-//! moment (its lock is taken) or has not seen the span yet, no attributes are recorded.
+//! entered span; its children have their own) at its close: the aggregator's last fold plus
+//! what the closing thread recorded for the span since (read from the thread's own table
+//! without waiting for a fold). What the span did on *other* threads since the last fold
+//! (every `fold_interval`, 10 ms by default) is not included yet; a span that stays on one
+//! thread, or whose last poll ran on the closing thread, is exact. `freed` counts bytes of the
+//! span's allocations freed by anyone so far, `live` is allocated minus freed, `peak` the
+//! highest live value seen at a fold or at the close. The user's thread never waits: if the
+//! aggregator is folding at that very moment, the close waits for it at most 1 ms (yielding),
+//! then records no attributes.
 
 use std::sync::{OnceLock, Weak};
 
@@ -31,6 +34,10 @@ use super::names;
 use crate::aggregator::{Aggregator, Shared};
 use crate::alloc::InternalScope;
 use crate::MemStats;
+
+/// How long a span's close waits at most for a fold in progress before it gives up on the
+/// memory attributes (the wait happens only when a close meets a fold).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
 
 static SHARED: OnceLock<Weak<std::sync::Mutex<Aggregator>>> = OnceLock::new();
 
@@ -70,7 +77,7 @@ fn i64_of(v: u64) -> i64 {
 
 /// Called by the layer's `on_close` for a user span (before the span is removed), with the
 /// tracing id, the span's metadata and a lookup of its figures in the tables, e.g.
-/// `|a| a.span_mem(sid)`. Never blocks: `try_lock` on the tables.
+/// `|a| Some(a.span_mem_now(sid))`. Waits at most `LOCK_WAIT` (1 ms), and only when it meets a fold.
 pub(crate) fn on_user_span_close(
     id: &Id,
     meta: &'static Metadata<'static>,
@@ -80,11 +87,27 @@ pub(crate) fn on_user_span_close(
     let Some(shared) = SHARED.get().and_then(Weak::upgrade) else {
         return;
     };
-    let mem = match shared.try_lock() {
-        Ok(a) => lookup(&a),
-        Err(std::sync::TryLockError::Poisoned(p)) => lookup(&p.into_inner()),
-        Err(std::sync::TryLockError::WouldBlock) => None,
-    };
+    // A fold holds the lock for tens of microseconds every `fold_interval` (longer in debug
+    // builds): retry, yielding to it, for at most LOCK_WAIT; then give up on the attributes.
+    let mut lookup = Some(lookup);
+    let mut mem = None;
+    let mut deadline = None;
+    loop {
+        match shared.try_lock() {
+            Ok(a) => mem = lookup.take().and_then(|f| f(&a)),
+            Err(std::sync::TryLockError::Poisoned(p)) => {
+                mem = lookup.take().and_then(|f| f(&p.into_inner()));
+            }
+            Err(std::sync::TryLockError::WouldBlock) => {
+                let now = std::time::Instant::now();
+                if *deadline.get_or_insert(now + LOCK_WAIT) > now {
+                    std::thread::yield_now();
+                    continue;
+                }
+            }
+        }
+        break;
+    }
     if let Some(mem) = mem {
         record_memory(id, meta, &mem);
     }

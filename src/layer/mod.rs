@@ -164,7 +164,7 @@ where
                 #[cfg(feature = "tracing-opentelemetry")]
                 if let Some(span) = ctx.span(&id) {
                     crate::export::user_spans::on_user_span_close(&id, span.metadata(), |a| {
-                        a.span_mem(sid)
+                        Some(a.span_mem_now(sid))
                     });
                 }
                 events::send(Event::SpanClose { id: sid, at });
