@@ -283,6 +283,14 @@ impl Guard {
         aggregator::lock(&self.shared).snapshot()
     }
 
+    /// heapspan's own OpenTelemetry tracer provider, when it exports to a collector or a file
+    /// with providers of its own: give its tracer to your spans (for example
+    /// `tracing_opentelemetry::layer().with_tracer(provider.tracer("my-service"))`) and they go
+    /// out beside heapspan's, through its bounded queue and exporter thread (no SDK thread).
+    pub fn tracer_provider(&self) -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {
+        self.export.as_ref().and_then(|e| e.tracer_provider.clone())
+    }
+
     /// The shared tables, for heapspan's exporters.
     #[allow(dead_code)]
     pub(crate) fn shared(&self) -> Shared {

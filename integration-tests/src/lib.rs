@@ -490,6 +490,27 @@ pub fn assert_contract(
             .unwrap_or_else(|| panic!("metric {} missing from the collector's log", m.name));
         assert_eq!(p.unit, m.unit, "unit of {}", m.name);
     }
+    // The user's `request` span, exported through tracing-opentelemetry with heapspan's tracer
+    // provider, carries its memory: REQUEST_BYTES in two blocks, half freed inside. The
+    // OpenTelemetry layer's own bookkeeping inside the span adds a few hundred bytes:
+    // tolerance 1 KiB.
+    let spans = logged_spans(log);
+    let request = spans
+        .iter()
+        .find(|s| s.name == "request")
+        .expect("the user's request span reached the collector");
+    let allocated = request
+        .int(n::MEMORY_ALLOCATED)
+        .expect("heapspan.memory.allocated");
+    assert!(
+        (REQUEST_BYTES..=REQUEST_BYTES + 1024).contains(&allocated),
+        "{allocated}"
+    );
+    assert_eq!(request.int(n::MEMORY_FREED), Some(REQUEST_BYTES / 2));
+    assert_eq!(
+        request.int(n::MEMORY_LIVE),
+        Some(allocated - REQUEST_BYTES / 2)
+    );
     // Live bytes of `holder`: the app holds HOLD bytes in that task and allocates nothing else
     // there, so the largest value seen is exactly HOLD (tolerance 0), and the last one, after
     // the task ended, is 0.

@@ -18,6 +18,7 @@ fn the_collector_receives_the_contract_over_grpc() {
                 "service.name=export-app-grpc,k=v",
             )
             .env("APP_RUNTIME", "current")
+            .env("APP_USER_SPANS", "1")
             .env("APP_MILLIS", "800")
             .env("APP_HOLD_AFTER_MILLIS", "500"),
         Duration::from_secs(60),

@@ -17,6 +17,7 @@ fn the_collector_receives_the_contract_over_http() {
                 "OTEL_RESOURCE_ATTRIBUTES",
                 "deployment.environment.name=itest,team=memory%20team",
             )
+            .env("APP_USER_SPANS", "1")
             .env("APP_MILLIS", "800")
             .env("APP_HOLD_AFTER_MILLIS", "500"),
         Duration::from_secs(60),

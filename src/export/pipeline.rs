@@ -42,6 +42,8 @@ const WARN_EVERY: Duration = Duration::from_secs(60);
 /// The running export thread; [`ExportHandle::shutdown`] flushes and stops it.
 #[derive(Debug)]
 pub(crate) struct ExportHandle {
+    /// heapspan's own tracer provider (when it owns one), lent to the application.
+    pub(crate) tracer_provider: Option<SdkTracerProvider>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     // In a mutex only so that the guard stays `Sync`.
@@ -395,6 +397,7 @@ impl Prepared {
     pub(crate) fn spawn(self, shared: Shared) -> Result<ExportHandle> {
         let mut exporter = self.0;
         exporter.shared = Some(shared);
+        let tracer_provider = exporter.own_tracer.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let (done_tx, done) = std::sync::mpsc::sync_channel(1);
         let shutdown_timeout = exporter.cfg.shutdown_timeout;
@@ -406,6 +409,7 @@ impl Prepared {
             })?
         };
         Ok(ExportHandle {
+            tracer_provider,
             stop,
             thread: Some(thread),
             done: Mutex::new(done),

@@ -5,6 +5,7 @@
 //!
 //! Configuration comes from the environment (`OTEL_*`, `HEAPSPAN_*`), as in a real deployment;
 //! `APP_EXPORT=0` turns export off (the baseline of the throughput comparison),
+//! `APP_USER_SPANS=1` exports the app's own spans too (with their memory attributes),
 //! `APP_RUNTIME=current` uses a current-thread runtime. Prints `HOLDING <bytes>` when the hold
 //! starts, `DONE iterations=<n>` at the end, and `ERROR: <message>` (exit code 2) if heapspan
 //! refuses its configuration.
@@ -54,7 +55,18 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let subscriber = tracing_subscriber::registry().with(heapspan::layer());
+    // `APP_USER_SPANS=1`: the app's own spans go out too, through tracing-opentelemetry with
+    // heapspan's tracer provider, below which heapspan's layer adds their memory.
+    let otel = (std::env::var("APP_USER_SPANS").as_deref() == Ok("1"))
+        .then(|| guard.tracer_provider())
+        .flatten()
+        .map(|p| {
+            use opentelemetry::trace::TracerProvider as _;
+            tracing_opentelemetry::layer().with_tracer(p.tracer("export-app"))
+        });
+    let subscriber = tracing_subscriber::registry()
+        .with(heapspan::layer())
+        .with(otel);
     tracing::subscriber::set_global_default(subscriber).expect("no other subscriber");
 
     println!("HOLDING {HOLD}");
