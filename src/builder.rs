@@ -13,7 +13,7 @@ use crate::export::ExportConfig;
 use crate::Snapshot;
 
 /// How often the aggregator checks whether a thread's retired ring is filling up.
-const PRESSURE_CHECK: Duration = Duration::from_millis(2);
+const PRESSURE_CHECK: Duration = Duration::from_millis(5);
 
 /// Default for [`Builder::fold_interval`].
 pub const DEFAULT_FOLD_INTERVAL: Duration = Duration::from_millis(10);

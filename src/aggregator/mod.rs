@@ -3,7 +3,7 @@
 //!
 //! # Fold
 //! Every `fold_interval`, and as soon as a thread's retired ring is an eighth full (checked
-//! every 2 ms), the aggregator
+//! every 5 ms), the aggregator
 //! drains the event queue, reads every thread's slot table and the fallback queue, turns
 //! cumulative counters into exact deltas (`Applied`), applies each delta to the allocating
 //! task and span, then records peaks.
@@ -31,6 +31,54 @@ use crate::sync::statics::Ordering;
 use events::Event;
 use snapshot::*;
 
+/// The aggregator's maps: keyed by small integers and short names it hashes on every delta,
+/// with a multiply-rotate hasher (FxHash's) instead of SipHash. Keys come from heapspan itself
+/// (ids it assigned, names from the code), not from an adversary.
+type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FxHasher>>;
+
+/// FxHash: the hasher rustc uses for its own tables.
+#[derive(Debug, Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl FxHasher {
+    #[inline]
+    fn mix(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl std::hash::Hasher for FxHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.mix(u64::from_le_bytes(w));
+        }
+        for &b in chunks.remainder() {
+            self.mix(u64::from(b));
+        }
+    }
+    fn write_u8(&mut self, n: u8) {
+        self.mix(u64::from(n));
+    }
+    fn write_u16(&mut self, n: u16) {
+        self.mix(u64::from(n));
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.mix(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.mix(n);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.mix(n as u64);
+    }
+}
+
 /// Limits the aggregator works within (from the builder).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Limits {
@@ -41,8 +89,8 @@ pub(crate) struct Limits {
 
 #[derive(Debug)]
 struct TaskRec {
-    /// The name its live bytes are counted under in `name_live` (its display name).
-    name_key: String,
+    /// Index of the name its live bytes are counted under (its display name) in `task_levels`.
+    level: usize,
     name: Option<String>,
     location: Option<Location>,
     source: TaskSource,
@@ -54,9 +102,9 @@ struct TaskRec {
 }
 
 impl TaskRec {
-    fn new() -> Self {
+    fn new(level: usize) -> Self {
         TaskRec {
-            name_key: display_name(None, None),
+            level,
             name: None,
             location: None,
             source: TaskSource::Observed,
@@ -76,6 +124,8 @@ impl TaskRec {
 #[derive(Debug)]
 struct SpanRec {
     meta: Option<&'static tracing_core::Metadata<'static>>,
+    /// Index of its name in `span_levels`, once its metadata is known.
+    level: Option<usize>,
     parent: u64,
     mem: MemStats,
     opened: Option<Instant>,
@@ -107,14 +157,52 @@ fn live_delta(d: &Counters) -> i64 {
     d.alloc_bytes as i64 - d.free_bytes as i64
 }
 
-fn level_of<'a, K: std::hash::Hash + Eq + Clone>(
-    m: &'a mut HashMap<K, Level>,
-    k: &K,
-) -> &'a mut Level {
-    if !m.contains_key(k) {
-        m.insert(k.clone(), Level::default());
+/// Running live totals per name, with their peaks; names are indexed so that the per-delta
+/// path touches a vector, not a hash map.
+#[derive(Debug)]
+struct Levels<K> {
+    ix: FastMap<K, usize>,
+    levels: Vec<Level>,
+    touched: Vec<usize>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Levels<K> {
+    fn new() -> Self {
+        Levels {
+            ix: FastMap::default(),
+            levels: Vec::new(),
+            touched: Vec::new(),
+        }
     }
-    m.get_mut(k).expect("just inserted")
+
+    fn index(&mut self, k: &K) -> usize {
+        if let Some(&i) = self.ix.get(k) {
+            return i;
+        }
+        self.levels.push(Level::default());
+        self.ix.insert(k.clone(), self.levels.len() - 1);
+        self.levels.len() - 1
+    }
+
+    fn add(&mut self, i: usize, d: i64) {
+        self.levels[i].add(d);
+        self.touched.push(i);
+    }
+
+    /// Peaks are observed once per fold, when all of its deltas are in.
+    fn note_peaks(&mut self) {
+        for i in self.touched.drain(..) {
+            self.levels[i].note_peak();
+        }
+    }
+
+    fn peak(&self, k: &K) -> u64 {
+        self.ix.get(k).map_or(0, |&i| self.levels[i].peak)
+    }
+
+    fn len(&self) -> usize {
+        self.levels.len()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -132,14 +220,14 @@ pub(crate) struct Aggregator {
     limits: Limits,
     epoch: (Instant, SystemTime),
     applied: Vec<Applied>,
-    tasks: HashMap<TaskKey, TaskRec>,
+    tasks: FastMap<TaskKey, TaskRec>,
     ended_tasks: VecDeque<TaskKey>,
-    task_summaries: HashMap<String, Summary>,
-    evicted_tasks: HashMap<TaskKey, String>,
-    spans: HashMap<u64, SpanRec>,
+    task_summaries: FastMap<String, Summary>,
+    evicted_tasks: FastMap<TaskKey, String>,
+    spans: FastMap<u64, SpanRec>,
     closed_spans: VecDeque<u64>,
-    span_summaries: HashMap<SpanName, Summary>,
-    evicted_spans: HashMap<u64, SpanName>,
+    span_summaries: FastMap<SpanName, Summary>,
+    evicted_spans: FastMap<u64, SpanName>,
     no_span: MemStats,
     buckets: Buckets,
     total: MemStats,
@@ -153,8 +241,10 @@ pub(crate) struct Aggregator {
     touched_spans: Vec<u64>,
     /// Live bytes and peak per task name and per span name, over all instances (held or
     /// summarised), kept up to date delta by delta so that name-level peaks are real peaks.
-    task_name_live: HashMap<String, Level>,
-    span_name_live: HashMap<SpanName, Level>,
+    task_levels: Levels<String>,
+    span_levels: Levels<SpanName>,
+    /// Index of `unnamed` in `task_levels` (where tasks start before their name is known).
+    unnamed: usize,
     last_eviction: Instant,
 }
 
@@ -189,6 +279,8 @@ fn op_counters(op: Op) -> Counters {
 
 impl Aggregator {
     pub(crate) fn new(pool: &'static Pool, events: Receiver<Event>, limits: Limits) -> Self {
+        let mut task_levels = Levels::new();
+        let unnamed = task_levels.index(&display_name(None, None));
         Aggregator {
             applied: (0..pool.threads.len())
                 .map(|_| Applied::default())
@@ -197,14 +289,14 @@ impl Aggregator {
             events,
             limits,
             epoch: (Instant::now(), SystemTime::now()),
-            tasks: HashMap::new(),
+            tasks: FastMap::default(),
             ended_tasks: VecDeque::new(),
-            task_summaries: HashMap::new(),
-            evicted_tasks: HashMap::new(),
-            spans: HashMap::new(),
+            task_summaries: FastMap::default(),
+            evicted_tasks: FastMap::default(),
+            spans: FastMap::default(),
             closed_spans: VecDeque::new(),
-            span_summaries: HashMap::new(),
-            evicted_spans: HashMap::new(),
+            span_summaries: FastMap::default(),
+            evicted_spans: FastMap::default(),
             no_span: MemStats::default(),
             buckets: Buckets::default(),
             total: MemStats::default(),
@@ -213,8 +305,9 @@ impl Aggregator {
             orphan_grown: 0,
             touched_tasks: Vec::new(),
             touched_spans: Vec::new(),
-            task_name_live: HashMap::new(),
-            span_name_live: HashMap::new(),
+            task_levels,
+            span_levels: Levels::new(),
+            unnamed,
             last_eviction: Instant::now(),
         }
     }
@@ -309,12 +402,8 @@ impl Aggregator {
         }
         self.no_span.note_peak();
         self.total.note_peak();
-        for l in self.task_name_live.values_mut() {
-            l.note_peak();
-        }
-        for l in self.span_name_live.values_mut() {
-            l.note_peak();
-        }
+        self.task_levels.note_peaks();
+        self.span_levels.note_peaks();
         self.buckets.unattributed.note_peak();
         self.buckets.heapspan.note_peak();
         if now.duration_since(self.last_eviction) >= Duration::from_millis(100) {
@@ -337,11 +426,16 @@ impl Aggregator {
                 if let Some(name) = self.evicted_tasks.get(&tk) {
                     let s = self.task_summaries.entry(name.clone()).or_default();
                     add_counters(&mut s.mem, d);
-                    level_of(&mut self.task_name_live, name).add(live_delta(d));
+                    let i = self.task_levels.index(name);
+                    self.task_levels.add(i, live_delta(d));
                 } else {
-                    let t = self.tasks.entry(tk).or_insert_with(TaskRec::new);
+                    let unnamed = self.unnamed;
+                    let t = self
+                        .tasks
+                        .entry(tk)
+                        .or_insert_with(|| TaskRec::new(unnamed));
                     add_counters(&mut t.mem, d);
-                    level_of(&mut self.task_name_live, &t.name_key).add(live_delta(d));
+                    self.task_levels.add(t.level, live_delta(d));
                     t.first.get_or_insert(now);
                     t.last = Some(now);
                     self.touched_tasks.push(tk);
@@ -357,19 +451,20 @@ impl Aggregator {
                 if let Some(name) = self.evicted_spans.get(&sid) {
                     let s = self.span_summaries.entry(*name).or_default();
                     add_counters(&mut s.mem, d);
-                    level_of(&mut self.span_name_live, name).add(live_delta(d));
+                    let i = self.span_levels.index(name);
+                    self.span_levels.add(i, live_delta(d));
                 } else {
                     let s = self.spans.entry(sid).or_insert_with(|| SpanRec {
                         meta: None,
+                        level: None,
                         parent: 0,
                         mem: MemStats::default(),
                         opened: None,
                         closed: None,
                     });
                     add_counters(&mut s.mem, d);
-                    if let Some(m) = s.meta {
-                        level_of(&mut self.span_name_live, &(m.target(), m.name()))
-                            .add(live_delta(d));
+                    if let Some(i) = s.level {
+                        self.span_levels.add(i, live_delta(d));
                     }
                     self.touched_spans.push(sid);
                 }
@@ -387,15 +482,17 @@ impl Aggregator {
             } => {
                 let s = self.spans.entry(id).or_insert_with(|| SpanRec {
                     meta: None,
+                    level: None,
                     parent: 0,
                     mem: MemStats::default(),
                     opened: None,
                     closed: None,
                 });
-                if s.meta.is_none() {
+                if s.level.is_none() {
                     // Deltas seen before this event were not counted under a name yet.
-                    level_of(&mut self.span_name_live, &(meta.target(), meta.name()))
-                        .add(s.mem.live_bytes());
+                    let i = self.span_levels.index(&(meta.target(), meta.name()));
+                    self.span_levels.add(i, s.mem.live_bytes());
+                    s.level = Some(i);
                 }
                 s.meta = Some(meta);
                 s.parent = parent;
@@ -416,7 +513,11 @@ impl Aggregator {
                 source,
                 at,
             } => {
-                let t = self.tasks.entry(task).or_insert_with(TaskRec::new);
+                let unnamed = self.unnamed;
+                let t = self
+                    .tasks
+                    .entry(task)
+                    .or_insert_with(|| TaskRec::new(unnamed));
                 // tokio's spawn span and heapspan's wrapper may both describe a task: a
                 // non-empty name wins, then the first location.
                 if name.as_deref().is_some_and(|n| !n.is_empty()) {
@@ -430,12 +531,12 @@ impl Aggregator {
                 }
                 t.started = Some(t.started.map_or(at, |s| s.min(at)));
                 // Its live bytes move to the name it now has.
-                let key = t.display_name();
-                if key != t.name_key {
+                let level = self.task_levels.index(&t.display_name());
+                if level != t.level {
                     let live = t.mem.live_bytes();
-                    level_of(&mut self.task_name_live, &t.name_key).add(-live);
-                    level_of(&mut self.task_name_live, &key).add(live);
-                    t.name_key = key;
+                    self.task_levels.add(t.level, -live);
+                    self.task_levels.add(level, live);
+                    t.level = level;
                 }
             }
             Event::TaskEnd { task, at } => {
@@ -516,6 +617,7 @@ impl Aggregator {
             + self.evicted_tasks.len() as u64 * entry(size_of::<TaskKey>(), 48)
             + self.evicted_spans.len() as u64 * entry(8, size_of::<SpanName>())
             + (self.task_summaries.len() + self.span_summaries.len()) as u64 * 96
+            + (self.task_levels.len() + self.span_levels.len()) as u64 * 64
             + self
                 .applied
                 .iter()
@@ -566,7 +668,7 @@ impl Aggregator {
             e.mem.add(&t.mem);
         }
         for (n, e) in names.iter_mut() {
-            e.mem.peak_bytes = self.task_name_live.get(n).map_or(0, |l| l.peak);
+            e.mem.peak_bytes = self.task_levels.peak(n);
         }
         let spans: Vec<SpanStats> = self
             .spans
@@ -611,7 +713,7 @@ impl Aggregator {
             e.mem.add(&s.mem);
         }
         for (n, e) in snames.iter_mut() {
-            e.mem.peak_bytes = self.span_name_live.get(n).map_or(0, |l| l.peak);
+            e.mem.peak_bytes = self.span_levels.peak(n);
         }
         let total = self.total;
         let sizes = self.sizes;

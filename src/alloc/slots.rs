@@ -481,45 +481,84 @@ fn read_slot(idx: usize, slot: &Slot) -> Option<Reading> {
 }
 
 /// The aggregator's memory of what it has applied from one [`ThreadState`]: turns cumulative
-/// readings into exact deltas, once each.
-#[derive(Debug, Default)]
+/// readings into exact deltas, once each. The common case (a slot's current tenancy) is an
+/// array lookup; only tenancies replaced before their retired entry was read wait in a map.
+#[derive(Debug)]
 pub(crate) struct Applied {
-    /// Counters already applied per (slot, tenancy).
-    seen: std::collections::HashMap<(u32, u64), Counters>,
+    /// Per slot: the tenancy last read (sequence number, counters already applied).
+    current: Vec<Option<(u64, Counters)>>,
+    /// Tenancies replaced in their slot whose retired entry has not been read yet.
+    older: std::collections::HashMap<(u32, u64), Counters>,
     /// Per slot: tenancies with a smaller sequence number are finished (their retired entry
     /// was applied); late readings of them are ignored.
-    finished: std::collections::HashMap<u32, u64>,
+    finished: Vec<u64>,
+}
+
+impl Default for Applied {
+    fn default() -> Self {
+        Applied {
+            current: vec![None; SLOTS],
+            older: std::collections::HashMap::new(),
+            finished: vec![0; SLOTS],
+        }
+    }
 }
 
 impl Applied {
     /// Entries held (for the tracker-memory figure).
     pub(crate) fn len(&self) -> usize {
-        self.seen.len() + self.finished.len()
+        SLOTS + self.older.len()
+    }
+
+    /// Counters of `r`'s tenancy already applied.
+    fn applied(&self, r: &Reading) -> Counters {
+        match self.current[r.slot as usize] {
+            Some((seq, c)) if seq == r.seq => c,
+            _ => self
+                .older
+                .get(&(r.slot, r.seq))
+                .copied()
+                .unwrap_or_default(),
+        }
     }
 
     /// What of `r` has not been applied yet, without recording it as applied.
     pub(crate) fn pending(&self, r: &Reading) -> Counters {
-        let done = self.finished.get(&r.slot).copied().unwrap_or(0);
-        if r.seq < done {
+        if r.seq < self.finished[r.slot as usize] {
             return Counters::default();
         }
-        r.counters
-            .since(self.seen.get(&(r.slot, r.seq)).copied().unwrap_or_default())
+        r.counters.since(self.applied(r))
     }
 
     /// The delta of `r` not yet applied, or `None` if nothing new.
     pub(crate) fn delta(&mut self, r: &Reading) -> Option<Counters> {
-        let done = self.finished.get(&r.slot).copied().unwrap_or(0);
-        if r.seq < done {
+        let slot = r.slot as usize;
+        if r.seq < self.finished[slot] {
             return None;
         }
-        let before = if r.last {
-            self.finished.insert(r.slot, r.seq.wrapping_add(1));
-            self.seen.remove(&(r.slot, r.seq)).unwrap_or_default()
+        let before = self.applied(r);
+        if r.last {
+            // Final counters: the tenancy is done.
+            self.finished[slot] = r.seq.wrapping_add(1);
+            match self.current[slot] {
+                Some((seq, _)) if seq == r.seq => self.current[slot] = None,
+                _ => {
+                    self.older.remove(&(r.slot, r.seq));
+                }
+            }
         } else {
-            let e = self.seen.entry((r.slot, r.seq)).or_default();
-            std::mem::replace(e, r.counters)
-        };
+            match self.current[slot] {
+                Some((seq, c)) if seq < r.seq => {
+                    // The slot has a new tenant; the old one's retired entry is still to come.
+                    self.older.insert((r.slot, seq), c);
+                    self.current[slot] = Some((r.seq, r.counters));
+                }
+                Some((seq, _)) if seq > r.seq => {
+                    self.older.insert((r.slot, r.seq), r.counters);
+                }
+                _ => self.current[slot] = Some((r.seq, r.counters)),
+            }
+        }
         let d = r.counters.since(before);
         (!d.is_zero()).then_some(d)
     }
