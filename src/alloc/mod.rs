@@ -168,9 +168,11 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Allocator<A> {
         let Some((outer, off)) = outer(layout) else {
             return;
         };
-        // SAFETY: `user` came from `alloc*`/`realloc` of this allocator with `layout`.
-        let key = unsafe { read_header(user) };
-        on_op(key, Op::Free(layout.size() as u64));
+        if STATE.load(Ordering::Relaxed) == ON {
+            // SAFETY: `user` came from `alloc*`/`realloc` of this allocator with `layout`.
+            let key = unsafe { read_header(user) };
+            record(local(), key, Op::Free(layout.size() as u64));
+        }
         // SAFETY: `base` and `outer` are exactly what the inner allocator handed out.
         unsafe { self.inner.dealloc(user.sub(off), outer) };
     }
