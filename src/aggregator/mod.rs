@@ -239,6 +239,9 @@ pub(crate) struct Aggregator {
     sizes: SizeHistogram,
     touched_tasks: Vec<TaskKey>,
     touched_spans: Vec<u64>,
+    /// Reused buffers of the fold.
+    scratch_deltas: Vec<(Key, Counters)>,
+    scratch_orphans: Vec<(Key, Op)>,
     /// Live bytes and peak per task name and per span name, over all instances (held or
     /// summarised), kept up to date delta by delta so that name-level peaks are real peaks.
     task_levels: Levels<String>,
@@ -305,6 +308,10 @@ impl Aggregator {
             orphan_grown: 0,
             touched_tasks: Vec::new(),
             touched_spans: Vec::new(),
+            scratch_deltas: Vec::with_capacity(
+                crate::alloc::slots::SLOTS + crate::alloc::slots::RING,
+            ),
+            scratch_orphans: Vec::with_capacity(1024),
             task_levels,
             span_levels: Levels::new(),
             unnamed,
@@ -354,21 +361,24 @@ impl Aggregator {
             // Read in the same pass as the slots: at a quiet moment the histogram's count
             // equals the allocations folded; under concurrent allocation they may differ by
             // the operations in flight.
+            // (The scratch vector is reused so that the fold itself allocates nothing while it
+            // reads its own thread's table, once it has grown to its working size.)
             st.add_sizes(&mut sizes.counts, &mut grown);
-            let mut deltas: Vec<(Key, Counters)> = Vec::new();
+            let mut deltas = std::mem::take(&mut self.scratch_deltas);
             let applied = &mut self.applied[i];
             st.read(|r| {
                 if let Some(d) = applied.delta(&r) {
                     deltas.push((r.key, d));
                 }
             });
-            for (k, d) in deltas {
+            for (k, d) in deltas.drain(..) {
                 self.apply(k, &d, now);
             }
+            self.scratch_deltas = deltas;
         }
-        let mut orphans = Vec::new();
+        let mut orphans = std::mem::take(&mut self.scratch_orphans);
         pool.orphans.drain(|k, op| orphans.push((k, op)));
-        for (k, op) in orphans {
+        for (k, op) in orphans.drain(..) {
             match op {
                 Op::Alloc(n) => {
                     self.orphan_sizes.counts[crate::alloc::slots::size_bucket(n)] += 1;
@@ -379,6 +389,7 @@ impl Aggregator {
             }
             self.apply(k, &op_counters(op), now);
         }
+        self.scratch_orphans = orphans;
         for (c, o) in sizes.counts.iter_mut().zip(self.orphan_sizes.counts) {
             *c += o;
         }
