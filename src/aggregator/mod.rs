@@ -333,9 +333,7 @@ impl Aggregator {
             if let (Some(st), Some(applied)) =
                 (self.pool.threads.get(thread), self.applied.get(thread))
             {
-                if let Some(r) = st.peek(key) {
-                    add_counters(&mut mem, &applied.pending(&r));
-                }
+                st.peek(key, |r| add_counters(&mut mem, &applied.pending(&r)));
             }
         }
         mem.note_peak();

@@ -312,11 +312,6 @@ impl ThreadState {
     #[inline]
     #[must_use]
     pub(crate) fn record(&self, key: Key, op: Op, hint: &Hint) -> bool {
-        match op {
-            Op::Alloc(n) => bump(&self.sizes[size_bucket(n)], 1),
-            Op::Grow(n) => bump(&self.grown, n),
-            _ => {}
-        }
         let p = hint.0.get();
         if !p.is_null() {
             // SAFETY: a non-null hint was set by `record_cold` of this same table (the caller's
@@ -324,10 +319,26 @@ impl ThreadState {
             let slot = unsafe { &*p };
             if slot.holds(key) {
                 slot.apply(op);
+                self.count_size(op);
                 return true;
             }
         }
-        self.record_cold(key, op, hint)
+        let recorded = self.record_cold(key, op, hint);
+        if recorded {
+            self.count_size(op);
+        }
+        recorded
+    }
+
+    /// The size histogram and realloc growth, for operations recorded here (a refused one is
+    /// counted by the fallback queue's consumer instead).
+    #[inline(always)]
+    fn count_size(&self, op: Op) {
+        match op {
+            Op::Alloc(n) => bump(&self.sizes[size_bucket(n)], 1),
+            Op::Grow(n) => bump(&self.grown, n),
+            _ => {}
+        }
     }
 
     #[cold]
@@ -350,8 +361,13 @@ impl ThreadState {
         let idx = match empty {
             Some(idx) => idx,
             None => {
-                // Evict the first slot of the window: its tenancy goes to the ring.
-                let idx = start & (SLOTS - 1);
+                // Evict a slot of the window, not the one this thread used last (likely its
+                // current task and span, about to be used again): its tenancy goes to the ring.
+                let hinted = hint.0.get();
+                let idx = (0..PROBE)
+                    .map(|i| (start + i) & (SLOTS - 1))
+                    .find(|&i| !std::ptr::eq(&self.slots[i], hinted))
+                    .unwrap_or(start & (SLOTS - 1));
                 if !self.retire(idx) {
                     bump(&self.overflowed, 1);
                     return false;
@@ -403,14 +419,48 @@ impl ThreadState {
         *grown = grown.wrapping_add(self.grown.load(Ordering::Relaxed));
     }
 
-    /// The current tenancy of the slot holding `key`, if any (any thread may call this; a slot
-    /// being rewritten reads as absent).
-    pub(crate) fn peek(&self, key: Key) -> Option<Reading> {
+    /// Every tenancy of `key` not yet consumed by the aggregator: retired ones still in the
+    /// ring and the current one in the table. For the aggregator's lock holder only (the ring
+    /// is read without being consumed, so the consumer must not advance meanwhile).
+    pub(crate) fn peek(&self, key: Key, mut f: impl FnMut(Reading)) {
+        let head = self.head.load(Ordering::Relaxed);
+        let tail = self.tail.load(Ordering::Acquire);
+        let mut i = head;
+        while i != tail {
+            let r = self.retired_at(i);
+            if r.key == key {
+                f(r);
+            }
+            i = i.wrapping_add(1);
+        }
         let start = key.hash();
-        (0..PROBE).find_map(|i| {
+        for i in 0..PROBE {
             let idx = (start + i) & (SLOTS - 1);
-            read_slot(idx, &self.slots[idx]).filter(|r| r.key == key)
-        })
+            if let Some(r) = read_slot(idx, &self.slots[idx]).filter(|r| r.key == key) {
+                f(r);
+            }
+        }
+    }
+
+    /// The retired entry at ring position `i`.
+    fn retired_at(&self, i: usize) -> Reading {
+        let w = &self.ring[i & (RING - 1)].words;
+        let v: [u64; 8] = std::array::from_fn(|k| w[k].load(Ordering::Relaxed));
+        Reading {
+            slot: v[0] as u32,
+            seq: v[1],
+            key: Key {
+                task: v[2],
+                span: v[3],
+            },
+            counters: Counters {
+                alloc_bytes: v[4],
+                allocs: v[5],
+                free_bytes: v[6],
+                frees: v[7],
+            },
+            last: true,
+        }
     }
 
     /// How full the retired ring is, 0..=RING (the aggregator polls faster when it fills).
@@ -428,23 +478,7 @@ impl ThreadState {
         let tail = self.tail.load(Ordering::Acquire);
         let mut i = head;
         while i != tail {
-            let w = &self.ring[i & (RING - 1)].words;
-            let v: [u64; 8] = std::array::from_fn(|k| w[k].load(Ordering::Relaxed));
-            f(Reading {
-                slot: v[0] as u32,
-                seq: v[1],
-                key: Key {
-                    task: v[2],
-                    span: v[3],
-                },
-                counters: Counters {
-                    alloc_bytes: v[4],
-                    allocs: v[5],
-                    free_bytes: v[6],
-                    frees: v[7],
-                },
-                last: true,
-            });
+            f(self.retired_at(i));
             i = i.wrapping_add(1);
         }
         self.head.store(tail, Ordering::Release);
@@ -655,6 +689,14 @@ mod tests {
         assert!(refused > 0);
         assert_eq!(ts.overflowed.load(Ordering::Relaxed), refused as u64);
         assert_eq!(ts.ring_len(), RING);
+        let (mut counts, mut grown) = ([0; SIZE_BUCKETS], 0);
+        ts.add_sizes(&mut counts, &mut grown);
+        let total = (SLOTS + RING + 100) as u64 * 4;
+        assert_eq!(
+            counts.iter().sum::<u64>(),
+            total - refused as u64,
+            "refused operations are not in this table's histogram (the fallback counts them)"
+        );
     }
 }
 
