@@ -26,7 +26,7 @@ pub const DEFAULT_ENDED_TASK_RETENTION: usize = 1024;
 /// Default for [`Builder::closed_span_retention`].
 pub const DEFAULT_CLOSED_SPAN_RETENTION: usize = 1024;
 /// Default for [`Builder::idle_task_eviction`].
-pub const DEFAULT_IDLE_TASK_EVICTION: Duration = Duration::from_secs(300);
+pub const DEFAULT_IDLE_TASK_EVICTION: Duration = Duration::from_secs(30);
 
 /// Configures and starts heapspan. Values set here win over the environment
 /// ([`Builder::from_env`]).
@@ -110,7 +110,7 @@ impl Builder {
 
     /// How many threads get their own counter table (default [`DEFAULT_MAX_THREADS`]; tables of
     /// exited threads are reused). Threads beyond it share a slower lock-free fallback queue.
-    /// Each table takes about 40 KiB of address space, touched only when used.
+    /// Each table takes about 80 KiB of address space, touched only when used.
     pub fn max_threads(mut self, n: usize) -> Self {
         self.max_threads = n;
         self
@@ -175,8 +175,12 @@ impl Builder {
                 "from 1 to 65536",
             );
         }
-        if self.event_queue_capacity == 0 {
-            return bad("event_queue_capacity", "0".into(), "at least 1");
+        if !(1..=(1 << 24)).contains(&self.event_queue_capacity) {
+            return bad(
+                "event_queue_capacity",
+                self.event_queue_capacity.to_string(),
+                "from 1 to 16777216",
+            );
         }
         Ok(())
     }
@@ -225,7 +229,8 @@ impl Builder {
                         std::thread::park_timeout((deadline - now).min(PRESSURE_CHECK));
                     }
                 }
-            })?
+            })
+            .inspect_err(|_| alloc::stop())?
         };
         let export = match export.map(|e| e.spawn(shared.clone())).transpose() {
             Ok(e) => e,
@@ -233,6 +238,8 @@ impl Builder {
                 stop.store(true, Ordering::Release);
                 thread.thread().unpark();
                 let _ = thread.join();
+                // Nobody will fold the tables: back to pass-through.
+                alloc::stop();
                 return Err(e);
             }
         };

@@ -12,8 +12,8 @@
 //! Ended tasks and closed spans stay individually for the most recent
 //! `ended_task_retention` / `closed_span_retention` of them; older ones are summarised into
 //! their name's totals. A summarised task or span that still holds memory keeps being charged
-//! for its frees through a small key → name map (one entry per such owner), so per-name totals
-//! stay exact. Tasks whose end heapspan cannot see (no wrapper, no `tokio_unstable`) are
+//! for its frees through a small key → name map (one entry per such owner, dropped once it holds
+//! nothing), so per-name totals stay exact. Tasks whose end heapspan cannot see (no wrapper, no `tokio_unstable`) are
 //! summarised once they hold nothing and have been idle for `idle_task_eviction`.
 
 pub(crate) mod events;
@@ -205,6 +205,34 @@ impl<K: std::hash::Hash + Eq + Clone> Levels<K> {
     }
 }
 
+/// A summarised task or span that still held memory: where its later deltas go, until what it
+/// holds reaches zero (then it is forgotten).
+#[derive(Debug)]
+struct Evicted<N> {
+    name: N,
+    live_bytes: i64,
+    live_allocations: i64,
+}
+
+impl<N> Evicted<N> {
+    fn new(name: N, mem: &MemStats) -> Self {
+        Evicted {
+            name,
+            live_bytes: mem.live_bytes(),
+            live_allocations: mem.live_allocations(),
+        }
+    }
+
+    /// Applies a delta; true once it holds nothing any more.
+    fn apply(&mut self, d: &Counters) -> bool {
+        self.live_bytes = self.live_bytes.saturating_add(live_delta(d));
+        self.live_allocations = self
+            .live_allocations
+            .saturating_add(d.allocs as i64 - d.frees as i64);
+        self.live_bytes == 0 && self.live_allocations == 0
+    }
+}
+
 #[derive(Debug, Default)]
 struct Summary {
     count: u64,
@@ -223,11 +251,11 @@ pub(crate) struct Aggregator {
     tasks: FastMap<TaskKey, TaskRec>,
     ended_tasks: VecDeque<TaskKey>,
     task_summaries: FastMap<String, Summary>,
-    evicted_tasks: FastMap<TaskKey, String>,
+    evicted_tasks: FastMap<TaskKey, Evicted<String>>,
     spans: FastMap<u64, SpanRec>,
     closed_spans: VecDeque<u64>,
     span_summaries: FastMap<SpanName, Summary>,
-    evicted_spans: FastMap<u64, SpanName>,
+    evicted_spans: FastMap<u64, Evicted<SpanName>>,
     no_span: MemStats,
     buckets: Buckets,
     total: MemStats,
@@ -432,11 +460,14 @@ impl Aggregator {
                     id,
                     generation: (key.span >> SPAN_BITS) as u16,
                 };
-                if let Some(name) = self.evicted_tasks.get(&tk) {
-                    let s = self.task_summaries.entry(name.clone()).or_default();
+                if let Some(e) = self.evicted_tasks.get_mut(&tk) {
+                    let s = self.task_summaries.entry(e.name.clone()).or_default();
                     add_counters(&mut s.mem, d);
-                    let i = self.task_levels.index(name);
+                    let i = self.task_levels.index(&e.name);
                     self.task_levels.add(i, live_delta(d));
+                    if e.apply(d) {
+                        self.evicted_tasks.remove(&tk);
+                    }
                 } else {
                     let unnamed = self.unnamed;
                     let t = self
@@ -457,11 +488,14 @@ impl Aggregator {
         match key.span & SPAN_MASK {
             0 => add_counters(&mut self.no_span, d),
             sid => {
-                if let Some(name) = self.evicted_spans.get(&sid) {
-                    let s = self.span_summaries.entry(*name).or_default();
+                if let Some(e) = self.evicted_spans.get_mut(&sid) {
+                    let s = self.span_summaries.entry(e.name).or_default();
                     add_counters(&mut s.mem, d);
-                    let i = self.span_levels.index(name);
+                    let i = self.span_levels.index(&e.name);
                     self.span_levels.add(i, live_delta(d));
+                    if e.apply(d) {
+                        self.evicted_spans.remove(&sid);
+                    }
                 } else {
                     let s = self.spans.entry(sid).or_insert_with(|| SpanRec {
                         meta: None,
@@ -591,8 +625,14 @@ impl Aggregator {
                 sum.count += 1;
                 sum.ended += 1;
                 sum.mem.add(&s.mem);
+                if s.level.is_none() {
+                    // Never named (created before start, or its event was dropped): its live
+                    // bytes join the unknown name's total now, so later frees balance.
+                    let i = self.span_levels.index(&name);
+                    self.span_levels.add(i, s.mem.live_bytes());
+                }
                 if s.mem.live_bytes() != 0 || s.mem.live_allocations() != 0 {
-                    self.evicted_spans.insert(id, name);
+                    self.evicted_spans.insert(id, Evicted::new(name, &s.mem));
                 }
             }
         }
@@ -608,7 +648,7 @@ impl Aggregator {
         sum.ended += u64::from(t.ended.is_some());
         sum.mem.add(&t.mem);
         if t.mem.live_bytes() != 0 || t.mem.live_allocations() != 0 {
-            self.evicted_tasks.insert(k, name);
+            self.evicted_tasks.insert(k, Evicted::new(name, &t.mem));
         }
     }
 
@@ -623,8 +663,8 @@ impl Aggregator {
         let entry = |k: usize, v: usize| (k + v + 8) as u64;
         let tables = self.tasks.len() as u64 * entry(size_of::<TaskKey>(), size_of::<TaskRec>())
             + self.spans.len() as u64 * entry(8, size_of::<SpanRec>())
-            + self.evicted_tasks.len() as u64 * entry(size_of::<TaskKey>(), 48)
-            + self.evicted_spans.len() as u64 * entry(8, size_of::<SpanName>())
+            + self.evicted_tasks.len() as u64 * entry(size_of::<TaskKey>(), 64)
+            + self.evicted_spans.len() as u64 * entry(8, size_of::<Evicted<SpanName>>())
             + (self.task_summaries.len() + self.span_summaries.len()) as u64 * 96
             + (self.task_levels.len() + self.span_levels.len()) as u64 * 64
             + self

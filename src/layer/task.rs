@@ -26,8 +26,9 @@ use crate::alloc::{key, InternalScope};
 #[pin_project(PinnedDrop)]
 #[derive(Debug)]
 pub struct Instrumented<F> {
+    /// `None` only once dropped (in `PinnedDrop`, before the end is reported).
     #[pin]
-    inner: F,
+    inner: Option<F>,
     name: &'static str,
     dyn_name: Option<String>,
     location: &'static StdLocation<'static>,
@@ -38,7 +39,8 @@ pub struct Instrumented<F> {
 }
 
 /// Wraps `fut` so that the task that polls it is named `name`, with the caller's location as
-/// its spawn location.
+/// its spawn location. Wrap a task's *root* future (what you pass to `tokio::spawn`), as
+/// [`spawn`] does: dropping the wrapper reports the task's end.
 #[track_caller]
 pub fn instrument<F: Future>(name: impl Into<TaskName>, fut: F) -> Instrumented<F> {
     let (name, dyn_name) = match name.into() {
@@ -46,7 +48,7 @@ pub fn instrument<F: Future>(name: impl Into<TaskName>, fut: F) -> Instrumented<
         TaskName::Owned(s) => ("", Some(s)),
     };
     Instrumented {
-        inner: fut,
+        inner: Some(fut),
         name,
         dyn_name,
         location: StdLocation::caller(),
@@ -124,21 +126,28 @@ impl<F: Future> Future for Instrumented<F> {
                 }
             }
         }
+        let Some(inner) = this.inner.as_pin_mut() else {
+            return Poll::Pending;
+        };
         #[cfg(feature = "tokio-metrics")]
         if let Some(stats) = *this.polls {
             let start = Instant::now();
-            let r = this.inner.poll(cx);
+            let r = inner.poll(cx);
             stats.record(start.elapsed());
             return r;
         }
-        this.inner.poll(cx)
+        inner.poll(cx)
     }
 }
 
 #[pinned_drop]
 impl<F> PinnedDrop for Instrumented<F> {
     fn drop(self: Pin<&mut Self>) {
-        if let Some(task) = self.task {
+        let mut this = self.project();
+        // Drop the task's future first (in place, as pinning requires): what its destructor
+        // frees or allocates still belongs to the running task, before the end is reported.
+        this.inner.set(None);
+        if let Some(task) = *this.task {
             key::task_ended(task.id, task.generation);
             events::send(Event::TaskEnd {
                 task,
