@@ -13,11 +13,12 @@
 //! - **No lock, no syscall, no allocation on the hot path.** An operation updates a counter in
 //!   a table owned by the current thread (a relaxed load and store of a cache line nobody else
 //!   writes). Thread tables come from a pool allocated once at start and never freed.
-//! - **Re-entrancy.** A thread-local `busy` flag is set while heapspan records; an allocation
-//!   made inside (glibc's TLS-destructor list when a thread's table is claimed) is pushed to a
-//!   lock-free fallback queue instead of recursing. Code of heapspan that may allocate (the
-//!   layer, the aggregator, snapshots) runs in an `InternalScope`: its allocations are charged
-//!   to the `heapspan` bucket.
+//! - **Re-entrancy.** A thread-local `busy` flag is set while a thread claims its table (the
+//!   only step that calls out: it registers the thread-exit hook). An allocation made inside
+//!   it would be charged to the `heapspan` bucket and could never recurse; on Linux none is
+//!   known (glibc and std register TLS destructors with their own allocator). Code of heapspan
+//!   that may allocate (the layer, the aggregator, snapshots, export) runs in an
+//!   `InternalScope`: its allocations are charged to the `heapspan` bucket.
 //! - **Thread exit.** The thread-local that holds a thread's state has no destructor, so it
 //!   stays readable while the thread exits. A second thread-local's destructor gives the table
 //!   back to the pool and switches the thread to the fallback queue, so frees that run in later
@@ -26,7 +27,10 @@
 //!   slot tenancy (a seqlock sequence number), what it applied, and applies only the
 //!   difference. A tenancy that is evicted hands its final counters through a single-producer
 //!   ring before the slot is reused. Nothing is counted twice or lost unless a bounded queue is
-//!   full, and then the loss is counted in [`Snapshot::dropped`]. These protocols are
+//!   full, and then the loss is counted in [`Snapshot::dropped`]. A thread that interleaves
+//!   more keys (task × span) than its table holds evicts often; its ring absorbs 1024
+//!   evictions between folds (folds come early when a ring is an eighth full), then operations
+//!   go through the shared fallback queue (4096 entries), and only past that are they dropped. These protocols are
 //!   model-checked with loom (`RUSTFLAGS="--cfg loom" cargo test --release --lib loom`).
 //! - **Never hurting the host.** No path panics on a full queue, a poisoned lock (recovered), or
 //!   a missing table (fallback); counting is skipped entirely until heapspan is started.

@@ -572,15 +572,21 @@ pub(crate) fn pop_span(id: u64) {
     if d == 0 {
         return;
     }
-    if d > SPAN_STACK {
-        // The untracked excess: assume the innermost exits first.
-        l.depth.set(d - 1);
-        return;
-    }
-    if let Some(pos) = (0..d).rev().find(|&i| l.spans[i].get() == id) {
-        for i in pos..d - 1 {
+    let tracked = d.min(SPAN_STACK);
+    if let Some(pos) = (0..tracked).rev().find(|&i| l.spans[i].get() == id) {
+        for i in pos..tracked - 1 {
             l.spans[i].set(l.spans[i + 1].get());
         }
+        // Past the capacity the next deeper span was never recorded: its slot reads as none.
+        l.spans[tracked - 1].set(if d > SPAN_STACK {
+            0
+        } else {
+            l.spans[tracked - 1].get()
+        });
+        l.depth.set(d - 1);
+        l.refresh_current();
+    } else if d > SPAN_STACK {
+        // One of the untracked, deeper spans.
         l.depth.set(d - 1);
         l.refresh_current();
     }
