@@ -676,6 +676,13 @@ impl Aggregator {
     }
 
     pub(crate) fn snapshot(&mut self) -> Snapshot {
+        SNAPSHOTTING.store(true, std::sync::atomic::Ordering::Relaxed);
+        let snap = self.snapshot_inner();
+        SNAPSHOTTING.store(false, std::sync::atomic::Ordering::Relaxed);
+        snap
+    }
+
+    fn snapshot_inner(&mut self) -> Snapshot {
         self.fold();
         let tasks: Vec<TaskStats> = self
             .tasks
@@ -790,6 +797,11 @@ impl Aggregator {
         }
     }
 }
+
+/// Set while a snapshot copies the tables under the lock (it can take a while with large
+/// tables): the span-close hook does not wait for it then.
+pub(crate) static SNAPSHOTTING: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 /// Shared handle to the tables.
 pub(crate) type Shared = Arc<Mutex<Aggregator>>;

@@ -19,7 +19,7 @@
 //! span's allocations freed by anyone so far, `live` is allocated minus freed, `peak` the
 //! highest live value seen at a fold or at the close. The user's thread never waits: if the
 //! aggregator is folding at that very moment, the close waits for it at most 1 ms (yielding),
-//! then records no attributes.
+//! then records no attributes; while a snapshot copies the tables it does not wait at all.
 
 use std::sync::{OnceLock, Weak};
 
@@ -99,6 +99,9 @@ pub(crate) fn on_user_span_close(
                 mem = lookup.take().and_then(|f| f(&p.into_inner()));
             }
             Err(std::sync::TryLockError::WouldBlock) => {
+                if crate::aggregator::SNAPSHOTTING.load(std::sync::atomic::Ordering::Relaxed) {
+                    break; // a snapshot copies the tables: no waiting for it
+                }
                 let now = std::time::Instant::now();
                 if *deadline.get_or_insert(now + LOCK_WAIT) > now {
                     std::thread::yield_now();
