@@ -277,6 +277,7 @@ pub(crate) struct Aggregator {
     /// Index of `unnamed` in `task_levels` (where tasks start before their name is known).
     unnamed: usize,
     last_eviction: Instant,
+    last_idle_scan: Instant,
 }
 
 const UNKNOWN_SPAN: SpanName = ("", "(unknown span)");
@@ -344,6 +345,7 @@ impl Aggregator {
             span_levels: Levels::new(),
             unnamed,
             last_eviction: Instant::now(),
+            last_idle_scan: Instant::now(),
         }
     }
 
@@ -600,6 +602,12 @@ impl Aggregator {
             };
             self.summarise_task(k);
         }
+        // The idle scan walks every task: once a second is enough for a 30 s threshold.
+        if now.duration_since(self.last_idle_scan) < Duration::from_secs(1) {
+            self.evict_spans();
+            return;
+        }
+        self.last_idle_scan = now;
         let idle: Vec<TaskKey> = self
             .tasks
             .iter()
@@ -615,6 +623,10 @@ impl Aggregator {
         for k in idle {
             self.summarise_task(k);
         }
+        self.evict_spans();
+    }
+
+    fn evict_spans(&mut self) {
         while self.closed_spans.len() > self.limits.closed_span_retention {
             let Some(id) = self.closed_spans.pop_front() else {
                 break;
