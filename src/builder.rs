@@ -14,6 +14,8 @@ use crate::Snapshot;
 
 /// How often the aggregator checks whether a thread's retired ring is filling up.
 const PRESSURE_CHECK: Duration = Duration::from_millis(5);
+/// The same, right after a fold that a filling ring triggered.
+const PRESSURE_CHECK_BUSY: Duration = Duration::from_millis(1);
 
 /// Default for [`Builder::fold_interval`].
 pub const DEFAULT_FOLD_INTERVAL: Duration = Duration::from_millis(10);
@@ -216,18 +218,30 @@ impl Builder {
             let stop = stop.clone();
             spawn_heapspan_thread("heapspan-aggregator", move || {
                 let pool = aggregator::lock(&shared).pool();
+                // Checks come every PRESSURE_CHECK, and every PRESSURE_CHECK_BUSY while rings
+                // keep filling (key churn): a ring absorbs a bounded number of evictions.
+                let mut check = PRESSURE_CHECK;
                 while !stop.load(Ordering::Acquire) {
                     aggregator::lock(&shared).fold();
                     // Sleep until the next fold, waking early when a ring fills up.
                     let deadline = Instant::now() + fold_interval;
+                    let mut pressed = false;
                     loop {
                         let now = Instant::now();
-                        if now >= deadline || stop.load(Ordering::Acquire) || pool.under_pressure()
-                        {
+                        if now >= deadline || stop.load(Ordering::Acquire) {
                             break;
                         }
-                        std::thread::park_timeout((deadline - now).min(PRESSURE_CHECK));
+                        if pool.under_pressure() {
+                            pressed = true;
+                            break;
+                        }
+                        std::thread::park_timeout((deadline - now).min(check));
                     }
+                    check = if pressed {
+                        PRESSURE_CHECK_BUSY
+                    } else {
+                        PRESSURE_CHECK
+                    };
                 }
             })
             .inspect_err(|_| alloc::stop())?
