@@ -21,15 +21,21 @@ fn summarised_tasks_and_spans_keep_exact_name_totals() {
         .worker_threads(2)
         .build()
         .unwrap();
-    // Warm each worker's span stack (the registry's own, per-thread) outside the measured tasks.
+    // Warm each worker's span stack (the registry's own, per-thread, allocated on a thread's
+    // first enter) outside the measured tasks: many tasks at once, each yielding inside its
+    // span, so that both workers run some.
     rt.block_on(async {
-        for _ in 0..8 {
-            let span = tracing::info_span!("warmup");
-            tokio::spawn(async move {
-                let _e = span.enter();
+        let hs: Vec<_> = (0..64)
+            .map(|_| {
+                let span = tracing::info_span!("warmup");
+                tokio::spawn(async move {
+                    let _e = span.enter();
+                    std::thread::sleep(Duration::from_millis(1));
+                })
             })
-            .await
-            .unwrap();
+            .collect();
+        for h in hs {
+            h.await.unwrap();
         }
     });
     // 20 tasks, each allocates 1000 + i bytes inside its own `evict_req` span and keeps half of
