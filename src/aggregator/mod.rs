@@ -429,6 +429,12 @@ impl Aggregator {
             .saturating_sub(grown)
             .saturating_sub(self.orphan_grown);
         self.sizes = sizes;
+        // Events sent while the tables were read (a task's start, a span's creation) name the
+        // deltas just applied before peaks are taken, so that no `unnamed` total peaks on
+        // bytes that belong to a name.
+        while let Ok(e) = self.events.try_recv() {
+            self.on_event(e);
+        }
         for k in std::mem::take(&mut self.touched_tasks) {
             if let Some(t) = self.tasks.get_mut(&k) {
                 t.mem.note_peak();
