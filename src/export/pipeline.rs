@@ -227,6 +227,29 @@ impl NameCap {
     }
 }
 
+/// Adds the growth from `prev` to `cur` to one name's four cumulative series.
+fn add_deltas(
+    [allocated, freed, allocations]: [&Counter<u64>; 3],
+    live: &UpDownCounter<i64>,
+    cur: &MemStats,
+    prev: &MemStats,
+    attrs: &[KeyValue],
+) {
+    let (a, f, c, l) = delta(cur, prev);
+    if a > 0 {
+        allocated.add(a, attrs);
+    }
+    if f > 0 {
+        freed.add(f, attrs);
+    }
+    if c > 0 {
+        allocations.add(c, attrs);
+    }
+    if l != 0 {
+        live.add(l, attrs);
+    }
+}
+
 fn delta(cur: &MemStats, prev: &MemStats) -> (u64, u64, u64, i64) {
     (
         cur.allocated_bytes.saturating_sub(prev.allocated_bytes),
@@ -486,20 +509,14 @@ impl Exporter {
                 .get(&t.name)
                 .copied()
                 .unwrap_or_default();
-            let (a, f, c, l) = delta(&t.mem, &prev);
             let (attrs, is_other) = self.tasks.attrs(&t.name);
-            if a > 0 {
-                ins.task_allocated.add(a, attrs);
-            }
-            if f > 0 {
-                ins.task_freed.add(f, attrs);
-            }
-            if c > 0 {
-                ins.task_allocations.add(c, attrs);
-            }
-            if l != 0 {
-                ins.task_live.add(l, attrs);
-            }
+            add_deltas(
+                [&ins.task_allocated, &ins.task_freed, &ins.task_allocations],
+                &ins.task_live,
+                &t.mem,
+                &prev,
+                attrs,
+            );
             if is_other {
                 other_peak = Some(other_peak.unwrap_or(0).max(t.mem.peak_bytes));
             } else if t.mem.peak_bytes != prev.peak_bytes || prev == MemStats::default() {
@@ -522,24 +539,18 @@ impl Exporter {
             if prev == s.mem {
                 continue;
             }
-            let (a, f, c, l) = delta(&s.mem, &prev);
             label.clear();
             label.push_str(s.target);
             label.push_str("::");
             label.push_str(s.name);
             let (attrs, _) = self.spans.attrs(&label);
-            if a > 0 {
-                ins.span_allocated.add(a, attrs);
-            }
-            if f > 0 {
-                ins.span_freed.add(f, attrs);
-            }
-            if c > 0 {
-                ins.span_allocations.add(c, attrs);
-            }
-            if l != 0 {
-                ins.span_live.add(l, attrs);
-            }
+            add_deltas(
+                [&ins.span_allocated, &ins.span_freed, &ins.span_allocations],
+                &ins.span_live,
+                &s.mem,
+                &prev,
+                attrs,
+            );
             self.prev_span_names.insert(key, s.mem);
         }
         // Self metrics.

@@ -682,12 +682,7 @@ pub fn build(
     annotations: &[Annotation],
     cfg: &GraphConfig,
 ) -> Graph {
-    let kept = nodes.len().min(cfg.max_nodes).min(MAX_NODES_PER_BUILD);
-    let skipped = Skipped {
-        nodes: (nodes.len() - kept) as u64,
-        bytes: nodes[kept..].iter().map(|n| n.size as u64).sum(),
-        ..Skipped::default()
-    };
+    let (kept, skipped) = cap(nodes, cfg);
     build_inner(nodes[..kept].to_vec(), mem, annotations, cfg, skipped)
 }
 
@@ -698,14 +693,20 @@ pub fn build_owned(
     annotations: &[Annotation],
     cfg: &GraphConfig,
 ) -> Graph {
+    let (kept, skipped) = cap(&nodes, cfg);
+    nodes.truncate(kept);
+    build_inner(nodes, mem, annotations, cfg, skipped)
+}
+
+/// How many nodes a build keeps, and what the cap leaves out.
+fn cap(nodes: &[Node], cfg: &GraphConfig) -> (usize, Skipped) {
     let kept = nodes.len().min(cfg.max_nodes).min(MAX_NODES_PER_BUILD);
     let skipped = Skipped {
         nodes: (nodes.len() - kept) as u64,
         bytes: nodes[kept..].iter().map(|n| n.size as u64).sum(),
         ..Skipped::default()
     };
-    nodes.truncate(kept);
-    build_inner(nodes, mem, annotations, cfg, skipped)
+    (kept, skipped)
 }
 
 fn build_inner(
