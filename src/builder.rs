@@ -10,6 +10,7 @@ use crate::alloc::{self, InternalScope};
 use crate::error::{Error, Result};
 use crate::export::pipeline::{self, ExportHandle};
 use crate::export::ExportConfig;
+use crate::graph::live::{CaptureConfig, IndexMode, LiveGraph};
 use crate::Snapshot;
 
 /// How often the aggregator checks whether a thread's retired ring is filling up.
@@ -29,6 +30,10 @@ pub const DEFAULT_ENDED_TASK_RETENTION: usize = 1024;
 pub const DEFAULT_CLOSED_SPAN_RETENTION: usize = 1024;
 /// Default for [`Builder::idle_task_eviction`].
 pub const DEFAULT_IDLE_TASK_EVICTION: Duration = Duration::from_secs(30);
+/// Default mean gap of [`IndexMode::Sampled`]: 512 KiB.
+pub const DEFAULT_SAMPLE_MEAN_BYTES: u64 = 512 << 10;
+/// Default for [`Builder::index_capacity`]: 1 Mi live indexed allocations per thread table.
+pub const DEFAULT_INDEX_CAPACITY: usize = 1 << 20;
 
 /// Configures and starts heapspan. Values set here win over the environment
 /// ([`Builder::from_env`]).
@@ -40,6 +45,9 @@ pub struct Builder {
     ended_task_retention: usize,
     closed_span_retention: usize,
     idle_task_eviction: Duration,
+    live_index: IndexMode,
+    index_capacity: usize,
+    capture: CaptureConfig,
     export: ExportConfig,
 }
 
@@ -52,6 +60,9 @@ impl Default for Builder {
             ended_task_retention: DEFAULT_ENDED_TASK_RETENTION,
             closed_span_retention: DEFAULT_CLOSED_SPAN_RETENTION,
             idle_task_eviction: DEFAULT_IDLE_TASK_EVICTION,
+            live_index: IndexMode::Off,
+            index_capacity: DEFAULT_INDEX_CAPACITY,
+            capture: CaptureConfig::default(),
             export: ExportConfig::default(),
         }
     }
@@ -142,6 +153,29 @@ impl Builder {
     /// summarised after this long without activity (default [`DEFAULT_IDLE_TASK_EVICTION`]).
     pub fn idle_task_eviction(mut self, d: Duration) -> Self {
         self.idle_task_eviction = d;
+        self
+    }
+
+    /// The live index behind the relation graph (default [`IndexMode::Off`]); see
+    /// [`crate::graph::live`].
+    pub fn live_index(mut self, mode: IndexMode) -> Self {
+        self.live_index = mode;
+        self
+    }
+
+    /// Live indexed allocations per thread table (default [`DEFAULT_INDEX_CAPACITY`]; allowed
+    /// 1024 ..= 16 Mi). Each takes 16 bytes of address space, touched only when used; a
+    /// thread's allocations beyond it are not indexed (counted in
+    /// [`ScanStats::unindexed`](crate::graph::live::ScanStats::unindexed)).
+    pub fn index_capacity(mut self, n: usize) -> Self {
+        self.index_capacity = n;
+        self
+    }
+
+    /// Caps and detector settings of the graphs heapspan takes (default
+    /// [`CaptureConfig::default`]).
+    pub fn capture(mut self, config: CaptureConfig) -> Self {
+        self.capture = config;
         self
     }
 
@@ -259,6 +293,7 @@ impl Builder {
         };
         Ok(Guard {
             shared,
+            capture: self.capture,
             stop,
             thread: Some(thread),
             export,
@@ -292,6 +327,7 @@ pub(crate) fn spawn_heapspan_thread(
 #[derive(Debug)]
 pub struct Guard {
     shared: Shared,
+    capture: CaptureConfig,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     export: Option<ExportHandle>,
@@ -302,6 +338,14 @@ impl Guard {
     pub fn snapshot(&self) -> Snapshot {
         let _scope = InternalScope::enter();
         aggregator::lock(&self.shared).snapshot()
+    }
+
+    /// Scans the live index now and returns its relation graph; `None` when the live index
+    /// is off ([`Builder::live_index`]). Frees of indexed allocations made during the copy
+    /// phase are deferred (never blocked) until it ends.
+    pub fn graph(&self) -> Option<LiveGraph> {
+        let _scope = InternalScope::enter();
+        crate::graph::live::capture(&self.capture)
     }
 
     /// heapspan's own OpenTelemetry tracer provider, when it exports to a collector or a file

@@ -68,9 +68,10 @@ pub use alloc::Allocator;
 pub use builder::{
     Builder, Guard, DEFAULT_CLOSED_SPAN_RETENTION, DEFAULT_ENDED_TASK_RETENTION,
     DEFAULT_EVENT_QUEUE_CAPACITY, DEFAULT_FOLD_INTERVAL, DEFAULT_IDLE_TASK_EVICTION,
-    DEFAULT_MAX_THREADS,
+    DEFAULT_INDEX_CAPACITY, DEFAULT_MAX_THREADS, DEFAULT_SAMPLE_MEAN_BYTES,
 };
 pub use error::{Error, Result};
+pub use graph::live::{CaptureConfig, IndexMode, LiveGraph};
 pub use layer::task::{instrument, spawn, Instrumented, TaskName};
 pub use layer::MemoryLayer;
 

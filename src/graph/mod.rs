@@ -61,6 +61,7 @@
 mod detect;
 mod dot;
 mod index;
+pub mod live;
 mod scc;
 mod sort;
 #[cfg(test)]
