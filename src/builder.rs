@@ -187,6 +187,19 @@ impl Builder {
         self
     }
 
+    fn index_start(&self) -> alloc::IndexStart {
+        let (mode, sample_mean) = match self.live_index {
+            IndexMode::Off => (alloc::index::MODE_OFF, DEFAULT_SAMPLE_MEAN_BYTES),
+            IndexMode::Full => (alloc::index::MODE_FULL, DEFAULT_SAMPLE_MEAN_BYTES),
+            IndexMode::Sampled { mean_bytes } => (alloc::index::MODE_SAMPLED, mean_bytes),
+        };
+        alloc::IndexStart {
+            mode,
+            sample_mean,
+            capacity: self.index_capacity,
+        }
+    }
+
     fn validate(&self) -> Result<()> {
         let bad = |setting, value: String, expected| {
             Err(Error::InvalidConfig {
@@ -211,6 +224,22 @@ impl Builder {
                 "from 1 to 65536",
             );
         }
+        if !(1024..=alloc::index::MAX_ENTRIES).contains(&self.index_capacity) {
+            return bad(
+                "index_capacity",
+                self.index_capacity.to_string(),
+                "from 1024 to 16777216",
+            );
+        }
+        if let IndexMode::Sampled { mean_bytes } = self.live_index {
+            if !(1..=(1 << 40)).contains(&mean_bytes) {
+                return bad(
+                    "live_index(Sampled { mean_bytes })",
+                    mean_bytes.to_string(),
+                    "from 1 to 1099511627776 bytes",
+                );
+            }
+        }
         if !(1..=(1 << 24)).contains(&self.event_queue_capacity) {
             return bad(
                 "event_queue_capacity",
@@ -230,7 +259,8 @@ impl Builder {
         // setting leaves heapspan startable.
         let export = pipeline::prepare(self.export.resolve()?)?;
         let rx = events::open(self.event_queue_capacity).ok_or(Error::AlreadyStarted)?;
-        let pool = alloc::start(self.max_threads).map_err(|()| Error::AlreadyStarted)?;
+        let pool = alloc::start(self.max_threads, self.index_start())
+            .map_err(|()| Error::AlreadyStarted)?;
         // Any allocation now claims this thread's table; none means we are not the allocator.
         drop(std::hint::black_box(Box::new(0u64)));
         if pool.high.load(Ordering::Acquire) == 0 {
@@ -255,8 +285,12 @@ impl Builder {
                 // Checks come every PRESSURE_CHECK, and every PRESSURE_CHECK_BUSY while rings
                 // keep filling (key churn): a ring absorbs a bounded number of evictions.
                 let mut check = PRESSURE_CHECK;
+                let began = Instant::now();
                 while !stop.load(Ordering::Acquire) {
+                    alloc::index::NOW_MS
+                        .store(began.elapsed().as_millis() as u64, Ordering::Relaxed);
                     aggregator::lock(&shared).fold();
+                    alloc::scan::drain_if_idle();
                     // Sleep until the next fold, waking early when a ring fills up.
                     let deadline = Instant::now() + fold_interval;
                     let mut pressed = false;

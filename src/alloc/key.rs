@@ -55,6 +55,8 @@ const GEN_SLOTS: usize = 4096;
 /// Ids up to this many bits take part in generations (tokio's counter stays far below).
 const ID_BITS: u32 = 47;
 const ENDED: u64 = 1 << 16;
+/// Generations have 15 bits (they share the span word with the extended-header flag).
+const GEN_MASK: u64 = 0x7FFF;
 /// Per id hash: `id << 17 | ended << 16 | generation` of the most recent task start seen there.
 static GENERATIONS: [AtomicU64; GEN_SLOTS] = [const { AtomicU64::new(0) }; GEN_SLOTS];
 /// Bumped whenever a generation above zero is handed out, so threads refresh their cache.
@@ -75,10 +77,11 @@ pub(crate) fn task_started(id: u64) -> u16 {
     loop {
         let same = cur >> 17 == id && cur != 0;
         if same && cur & ENDED == 0 {
-            return (cur & 0xFFFF) as u16;
+            return (cur & GEN_MASK) as u16;
         }
         let gen = if same {
-            ((cur & 0xFFFF) as u16).wrapping_add(1)
+            // 15 bits: the span word's top bit flags the extended header.
+            (((cur & GEN_MASK) as u16) + 1) & GEN_MASK as u16
         } else {
             0
         };
@@ -114,7 +117,7 @@ pub(crate) fn task_ended(id: u64, gen: u16) {
 pub(crate) fn generation(id: u64) -> u16 {
     let v = gen_slot(id).load(Ordering::Acquire);
     if v >> 17 == id {
-        (v & 0xFFFF) as u16
+        (v & GEN_MASK) as u16
     } else {
         0
     }

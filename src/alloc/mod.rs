@@ -17,8 +17,10 @@
 //! The header is written from the first allocation on, also before heapspan is started (the
 //! pass-through mode), so that memory allocated before start can be freed correctly after it.
 
+pub(crate) mod index;
 pub(crate) mod key;
 pub(crate) mod orphans;
+pub(crate) mod scan;
 pub(crate) mod slots;
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -26,6 +28,7 @@ use std::cell::Cell;
 use std::ptr;
 
 use crate::sync::statics::{AtomicPtr, AtomicU64, AtomicU8, Ordering};
+use index::EXT;
 use key::{TASK_HEAPSPAN, TASK_NONE, TASK_UNTRACKED};
 use orphans::OrphanQueue;
 use slots::{Key, Op, ThreadState, ACTIVE, FREE};
@@ -128,47 +131,38 @@ unsafe fn read_header(user: *mut u8) -> Key {
 unsafe impl<A: GlobalAlloc> GlobalAlloc for Allocator<A> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let Some((outer, off)) = outer(layout) else {
-            return ptr::null_mut();
-        };
-        // SAFETY: `outer` has a non-zero size (it includes the header).
-        let base = unsafe { self.inner.alloc(outer) };
-        if base.is_null() {
-            return base;
+        let state = STATE.load(Ordering::Relaxed);
+        if state == INDEXED {
+            // SAFETY: forwarded caller contract.
+            return unsafe { self.alloc_indexed(layout, false) };
         }
-        // SAFETY: `off < outer.size()`, so `user` stays inside the block.
-        let user = unsafe { base.add(off) };
-        let key = on_alloc(layout.size() as u64);
-        // SAFETY: `off >= 16` bytes in front of `user` belong to the block; `user` is 8-aligned.
-        unsafe { write_header(user, key) };
-        user
+        // SAFETY: forwarded caller contract.
+        unsafe { self.alloc_plain(layout, false, state == ON) }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let Some((outer, off)) = outer(layout) else {
-            return ptr::null_mut();
-        };
-        // SAFETY: as in `alloc`.
-        let base = unsafe { self.inner.alloc_zeroed(outer) };
-        if base.is_null() {
-            return base;
+        let state = STATE.load(Ordering::Relaxed);
+        if state == INDEXED {
+            // SAFETY: forwarded caller contract.
+            return unsafe { self.alloc_indexed(layout, true) };
         }
-        // SAFETY: as in `alloc`.
-        let user = unsafe { base.add(off) };
-        let key = on_alloc(layout.size() as u64);
-        // SAFETY: as in `alloc`.
-        unsafe { write_header(user, key) };
-        user
+        // SAFETY: forwarded caller contract.
+        unsafe { self.alloc_plain(layout, true, state == ON) }
     }
 
     #[inline]
     unsafe fn dealloc(&self, user: *mut u8, layout: Layout) {
+        // SAFETY: every block this allocator hands out has its span word at `user - 8`.
+        if unsafe { user.sub(8).cast::<u64>().read() } & EXT != 0 {
+            // SAFETY: an extended block of this allocator, freed by its owner.
+            return unsafe { self.dealloc_ext(user, layout) };
+        }
         // `outer` succeeded for this layout when it was allocated, so it succeeds now.
         let Some((outer, off)) = outer(layout) else {
             return;
         };
-        if STATE.load(Ordering::Relaxed) == ON {
+        if STATE.load(Ordering::Relaxed) != OFF {
             // SAFETY: `user` came from `alloc*`/`realloc` of this allocator with `layout`.
             let key = unsafe { read_header(user) };
             record(local(), key, Op::Free(layout.size() as u64));
@@ -190,6 +184,10 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Allocator<A> {
         }
         // SAFETY: `user` is live with a header; read it before the block may move.
         let key = unsafe { read_header(user) };
+        if key.span & EXT != 0 {
+            // SAFETY: an extended block of this allocator, reallocated by its owner.
+            return unsafe { self.realloc_ext(user, layout, new_size) };
+        }
         // SAFETY: `base`/`outer` are what the inner allocator handed out; `new_outer` is
         // non-zero and was checked not to overflow isize when rounded to the alignment.
         let base = unsafe { self.inner.realloc(user.sub(off), outer, new_outer) };
@@ -208,11 +206,225 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Allocator<A> {
     }
 }
 
+impl<A: GlobalAlloc> Allocator<A> {
+    /// An allocation with the 16-byte header; counted when `tracked`.
+    #[inline(always)]
+    unsafe fn alloc_plain(&self, layout: Layout, zeroed: bool, tracked: bool) -> *mut u8 {
+        let Some((outer, off)) = outer(layout) else {
+            return ptr::null_mut();
+        };
+        // SAFETY: `outer` has a non-zero size (it includes the header).
+        let base = unsafe {
+            if zeroed {
+                self.inner.alloc_zeroed(outer)
+            } else {
+                self.inner.alloc(outer)
+            }
+        };
+        if base.is_null() {
+            return base;
+        }
+        // SAFETY: `off < outer.size()`, so `user` stays inside the block.
+        let user = unsafe { base.add(off) };
+        let key = if tracked {
+            on_alloc(layout.size() as u64)
+        } else {
+            UNTRACKED
+        };
+        // SAFETY: `off >= 16` bytes in front of `user` belong to the block; `user` is 8-aligned.
+        unsafe { write_header(user, key) };
+        user
+    }
+
+    /// An allocation while the live index is on: indexed (extended header) when the thread has
+    /// a table with a free entry and the mode takes it, else a plain counted one.
+    #[inline(never)]
+    unsafe fn alloc_indexed(&self, layout: Layout, zeroed: bool) -> *mut u8 {
+        let l = local();
+        let st = l.state.get();
+        let reserved = if st as usize > ORPHAN as usize && !l.heapspan_own.get() {
+            // SAFETY: a non-sentinel `state` points into the leaked pool, owned by this thread.
+            let st = unsafe { &*st };
+            let take = index::MODE.load(Ordering::Relaxed) == index::MODE_FULL
+                || l.sampler.hit(layout.size(), st.id);
+            if take {
+                index::reserve(st.id, &st.index)
+            } else {
+                None
+            }
+        } else {
+            None
+        };
+        let Some(r) = reserved else {
+            // SAFETY: forwarded caller contract.
+            return unsafe { self.alloc_plain(layout, zeroed, true) };
+        };
+        let Some((outer, off)) = index::outer_ext(layout) else {
+            r.cancel();
+            return ptr::null_mut();
+        };
+        // SAFETY: `outer` has a non-zero size.
+        let base = unsafe {
+            if zeroed {
+                self.inner.alloc_zeroed(outer)
+            } else {
+                self.inner.alloc(outer)
+            }
+        };
+        if base.is_null() {
+            r.cancel();
+            return base;
+        }
+        // SAFETY: `off < outer.size()`.
+        let user = unsafe { base.add(off) };
+        let key = on_alloc(layout.size() as u64);
+        // SAFETY: `off >= 32` bytes in front of `user` belong to the block, 8-aligned.
+        unsafe { r.publish(user, layout, key.task, key.span) };
+        user
+    }
+
+    /// Which `in_free` flag this thread raises, and its table (if it has one).
+    fn marker(l: &Local) -> (index::Marker<'static>, Option<usize>) {
+        let st = l.state.get();
+        if st as usize > ORPHAN as usize {
+            // SAFETY: a non-sentinel `state` points into the leaked pool.
+            let st: &'static ThreadState = unsafe { &*st };
+            (index::Marker::Own(&st.index), Some(st.id))
+        } else {
+            (index::Marker::Orphan, None)
+        }
+    }
+
+    /// Frees an extended block: counted, its entry cleared, and released now or, while a scan
+    /// runs, deferred until it ends.
+    #[inline(never)]
+    unsafe fn dealloc_ext(&self, user: *mut u8, layout: Layout) {
+        // SAFETY: a live extended block: its header words are readable.
+        let (id, task, span) = unsafe {
+            (
+                index::word(user, 32).load(Ordering::Relaxed),
+                index::word(user, 16).load(Ordering::Relaxed),
+                index::word(user, 8).load(Ordering::Relaxed) & !EXT,
+            )
+        };
+        let l = local();
+        if STATE.load(Ordering::Relaxed) != OFF {
+            record(l, Key { task, span }, Op::Free(layout.size() as u64));
+        }
+        let (marker, own) = Self::marker(l);
+        let scanning = marker.enter();
+        if let Some(pool) = pool() {
+            // SAFETY: `id` is this live block's id and we are freeing it.
+            unsafe { index::clear_entry(pool, id, own) };
+        }
+        if scanning {
+            // SAFETY: a live extended block of this allocator being freed; the global
+            // allocator lives for the whole process.
+            unsafe { index::defer(self, user) };
+        } else {
+            // SAFETY: the block is ours to free; its layout is the caller's.
+            unsafe { self.release_ext(user, layout) };
+        }
+        marker.exit();
+    }
+
+    /// Gives an extended block back to the inner allocator.
+    ///
+    /// # Safety
+    /// `user` is an extended block of this allocator with `layout`, no longer used by anyone.
+    pub(crate) unsafe fn release_ext(&self, user: *mut u8, layout: Layout) {
+        if let Some((outer, off)) = index::outer_ext(layout) {
+            // SAFETY: `user - off` and `outer` are what the inner allocator handed out.
+            unsafe { self.inner.dealloc(user.sub(off), outer) };
+        }
+    }
+
+    /// Reallocates an extended block: the entry follows it with the next generation (the
+    /// `evolution` edge), and while a scan runs the old block is not freed but deferred.
+    #[inline(never)]
+    unsafe fn realloc_ext(&self, user: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let Some((outer, off)) = index::outer_ext(layout) else {
+            return ptr::null_mut();
+        };
+        let Some(new_outer) = new_size.checked_add(off) else {
+            return ptr::null_mut();
+        };
+        let Ok(new_layout) = Layout::from_size_align(new_outer, outer.align()) else {
+            return ptr::null_mut();
+        };
+        // SAFETY: a live extended block: its header words are readable.
+        let (id, sw, task, span) = unsafe {
+            (
+                index::word(user, 32).load(Ordering::Relaxed),
+                index::word(user, 24).load(Ordering::Relaxed),
+                index::word(user, 16).load(Ordering::Relaxed),
+                index::word(user, 8).load(Ordering::Relaxed) & !EXT,
+            )
+        };
+        let new_id = index::next_id(id);
+        let l = local();
+        let (marker, _) = Self::marker(l);
+        let scanning = marker.enter();
+        let new_user = if scanning {
+            // SAFETY: `new_layout` is non-zero.
+            let base = unsafe { self.inner.alloc(new_layout) };
+            if base.is_null() {
+                marker.exit();
+                return base;
+            }
+            // SAFETY: `off` bytes in front of the new user pointer are in the new block; the
+            // header and `min(old, new)` bytes are copied between two distinct live blocks.
+            unsafe {
+                let nu = base.add(off);
+                ptr::copy_nonoverlapping(
+                    user.sub(index::EXT_HEADER),
+                    nu.sub(index::EXT_HEADER),
+                    index::EXT_HEADER + layout.size().min(new_size),
+                );
+                nu
+            }
+        } else {
+            // SAFETY: `user - off`/`outer` are what the inner allocator handed out; no scan
+            // can start reading before `marker.exit()`.
+            let base = unsafe { self.inner.realloc(user.sub(off), outer, new_outer) };
+            if base.is_null() {
+                marker.exit();
+                return base;
+            }
+            // SAFETY: the header moved with the block.
+            unsafe { base.add(off) }
+        };
+        // SAFETY: `new_user` is this extended block in its new place, not yet reachable by a
+        // scanner (its entry still names the old address, and no scan runs or it is deferred).
+        unsafe { index::rewrite_after_realloc(new_user, new_id, sw, new_size) };
+        if let Some(pool) = pool() {
+            // SAFETY: `id` is this block's id; the caller moves it.
+            unsafe { index::move_entry(pool, id, new_user) };
+        }
+        if scanning {
+            // SAFETY: the old block, no longer named by its entry, is freed by the realloc.
+            unsafe { index::defer(self, user) };
+        }
+        marker.exit();
+        let key = Key { task, span };
+        let old = layout.size() as u64;
+        let new = new_size as u64;
+        if new > old {
+            on_op(key, Op::Grow(new - old));
+        } else if old > new {
+            on_op(key, Op::Shrink(old - new));
+        }
+        new_user
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Process-wide state.
 
 const OFF: u8 = 0;
 const ON: u8 = 1;
+/// Counting, with the live index on.
+const INDEXED: u8 = 2;
 static STATE: AtomicU8 = AtomicU8::new(OFF);
 static POOL: AtomicPtr<Pool> = AtomicPtr::new(ptr::null_mut());
 /// Next heapspan span id (0 means "no span").
@@ -239,10 +451,13 @@ impl Pool {
 }
 
 /// Installs the pool and turns counting on. Fails if heapspan already runs.
-pub(crate) fn start(max_threads: usize) -> Result<&'static Pool, ()> {
+pub(crate) fn start(max_threads: usize, live_index: IndexStart) -> Result<&'static Pool, ()> {
     let _g = InternalScope::enter();
+    let indexed = live_index.mode != index::MODE_OFF;
     let pool: &'static Pool = Box::leak(Box::new(Pool {
-        threads: (0..max_threads).map(|_| ThreadState::new()).collect(),
+        threads: (0..max_threads)
+            .map(|i| ThreadState::new(i, indexed))
+            .collect(),
         orphans: OrphanQueue::new(),
         high: AtomicU64::new(0),
     }));
@@ -257,8 +472,29 @@ pub(crate) fn start(max_threads: usize) -> Result<&'static Pool, ()> {
     {
         return Err(());
     }
-    STATE.store(ON, Ordering::Release);
+    if indexed {
+        index::register_membarrier();
+        index::SAMPLE_MEAN.store(live_index.sample_mean.max(1), Ordering::Relaxed);
+        index::CAPACITY.store(live_index.capacity as u64, Ordering::Relaxed);
+        index::MODE.store(live_index.mode, Ordering::Relaxed);
+        STATE.store(INDEXED, Ordering::Release);
+    } else {
+        STATE.store(ON, Ordering::Release);
+    }
     Ok(pool)
+}
+
+/// The live index's settings at start.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct IndexStart {
+    pub(crate) mode: u8,
+    pub(crate) sample_mean: u64,
+    pub(crate) capacity: usize,
+}
+
+/// Whether the live index is on.
+pub(crate) fn indexing() -> bool {
+    STATE.load(Ordering::Relaxed) == INDEXED
 }
 
 /// Turns counting off: heapspan passes through again (it cannot be restarted).
@@ -304,6 +540,8 @@ struct Local {
     depth: Cell<usize>,
     /// The innermost tracked span (0 for none), kept up to date by push and pop.
     current: Cell<u64>,
+    /// Byte countdown of the sampled live index.
+    sampler: index::Sampler,
 }
 
 thread_local! {
@@ -319,6 +557,7 @@ thread_local! {
             spans: [const { Cell::new(0) }; SPAN_STACK],
             depth: Cell::new(0),
             current: Cell::new(0),
+            sampler: index::Sampler::new(),
         }
     };
     // Its destructor hands the thread's table back to the pool when the thread exits.
@@ -491,11 +730,9 @@ const UNTRACKED: Key = Key {
     span: 0,
 };
 
+/// Counts an allocation of `size` bytes (heapspan is running) and returns its key.
 #[inline(always)]
 fn on_alloc(size: u64) -> Key {
-    if STATE.load(Ordering::Relaxed) != ON {
-        return UNTRACKED;
-    }
     let l = local();
     {
         let key = if l.heapspan_own.get() {
@@ -519,7 +756,7 @@ fn on_alloc(size: u64) -> Key {
 fn on_op(key: Key, op: Op) {
     // Only while running: once stopped nobody folds the tables, so recording would only fill
     // them up.
-    if STATE.load(Ordering::Relaxed) != ON {
+    if STATE.load(Ordering::Relaxed) == OFF {
         return;
     }
     record(local(), key, op);

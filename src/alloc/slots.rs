@@ -241,7 +241,7 @@ impl Hint {
 /// A value on cache lines of its own (128 bytes: two lines, against adjacent-line prefetch).
 #[derive(Debug)]
 #[repr(align(128))]
-struct CacheLine<T>(T);
+pub(crate) struct CacheLine<T>(pub(crate) T);
 
 impl<T> std::ops::Deref for CacheLine<T> {
     type Target = T;
@@ -257,6 +257,10 @@ impl<T> std::ops::Deref for CacheLine<T> {
 #[repr(align(128))]
 pub(crate) struct ThreadState {
     pub(crate) status: AtomicU8,
+    /// This table's position in the pool (the table part of allocation ids).
+    pub(crate) id: usize,
+    /// The live index's part of this table.
+    pub(crate) index: super::index::ThreadIndex,
     slots: Box<[Slot; SLOTS]>,
     ring: Box<[RetiredCell; RING]>,
     /// Next ring index the owner writes (producer).
@@ -283,9 +287,12 @@ fn zeroed<T>() -> Box<T> {
 }
 
 impl ThreadState {
-    pub(crate) fn new() -> Self {
+    /// Table `id` of the pool; `index` enables its live-index part.
+    pub(crate) fn new(id: usize, index: bool) -> Self {
         ThreadState {
             status: AtomicU8::new(FREE),
+            id,
+            index: super::index::ThreadIndex::new(index),
             #[cfg(not(loom))]
             slots: zeroed(),
             #[cfg(not(loom))]
@@ -620,7 +627,7 @@ mod tests {
 
     #[test]
     fn many_keys_are_counted_exactly_through_evictions() {
-        let ts = ThreadState::new();
+        let ts = ThreadState::new(0, false);
         let hint = Hint::new();
         let mut applied = Applied::default();
         let mut out = std::collections::HashMap::new();
@@ -666,7 +673,7 @@ mod tests {
         for (n, b) in cases {
             assert_eq!(size_bucket(n), b, "{n} bytes");
         }
-        let ts = ThreadState::new();
+        let ts = ThreadState::new(0, false);
         let hint = Hint::new();
         for n in [8u64, 100, 100, 5000] {
             assert!(ts.record(Key { task: 1, span: 0 }, Op::Alloc(n), &hint));
@@ -681,7 +688,7 @@ mod tests {
 
     #[test]
     fn a_full_ring_refuses_instead_of_blocking() {
-        let ts = ThreadState::new();
+        let ts = ThreadState::new(0, false);
         let hint = Hint::new();
         let refused = (0..(SLOTS + RING + 100) as u64 * 4)
             .filter(|&k| !ts.record(Key { task: k, span: 0 }, Op::Alloc(8), &hint))
@@ -714,7 +721,7 @@ mod loom_tests {
         let mut model = loom::model::Builder::new();
         model.preemption_bound = Some(2);
         model.check(|| {
-            let ts = Arc::new(ThreadState::new());
+            let ts = Arc::new(ThreadState::new(0, false));
             let owner = {
                 let ts = ts.clone();
                 loom::thread::spawn(move || {

@@ -5,9 +5,10 @@
 //! graph with [`Guard::graph`](crate::Guard::graph). With export on, heapspan takes one every
 //! window and puts its edges on the window spans (see [`crate::export`]).
 
-use std::time::{Duration, SystemTime};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
 
-use super::{Annotation, DotOptions, Graph, GraphConfig, Node};
+use super::{AllocId, Annotation, DotOptions, Graph, GraphConfig, Node};
 
 /// Which allocations the live index records ([`Builder::live_index`](crate::Builder::live_index)).
 ///
@@ -106,17 +107,107 @@ impl Default for CaptureConfig {
 /// allocations containing each of `members` (for containers whose internals hide the pointers:
 /// hash tables, arenas, slabs). With `members` empty, members are inferred by temporal
 /// locality (see [`Annotation`]). Any address inside an allocation names it, e.g. a key's
-/// address for a `HashMap`'s table. Annotations whose container is freed are dropped at the
-/// next capture; at most [`MAX_ANNOTATIONS`] are kept (more are ignored).
+/// address for a `HashMap`'s table. An annotation is resolved at the next capture and then
+/// follows the container's allocation id; it is dropped once that allocation is gone (or if
+/// `container` names no indexed allocation). At most [`MAX_ANNOTATIONS`] are kept; more are
+/// ignored. Takes a short lock; never call it from inside an allocator.
 pub fn annotate_container(container: *const u8, members: &[*const u8]) {
-    let _ = (container, members, Annotation::default());
+    let _scope = crate::alloc::InternalScope::enter();
+    let mut a = ANNOTATIONS.lock().unwrap_or_else(|p| p.into_inner());
+    if a.len() < MAX_ANNOTATIONS {
+        a.push(Pending {
+            container: Target::Addr(container as usize),
+            members: members.iter().map(|&m| Target::Addr(m as usize)).collect(),
+        });
+    }
 }
 
 /// Pending annotations kept at most.
 pub const MAX_ANNOTATIONS: usize = 4096;
 
+/// An annotated allocation: by address until a capture resolves it, then by id.
+#[derive(Clone, Copy, Debug)]
+enum Target {
+    Addr(usize),
+    Id(AllocId),
+}
+
+#[derive(Debug)]
+struct Pending {
+    container: Target,
+    members: Vec<Target>,
+}
+
+static ANNOTATIONS: Mutex<Vec<Pending>> = Mutex::new(Vec::new());
+
+/// Resolves the annotations against `nodes` (sorted by address in `by_addr`), dropping those
+/// whose container is gone.
+fn resolve_annotations(nodes: &[Node]) -> Vec<Annotation> {
+    let mut by_addr: Vec<(usize, usize, AllocId)> = nodes
+        .iter()
+        .map(|n| (n.addr, n.size.max(1), n.id))
+        .collect();
+    by_addr.sort_unstable_by_key(|r| r.0);
+    let ids: std::collections::HashSet<AllocId> = nodes.iter().map(|n| n.id).collect();
+    let find = |t: Target| -> Option<AllocId> {
+        match t {
+            Target::Id(id) => ids.contains(&id).then_some(id),
+            Target::Addr(a) => {
+                let k = by_addr.partition_point(|r| r.0 <= a);
+                let (start, len, id) = *by_addr.get(k.checked_sub(1)?)?;
+                (a < start + len).then_some(id)
+            }
+        }
+    };
+    let mut pending = ANNOTATIONS.lock().unwrap_or_else(|p| p.into_inner());
+    let mut out = Vec::new();
+    pending.retain_mut(|p| {
+        let Some(container) = find(p.container) else {
+            return false;
+        };
+        p.container = Target::Id(container);
+        let mut members = Vec::with_capacity(p.members.len());
+        p.members.retain_mut(|m| match find(*m) {
+            Some(id) => {
+                *m = Target::Id(id);
+                members.push(id);
+                true
+            }
+            None => false,
+        });
+        out.push(Annotation { container, members });
+        true
+    });
+    out
+}
+
 /// Scans the live index and builds its graph; `None` when the index is off.
 pub(crate) fn capture(cfg: &CaptureConfig) -> Option<LiveGraph> {
-    let _ = cfg;
-    None
+    let began = Instant::now();
+    let taken_at = SystemTime::now();
+    let scanned = crate::alloc::scan::scan(crate::alloc::scan::Caps {
+        max_nodes: cfg.graph.max_nodes,
+        max_bytes_per_node: cfg.graph.max_scan_bytes_per_node,
+        max_bytes: cfg.max_scan_bytes,
+    })?;
+    let annotations = resolve_annotations(&scanned.nodes);
+    let scan = ScanStats {
+        indexed: scanned.indexed,
+        scanned_nodes: scanned.nodes.len() as u64,
+        scanned_bytes: scanned.scanned_bytes,
+        over_budget_nodes: scanned.over_budget_nodes,
+        deferred_frees: scanned.deferred_frees,
+        unindexed: scanned.unindexed,
+        pause: scanned.pause,
+        duration: Duration::ZERO,
+    };
+    let graph = super::build_owned(scanned.nodes, &scanned.heap, &annotations, &cfg.graph);
+    Some(LiveGraph {
+        graph,
+        taken_at: Some(taken_at),
+        scan: ScanStats {
+            duration: began.elapsed(),
+            ..scan
+        },
+    })
 }

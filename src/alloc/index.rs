@@ -1,0 +1,701 @@
+//! The live index: which allocations are live, where, and since when (for the relation graph).
+//!
+//! # Layout
+//!
+//! An indexed allocation has a 32-byte header instead of 16 (the *extended* header, flagged by
+//! [`EXT`] in the span word, so a free knows which layout it is):
+//!
+//! | offset from the user pointer | word |
+//! |---|---|
+//! | −8 | span word, with [`EXT`] set |
+//! | −16 | task word |
+//! | −24 | size word: size (48 bits), log2 of the alignment, realloc count, [`DEFERRED`] |
+//! | −32 | allocation id: thread table (16 bits), entry (24 bits), generation (24 bits) |
+//!
+//! and a 16-byte [`Entry`] in the allocating thread's index: the address and the allocation
+//! time. 48 bytes per live indexed allocation in all.
+//!
+//! Entries are owned by the allocating thread's table. The owner takes entries from its own
+//! free list (entries it freed itself), then from a recycle ring the scanner fills with entries
+//! other threads freed, then from a bump pointer. A free on another thread marks the entry
+//! [`REMOTE`]; only the scanner moves it on.
+//!
+//! # Scans and frees
+//!
+//! The scanner reads the contents of indexed allocations, so none may go back to the inner
+//! allocator while it reads. The handshake, a Dekker pair:
+//!
+//! - a free of an indexed block sets its thread's `in_free` flag, then (after a fence) reads
+//!   `SCANNING`; if a scan runs, the block is *deferred*: pushed onto a lock-free stack, kept
+//!   until the scan ends; otherwise its entry is cleared and the block freed, and only then is
+//!   `in_free` cleared;
+//! - the scanner sets `SCANNING`, then (after a fence) waits until no thread is inside such a
+//!   free; from then on every entry it reads names a block that stays allocated until it clears
+//!   `SCANNING`.
+//!
+//! The free side's fence is a compiler fence when the process registered for Linux's
+//! `membarrier(PRIVATE_EXPEDITED)`, which the scanner then issues to make every running thread
+//! execute a full barrier (the asymmetric-fence pattern of liburcu and folly); otherwise both
+//! sides use `fence(SeqCst)`. A deferred block keeps its size word (with [`DEFERRED`] set
+//! first) so a scanner reading it concurrently stays inside it and then discards it.
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::cell::Cell;
+use std::ptr;
+
+use crate::sync::statics::{AtomicPtr, AtomicU64, AtomicU8, Ordering};
+
+/// Span-word flag: the block has the extended (32-byte) header.
+pub(crate) const EXT: u64 = 1 << 63;
+/// Size-word flag: the block was freed during a scan and waits on the deferred stack.
+pub(crate) const DEFERRED: u64 = 1 << 63;
+pub(crate) const SIZE_MASK: u64 = (1 << 48) - 1;
+const ALIGN_SHIFT: u32 = 48;
+const REALLOC_SHIFT: u32 = 54;
+const REALLOC_MAX: u64 = 0xFF;
+/// Extended header bytes.
+pub(crate) const EXT_HEADER: usize = 32;
+
+/// Entry states other than a live address (all below any real address; odd = free-list link).
+pub(crate) const REMOTE: usize = 2;
+/// A remote-freed entry the scanner queued for its owner's recycle ring.
+pub(crate) const PENDING: usize = 4;
+const NO_ENTRY: u32 = u32::MAX;
+/// Entries per table at most (24 bits of the id).
+pub(crate) const MAX_ENTRIES: usize = 1 << 24;
+const GEN_MASK: u64 = (1 << 24) - 1;
+const RECYCLE: usize = 4096;
+
+/// Index modes (`MODE`).
+pub(crate) const MODE_OFF: u8 = 0;
+pub(crate) const MODE_FULL: u8 = 1;
+pub(crate) const MODE_SAMPLED: u8 = 2;
+
+/// The live index's mode, set at start.
+pub(crate) static MODE: AtomicU8 = AtomicU8::new(MODE_OFF);
+/// Mean gap of the sampled mode, bytes.
+pub(crate) static SAMPLE_MEAN: AtomicU64 = AtomicU64::new(512 << 10);
+/// Entries per thread table.
+pub(crate) static CAPACITY: AtomicU64 = AtomicU64::new(0);
+/// Milliseconds since start, advanced by the aggregator at every fold: allocation times have
+/// the fold interval's resolution.
+pub(crate) static NOW_MS: AtomicU64 = AtomicU64::new(0);
+/// A scan is reading indexed blocks.
+static SCANNING: AtomicU8 = AtomicU8::new(0);
+/// Frees of indexed blocks in progress on threads without a table.
+static ORPHAN_IN_FREE: AtomicU64 = AtomicU64::new(0);
+/// Blocks freed during a scan (linked through their task word).
+static DEFERRED_HEAD: AtomicPtr<u8> = AtomicPtr::new(ptr::null_mut());
+/// `membarrier(PRIVATE_EXPEDITED)` is registered: frees need only a compiler fence.
+static ASYMMETRIC: AtomicU8 = AtomicU8::new(0);
+
+/// One index entry: 16 bytes.
+#[derive(Debug)]
+#[repr(C)]
+pub(crate) struct Entry {
+    /// The user pointer while live; a free-list link `next << 1 | 1`, [`REMOTE`], [`PENDING`]
+    /// or 0 (never used) otherwise.
+    pub(crate) addr: std::sync::atomic::AtomicUsize,
+    /// Allocation time in ms since start (40 bits) and generation (24 bits).
+    pub(crate) meta: AtomicU64,
+}
+
+/// A thread table's index (part of its `ThreadState`).
+#[derive(Debug)]
+pub(crate) struct ThreadIndex {
+    entries: AtomicPtr<Entry>,
+    /// Entries ever handed out (the scanner reads `..bump`).
+    bump: AtomicU64,
+    /// Owner only: head of the free list.
+    free_head: AtomicU64,
+    /// Entries freed remotely, recycled by the scanner (producer) for the owner (consumer).
+    recycle: Box<[std::sync::atomic::AtomicU32]>,
+    recycle_head: AtomicU64,
+    recycle_tail: AtomicU64,
+    /// Allocations not indexed because the table was full.
+    pub(crate) unindexed: AtomicU64,
+    /// Inside a free of an indexed block (read by the scanner).
+    pub(crate) in_free: super::slots::CacheLine<AtomicU64>,
+}
+
+impl ThreadIndex {
+    /// A table's index; `enabled` allocates its recycle ring (16 KiB).
+    pub(crate) fn new(enabled: bool) -> Self {
+        ThreadIndex {
+            entries: AtomicPtr::new(ptr::null_mut()),
+            bump: AtomicU64::new(0),
+            free_head: AtomicU64::new(u64::from(NO_ENTRY)),
+            recycle: if enabled {
+                (0..RECYCLE)
+                    .map(|_| std::sync::atomic::AtomicU32::new(0))
+                    .collect()
+            } else {
+                Box::new([])
+            },
+            recycle_head: AtomicU64::new(0),
+            recycle_tail: AtomicU64::new(0),
+            unindexed: AtomicU64::new(0),
+            in_free: super::slots::CacheLine(AtomicU64::new(0)),
+        }
+    }
+
+    /// The entries, allocated on first use (zeroed, straight from the system allocator so it
+    /// never re-enters heapspan; kept for the life of the process, reused by later threads).
+    fn entries(&self) -> Option<&[Entry]> {
+        let cap = CAPACITY.load(Ordering::Relaxed) as usize;
+        let mut p = self.entries.load(Ordering::Acquire);
+        if p.is_null() {
+            if cap == 0 {
+                return None;
+            }
+            let layout = Layout::array::<Entry>(cap).ok()?;
+            // SAFETY: a non-zero layout; `Entry` is two atomics, valid when all-zero.
+            p = unsafe { std::alloc::System.alloc_zeroed(layout) }.cast();
+            if p.is_null() {
+                return None;
+            }
+            // Only the owner allocates; the scanner only reads.
+            self.entries.store(p, Ordering::Release);
+        }
+        // SAFETY: `p` points to `cap` zero-initialised entries that are never freed.
+        Some(unsafe { std::slice::from_raw_parts(p, cap) })
+    }
+
+    /// The entries as far as the scanner may read them.
+    pub(crate) fn published(&self) -> &[Entry] {
+        let p = self.entries.load(Ordering::Acquire);
+        if p.is_null() {
+            return &[];
+        }
+        let n = self.bump.load(Ordering::Acquire) as usize;
+        // SAFETY: `p` holds CAPACITY entries (never freed) and `bump <= CAPACITY`.
+        unsafe { std::slice::from_raw_parts(p, n) }
+    }
+
+    /// Owner only: an entry for a new allocation, or `None` when the table is full.
+    #[inline]
+    fn reserve(&self) -> Option<(u32, &Entry)> {
+        let entries = self.entries()?;
+        let head = self.free_head.load(Ordering::Relaxed) as u32;
+        if head != NO_ENTRY {
+            let e = &entries[head as usize];
+            let next = e.addr.load(Ordering::Relaxed) >> 1;
+            self.free_head.store(next as u64, Ordering::Relaxed);
+            return Some((head, e));
+        }
+        if let Some(i) = self.pop_recycled() {
+            return Some((i, &entries[i as usize]));
+        }
+        let b = self.bump.load(Ordering::Relaxed) as usize;
+        if b < entries.len() {
+            self.bump.store(b as u64 + 1, Ordering::Release);
+            return Some((b as u32, &entries[b]));
+        }
+        self.unindexed.store(
+            self.unindexed.load(Ordering::Relaxed) + 1,
+            Ordering::Relaxed,
+        );
+        None
+    }
+
+    /// Owner only: puts entry `i` on the free list.
+    #[inline]
+    fn release_own(&self, i: u32, e: &Entry) {
+        let head = self.free_head.load(Ordering::Relaxed) as usize;
+        e.addr.store((head << 1) | 1, Ordering::Release);
+        self.free_head.store(u64::from(i), Ordering::Relaxed);
+    }
+
+    fn pop_recycled(&self) -> Option<u32> {
+        if self.recycle.is_empty() {
+            return None;
+        }
+        let h = self.recycle_head.load(Ordering::Relaxed);
+        if h == self.recycle_tail.load(Ordering::Acquire) {
+            return None;
+        }
+        let i = self.recycle[h as usize % RECYCLE].load(Ordering::Relaxed);
+        self.recycle_head.store(h + 1, Ordering::Release);
+        Some(i)
+    }
+
+    /// Scanner only: hands remote-freed entry `i` back to the owner. False when the ring is
+    /// full (the entry stays [`REMOTE`] until the next scan).
+    fn push_recycled(&self, i: u32) -> bool {
+        let t = self.recycle_tail.load(Ordering::Relaxed);
+        if t - self.recycle_head.load(Ordering::Acquire) >= RECYCLE as u64 {
+            return false;
+        }
+        self.recycle[t as usize % RECYCLE].store(i, Ordering::Relaxed);
+        self.recycle_tail.store(t + 1, Ordering::Release);
+        true
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ids and header words.
+
+#[inline]
+fn make_id(table: usize, entry: u32, gen: u64) -> u64 {
+    ((table as u64) << 48) | (u64::from(entry) << 24) | (gen & GEN_MASK)
+}
+
+/// `(table, entry, generation)` of an allocation id.
+#[inline]
+pub(crate) fn split_id(id: u64) -> (usize, u32, u64) {
+    (
+        (id >> 48) as usize,
+        ((id >> 24) & 0xFF_FFFF) as u32,
+        id & GEN_MASK,
+    )
+}
+
+#[inline]
+fn size_word(size: usize, align: usize, reallocs: u64) -> u64 {
+    (size as u64 & SIZE_MASK)
+        | (u64::from(align.trailing_zeros()) << ALIGN_SHIFT)
+        | (reallocs.min(REALLOC_MAX) << REALLOC_SHIFT)
+}
+
+/// Realloc count of a size word.
+#[inline]
+pub(crate) fn reallocs_of(size_word: u64) -> u64 {
+    (size_word >> REALLOC_SHIFT) & REALLOC_MAX
+}
+
+/// The header word at `user - off` as an atomic.
+///
+/// # Safety
+/// `user - off` must be a header word of a block that stays allocated while the reference is
+/// used.
+#[inline]
+pub(crate) unsafe fn word<'a>(user: *const u8, off: usize) -> &'a AtomicU64 {
+    // SAFETY: by the caller's contract the word is inside a live block, 8-aligned (`user` is
+    // at least 8-aligned and `off` a multiple of 8), and only ever accessed atomically once the
+    // block is published.
+    unsafe { AtomicU64::from_ptr(user.sub(off).cast::<u64>().cast_mut()) }
+}
+
+/// Where the extended header goes for `layout`.
+#[inline]
+pub(crate) fn outer_ext(layout: Layout) -> Option<(Layout, usize)> {
+    if layout.align() <= 16 {
+        let size = layout.size().checked_add(EXT_HEADER)?;
+        if size > isize::MAX as usize - 15 {
+            return None;
+        }
+        let align = layout.align().max(8);
+        // SAFETY: `align` is a power of two and `size` rounded up to it fits in isize.
+        return Some((
+            unsafe { Layout::from_size_align_unchecked(size, align) },
+            EXT_HEADER,
+        ));
+    }
+    // Alignments above 16 already put `align >= 32` bytes in front of the user pointer.
+    super::outer(layout)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The allocation side.
+
+/// Per-thread sampling state (in the thread-local).
+#[derive(Debug)]
+pub(crate) struct Sampler {
+    left: Cell<i64>,
+    rng: Cell<u64>,
+}
+
+impl Sampler {
+    pub(crate) const fn new() -> Self {
+        Sampler {
+            left: Cell::new(0),
+            rng: Cell::new(0),
+        }
+    }
+
+    /// Whether an allocation of `size` bytes is sampled (Poisson process over bytes).
+    #[inline]
+    pub(crate) fn hit(&self, size: usize, seed: usize) -> bool {
+        let left = self.left.get() - size as i64;
+        if left >= 0 {
+            self.left.set(left);
+            return false;
+        }
+        self.cross(left, seed)
+    }
+
+    #[cold]
+    fn cross(&self, left: i64, seed: usize) -> bool {
+        let mean = SAMPLE_MEAN.load(Ordering::Relaxed) as f64;
+        if self.rng.get() == 0 {
+            // First use on this thread: no sample is owed yet; draw the first gap.
+            self.rng
+                .set((seed as u64 ^ 0x9E37_79B9_7F4A_7C15).wrapping_mul(0xBF58_476D_1CE4_E5B9) | 1);
+            let gap = self.gap(mean);
+            let left = left + gap;
+            self.left.set(left.max(0));
+            if left >= 0 {
+                return false;
+            }
+            self.left.set(self.gap(mean));
+            return true;
+        }
+        self.left.set(self.gap(mean));
+        true
+    }
+
+    fn gap(&self, mean: f64) -> i64 {
+        // xorshift64*, then an exponential draw: -mean * ln(u), u in (0, 1].
+        let mut x = self.rng.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng.set(x);
+        let r = x.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        let u = ((r >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+        (-mean * u.ln()).min(i64::MAX as f64 / 2.0) as i64
+    }
+}
+
+/// The weight of a sampled allocation of `size` bytes: `1 / p`, `p = 1 − exp(−size / mean)`.
+pub(crate) fn sample_weight(size: usize, mean: u64) -> f64 {
+    let p = -(-(size as f64) / mean as f64).exp_m1();
+    if p > 0.0 {
+        1.0 / p
+    } else {
+        1.0
+    }
+}
+
+/// A reserved entry, until the block is published.
+pub(crate) struct Reserved<'a> {
+    table: usize,
+    index: &'a ThreadIndex,
+    entry: u32,
+    e: &'a Entry,
+}
+
+/// Reserves an entry in table `table` (the calling thread's own).
+#[inline]
+pub(crate) fn reserve(table: usize, index: &ThreadIndex) -> Option<Reserved<'_>> {
+    let (entry, e) = index.reserve()?;
+    Some(Reserved {
+        table,
+        index,
+        entry,
+        e,
+    })
+}
+
+impl Reserved<'_> {
+    /// The allocation failed: the entry goes back.
+    pub(crate) fn cancel(self) {
+        self.index.release_own(self.entry, self.e);
+    }
+
+    /// Writes the extended header of `user` and publishes the entry.
+    ///
+    /// # Safety
+    /// `user` must have [`EXT_HEADER`] bytes of its block in front of it, 8-aligned.
+    pub(crate) unsafe fn publish(self, user: *mut u8, layout: Layout, task: u64, span: u64) {
+        let gen = (self.e.meta.load(Ordering::Relaxed) + 1) & GEN_MASK;
+        let id = make_id(self.table, self.entry, gen);
+        // SAFETY: by the caller's contract; the block is not published yet, so plain writes.
+        unsafe {
+            let h = user.sub(EXT_HEADER).cast::<u64>();
+            h.write(id);
+            h.add(1).write(size_word(layout.size(), layout.align(), 0));
+            h.add(2).write(task);
+            h.add(3).write(span | EXT);
+        }
+        self.e.meta.store(
+            (NOW_MS.load(Ordering::Relaxed) << 24) | gen,
+            Ordering::Relaxed,
+        );
+        // Release: the header and the time are visible to a scanner that reads the address.
+        self.e.addr.store(user as usize, Ordering::Release);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The free side.
+
+/// Which `in_free` flag a thread raises: its table's, or the shared counter.
+#[derive(Clone, Copy)]
+pub(crate) enum Marker<'a> {
+    Own(&'a ThreadIndex),
+    Orphan,
+}
+
+impl Marker<'_> {
+    #[inline]
+    pub(crate) fn enter(self) -> bool {
+        match self {
+            Marker::Own(t) => {
+                t.in_free.0.store(1, Ordering::Relaxed);
+                if ASYMMETRIC.load(Ordering::Relaxed) != 0 {
+                    std::sync::atomic::compiler_fence(Ordering::SeqCst);
+                } else {
+                    std::sync::atomic::fence(Ordering::SeqCst);
+                }
+            }
+            Marker::Orphan => {
+                ORPHAN_IN_FREE.fetch_add(1, Ordering::SeqCst);
+                std::sync::atomic::fence(Ordering::SeqCst);
+            }
+        }
+        SCANNING.load(Ordering::Relaxed) != 0
+    }
+
+    #[inline]
+    pub(crate) fn exit(self) {
+        match self {
+            Marker::Own(t) => t.in_free.0.store(0, Ordering::Release),
+            Marker::Orphan => {
+                ORPHAN_IN_FREE.fetch_sub(1, Ordering::Release);
+            }
+        }
+    }
+}
+
+/// Clears the entry of allocation `id`: onto the owner's free list when the caller owns the
+/// table (`own`), else marked [`REMOTE`].
+///
+/// # Safety
+/// `id` must be the id of a live indexed block being freed or moved by the caller.
+pub(crate) unsafe fn clear_entry(pool: &super::Pool, id: u64, own: Option<usize>) {
+    let (table, entry, _) = split_id(id);
+    let Some(t) = pool.threads.get(table) else {
+        return;
+    };
+    let p = t.index.entries.load(Ordering::Acquire);
+    if p.is_null() || entry as usize >= CAPACITY.load(Ordering::Relaxed) as usize {
+        return;
+    }
+    // SAFETY: the entry exists (its table allocated it before publishing the id).
+    let e = unsafe { &*p.add(entry as usize) };
+    if own == Some(table) {
+        t.index.release_own(entry, e);
+    } else {
+        e.addr.store(REMOTE, Ordering::Release);
+    }
+}
+
+/// The id an allocation gets when a realloc moves or resizes it: the next generation.
+pub(crate) fn next_id(id: u64) -> u64 {
+    let (table, entry, gen) = split_id(id);
+    make_id(table, entry, gen + 1)
+}
+
+/// Moves the entry of `id` to `user` with the next generation.
+///
+/// # Safety
+/// As for [`clear_entry`]; the caller has just moved or resized the block to `user`.
+pub(crate) unsafe fn move_entry(pool: &super::Pool, id: u64, user: *mut u8) {
+    let (table, entry, gen) = split_id(id);
+    let Some(t) = pool.threads.get(table) else {
+        return;
+    };
+    let p = t.index.entries.load(Ordering::Acquire);
+    if p.is_null() {
+        return;
+    }
+    // SAFETY: as in `clear_entry`.
+    let e = unsafe { &*p.add(entry as usize) };
+    let meta = e.meta.load(Ordering::Relaxed);
+    e.meta.store(
+        (meta & !GEN_MASK) | ((gen + 1) & GEN_MASK),
+        Ordering::Relaxed,
+    );
+    e.addr.store(user as usize, Ordering::Release);
+}
+
+/// Rewrites the id and size words of a block after a realloc.
+///
+/// # Safety
+/// `user` is a live extended block owned by the caller and not published to anyone else yet
+/// in its new form.
+pub(crate) unsafe fn rewrite_after_realloc(
+    user: *mut u8,
+    id: u64,
+    old_size_word: u64,
+    new_size: usize,
+) {
+    let align = 1usize << ((old_size_word >> ALIGN_SHIFT) & 0x3F);
+    let reallocs = reallocs_of(old_size_word) + 1;
+    // SAFETY: by the caller's contract.
+    unsafe {
+        word(user, 32).store(id, Ordering::Relaxed);
+        word(user, 24).store(size_word(new_size, align, reallocs), Ordering::Relaxed);
+    }
+}
+
+/// Frees an extended block through `A` later: how a deferred block is released.
+type ReleaseFn = unsafe fn(*const (), *mut u8);
+
+/// Releases deferred block `user` through the allocator `this` points to.
+///
+/// # Safety
+/// `this` must point to the live `Allocator<A>` that allocated `user`; `user` an extended block
+/// on the deferred stack, no longer reachable by anyone else.
+unsafe fn release_deferred<A: GlobalAlloc>(this: *const (), user: *mut u8) {
+    // SAFETY: by the caller's contract.
+    unsafe {
+        let sw = word(user, 24).load(Ordering::Relaxed);
+        let align = 1usize << ((sw >> ALIGN_SHIFT) & 0x3F);
+        let layout = Layout::from_size_align_unchecked((sw & SIZE_MASK) as usize, align);
+        let a = &*this.cast::<super::Allocator<A>>();
+        a.release_ext(user, layout);
+    }
+}
+
+/// Defers the free of extended block `user` until the running scan ends.
+///
+/// # Safety
+/// `user` is a live extended block of `alloc` that its caller is freeing; `alloc` lives for the
+/// rest of the process (the global allocator does).
+pub(crate) unsafe fn defer<A: GlobalAlloc>(alloc: &super::Allocator<A>, user: *mut u8) {
+    // SAFETY: `user` is a live extended block (the caller's contract) until we hand it over.
+    unsafe {
+        let sw = word(user, 24);
+        sw.store(sw.load(Ordering::Relaxed) | DEFERRED, Ordering::Relaxed);
+        // A scanner that reads any of the words written below then sees DEFERRED.
+        std::sync::atomic::fence(Ordering::Release);
+        word(user, 8).store(ptr::from_ref(alloc) as u64, Ordering::Relaxed);
+        let f: ReleaseFn = release_deferred::<A>;
+        word(user, 32).store(f as usize as u64, Ordering::Relaxed);
+        let link = word(user, 16);
+        let mut head = DEFERRED_HEAD.load(Ordering::Relaxed);
+        loop {
+            link.store(head as u64, Ordering::Relaxed);
+            match DEFERRED_HEAD.compare_exchange_weak(
+                head,
+                user,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(h) => head = h,
+            }
+        }
+    }
+}
+
+/// Releases every deferred block (outside a scan). Returns how many.
+pub(crate) fn drain_deferred() -> u64 {
+    if DEFERRED_HEAD.load(Ordering::Relaxed).is_null() {
+        return 0;
+    }
+    let mut p = DEFERRED_HEAD.swap(ptr::null_mut(), Ordering::Acquire);
+    let mut n = 0;
+    while !p.is_null() {
+        // SAFETY: blocks on the stack are extended blocks handed over by `defer`, whose words
+        // hold the link, the allocator and its release function; nobody else touches them.
+        unsafe {
+            let next = word(p, 16).load(Ordering::Relaxed) as *mut u8;
+            let this = word(p, 8).load(Ordering::Relaxed) as *const ();
+            let f: ReleaseFn = std::mem::transmute::<usize, ReleaseFn>(
+                word(p, 32).load(Ordering::Relaxed) as usize,
+            );
+            f(this, p);
+            p = next;
+        }
+        n += 1;
+    }
+    n
+}
+
+// ---------------------------------------------------------------------------------------------
+// The scanner's side of the handshake.
+
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
+
+/// Registers for asymmetric fences (at start, before any indexed block exists).
+pub(crate) fn register_membarrier() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: a plain syscall with integer arguments; failure is reported, not UB.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_membarrier,
+                MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+                0,
+                0,
+            )
+        };
+        if r == 0 {
+            ASYMMETRIC.store(1, Ordering::Release);
+        }
+    }
+}
+
+fn heavy_barrier() {
+    #[cfg(target_os = "linux")]
+    if ASYMMETRIC.load(Ordering::Acquire) != 0 {
+        // SAFETY: as in `register_membarrier`.
+        let r =
+            unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) };
+        if r == 0 {
+            return;
+        }
+        // Registered but refused: the free side only has compiler fences, so nothing can
+        // be proven; callers check `begin_scan`'s result.
+    }
+    std::sync::atomic::fence(Ordering::SeqCst);
+}
+
+/// Starts a scan: from its return until [`end_scan`], no indexed block goes back to the inner
+/// allocator. Spins (on the scanner's thread, never the application's) until frees in progress
+/// are done.
+pub(crate) fn begin_scan(pool: &super::Pool) {
+    SCANNING.store(1, Ordering::Relaxed);
+    heavy_barrier();
+    let high = pool.high.load(Ordering::Acquire) as usize;
+    for t in &pool.threads[..high] {
+        wait_zero(&t.index.in_free.0);
+    }
+    wait_zero(&ORPHAN_IN_FREE);
+}
+
+fn wait_zero(a: &AtomicU64) {
+    let mut spins = 0u32;
+    while a.load(Ordering::Acquire) != 0 {
+        spins += 1;
+        if spins < 64 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// Ends a scan and releases what was deferred meanwhile. Returns the deferred count.
+pub(crate) fn end_scan() -> u64 {
+    SCANNING.store(0, Ordering::Release);
+    drain_deferred()
+}
+
+/// Scanner only: walks table `table`'s published entries; remote-freed ones go back to their
+/// owner's recycle ring, live ones to `f(entry index, address, meta)`.
+pub(crate) fn visit(table: &ThreadIndex, mut f: impl FnMut(u32, usize, u64)) {
+    for (i, e) in table.published().iter().enumerate() {
+        let a = e.addr.load(Ordering::Acquire);
+        if a == REMOTE {
+            // PENDING first, so the entry is handed over once; back to REMOTE if the ring is
+            // full (only the scanner touches PENDING entries).
+            if e.addr
+                .compare_exchange(REMOTE, PENDING, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+                && !table.push_recycled(i as u32)
+            {
+                e.addr.store(REMOTE, Ordering::Relaxed);
+            }
+            continue;
+        }
+        if a & 7 != 0 || a < 4096 {
+            continue;
+        }
+        f(i as u32, a, e.meta.load(Ordering::Relaxed));
+    }
+}

@@ -1,0 +1,160 @@
+//! The safe heap scan: copies the live indexed allocations' contents while frees of them are
+//! deferred (see [`index`](super::index) for the handshake), for the graph to read afterwards.
+
+use std::sync::atomic::{fence, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::index::{self, DEFERRED, EXT, SIZE_MASK};
+use super::key::SPAN_MASK;
+use crate::graph::{AllocId, Node, WordSource};
+
+/// One scan at a time (the recycle rings have a single producer, and the deferred stack may
+/// only be drained outside scans).
+static SCAN_LOCK: Mutex<()> = Mutex::new(());
+
+const WORD: usize = std::mem::size_of::<usize>();
+
+/// The copied contents of the scanned nodes.
+#[derive(Debug, Default)]
+pub(crate) struct CopiedHeap {
+    /// `(address, first word, words)`, sorted by address.
+    ranges: Vec<(usize, usize, usize)>,
+    words: Vec<usize>,
+}
+
+impl WordSource for CopiedHeap {
+    fn read_words(&self, node: &Node, out: &mut Vec<usize>) -> bool {
+        let Ok(k) = self.ranges.binary_search_by_key(&node.addr, |r| r.0) else {
+            return false;
+        };
+        let (_, start, len) = self.ranges[k];
+        out.extend_from_slice(&self.words[start..start + len]);
+        true
+    }
+}
+
+/// Caps of one scan.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Caps {
+    pub(crate) max_nodes: usize,
+    pub(crate) max_bytes_per_node: usize,
+    pub(crate) max_bytes: usize,
+}
+
+/// What a scan found.
+#[derive(Debug, Default)]
+pub(crate) struct Scanned {
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) heap: CopiedHeap,
+    pub(crate) indexed: u64,
+    pub(crate) over_budget_nodes: u64,
+    pub(crate) scanned_bytes: u64,
+    pub(crate) deferred_frees: u64,
+    pub(crate) unindexed: u64,
+    pub(crate) pause: Duration,
+}
+
+/// Scans every live indexed allocation; `None` when the live index is off.
+pub(crate) fn scan(caps: Caps) -> Option<Scanned> {
+    if !super::indexing() {
+        return None;
+    }
+    let pool = super::pool()?;
+    let _one = SCAN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let sampled = index::MODE.load(Ordering::Relaxed) == index::MODE_SAMPLED;
+    let mean = index::SAMPLE_MEAN.load(Ordering::Relaxed);
+    let high = pool.high.load(Ordering::Acquire) as usize;
+    let mut out = Scanned::default();
+    let reserve: usize = pool.threads[..high]
+        .iter()
+        .map(|t| t.index.published().len())
+        .sum();
+    out.nodes.reserve(reserve.min(caps.max_nodes));
+    let mut scratch_budget = caps.max_bytes;
+
+    let began = Instant::now();
+    index::begin_scan(pool);
+    for (table, t) in pool.threads[..high].iter().enumerate() {
+        index::visit(&t.index, |entry, addr, meta| {
+            out.indexed += 1;
+            let user = addr as *const u8;
+            // SAFETY: `addr` was read from a published entry after `begin_scan`: the block it
+            // names was live then, and none goes back to the inner allocator before
+            // `end_scan` (its free is deferred), so its header words stay readable.
+            let (sw, id, task, span) = unsafe {
+                (
+                    index::word(user, 24).load(Ordering::Acquire),
+                    index::word(user, 32).load(Ordering::Relaxed),
+                    index::word(user, 16).load(Ordering::Relaxed),
+                    index::word(user, 8).load(Ordering::Relaxed),
+                )
+            };
+            let (t_id, e_id, _) = index::split_id(id);
+            if sw & DEFERRED != 0 || span & EXT == 0 || t_id != table || e_id != entry {
+                // Freed (or moved) since the entry was read.
+                out.indexed -= 1;
+                return;
+            }
+            let size = (sw & SIZE_MASK) as usize;
+            let take = size.min(caps.max_bytes_per_node) / WORD * WORD;
+            if out.nodes.len() >= caps.max_nodes || take > scratch_budget {
+                out.over_budget_nodes += 1;
+                return;
+            }
+            let start = out.heap.words.len();
+            for k in 0..take / WORD {
+                // SAFETY: `k * WORD + WORD <= size` bytes from `user` belong to the block,
+                // which stays allocated (see above); `user` is 8-aligned. A volatile word read:
+                // the application may write it concurrently, so the value is evidence only
+                // (documented in the crate's "Safety and correctness").
+                let w = unsafe { std::ptr::read_volatile(user.add(k * WORD).cast::<usize>()) };
+                out.heap.words.push(w);
+            }
+            fence(Ordering::Acquire);
+            // SAFETY: as above.
+            if unsafe { index::word(user, 24).load(Ordering::Relaxed) } != sw {
+                // Freed during the copy: the words are the dead block's, drop them.
+                out.heap.words.truncate(start);
+                out.indexed -= 1;
+                return;
+            }
+            scratch_budget -= take;
+            out.scanned_bytes += take as u64;
+            out.heap.ranges.push((addr, start, take / WORD));
+            let gen = id & 0xFF_FFFF;
+            out.nodes.push(Node {
+                id: AllocId(id),
+                addr,
+                size,
+                task,
+                span: span & SPAN_MASK,
+                alloc_time_ns: (meta >> 24).saturating_mul(1_000_000),
+                site: 0,
+                realloc_from: (index::reallocs_of(sw) > 0)
+                    .then(|| AllocId((id & !0xFF_FFFF) | (gen.wrapping_sub(1) & 0xFF_FFFF))),
+                weight: if sampled {
+                    index::sample_weight(size, mean)
+                } else {
+                    1.0
+                },
+            });
+        });
+    }
+    out.deferred_frees = index::end_scan();
+    out.pause = began.elapsed();
+    out.unindexed = pool.threads[..high]
+        .iter()
+        .map(|t| t.index.unindexed.load(Ordering::Relaxed))
+        .sum();
+    out.heap.ranges.sort_unstable_by_key(|r| r.0);
+    Some(out)
+}
+
+/// Releases blocks whose frees were deferred by a scan but pushed after it ended (when no
+/// scan runs; the aggregator calls it every fold).
+pub(crate) fn drain_if_idle() {
+    if let Ok(_one) = SCAN_LOCK.try_lock() {
+        index::drain_deferred();
+    }
+}
