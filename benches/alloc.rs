@@ -3,6 +3,8 @@
 //! the pass-through mode are measured, so glibc is in its multi-thread mode throughout).
 //!
 //! `cargo bench --bench alloc` prints criterion's figures and, at the end, a ratio table.
+//! The live-index modes (`full`, `sampled`) run in child processes of the same binary, since
+//! heapspan starts once per process; each child measures `System` again in its own run.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -156,9 +158,84 @@ fn bookkeeping(out: &mut Vec<String>) {
     ));
 }
 
+/// Memory per live 64-byte indexed allocation: the chunk growth over `System` plus the index
+/// entry.
+fn indexed_bookkeeping(mode: &str, out: &mut Vec<String>) {
+    // SAFETY: as in `bookkeeping`; an indexed block starts 32 bytes below its pointer.
+    let (sys, hs) = unsafe {
+        let p = System.alloc(LAYOUT);
+        let sys = malloc_usable_size(p.cast()) + 8;
+        System.dealloc(p, LAYOUT);
+        let p = ALLOC.alloc(LAYOUT);
+        let hs = malloc_usable_size(p.sub(32).cast()) + 8;
+        ALLOC.dealloc(p, LAYOUT);
+        (sys, hs)
+    };
+    out.push(format!(
+        "{mode}: memory per live indexed 64-byte allocation: glibc chunk {sys} B -> {hs} B, \
+         plus the 16-byte index entry: +{} B in all (32-byte header + 16-byte entry = 48 B \
+         of bookkeeping; the chunk rounds to 16)",
+        hs - sys + 16
+    ));
+}
+
+/// The live-index modes run in child processes (heapspan starts once per process): this
+/// binary again, with `HEAPSPAN_BENCH_MODE` set; their table rows and notes are collected.
+fn run_child(mode: &str, quick: bool, table: &mut Vec<String>, notes: &mut Vec<String>) {
+    let exe = std::env::current_exe().expect("bench executable");
+    let mut cmd = std::process::Command::new(exe);
+    cmd.env("HEAPSPAN_BENCH_MODE", mode)
+        .env("HEAPSPAN_BENCH_RATIOS_ONLY", "1");
+    if quick {
+        cmd.arg("--test");
+    }
+    let out = cmd.output().expect("child bench runs");
+    assert!(out.status.success(), "{mode} child failed: {out:?}");
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if line.starts_with("| ") {
+            table.push(line.to_owned());
+        } else if line.starts_with(mode) {
+            notes.push(line.to_owned());
+        }
+    }
+}
+
+/// A child: heapspan started with the live index in `mode`, then the ratio rows.
+fn child(mode: &str, quick: bool) {
+    let index = match mode {
+        "full" => heapspan::IndexMode::Full,
+        "sampled" => heapspan::IndexMode::Sampled {
+            mean_bytes: heapspan::DEFAULT_SAMPLE_MEAN_BYTES,
+        },
+        other => panic!("HEAPSPAN_BENCH_MODE={other}: expected full or sampled"),
+    };
+    let guard = heapspan::builder()
+        .live_index(index)
+        .start()
+        .expect("heapspan starts");
+    if quick {
+        // `cargo test --benches`: the indexed paths work and a graph can be taken.
+        for _ in 0..10_000 {
+            pair(&ALLOC);
+        }
+        let _ = guard.graph().expect("the live index is on");
+    } else {
+        let mut rows = Vec::new();
+        ratios(mode, &mut rows);
+        let mut notes = Vec::new();
+        indexed_bookkeeping(mode, &mut notes);
+        println!("{}\n{}", rows.join("\n"), notes.join("\n"));
+    }
+    assert_eq!(guard.snapshot().dropped.total(), 0);
+}
+
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     let quick = std::env::args().any(|a| a == "--test");
+    if let Ok(mode) = std::env::var("HEAPSPAN_BENCH_MODE") {
+        child(&mode, quick);
+        return;
+    }
     // `HEAPSPAN_BENCH_RATIOS_ONLY=1`: skip criterion's groups, print only the ratio table.
     let ratios_only = std::env::var_os("HEAPSPAN_BENCH_RATIOS_ONLY").is_some();
     // Stand-in for the aggregator thread while heapspan is not started.
@@ -184,9 +261,14 @@ fn main() {
         ratios("started", &mut table);
         span_pairs(&mut c, &mut notes);
         bookkeeping(&mut notes);
-        println!("\n{}\n\n{}", table.join("\n"), notes.join("\n"));
     } else {
         span_pairs(&mut c, &mut notes);
+    }
+    for mode in ["full", "sampled"] {
+        run_child(mode, quick, &mut table, &mut notes);
+    }
+    if !quick {
+        println!("\n{}\n\n{}", table.join("\n"), notes.join("\n"));
     }
     let snap = guard.snapshot();
     assert_eq!(

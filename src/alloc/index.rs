@@ -80,14 +80,15 @@ pub(crate) static CAPACITY: AtomicU64 = AtomicU64::new(0);
 /// Milliseconds since start, advanced by the aggregator at every fold: allocation times have
 /// the fold interval's resolution.
 pub(crate) static NOW_MS: AtomicU64 = AtomicU64::new(0);
-/// A scan is reading indexed blocks.
-static SCANNING: AtomicU8 = AtomicU8::new(0);
-/// Frees of indexed blocks in progress on threads without a table.
-static ORPHAN_IN_FREE: AtomicU64 = AtomicU64::new(0);
+/// The scan/free handshake.
+#[cfg(not(loom))]
+static GATE: Gate = Gate::new();
+#[cfg(loom)]
+loom::lazy_static! {
+    static ref GATE: Gate = Gate::new();
+}
 /// Blocks freed during a scan (linked through their task word).
 static DEFERRED_HEAD: AtomicPtr<u8> = AtomicPtr::new(ptr::null_mut());
-/// `membarrier(PRIVATE_EXPEDITED)` is registered: frees need only a compiler fence.
-static ASYMMETRIC: AtomicU8 = AtomicU8::new(0);
 
 /// One index entry: 16 bytes.
 #[derive(Debug)]
@@ -115,7 +116,7 @@ pub(crate) struct ThreadIndex {
     /// Allocations not indexed because the table was full.
     pub(crate) unindexed: AtomicU64,
     /// Inside a free of an indexed block (read by the scanner).
-    pub(crate) in_free: super::slots::CacheLine<AtomicU64>,
+    pub(crate) in_free: super::slots::CacheLine<crate::sync::AtomicU64>,
 }
 
 impl ThreadIndex {
@@ -135,7 +136,7 @@ impl ThreadIndex {
             recycle_head: AtomicU64::new(0),
             recycle_tail: AtomicU64::new(0),
             unindexed: AtomicU64::new(0),
-            in_free: super::slots::CacheLine(AtomicU64::new(0)),
+            in_free: super::slots::CacheLine(crate::sync::AtomicU64::new(0)),
         }
     }
 
@@ -173,16 +174,25 @@ impl ThreadIndex {
     }
 
     /// Owner only: an entry for a new allocation, or `None` when the table is full.
-    #[inline]
+    #[inline(always)]
     fn reserve(&self) -> Option<(u32, &Entry)> {
-        let entries = self.entries()?;
         let head = self.free_head.load(Ordering::Relaxed) as u32;
         if head != NO_ENTRY {
-            let e = &entries[head as usize];
+            // The free list is only ever non-empty once the entries exist.
+            let p = self.entries.load(Ordering::Relaxed);
+            // SAFETY: `head` came from this table's free list: an index below its capacity.
+            let e = unsafe { &*p.add(head as usize) };
             let next = e.addr.load(Ordering::Relaxed) >> 1;
             self.free_head.store(next as u64, Ordering::Relaxed);
             return Some((head, e));
         }
+        self.reserve_slow()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn reserve_slow(&self) -> Option<(u32, &Entry)> {
+        let entries = self.entries()?;
         if let Some(i) = self.pop_recycled() {
             return Some((i, &entries[i as usize]));
         }
@@ -199,7 +209,7 @@ impl ThreadIndex {
     }
 
     /// Owner only: puts entry `i` on the free list.
-    #[inline]
+    #[inline(always)]
     fn release_own(&self, i: u32, e: &Entry) {
         let head = self.free_head.load(Ordering::Relaxed) as usize;
         e.addr.store((head << 1) | 1, Ordering::Release);
@@ -314,18 +324,20 @@ impl Sampler {
     }
 
     /// Whether an allocation of `size` bytes is sampled (Poisson process over bytes).
-    #[inline]
-    pub(crate) fn hit(&self, size: usize, seed: usize) -> bool {
+    #[inline(always)]
+    pub(crate) fn hit(&self, size: usize) -> bool {
         let left = self.left.get() - size as i64;
         if left >= 0 {
             self.left.set(left);
             return false;
         }
-        self.cross(left, seed)
+        self.cross(left)
     }
 
     #[cold]
-    fn cross(&self, left: i64, seed: usize) -> bool {
+    #[inline(never)]
+    fn cross(&self, left: i64) -> bool {
+        let seed = ptr::from_ref(self) as usize;
         let mean = SAMPLE_MEAN.load(Ordering::Relaxed) as f64;
         if self.rng.get() == 0 {
             // First use on this thread: no sample is owed yet; draw the first gap.
@@ -397,6 +409,7 @@ impl Reserved<'_> {
     ///
     /// # Safety
     /// `user` must have [`EXT_HEADER`] bytes of its block in front of it, 8-aligned.
+    #[inline(always)]
     pub(crate) unsafe fn publish(self, user: *mut u8, layout: Layout, task: u64, span: u64) {
         let gen = (self.e.meta.load(Ordering::Relaxed) + 1) & GEN_MASK;
         let id = make_id(self.table, self.entry, gen);
@@ -420,6 +433,104 @@ impl Reserved<'_> {
 // ---------------------------------------------------------------------------------------------
 // The free side.
 
+/// The handshake between frees of indexed blocks and the scanner (see the module docs): a
+/// Dekker pair of "a scan runs" and per-thread "inside a free" flags.
+#[derive(Debug)]
+pub(crate) struct Gate {
+    /// A scan is reading indexed blocks.
+    scanning: crate::sync::AtomicU8,
+    /// Frees of indexed blocks in progress on threads without a table.
+    orphans_in_free: crate::sync::AtomicU64,
+    /// `membarrier(PRIVATE_EXPEDITED)` is registered: frees need only a compiler fence.
+    asymmetric: crate::sync::AtomicU8,
+}
+
+impl Gate {
+    #[cfg(not(loom))]
+    const fn new() -> Self {
+        Gate {
+            scanning: crate::sync::AtomicU8::new(0),
+            orphans_in_free: crate::sync::AtomicU64::new(0),
+            asymmetric: crate::sync::AtomicU8::new(0),
+        }
+    }
+
+    #[cfg(loom)]
+    fn new() -> Self {
+        Gate {
+            scanning: crate::sync::AtomicU8::new(0),
+            orphans_in_free: crate::sync::AtomicU64::new(0),
+            asymmetric: crate::sync::AtomicU8::new(0),
+        }
+    }
+
+    /// A free of an indexed block begins (`flag`: the thread's own, `None` for a thread
+    /// without a table). Returns whether a scan runs: then the block must be deferred.
+    #[inline(always)]
+    fn enter(&self, flag: Option<&crate::sync::AtomicU64>) -> bool {
+        match flag {
+            Some(f) => {
+                f.store(1, Ordering::Relaxed);
+                if self.asymmetric.load(Ordering::Relaxed) != 0 {
+                    // The scanner's membarrier orders this thread's store before its load.
+                    std::sync::atomic::compiler_fence(Ordering::SeqCst);
+                } else {
+                    crate::sync::fence(Ordering::SeqCst);
+                }
+            }
+            None => {
+                self.orphans_in_free.fetch_add(1, Ordering::SeqCst);
+                crate::sync::fence(Ordering::SeqCst);
+            }
+        }
+        self.scanning.load(Ordering::Relaxed) != 0
+    }
+
+    /// The free is done: the block is freed (or deferred) and its entry cleared.
+    #[inline(always)]
+    fn exit(&self, flag: Option<&crate::sync::AtomicU64>) {
+        match flag {
+            Some(f) => f.store(0, Ordering::Release),
+            None => {
+                self.orphans_in_free.fetch_sub(1, Ordering::Release);
+            }
+        }
+    }
+
+    /// A scan begins: returns once no free that missed the flag is still in progress.
+    fn begin<'a>(&self, flags: impl Iterator<Item = &'a crate::sync::AtomicU64>) {
+        self.scanning.store(1, Ordering::Relaxed);
+        self.heavy_barrier();
+        for f in flags {
+            wait_zero(f);
+        }
+        wait_zero(&self.orphans_in_free);
+    }
+
+    /// The scan is over.
+    fn end(&self) {
+        self.scanning.store(0, Ordering::Release);
+    }
+
+    fn heavy_barrier(&self) {
+        #[cfg(all(target_os = "linux", not(loom)))]
+        if self.asymmetric.load(Ordering::Acquire) != 0 {
+            // SAFETY: a plain syscall with integer arguments; failure is reported, not UB.
+            let r = unsafe {
+                libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0)
+            };
+            if r == 0 {
+                return;
+            }
+            // Registered, yet refused now (not expected): the free side has only compiler
+            // fences, so stop relying on them. The fence below covers frees that see this;
+            // a free in flight that does not is still waited for through its flag.
+            self.asymmetric.store(0, Ordering::SeqCst);
+        }
+        crate::sync::fence(Ordering::SeqCst);
+    }
+}
+
 /// Which `in_free` flag a thread raises: its table's, or the shared counter.
 #[derive(Clone, Copy)]
 pub(crate) enum Marker<'a> {
@@ -428,54 +539,59 @@ pub(crate) enum Marker<'a> {
 }
 
 impl Marker<'_> {
-    #[inline]
+    /// See [`Gate::enter`].
+    #[inline(always)]
     pub(crate) fn enter(self) -> bool {
         match self {
-            Marker::Own(t) => {
-                t.in_free.0.store(1, Ordering::Relaxed);
-                if ASYMMETRIC.load(Ordering::Relaxed) != 0 {
-                    std::sync::atomic::compiler_fence(Ordering::SeqCst);
-                } else {
-                    std::sync::atomic::fence(Ordering::SeqCst);
-                }
-            }
-            Marker::Orphan => {
-                ORPHAN_IN_FREE.fetch_add(1, Ordering::SeqCst);
-                std::sync::atomic::fence(Ordering::SeqCst);
-            }
+            Marker::Own(t) => GATE.enter(Some(&t.in_free.0)),
+            Marker::Orphan => GATE.enter(None),
         }
-        SCANNING.load(Ordering::Relaxed) != 0
     }
 
-    #[inline]
+    /// See [`Gate::exit`].
+    #[inline(always)]
     pub(crate) fn exit(self) {
         match self {
-            Marker::Own(t) => t.in_free.0.store(0, Ordering::Release),
-            Marker::Orphan => {
-                ORPHAN_IN_FREE.fetch_sub(1, Ordering::Release);
-            }
+            Marker::Own(t) => GATE.exit(Some(&t.in_free.0)),
+            Marker::Orphan => GATE.exit(None),
         }
     }
+}
+
+/// The entry of allocation `id`.
+///
+/// # Safety
+/// `id` must be the id of a live indexed block.
+#[inline(always)]
+unsafe fn entry_of(id: u64, own: Option<&super::ThreadState>) -> (&'static Entry, bool) {
+    let (table, entry, _) = split_id(id);
+    let (t, mine) = match own {
+        Some(st) if st.id == table => (&st.index, true),
+        _ => {
+            // SAFETY: an indexed block exists, so the pool does, and its id names a table
+            // of it.
+            let pool = unsafe { super::pool().unwrap_unchecked() };
+            // SAFETY: as above.
+            (&unsafe { pool.threads.get_unchecked(table) }.index, false)
+        }
+    };
+    let p = t.entries.load(Ordering::Acquire);
+    // SAFETY: the table allocated its entries before publishing any id naming them; `entry`
+    // is below its capacity; entries are never freed.
+    (unsafe { &*p.add(entry as usize) }, mine)
 }
 
 /// Clears the entry of allocation `id`: onto the owner's free list when the caller owns the
 /// table (`own`), else marked [`REMOTE`].
 ///
 /// # Safety
-/// `id` must be the id of a live indexed block being freed or moved by the caller.
-pub(crate) unsafe fn clear_entry(pool: &super::Pool, id: u64, own: Option<usize>) {
-    let (table, entry, _) = split_id(id);
-    let Some(t) = pool.threads.get(table) else {
-        return;
-    };
-    let p = t.index.entries.load(Ordering::Acquire);
-    if p.is_null() || entry as usize >= CAPACITY.load(Ordering::Relaxed) as usize {
-        return;
-    }
-    // SAFETY: the entry exists (its table allocated it before publishing the id).
-    let e = unsafe { &*p.add(entry as usize) };
-    if own == Some(table) {
-        t.index.release_own(entry, e);
+/// `id` must be the id of a live indexed block being freed by the caller.
+#[inline(always)]
+pub(crate) unsafe fn clear_entry(id: u64, own: Option<&super::ThreadState>) {
+    // SAFETY: by the caller's contract.
+    let (e, mine) = unsafe { entry_of(id, own) };
+    if let (true, Some(st)) = (mine, own) {
+        st.index.release_own(split_id(id).1, e);
     } else {
         e.addr.store(REMOTE, Ordering::Release);
     }
@@ -490,18 +606,11 @@ pub(crate) fn next_id(id: u64) -> u64 {
 /// Moves the entry of `id` to `user` with the next generation.
 ///
 /// # Safety
-/// As for [`clear_entry`]; the caller has just moved or resized the block to `user`.
-pub(crate) unsafe fn move_entry(pool: &super::Pool, id: u64, user: *mut u8) {
-    let (table, entry, gen) = split_id(id);
-    let Some(t) = pool.threads.get(table) else {
-        return;
-    };
-    let p = t.index.entries.load(Ordering::Acquire);
-    if p.is_null() {
-        return;
-    }
-    // SAFETY: as in `clear_entry`.
-    let e = unsafe { &*p.add(entry as usize) };
+/// `id` must be the id of a live indexed block the caller has just moved or resized to `user`.
+pub(crate) unsafe fn move_entry(id: u64, user: *mut u8) {
+    let gen = split_id(id).2;
+    // SAFETY: by the caller's contract.
+    let (e, _) = unsafe { entry_of(id, None) };
     let meta = e.meta.load(Ordering::Relaxed);
     e.meta.store(
         (meta & !GEN_MASK) | ((gen + 1) & GEN_MASK),
@@ -613,7 +722,7 @@ const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
 
 /// Registers for asymmetric fences (at start, before any indexed block exists).
 pub(crate) fn register_membarrier() {
-    #[cfg(target_os = "linux")]
+    #[cfg(all(target_os = "linux", not(loom)))]
     {
         // SAFETY: a plain syscall with integer arguments; failure is reported, not UB.
         let r = unsafe {
@@ -625,43 +734,18 @@ pub(crate) fn register_membarrier() {
             )
         };
         if r == 0 {
-            ASYMMETRIC.store(1, Ordering::Release);
+            GATE.asymmetric.store(1, Ordering::Release);
         }
     }
 }
 
-fn heavy_barrier() {
-    #[cfg(target_os = "linux")]
-    if ASYMMETRIC.load(Ordering::Acquire) != 0 {
-        // SAFETY: as in `register_membarrier`.
-        let r =
-            unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) };
-        if r == 0 {
-            return;
-        }
-        // Registered but refused: the free side only has compiler fences, so nothing can
-        // be proven; callers check `begin_scan`'s result.
-    }
-    std::sync::atomic::fence(Ordering::SeqCst);
-}
-
-/// Starts a scan: from its return until [`end_scan`], no indexed block goes back to the inner
-/// allocator. Spins (on the scanner's thread, never the application's) until frees in progress
-/// are done.
-pub(crate) fn begin_scan(pool: &super::Pool) {
-    SCANNING.store(1, Ordering::Relaxed);
-    heavy_barrier();
-    let high = pool.high.load(Ordering::Acquire) as usize;
-    for t in &pool.threads[..high] {
-        wait_zero(&t.index.in_free.0);
-    }
-    wait_zero(&ORPHAN_IN_FREE);
-}
-
-fn wait_zero(a: &AtomicU64) {
+fn wait_zero(a: &crate::sync::AtomicU64) {
     let mut spins = 0u32;
     while a.load(Ordering::Acquire) != 0 {
         spins += 1;
+        #[cfg(loom)]
+        loom::thread::yield_now();
+        #[cfg(not(loom))]
         if spins < 64 {
             std::hint::spin_loop();
         } else {
@@ -670,9 +754,17 @@ fn wait_zero(a: &AtomicU64) {
     }
 }
 
+/// Starts a scan: from its return until [`end_scan`], no indexed block goes back to the inner
+/// allocator. Spins (on the scanner's thread, never the application's) until frees in progress
+/// are done.
+pub(crate) fn begin_scan(pool: &super::Pool) {
+    let high = pool.high.load(Ordering::Acquire) as usize;
+    GATE.begin(pool.threads[..high].iter().map(|t| &t.index.in_free.0));
+}
+
 /// Ends a scan and releases what was deferred meanwhile. Returns the deferred count.
 pub(crate) fn end_scan() -> u64 {
-    SCANNING.store(0, Ordering::Release);
+    GATE.end();
     drain_deferred()
 }
 
@@ -697,5 +789,59 @@ pub(crate) fn visit(table: &ThreadIndex, mut f: impl FnMut(u32, usize, u64)) {
             continue;
         }
         f(i as u32, a, e.meta.load(Ordering::Relaxed));
+    }
+}
+
+#[cfg(loom)]
+mod loom_tests {
+    use super::*;
+    use loom::sync::atomic::AtomicBool;
+    use loom::sync::Arc;
+
+    /// The handshake itself (`Gate`), with loom's atomics and full fences on both sides (the
+    /// membarrier variant is the same argument with the free side's fence made asymmetric):
+    /// a block is "freed" by a thread that saw no scan, or "deferred" and freed by the scanner
+    /// after the scan; the scanner reads it only between `begin` and `end`. The scanner never
+    /// reads a freed block.
+    #[test]
+    fn a_scanned_block_is_never_freed_under_the_scanner() {
+        let mut model = loom::model::Builder::new();
+        model.preemption_bound = Some(3);
+        model.check(|| {
+            let gate = Arc::new(Gate::new());
+            let flag = Arc::new(crate::sync::AtomicU64::new(0));
+            // The block: live (entry published) until freed; "freed" = handed back.
+            let entry_live = Arc::new(AtomicBool::new(true));
+            let freed = Arc::new(AtomicBool::new(false));
+            let deferred = Arc::new(AtomicBool::new(false));
+            let freer = {
+                let (gate, flag, entry_live, freed, deferred) = (
+                    gate.clone(),
+                    flag.clone(),
+                    entry_live.clone(),
+                    freed.clone(),
+                    deferred.clone(),
+                );
+                loom::thread::spawn(move || {
+                    let scanning = gate.enter(Some(&flag));
+                    entry_live.store(false, Ordering::Release);
+                    if scanning {
+                        deferred.store(true, Ordering::Release);
+                    } else {
+                        freed.store(true, Ordering::Release);
+                    }
+                    gate.exit(Some(&flag));
+                })
+            };
+            gate.begin(std::iter::once(&*flag));
+            if entry_live.load(Ordering::Acquire) {
+                // Reading the block: it must not have gone back to the allocator.
+                assert!(!freed.load(Ordering::Acquire), "read a freed block");
+            }
+            gate.end();
+            freer.join().unwrap();
+            // Deferred blocks are freed after the scan; every block is freed exactly once.
+            assert!(freed.load(Ordering::Acquire) ^ deferred.load(Ordering::Acquire));
+        });
     }
 }

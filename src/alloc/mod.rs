@@ -132,7 +132,11 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Allocator<A> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let state = STATE.load(Ordering::Relaxed);
-        if state == INDEXED {
+        if state >= INDEXED {
+            if state == SAMPLED && !local().sampler.hit(layout.size()) {
+                // SAFETY: forwarded caller contract.
+                return unsafe { self.alloc_plain(layout, false, true) };
+            }
             // SAFETY: forwarded caller contract.
             return unsafe { self.alloc_indexed(layout, false) };
         }
@@ -143,7 +147,11 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Allocator<A> {
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         let state = STATE.load(Ordering::Relaxed);
-        if state == INDEXED {
+        if state >= INDEXED {
+            if state == SAMPLED && !local().sampler.hit(layout.size()) {
+                // SAFETY: forwarded caller contract.
+                return unsafe { self.alloc_plain(layout, true, true) };
+            }
             // SAFETY: forwarded caller contract.
             return unsafe { self.alloc_indexed(layout, true) };
         }
@@ -236,8 +244,9 @@ impl<A: GlobalAlloc> Allocator<A> {
         user
     }
 
-    /// An allocation while the live index is on: indexed (extended header) when the thread has
-    /// a table with a free entry and the mode takes it, else a plain counted one.
+    /// An allocation the live index takes (every one in full mode, a sampled one otherwise):
+    /// indexed with the extended header when the thread has a table with a free entry, else a
+    /// plain counted one.
     #[inline(never)]
     unsafe fn alloc_indexed(&self, layout: Layout, zeroed: bool) -> *mut u8 {
         let l = local();
@@ -245,13 +254,7 @@ impl<A: GlobalAlloc> Allocator<A> {
         let reserved = if st as usize > ORPHAN as usize && !l.heapspan_own.get() {
             // SAFETY: a non-sentinel `state` points into the leaked pool, owned by this thread.
             let st = unsafe { &*st };
-            let take = index::MODE.load(Ordering::Relaxed) == index::MODE_FULL
-                || l.sampler.hit(layout.size(), st.id);
-            if take {
-                index::reserve(st.id, &st.index)
-            } else {
-                None
-            }
+            index::reserve(st.id, &st.index)
         } else {
             None
         };
@@ -284,12 +287,13 @@ impl<A: GlobalAlloc> Allocator<A> {
     }
 
     /// Which `in_free` flag this thread raises, and its table (if it has one).
-    fn marker(l: &Local) -> (index::Marker<'static>, Option<usize>) {
+    #[inline(always)]
+    fn marker(l: &Local) -> (index::Marker<'static>, Option<&'static ThreadState>) {
         let st = l.state.get();
         if st as usize > ORPHAN as usize {
             // SAFETY: a non-sentinel `state` points into the leaked pool.
             let st: &'static ThreadState = unsafe { &*st };
-            (index::Marker::Own(&st.index), Some(st.id))
+            (index::Marker::Own(&st.index), Some(st))
         } else {
             (index::Marker::Orphan, None)
         }
@@ -313,10 +317,8 @@ impl<A: GlobalAlloc> Allocator<A> {
         }
         let (marker, own) = Self::marker(l);
         let scanning = marker.enter();
-        if let Some(pool) = pool() {
-            // SAFETY: `id` is this live block's id and we are freeing it.
-            unsafe { index::clear_entry(pool, id, own) };
-        }
+        // SAFETY: `id` is this live block's id and we are freeing it.
+        unsafe { index::clear_entry(id, own) };
         if scanning {
             // SAFETY: a live extended block of this allocator being freed; the global
             // allocator lives for the whole process.
@@ -397,10 +399,8 @@ impl<A: GlobalAlloc> Allocator<A> {
         // SAFETY: `new_user` is this extended block in its new place, not yet reachable by a
         // scanner (its entry still names the old address, and no scan runs or it is deferred).
         unsafe { index::rewrite_after_realloc(new_user, new_id, sw, new_size) };
-        if let Some(pool) = pool() {
-            // SAFETY: `id` is this block's id; the caller moves it.
-            unsafe { index::move_entry(pool, id, new_user) };
-        }
+        // SAFETY: `id` is this block's id; the caller moves it.
+        unsafe { index::move_entry(id, new_user) };
         if scanning {
             // SAFETY: the old block, no longer named by its entry, is freed by the realloc.
             unsafe { index::defer(self, user) };
@@ -425,6 +425,8 @@ const OFF: u8 = 0;
 const ON: u8 = 1;
 /// Counting, with the live index on.
 const INDEXED: u8 = 2;
+/// Counting, with the sampled live index on.
+const SAMPLED: u8 = 3;
 static STATE: AtomicU8 = AtomicU8::new(OFF);
 static POOL: AtomicPtr<Pool> = AtomicPtr::new(ptr::null_mut());
 /// Next heapspan span id (0 means "no span").
@@ -477,7 +479,12 @@ pub(crate) fn start(max_threads: usize, live_index: IndexStart) -> Result<&'stat
         index::SAMPLE_MEAN.store(live_index.sample_mean.max(1), Ordering::Relaxed);
         index::CAPACITY.store(live_index.capacity as u64, Ordering::Relaxed);
         index::MODE.store(live_index.mode, Ordering::Relaxed);
-        STATE.store(INDEXED, Ordering::Release);
+        let state = if live_index.mode == index::MODE_SAMPLED {
+            SAMPLED
+        } else {
+            INDEXED
+        };
+        STATE.store(state, Ordering::Release);
     } else {
         STATE.store(ON, Ordering::Release);
     }
@@ -494,7 +501,7 @@ pub(crate) struct IndexStart {
 
 /// Whether the live index is on.
 pub(crate) fn indexing() -> bool {
-    STATE.load(Ordering::Relaxed) == INDEXED
+    STATE.load(Ordering::Relaxed) >= INDEXED
 }
 
 /// Turns counting off: heapspan passes through again (it cannot be restarted).
