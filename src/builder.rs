@@ -93,7 +93,8 @@ fn env_u64(
 
 impl Builder {
     /// Defaults, overridden by `HEAPSPAN_*` environment variables:
-    /// `HEAPSPAN_FOLD_INTERVAL_MS`, `HEAPSPAN_MAX_THREADS`. A malformed value is an error that
+    /// `HEAPSPAN_FOLD_INTERVAL_MS`, `HEAPSPAN_MAX_THREADS`, `HEAPSPAN_LIVE_INDEX` (`off`,
+    /// `full`, `sampled`) and `HEAPSPAN_SAMPLE_MEAN_BYTES` (with `sampled`). A malformed value is an error that
     /// names the variable and the accepted values.
     pub fn from_env() -> Result<Self> {
         let mut b = Builder::default();
@@ -110,6 +111,39 @@ impl Builder {
             "a whole number from 1 to 65536",
         )? {
             b.max_threads = n as usize;
+        }
+        match std::env::var("HEAPSPAN_LIVE_INDEX") {
+            Err(std::env::VarError::NotPresent) => {}
+            Ok(v) if v.trim().eq_ignore_ascii_case("off") => b.live_index = IndexMode::Off,
+            Ok(v) if v.trim().eq_ignore_ascii_case("full") => b.live_index = IndexMode::Full,
+            Ok(v) if v.trim().eq_ignore_ascii_case("sampled") => {
+                b.live_index = IndexMode::Sampled {
+                    mean_bytes: DEFAULT_SAMPLE_MEAN_BYTES,
+                }
+            }
+            Ok(v) => {
+                return Err(Error::InvalidConfig {
+                    setting: "HEAPSPAN_LIVE_INDEX",
+                    value: v,
+                    expected: "off, full or sampled",
+                })
+            }
+            Err(std::env::VarError::NotUnicode(v)) => {
+                return Err(Error::InvalidConfig {
+                    setting: "HEAPSPAN_LIVE_INDEX",
+                    value: v.to_string_lossy().into_owned(),
+                    expected: "off, full or sampled",
+                })
+            }
+        }
+        if let Some(n) = env_u64(
+            "HEAPSPAN_SAMPLE_MEAN_BYTES",
+            1..=(1 << 40),
+            "a whole number of bytes from 1 to 1099511627776",
+        )? {
+            if let IndexMode::Sampled { mean_bytes } = &mut b.live_index {
+                *mean_bytes = n;
+            }
         }
         Ok(b)
     }

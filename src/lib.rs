@@ -35,6 +35,46 @@
 //! - **Never hurting the host.** No path panics on a full queue, a poisoned lock (recovered), or
 //!   a missing table (fallback); counting is skipped entirely until heapspan is started.
 //!
+//! ## The live index and the heap scan
+//!
+//! With [`Builder::live_index`] on, indexed blocks carry a 32-byte header (flagged in the span
+//! word, so a free knows which layout it has) and a 16-byte entry in their thread's index:
+//! 48 bytes per live indexed allocation. Entries are written by the allocating thread only
+//! (its own free list, a bump pointer, and a recycle ring for entries freed elsewhere); a free
+//! on another thread only marks the entry, with one store.
+//!
+//! [`Guard::graph`] reads the contents of indexed blocks *in this process*. The argument that
+//! it never reads memory that went back to the allocator:
+//!
+//! 1. A free of an indexed block raises its thread's `in_free` flag, then reads the `scanning`
+//!    flag; it clears the block's entry and frees the block (or, if a scan runs, *defers* it
+//!    on a lock-free stack), and only then lowers `in_free` (release).
+//! 2. The scanner raises `scanning`, then waits until every `in_free` flag is down (acquire).
+//!    Between the two sides' store and load there is a full barrier: `fence(SeqCst)` on both,
+//!    or, where Linux's `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` is available, a
+//!    compiler fence on the free side and the membarrier on the scanner's (the asymmetric
+//!    fence of liburcu and folly). So a free either sees the scan and defers, or finished
+//!    (entry cleared) before the scanner looks at entries.
+//! 3. The scanner then reads only blocks named by live entries. None of them can be released
+//!    until it lowers `scanning`; frees meanwhile are deferred and released after the scan
+//!    (by the scanner, through the allocator that deferred them: the `#[global_allocator]`
+//!    static, which lives for the whole process).
+//! 4. A deferred block keeps its size word, with a `DEFERRED` bit set (then a release fence)
+//!    before its other header words are reused for the stack link; the scanner re-reads the
+//!    size word after an acquire fence and drops a block it finds changed, so its bounds never
+//!    come from a reused word.
+//! 5. Contents are read as volatile, aligned, pointer-sized words while the application may
+//!    write them: a value is *evidence* (it may be stale, torn across words, or an integer that
+//!    looks like an address), never dereferenced, and every edge carries a confidence. This is
+//!    the same argument conservative garbage collectors make; strictly, Rust's memory model
+//!    calls a racing non-atomic access undefined, and heapspan relies on what the hardware
+//!    does for aligned word loads, like every in-process heap scanner.
+//!
+//! The handshake is model-checked with loom (a missing fence fails the model); the scan runs
+//! under concurrent frees, reallocs and cross-task frees in `tests/graph_scan_stress.rs`, and
+//! the graph code (no `unsafe`) runs under Miri. Frees are never blocked: a scan only defers
+//! them, for its copy phase ([`graph::live::ScanStats::pause`]).
+//!
 //! # Feature flags and cfgs
 //!
 //! - `http` (default): OTLP over HTTP/protobuf to a plain `http://` endpoint, with heapspan's

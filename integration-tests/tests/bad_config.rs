@@ -55,6 +55,17 @@ fn every_bad_setting_is_rejected_at_start() {
         rejected(&[("OTEL_EXPORTER_OTLP_HEADERS", "=token")]),
         "invalid value \"=token\" for OTEL_EXPORTER_OTLP_HEADERS: expected comma-separated key=value pairs (values percent-encoded)"
     );
+    assert_eq!(
+        rejected(&[("HEAPSPAN_LIVE_INDEX", "on")]),
+        "invalid value \"on\" for HEAPSPAN_LIVE_INDEX: expected off, full or sampled"
+    );
+    assert_eq!(
+        rejected(&[
+            ("HEAPSPAN_LIVE_INDEX", "sampled"),
+            ("HEAPSPAN_SAMPLE_MEAN_BYTES", "0")
+        ]),
+        "invalid value \"0\" for HEAPSPAN_SAMPLE_MEAN_BYTES: expected a whole number of bytes from 1 to 1099511627776"
+    );
     let missing = scratch("bad_config").join("no/such/dir/out.jsonl");
     let e = rejected(&[("HEAPSPAN_OTLP_FILE", missing.to_str().unwrap())]);
     assert!(

@@ -690,7 +690,7 @@ impl Aggregator {
                 .iter()
                 .map(|a| a.len() as u64 * 64)
                 .sum::<u64>();
-        pool + tables
+        pool + tables + crate::alloc::index::index_bytes(self.pool)
     }
 
     pub(crate) fn snapshot(&mut self) -> Snapshot {

@@ -720,6 +720,20 @@ pub(crate) fn drain_deferred() -> u64 {
 const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
 const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
 
+/// Bytes of the live index outside the blocks: entries handed out (the touched part of each
+/// table's entries) and recycle rings. The extended headers are inside the blocks and not
+/// counted here.
+pub(crate) fn index_bytes(pool: &super::Pool) -> u64 {
+    let high = pool.high.load(Ordering::Relaxed) as usize;
+    pool.threads[..high]
+        .iter()
+        .map(|t| {
+            t.index.bump.load(Ordering::Relaxed) * std::mem::size_of::<Entry>() as u64
+                + (t.index.recycle.len() * 4) as u64
+        })
+        .sum()
+}
+
 /// Registers for asymmetric fences (at start, before any indexed block exists).
 pub(crate) fn register_membarrier() {
     #[cfg(all(target_os = "linux", not(loom)))]

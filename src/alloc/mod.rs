@@ -40,6 +40,10 @@ pub const HEADER_BYTES: usize = 16;
 /// default; mimalloc and jemalloc work the same way).
 ///
 /// Until heapspan is started it only writes the header and forwards to the inner allocator.
+///
+/// Declare it as the `#[global_allocator]` static: with the live index on, frees deferred by a
+/// heap scan are released later through the allocator that deferred them, so an `Allocator`
+/// used while heapspan runs must live for the rest of the process.
 #[derive(Debug, Default)]
 pub struct Allocator<A = System> {
     inner: A,
