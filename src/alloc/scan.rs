@@ -71,6 +71,11 @@ pub(crate) fn scan(caps: Caps) -> Option<Scanned> {
         .map(|t| t.index.published().len())
         .sum();
     out.nodes.reserve(reserve.min(caps.max_nodes));
+    out.heap.ranges.reserve(reserve.min(caps.max_nodes));
+    // A first guess of the words (64 bytes a node), so the copy phase rarely grows the buffer.
+    out.heap
+        .words
+        .reserve((reserve.saturating_mul(8)).min(caps.max_bytes / WORD));
     let mut scratch_budget = caps.max_bytes;
 
     let began = Instant::now();
@@ -103,14 +108,18 @@ pub(crate) fn scan(caps: Caps) -> Option<Scanned> {
                 return;
             }
             let start = out.heap.words.len();
-            for k in 0..take / WORD {
+            let n = take / WORD;
+            out.heap.words.reserve(n);
+            let dst = out.heap.words.spare_capacity_mut();
+            for (k, d) in dst[..n].iter_mut().enumerate() {
                 // SAFETY: `k * WORD + WORD <= size` bytes from `user` belong to the block,
                 // which stays allocated (see above); `user` is 8-aligned. A volatile word read:
                 // the application may write it concurrently, so the value is evidence only
                 // (documented in the crate's "Safety and correctness").
-                let w = unsafe { std::ptr::read_volatile(user.add(k * WORD).cast::<usize>()) };
-                out.heap.words.push(w);
+                d.write(unsafe { std::ptr::read_volatile(user.add(k * WORD).cast::<usize>()) });
             }
+            // SAFETY: the first `n` spare elements were just written.
+            unsafe { out.heap.words.set_len(start + n) };
             fence(Ordering::Acquire);
             // SAFETY: as above.
             if unsafe { index::word(user, 24).load(Ordering::Relaxed) } != sw {
