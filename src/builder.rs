@@ -348,7 +348,9 @@ impl Builder {
             })
             .inspect_err(|_| alloc::stop())?
         };
-        let export = match export.map(|e| e.spawn(shared.clone())).transpose() {
+        // With the live index on, the exporter takes a graph every window.
+        let graph = (self.live_index != IndexMode::Off).then(|| self.capture.clone());
+        let export = match export.map(|e| e.spawn(shared.clone(), graph)).transpose() {
             Ok(e) => e,
             Err(e) => {
                 stop.store(true, Ordering::Release);

@@ -39,6 +39,10 @@ pub const DEFAULT_MAX_NAMES: usize = 500;
 /// Default for [`ExportConfig::span_queue_capacity`]: spans waiting for export; beyond it they
 /// are dropped and counted.
 pub const DEFAULT_SPAN_QUEUE_CAPACITY: usize = 8192;
+/// Default for [`ExportConfig::graph_top_edges`]: `heapspan.edge` events per task per window.
+pub const DEFAULT_GRAPH_TOP_EDGES: usize = 100;
+/// Largest accepted [`ExportConfig::graph_top_edges`].
+pub const MAX_GRAPH_TOP_EDGES: usize = 10_000;
 /// Default OTLP/HTTP endpoint when only the protocol is set.
 pub const DEFAULT_HTTP_ENDPOINT: &str = "http://localhost:4318";
 /// Default OTLP/gRPC endpoint when only the protocol is set.
@@ -83,8 +87,9 @@ fn protocol_supported(p: Protocol) -> bool {
 }
 
 /// Export settings. Every setter wins over the environment; unset ones come from it, then from
-/// the `DEFAULT_*` constants. Export is on when an endpoint or a file is configured (in code or
-/// in the environment), or when the application passes its own providers.
+/// the `DEFAULT_*` constants. Export is on when an endpoint, a file or a DOT directory is
+/// configured (in code or in the environment), or when the application passes its own
+/// providers.
 #[derive(Clone, Debug, Default)]
 pub struct ExportConfig {
     pub(crate) enabled: Option<bool>,
@@ -101,6 +106,8 @@ pub struct ExportConfig {
     pub(crate) max_task_names: Option<usize>,
     pub(crate) max_span_names: Option<usize>,
     pub(crate) span_queue_capacity: Option<usize>,
+    pub(crate) graph_top_edges: Option<usize>,
+    pub(crate) graph_dot_dir: Option<PathBuf>,
     pub(crate) meter_provider: Option<opentelemetry_sdk::metrics::SdkMeterProvider>,
     pub(crate) tracer_provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
     #[cfg(feature = "tokio-metrics")]
@@ -203,6 +210,28 @@ impl ExportConfig {
     /// Spans waiting for export (default [`DEFAULT_SPAN_QUEUE_CAPACITY`]).
     pub fn span_queue_capacity(mut self, n: usize) -> Self {
         self.span_queue_capacity = Some(n);
+        self
+    }
+
+    /// `heapspan.edge` events per task per window: the task's top edges of the window's
+    /// relation graph by bytes (default [`DEFAULT_GRAPH_TOP_EDGES`]; environment
+    /// `HEAPSPAN_GRAPH_TOP_EDGES`; 0 ..= [`MAX_GRAPH_TOP_EDGES`], 0 for none). Only with the live
+    /// index on ([`Builder::live_index`](crate::Builder::live_index)); see [`crate::export`].
+    pub fn graph_top_edges(mut self, k: usize) -> Self {
+        self.graph_top_edges = Some(k);
+        self
+    }
+
+    /// Writes each window's relation graph, for a human to look at, as Graphviz DOT to
+    /// `<dir>/heapspan-graph-<unix-ms>.dot` (environment `HEAPSPAN_GRAPH_DOT_DIR`; default none).
+    /// The directory is created if missing; the top 500 edges by bytes are drawn
+    /// ([`DotOptions`](crate::graph::DotOptions) defaults: no addresses); only the newest 1000
+    /// files written by the process are kept. Only with the live index on
+    /// ([`Builder::live_index`](crate::Builder::live_index)). A file that cannot be written is
+    /// counted in `heapspan.tracker.dropped` (reason `graph_dot_failed`) and the first failure
+    /// is reported on stderr. Render with `dot -Tsvg heapspan-graph-….dot > graph.svg`.
+    pub fn graph_dot_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.graph_dot_dir = Some(dir.into());
         self
     }
 
@@ -427,10 +456,42 @@ impl ExportConfig {
             None => DEFAULT_SPAN_QUEUE_CAPACITY,
         };
 
+        // Graph.
+        const TOP_EDGES_EXPECTED: &str = "a whole number from 0 to 10000";
+        let graph_top_edges = match self.graph_top_edges {
+            Some(k) if k > MAX_GRAPH_TOP_EDGES => {
+                return Err(bad("graph_top_edges", k.to_string(), TOP_EDGES_EXPECTED))
+            }
+            Some(k) => k,
+            None => match env("HEAPSPAN_GRAPH_TOP_EDGES") {
+                None => DEFAULT_GRAPH_TOP_EDGES,
+                Some(v) => match v.trim().parse::<usize>() {
+                    Ok(k) if k <= MAX_GRAPH_TOP_EDGES => k,
+                    _ => return Err(bad("HEAPSPAN_GRAPH_TOP_EDGES", v, TOP_EDGES_EXPECTED)),
+                },
+            },
+        };
+        const DOT_DIR_EXPECTED: &str = "a directory (created if missing), not a file";
+        let check_dir = |setting: &'static str, dir: PathBuf| -> Result<PathBuf> {
+            if dir.as_os_str().is_empty() || dir.is_file() {
+                Err(bad(setting, dir.display().to_string(), DOT_DIR_EXPECTED))
+            } else {
+                Ok(dir)
+            }
+        };
+        let graph_dot_dir = match &self.graph_dot_dir {
+            Some(d) => Some(check_dir("graph_dot_dir", d.clone())?),
+            None => env("HEAPSPAN_GRAPH_DOT_DIR")
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| check_dir("HEAPSPAN_GRAPH_DOT_DIR", PathBuf::from(s)))
+                .transpose()?,
+        };
+
         let configured = base.is_some()
             || traces_endpoint.is_some()
             || metrics_endpoint.is_some()
             || file.is_some()
+            || graph_dot_dir.is_some()
             || self.meter_provider.is_some()
             || self.tracer_provider.is_some();
         Ok(Resolved {
@@ -449,6 +510,8 @@ impl ExportConfig {
             max_task_names,
             max_span_names,
             span_queue_capacity,
+            graph_top_edges,
+            graph_dot_dir,
             meter_provider: self.meter_provider.clone(),
             tracer_provider: self.tracer_provider.clone(),
             #[cfg(feature = "tokio-metrics")]
@@ -491,6 +554,10 @@ pub struct Resolved {
     pub max_span_names: usize,
     /// Span queue capacity.
     pub span_queue_capacity: usize,
+    /// `heapspan.edge` events per task per window.
+    pub graph_top_edges: usize,
+    /// Where each window's graph is written as DOT.
+    pub graph_dot_dir: Option<PathBuf>,
     pub(crate) meter_provider: Option<opentelemetry_sdk::metrics::SdkMeterProvider>,
     pub(crate) tracer_provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
     #[cfg(feature = "tokio-metrics")]
@@ -723,6 +790,68 @@ mod tests {
         assert!(rejected(c(), &[("OTEL_EXPORTER_OTLP_HEADERS", "=x")])
             .contains("OTEL_EXPORTER_OTLP_HEADERS"));
         assert!(rejected(c().max_task_names(5000), &[]).contains("max_task_names"));
+    }
+
+    #[test]
+    fn graph_settings() {
+        let r = ExportConfig::default().resolve_with(env(&[])).unwrap();
+        assert_eq!(r.graph_top_edges, DEFAULT_GRAPH_TOP_EDGES);
+        assert_eq!(r.graph_dot_dir, None);
+        let r = ExportConfig::default()
+            .resolve_with(env(&[
+                ("HEAPSPAN_GRAPH_TOP_EDGES", "0"),
+                ("HEAPSPAN_GRAPH_DOT_DIR", "/tmp/heapspan-graphs"),
+            ]))
+            .unwrap();
+        assert_eq!(r.graph_top_edges, 0);
+        assert_eq!(r.graph_dot_dir, Some(PathBuf::from("/tmp/heapspan-graphs")));
+        assert!(r.enabled, "a DOT directory turns export on");
+        let r = ExportConfig::default()
+            .graph_top_edges(MAX_GRAPH_TOP_EDGES)
+            .graph_dot_dir("graphs")
+            .resolve_with(env(&[
+                ("HEAPSPAN_GRAPH_TOP_EDGES", "junk"),
+                ("HEAPSPAN_GRAPH_DOT_DIR", "elsewhere"),
+            ]))
+            .unwrap();
+        assert_eq!(r.graph_top_edges, MAX_GRAPH_TOP_EDGES, "code wins");
+        assert_eq!(r.graph_dot_dir, Some(PathBuf::from("graphs")));
+        let r = ExportConfig::default()
+            .resolve_with(env(&[("HEAPSPAN_GRAPH_DOT_DIR", " ")]))
+            .unwrap();
+        assert_eq!(r.graph_dot_dir, None, "empty means unset");
+    }
+
+    #[test]
+    fn bad_graph_settings_name_the_setting_and_what_is_accepted() {
+        let c = ExportConfig::default;
+        assert_eq!(
+            rejected(c(), &[("HEAPSPAN_GRAPH_TOP_EDGES", "lots")]),
+            "invalid value \"lots\" for HEAPSPAN_GRAPH_TOP_EDGES: expected a whole number from \
+             0 to 10000"
+        );
+        assert_eq!(
+            rejected(c(), &[("HEAPSPAN_GRAPH_TOP_EDGES", "10001")]),
+            "invalid value \"10001\" for HEAPSPAN_GRAPH_TOP_EDGES: expected a whole number from \
+             0 to 10000"
+        );
+        assert_eq!(
+            rejected(c().graph_top_edges(20_000), &[]),
+            "invalid value \"20000\" for graph_top_edges: expected a whole number from 0 to 10000"
+        );
+        let file = std::env::temp_dir().join(format!("heapspan-dot-{}", std::process::id()));
+        std::fs::write(&file, b"").unwrap();
+        let shown = file.display().to_string();
+        assert_eq!(
+            rejected(c(), &[("HEAPSPAN_GRAPH_DOT_DIR", shown.as_str())]),
+            format!(
+                "invalid value {shown:?} for HEAPSPAN_GRAPH_DOT_DIR: expected a directory \
+                 (created if missing), not a file"
+            )
+        );
+        assert!(rejected(c().graph_dot_dir(&file), &[]).contains("for graph_dot_dir:"));
+        assert!(rejected(c().graph_dot_dir(""), &[]).contains("for graph_dot_dir:"));
+        let _ = std::fs::remove_file(&file);
     }
 
     #[test]

@@ -27,6 +27,48 @@
 //!   visible). A task
 //!   that ends and is summarised by the aggregator (beyond `ended_task_retention`) between two
 //!   windows gets no final span.
+//! - **The relation graph**, with the live index on
+//!   ([`Builder::live_index`](crate::Builder::live_index)): every window heapspan takes the
+//!   graph of the live heap ([`crate::graph::live`], with the
+//!   [`Builder::capture`](crate::Builder::capture) settings) and puts each task's share of it
+//!   on the task's window span (an ended task's on its final window span; tasks no longer in the
+//!   tables, and allocations made outside any task, get none, but count in the gauge):
+//!   - attributes [`names::GRAPH_NODES`] (the graph's nodes allocated by the task) and
+//!     [`names::GRAPH_EDGES_ATTR`] (edges with an end allocated by it), 0 when it has none,
+//!     and the graph's scan figures: [`names::GRAPH_SKIPPED_NODES`] (left out by the node
+//!     cap), [`names::GRAPH_UNSCANNED_NODES`] (in the graph, contents unread),
+//!     [`names::GRAPH_UNINDEXED`] (never indexed: an index table was full). A window span
+//!     without them means no graph was taken that window;
+//!   - [`names::EDGE_EVENT`] span events: the task's top
+//!     [`ExportConfig::graph_top_edges`] edges by bytes (default [`DEFAULT_GRAPH_TOP_EDGES`];
+//!     the order of [`Graph::top_edges_for_task`](crate::graph::Graph::top_edges_for_task)),
+//!     never the whole graph, stamped with the capture time, with the edge's kind,
+//!     confidence, capability, the allocation ids of both ends (opaque i64, never addresses),
+//!     their sizes, whether it crosses tasks, its bytes, and the `target::name` of the span
+//!     each end was allocated in when heapspan still holds that span (see [`names`]). heapspan's
+//!     own tracer provider keeps 1024 events per span (the SDK drops events beyond its limit,
+//!     128 by default, silently): up to 1000 events go on the window span, more are split into
+//!     [`names::WINDOW_EDGES_SPAN`] child spans of 1000 each. With the application's tracer
+//!     provider, whose limits heapspan cannot read, child spans take 128 each (the SDK's
+//!     default: a provider configured below it drops the rest). A window carries at most
+//!     50 000 edge events in all, the tasks with the heaviest top edges first;
+//!   - the gauge [`names::GRAPH_EDGES`] (per [`names::EDGE_KIND`], every kind, zeros
+//!     included: [`names::GRAPH_METRICS`]) holds the edge counts of the latest graph;
+//!   - with [`ExportConfig::graph_dot_dir`] (`HEAPSPAN_GRAPH_DOT_DIR`), each window's graph is
+//!     also written as Graphviz DOT to `<dir>/heapspan-graph-<unix-ms>.dot` for a human to
+//!     look at (top 500 edges, no addresses; the newest 1000 files are kept). A file that
+//!     cannot be written is counted ([`names::DROP_REASON_GRAPH_DOT_FAILED`]) and the first
+//!     failure reported on stderr.
+//!
+//!   Taking the graph costs a scan of the live index on the export thread (see
+//!   [`crate::graph::live`]); a panic in it turns graph export off for the rest of the run and
+//!   leaves the rest of export running. The last window, when the guard is dropped, takes no
+//!   graph (the guard waits for it only [`ExportConfig::shutdown_timeout`], then returns the
+//!   allocator to pass-through, which must not race a scan).
+//! - **Request size**: span batches are cut at 512 spans and at 3 MiB by an upper bound of
+//!   their protobuf size, so that a request with its resource stays under 4 MiB, the default
+//!   gRPC receive limit of collectors (a single larger span, which heapspan's own never are, is
+//!   sent alone).
 //! - The allocation-size histogram ([`names::ALLOCATION_SIZE`], explicit buckets 16 B to
 //!   16 MiB, powers of 4, cumulative) with heapspan's other metrics. heapspan counts sizes in
 //!   its per-thread tables and encodes this one metric itself (the SDK takes histogram data
@@ -60,6 +102,7 @@
 //! export thread.
 
 pub mod config;
+pub(crate) mod graph;
 pub(crate) mod histogram;
 #[cfg(feature = "http")]
 pub(crate) mod http_client;
@@ -75,7 +118,8 @@ pub(crate) mod task_polls;
 pub(crate) mod user_spans;
 
 pub use config::{
-    ExportConfig, Protocol, Resolved, DEFAULT_GRPC_ENDPOINT, DEFAULT_HTTP_ENDPOINT,
-    DEFAULT_MAX_NAMES, DEFAULT_METRIC_EXPORT_INTERVAL, DEFAULT_SHUTDOWN_TIMEOUT,
-    DEFAULT_SPAN_QUEUE_CAPACITY, DEFAULT_TIMEOUT, DEFAULT_WINDOW,
+    ExportConfig, Protocol, Resolved, DEFAULT_GRAPH_TOP_EDGES, DEFAULT_GRPC_ENDPOINT,
+    DEFAULT_HTTP_ENDPOINT, DEFAULT_MAX_NAMES, DEFAULT_METRIC_EXPORT_INTERVAL,
+    DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_SPAN_QUEUE_CAPACITY, DEFAULT_TIMEOUT, DEFAULT_WINDOW,
+    MAX_GRAPH_TOP_EDGES,
 };

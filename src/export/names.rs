@@ -76,8 +76,8 @@ pub const ALLOCATION_SIZE_BUCKETS: [f64; 11] = [
     4_194_304.0,
     16_777_216.0,
 ];
-/// Gauge, [`UNIT_EDGES`], attribute [`EDGE_KIND`]: edges of the live graph. Reserved (the
-/// graph stage does not exist yet).
+/// Gauge, [`UNIT_EDGES`], attribute [`EDGE_KIND`]: edges of the live graph per kind, recorded
+/// every window a graph is taken (only with the live index on: see [`GRAPH_METRICS`]).
 pub const GRAPH_EDGES: &str = "heapspan.graph.edges";
 /// Counter, [`UNIT_FINDINGS`], attributes [`FINDING_KIND`], [`FINDING_SEVERITY`]. Reserved.
 pub const FINDINGS: &str = "heapspan.findings";
@@ -114,9 +114,13 @@ pub const TOKIO_RUNTIME_GLOBAL_QUEUE_DEPTH: &str = "tokio.runtime.global_queue.d
 
 /// One span per task per window, and a final one when the task ends.
 pub const WINDOW_SPAN: &str = "heapspan.window";
-/// Span events on the window span for graph edges. Reserved.
+/// Span events on a window span (or on its [`WINDOW_EDGES_SPAN`] children): the task's top
+/// edges of the live graph by bytes. Attributes: [`EDGE_KIND`], [`EDGE_CONFIDENCE`],
+/// [`EDGE_CAPABILITY`], [`EDGE_FROM`], [`EDGE_TO`], [`EDGE_FROM_SIZE`], [`EDGE_TO_SIZE`],
+/// [`EDGE_CROSS_TASK`], [`EDGE_BYTES`], [`EDGE_FROM_SPAN`], [`EDGE_TO_SPAN`].
 pub const EDGE_EVENT: &str = "heapspan.edge";
-/// Child spans of a window span carrying edge events. Reserved.
+/// Child spans of a window span carrying its [`EDGE_EVENT`]s when they are too many for one
+/// span (at most 1000 events each). Attributes: [`TOKIO_TASK_NAME`], [`TOKIO_TASK_ID`].
 pub const WINDOW_EDGES_SPAN: &str = "heapspan.window.edges";
 /// One span per finding. Reserved.
 pub const FINDING_SPAN: &str = "heapspan.finding";
@@ -153,12 +157,55 @@ pub const MEMORY_LIVE: &str = "heapspan.memory.live";
 pub const MEMORY_PEAK: &str = "heapspan.memory.peak";
 /// i64: number of allocations inside a user span.
 pub const ALLOCATIONS: &str = "heapspan.allocations";
-/// i64: nodes of the live graph in the window. Reserved.
+/// i64, on a window span: nodes (live indexed allocations) of the window's graph allocated by
+/// the task.
 pub const GRAPH_NODES: &str = "heapspan.graph.nodes";
-/// i64: edges of the live graph in the window. Reserved.
+/// i64, on a window span: edges of the window's graph with an end allocated by the task (an
+/// edge with both ends in the task counts once).
 pub const GRAPH_EDGES_ATTR: &str = "heapspan.graph.edges";
-/// Edge kind (owns, contains, shares, slice, clone, evolution, arc_clone, rc_clone). Reserved.
+/// i64, on a window span, for the whole graph (not per task): live indexed allocations left
+/// out of the window's graph by its node cap
+/// ([`GraphConfig::max_nodes`](crate::graph::GraphConfig::max_nodes);
+/// [`Skipped::nodes`](crate::graph::Skipped::nodes)).
+pub const GRAPH_SKIPPED_NODES: &str = "heapspan.graph.skipped.nodes";
+/// i64, on a window span, for the whole graph: nodes in the window's graph whose contents
+/// could not be read ([`Skipped::unreadable`](crate::graph::Skipped::unreadable)): edges out
+/// of them are missing.
+pub const GRAPH_UNSCANNED_NODES: &str = "heapspan.graph.unscanned.nodes";
+/// i64, on a window span, for the whole process: allocations not indexed since start because
+/// a thread's index table was full
+/// ([`ScanStats::unindexed`](crate::graph::live::ScanStats::unindexed); raise
+/// [`Builder::index_capacity`](crate::Builder::index_capacity)).
+pub const GRAPH_UNINDEXED: &str = "heapspan.graph.unindexed";
+/// Edge kind: owns, contains, shares, slice, clone, evolution, arc_clone, rc_clone
+/// ([`EdgeKind::as_str`](crate::graph::EdgeKind::as_str)). On [`EDGE_EVENT`]s and on the
+/// [`GRAPH_EDGES`] gauge.
 pub const EDGE_KIND: &str = "heapspan.edge.kind";
+/// f64 in `0..=1`: how sure the inference is ([`Edge::confidence`](crate::graph::Edge)).
+pub const EDGE_CONFIDENCE: &str = "heapspan.edge.confidence";
+/// exclusive, shared or borrow: what `from` may do with `to`, in the Place Capability Graph
+/// vocabulary ([`Capability::as_str`](crate::graph::Capability::as_str)).
+pub const EDGE_CAPABILITY: &str = "heapspan.edge.capability";
+/// i64: allocation id of the edge's holder (an opaque id, never an address; ids are `u64`, put
+/// on the wire with the same 64 bits, so ids from 2^63 up read as negative).
+pub const EDGE_FROM: &str = "heapspan.edge.from";
+/// i64: allocation id of the edge's target (see [`EDGE_FROM`]).
+pub const EDGE_TO: &str = "heapspan.edge.to";
+/// i64 bytes: requested size of the holder's allocation (absent when it is not live any more,
+/// as for the old block of an `evolution` edge).
+pub const EDGE_FROM_SIZE: &str = "heapspan.edge.from.size";
+/// i64 bytes: requested size of the target's allocation.
+pub const EDGE_TO_SIZE: &str = "heapspan.edge.to.size";
+/// bool: the two ends were allocated by different tasks.
+pub const EDGE_CROSS_TASK: &str = "heapspan.edge.cross_task";
+/// i64 bytes the edge stands for (weighted when sampled): the target's size; for shared kinds
+/// its share of the target; for slices the bytes from the pointer to the target's end.
+pub const EDGE_BYTES: &str = "heapspan.edge.bytes";
+/// `target::name` (as in [`SPAN_NAME`]) of the tracing span the holder was allocated in
+/// (absent when none, or when heapspan no longer holds that span).
+pub const EDGE_FROM_SPAN: &str = "heapspan.edge.from.span";
+/// `target::name` of the tracing span the target was allocated in (see [`EDGE_FROM_SPAN`]).
+pub const EDGE_TO_SPAN: &str = "heapspan.edge.to.span";
 /// Finding kind. Reserved.
 pub const FINDING_KIND: &str = "heapspan.finding.kind";
 /// Finding severity (info, low, medium, high, critical). Reserved.
@@ -177,6 +224,9 @@ pub const DROP_REASON_EXPORT_QUEUE_FULL: &str = "export_queue_full";
 /// [`DROP_REASON`]: an export request failed (its spans are dropped; metrics are cumulative
 /// and catch up with the next successful export).
 pub const DROP_REASON_EXPORT_FAILED: &str = "export_failed";
+/// [`DROP_REASON`]: a window's graph could not be written to the DOT directory
+/// ([`ExportConfig::graph_dot_dir`](crate::export::ExportConfig::graph_dot_dir)).
+pub const DROP_REASON_GRAPH_DOT_FAILED: &str = "graph_dot_failed";
 
 /// The value task and span names beyond the cardinality cap are reported under.
 pub const OTHER: &str = "other";
@@ -203,7 +253,8 @@ const fn m(name: &'static str, instrument: &'static str, unit: &'static str) -> 
     }
 }
 
-/// The metrics heapspan exports today (reserved names excluded), for tests and dashboards.
+/// The metrics heapspan exports whenever export is on (reserved names excluded), for tests and
+/// dashboards.
 pub const METRICS: &[MetricName] = &[
     m(TASK_MEMORY_ALLOCATED, "counter", UNIT_BYTES),
     m(TASK_MEMORY_FREED, "counter", UNIT_BYTES),
@@ -219,13 +270,17 @@ pub const METRICS: &[MetricName] = &[
     m(TRACKER_DROPPED, "counter", UNIT_EVENTS),
 ];
 
+/// The metrics heapspan exports when it also takes a relation graph every window (the live
+/// index is on: [`Builder::live_index`](crate::Builder::live_index)).
+pub const GRAPH_METRICS: &[MetricName] = &[m(GRAPH_EDGES, "gauge", UNIT_EDGES)];
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn names_follow_the_rules() {
-        for m in METRICS {
+        for m in METRICS.iter().chain(GRAPH_METRICS) {
             assert!(m.name.starts_with("heapspan."), "{}", m.name);
             assert!(!m.name.ends_with("_total"), "{}", m.name);
             assert!(

@@ -1,6 +1,8 @@
 //! The export thread: every metric interval it takes a snapshot, turns the per-name figures
 //! into instrument updates and exports what heapspan's reader collected; every window it diffs
-//! each task against the previous window and emits `heapspan.window` spans.
+//! each task against the previous window and emits `heapspan.window` spans, and, with the live
+//! index on, takes the relation graph and puts each task's share of it on its window span
+//! ([`super::graph`]).
 //!
 //! Everything runs on one named thread (`heapspan-export`) that counts its allocations to the
 //! `heapspan` bucket, has no tracing subscriber, and calls exporters inside OpenTelemetry's
@@ -14,8 +16,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use opentelemetry::metrics::{Counter, Gauge, Meter, MeterProvider as _, UpDownCounter};
-use opentelemetry::trace::{Span as _, SpanKind, Tracer as _, TracerProvider as _};
-use opentelemetry::{Context, InstrumentationScope, KeyValue};
+use opentelemetry::trace::{
+    Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _, TracerProvider as _,
+};
+use opentelemetry::{Array, Context, InstrumentationScope, KeyValue, Value};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::reader::MetricReader;
@@ -26,16 +30,35 @@ use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanProcessor};
 use opentelemetry_sdk::Resource;
 
 use super::config::Resolved;
+use super::graph::{DotFiles, GraphWindow};
 use super::names as n;
 use super::sink::{ExportFailed, Sink};
 use crate::aggregator::{self, Shared};
 use crate::alloc::InternalScope;
 use crate::error::Result;
+use crate::graph::live::{CaptureConfig, LiveGraph};
+use crate::graph::EdgeKind;
 use crate::{MemStats, Snapshot, TaskKey};
 
-/// Spans per export request: a window span is well under 1 KiB, so a request stays far below
-/// the 4 MiB receive limit of collectors.
+/// Spans per export request at most.
 const SPANS_PER_REQUEST: usize = 512;
+/// Span bytes per export request at most, by [`span_wire_bytes`] (an upper bound of their
+/// protobuf encoding): the rest of 4 MiB, the default gRPC receive limit of collectors, is
+/// left for the resource, the scopes and the framing.
+const REQUEST_SPAN_BYTES: usize = 3 << 20;
+/// Events per span heapspan's own tracer provider keeps (the SDK's default, 128, would drop
+/// edge events silently).
+const MAX_EVENTS_PER_SPAN: u32 = 1024;
+/// `heapspan.edge` events per span with heapspan's own provider; a task's events beyond it go
+/// on `heapspan.window.edges` child spans of at most this many each.
+const EDGE_EVENTS_PER_SPAN: usize = 1000;
+/// The same with the application's provider, whose limits heapspan cannot read: the SDK's
+/// default limit.
+const FOREIGN_EDGE_EVENTS_PER_SPAN: usize = 128;
+/// `heapspan.edge` events per window, all tasks together (a few hundred bytes each on the
+/// wire).
+const MAX_EDGE_EVENTS_PER_WINDOW: usize = 50_000;
+const _: () = assert!(EDGE_EVENTS_PER_SPAN <= MAX_EVENTS_PER_SPAN as usize);
 /// At most one warning per this interval.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
@@ -132,6 +155,9 @@ struct Instruments {
     span_allocations: Counter<u64>,
     tracker_memory: Gauge<u64>,
     tracker_dropped: Counter<u64>,
+    graph_edges: Gauge<u64>,
+    /// `heapspan.edge.kind` attributes, in [`EdgeKind::ALL`] order.
+    edge_kinds: [[KeyValue; 1]; 8],
 }
 
 impl Instruments {
@@ -192,6 +218,12 @@ impl Instruments {
                 .with_unit(n::UNIT_EVENTS)
                 .with_description("What heapspan could not record or export, per reason.")
                 .build(),
+            graph_edges: m
+                .u64_gauge(n::GRAPH_EDGES)
+                .with_unit(n::UNIT_EDGES)
+                .with_description("Edges of the live relation graph, per kind.")
+                .build(),
+            edge_kinds: EdgeKind::ALL.map(|k| [KeyValue::new(n::EDGE_KIND, k.as_str())]),
         }
     }
 }
@@ -259,6 +291,81 @@ fn delta(cur: &MemStats, prev: &MemStats) -> (u64, u64, u64, i64) {
     )
 }
 
+/// Takes the spans of the next export request off the queue: at most [`SPANS_PER_REQUEST`],
+/// and at most [`REQUEST_SPAN_BYTES`] by [`span_wire_bytes`] (always at least one span: a span
+/// larger than that alone still goes, alone).
+fn take_batch(q: &mut VecDeque<SpanData>) -> Vec<SpanData> {
+    let mut bytes = 0usize;
+    let mut k = 0;
+    for s in q.iter().take(SPANS_PER_REQUEST) {
+        bytes = bytes.saturating_add(span_wire_bytes(s));
+        if k > 0 && bytes > REQUEST_SPAN_BYTES {
+            break;
+        }
+        k += 1;
+    }
+    q.drain(..k).collect()
+}
+
+/// An upper bound of the bytes `s` adds to an OTLP export request (protobuf): its strings and
+/// values plus generous allowances for tags, lengths and fixed-size fields (ids 26 bytes, times
+/// 18, flags, kind, counts; 4-byte length prefixes).
+fn span_wire_bytes(s: &SpanData) -> usize {
+    const SPAN: usize = 128;
+    const EVENT: usize = 32;
+    const LINK: usize = 64;
+    let status = match &s.status {
+        Status::Error { description } => description.len(),
+        _ => 0,
+    };
+    let events: usize = s
+        .events
+        .iter()
+        .map(|e| EVENT + e.name.len() + attrs_wire_bytes(&e.attributes))
+        .sum();
+    let links: usize = s
+        .links
+        .iter()
+        .map(|l| {
+            LINK + l.span_context.trace_state().header().len() + attrs_wire_bytes(&l.attributes)
+        })
+        .sum();
+    SPAN + s.name.len()
+        + s.span_context.trace_state().header().len()
+        + status
+        + attrs_wire_bytes(&s.attributes)
+        + events
+        + links
+}
+
+/// Upper bound of the protobuf bytes of attributes: per attribute its key, its value, and 24
+/// bytes of tags and length prefixes (`KeyValue` and `AnyValue` messages).
+fn attrs_wire_bytes(attrs: &[KeyValue]) -> usize {
+    attrs
+        .iter()
+        .map(|kv| 24 + kv.key.as_str().len() + value_wire_bytes(&kv.value))
+        .sum()
+}
+
+fn value_wire_bytes(v: &Value) -> usize {
+    match v {
+        Value::Bool(_) => 2,
+        Value::I64(_) => 11,
+        Value::F64(_) => 9,
+        Value::String(s) => s.as_str().len() + 6,
+        Value::Array(a) => {
+            8 + match a {
+                Array::Bool(v) => v.len() * 8,
+                Array::I64(v) => v.len() * 16,
+                Array::F64(v) => v.len() * 16,
+                Array::String(v) => v.iter().map(|s| s.as_str().len() + 12).sum(),
+                _ => a.to_string().len() * 4,
+            }
+        }
+        _ => v.as_str().len() * 4 + 16,
+    }
+}
+
 fn unix_nanos(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
@@ -319,6 +426,14 @@ struct Exporter {
     runtime: Option<super::runtime::RuntimeMetrics>,
     #[cfg(feature = "tokio-metrics")]
     task_polls: super::task_polls::TaskPolls,
+    /// Set when the live index is on: a graph is taken every window.
+    capture: Option<CaptureConfig>,
+    /// `heapspan.edge` events per span (more go on child spans).
+    edge_events_per_span: usize,
+    /// `heapspan.edge` events per window.
+    edge_event_budget: usize,
+    dot: Option<DotFiles>,
+    prev_dot_failed: u64,
 }
 
 /// Builds the providers and the sink, so that errors surface before heapspan starts; `None` if
@@ -373,7 +488,7 @@ pub(crate) fn prepare(cfg: Resolved) -> Result<Option<Prepared>> {
                     queue: queue.clone(),
                 })
                 .with_max_attributes_per_span(256)
-                .with_max_events_per_span(1024)
+                .with_max_events_per_span(MAX_EVENTS_PER_SPAN)
                 .build();
             (p.tracer_with_scope(scope), Some(p))
         }
@@ -384,6 +499,12 @@ pub(crate) fn prepare(cfg: Resolved) -> Result<Option<Prepared>> {
         .tokio_runtime
         .clone()
         .or_else(|| tokio::runtime::Handle::try_current().ok());
+    let edge_events_per_span = if own_tracer.is_some() {
+        EDGE_EVENTS_PER_SPAN
+    } else {
+        FOREIGN_EDGE_EVENTS_PER_SPAN
+    };
+    let dot = cfg.graph_dot_dir.clone().map(DotFiles::new);
     Ok(Some(Prepared(Exporter {
         shared: None,
         tasks: NameCap::new(n::TOKIO_TASK_NAME, cfg.max_task_names),
@@ -412,14 +533,31 @@ pub(crate) fn prepare(cfg: Resolved) -> Result<Option<Prepared>> {
         runtime: super::runtime::RuntimeMetrics::new(&meter, rt_handle.as_ref()),
         #[cfg(feature = "tokio-metrics")]
         task_polls: super::task_polls::TaskPolls::new(&meter),
+        capture: None,
+        edge_events_per_span,
+        edge_event_budget: MAX_EDGE_EVENTS_PER_WINDOW,
+        dot,
+        prev_dot_failed: 0,
     })))
 }
 
 impl Prepared {
-    /// Starts the export thread on the aggregator's tables.
-    pub(crate) fn spawn(self, shared: Shared) -> Result<ExportHandle> {
+    /// Starts the export thread on the aggregator's tables; with `capture` (the live index is
+    /// on), it takes a relation graph every window.
+    pub(crate) fn spawn(
+        self,
+        shared: Shared,
+        capture: Option<CaptureConfig>,
+    ) -> Result<ExportHandle> {
         let mut exporter = self.0;
         exporter.shared = Some(shared);
+        if capture.is_none() && exporter.dot.is_some() {
+            eprintln!(
+                "heapspan: a graph DOT directory is set, but the live index is off \
+                 (Builder::live_index): no graph will be written"
+            );
+        }
+        exporter.capture = capture;
         let tracer_provider = exporter.own_tracer.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let (done_tx, done) = std::sync::mpsc::sync_channel(1);
@@ -558,6 +696,7 @@ impl Exporter {
         let d = snap.dropped;
         let p = self.prev_dropped;
         let queue_dropped = self.queue.dropped.load(Ordering::Relaxed);
+        let dot_failed = self.dot.as_ref().map_or(0, |d| d.failed);
         for (reason, cur, prev) in [
             (
                 n::DROP_REASON_FALLBACK_QUEUE_FULL,
@@ -584,6 +723,11 @@ impl Exporter {
                 self.export_failed,
                 self.prev_export_failed,
             ),
+            (
+                n::DROP_REASON_GRAPH_DOT_FAILED,
+                dot_failed,
+                self.prev_dot_failed,
+            ),
         ] {
             // Every reason gets a series (zero until something is dropped), so dashboards can
             // rely on it.
@@ -595,6 +739,7 @@ impl Exporter {
         self.prev_dropped = d;
         self.prev_queue_dropped = queue_dropped;
         self.prev_export_failed = self.export_failed;
+        self.prev_dot_failed = dot_failed;
         #[cfg(feature = "tokio-metrics")]
         if let Some(rt) = &mut self.runtime {
             rt.record();
@@ -628,8 +773,36 @@ impl Exporter {
     }
 
     /// Emits one `heapspan.window` span per task active in the window, and a final one for
-    /// each task that ended.
+    /// each task that ended; with the live index on, takes the window's relation graph first.
+    /// The last window, at shutdown, takes none: the guard waits for it only
+    /// `shutdown_timeout` and then returns the allocator to pass-through, which must not race
+    /// a heap scan.
     fn windows(&mut self, snap: &Snapshot, stopping: bool) {
+        let graph = if stopping { None } else { self.capture_graph() };
+        self.windows_with(snap, stopping, graph.as_ref());
+    }
+
+    /// Takes the live graph when the live index is on. A panic in the capture turns graph
+    /// capture off for the rest of the run (export goes on).
+    fn capture_graph(&mut self) -> Option<LiveGraph> {
+        let cfg = self.capture.as_ref()?;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            crate::graph::live::capture(cfg)
+        })) {
+            Ok(g) => g,
+            Err(_) => {
+                self.capture = None;
+                eprintln!(
+                    "heapspan: taking the relation graph panicked; graph export is off for the \
+                     rest of the run"
+                );
+                None
+            }
+        }
+    }
+
+    /// [`Exporter::windows`] with the window's graph, if one was taken.
+    fn windows_with(&mut self, snap: &Snapshot, stopping: bool, graph: Option<&LiveGraph>) {
         let now = snap.taken_at;
         let window_start = self.last_window;
         let mut seen: HashSet<TaskKey> = HashSet::with_capacity(snap.tasks.len());
@@ -652,6 +825,8 @@ impl Exporter {
             .take(IDLE_HOLDER_WINDOWS)
             .map(|(_, k)| k)
             .collect();
+        // The window spans due: (task, its window, the window's end).
+        let mut due: Vec<(&crate::TaskStats, WindowState, SystemTime)> = Vec::new();
         for t in &snap.tasks {
             seen.insert(t.key);
             if self.finished.contains(&t.key) {
@@ -677,7 +852,7 @@ impl Exporter {
                 continue;
             }
             let end = ended.unwrap_or(now).max(st.start);
-            self.window_span(t, &st, end);
+            due.push((t, st, end));
             if ended.is_some() {
                 self.windows.remove(&t.key);
                 self.finished.insert(t.key);
@@ -694,11 +869,45 @@ impl Exporter {
         self.windows.retain(|k, _| seen.contains(k));
         self.finished.retain(|k| seen.contains(k));
         self.last_window = now;
+
+        // Each task's share of the graph goes on its window span (an ended task's on its final
+        // one); the graph's totals go to the gauge and, if asked, to a DOT file.
+        let split = graph.map(|g| {
+            GraphWindow::new(
+                g,
+                snap,
+                due.iter().map(|(t, _, _)| t.key.id),
+                self.cfg.graph_top_edges,
+                self.edge_event_budget,
+            )
+        });
+        let taken_at = graph.and_then(|g| g.taken_at).unwrap_or(now);
+        for (t, st, end) in &due {
+            self.window_span(t, st, *end, split.as_ref().map(|s| (s, taken_at)));
+        }
+        if let Some(g) = graph {
+            let ins = &self.instruments;
+            for (attrs, count) in ins.edge_kinds.iter().zip(g.graph.count_by_kind()) {
+                ins.graph_edges.record(count as u64, attrs);
+            }
+            if let Some(dot) = &mut self.dot {
+                dot.write(g, taken_at);
+            }
+        }
     }
 
-    fn window_span(&self, t: &crate::TaskStats, st: &WindowState, end: SystemTime) {
+    /// Emits `t`'s window span; with a graph, its share of it: figures as attributes and top
+    /// edges as events, on the span itself or, when they are more than a span takes, on
+    /// `heapspan.window.edges` children.
+    fn window_span(
+        &self,
+        t: &crate::TaskStats,
+        st: &WindowState,
+        end: SystemTime,
+        graph: Option<(&GraphWindow<'_>, SystemTime)>,
+    ) {
         let (a, f, c, _) = delta(&t.mem, &st.at_start);
-        let mut attrs = Vec::with_capacity(14);
+        let mut attrs = Vec::with_capacity(19);
         attrs.push(KeyValue::new(n::TOKIO_TASK_NAME, t.display_name()));
         attrs.push(KeyValue::new(n::TOKIO_TASK_ID, i64_of(t.key.id)));
         if let Some(l) = &t.location {
@@ -712,15 +921,45 @@ impl Exporter {
         attrs.push(KeyValue::new(n::MEMORY_LIVE, t.mem.live_bytes()));
         attrs.push(KeyValue::new(n::MEMORY_PEAK, i64_of(t.mem.peak_bytes)));
         attrs.push(KeyValue::new(n::ALLOCATIONS, i64_of(c)));
-        let mut span = self
+        let mut edges: &[usize] = &[];
+        let mut events_at = end;
+        if let Some((g, taken_at)) = graph {
+            g.push_task_attributes(t.key.id, &mut attrs);
+            edges = g.top_edges(t.key.id);
+            // Events inside the span: the capture time, within the window.
+            events_at = taken_at.max(st.start).min(end);
+        }
+        let per_span = self.edge_events_per_span.max(1);
+        let on_window = edges.len() <= per_span;
+        let mut builder = self
             .tracer
             .span_builder(n::WINDOW_SPAN)
             .with_kind(SpanKind::Internal)
             .with_start_time(st.start)
-            .with_attributes(attrs)
-            // An explicit, unsuppressed root context: the SDK drops spans started inside the
-            // suppression scope.
-            .start_with_context(&self.tracer, &Context::new());
+            .with_attributes(attrs);
+        if let Some((g, _)) = graph.filter(|_| on_window && !edges.is_empty()) {
+            builder = builder.with_events(edges.iter().map(|&i| g.event(i, events_at)).collect());
+        }
+        // An explicit, unsuppressed root context: the SDK drops spans started inside the
+        // suppression scope.
+        let mut span = builder.start_with_context(&self.tracer, &Context::new());
+        if let Some((g, _)) = graph.filter(|_| !on_window) {
+            let parent = Context::new().with_remote_span_context(span.span_context().clone());
+            for chunk in edges.chunks(per_span) {
+                let mut child = self
+                    .tracer
+                    .span_builder(n::WINDOW_EDGES_SPAN)
+                    .with_kind(SpanKind::Internal)
+                    .with_start_time(st.start)
+                    .with_attributes([
+                        KeyValue::new(n::TOKIO_TASK_NAME, t.display_name()),
+                        KeyValue::new(n::TOKIO_TASK_ID, i64_of(t.key.id)),
+                    ])
+                    .with_events(chunk.iter().map(|&i| g.event(i, events_at)).collect())
+                    .start_with_context(&self.tracer, &parent);
+                child.end_with_timestamp(end);
+            }
+        }
         span.end_with_timestamp(end);
     }
 
@@ -732,8 +971,7 @@ impl Exporter {
         loop {
             let batch: Vec<SpanData> = {
                 let mut q = self.queue.spans.lock().unwrap_or_else(|p| p.into_inner());
-                let k = q.len().min(SPANS_PER_REQUEST);
-                q.drain(..k).collect()
+                take_batch(&mut q)
             };
             if batch.is_empty() {
                 return;
@@ -805,6 +1043,428 @@ mod tests {
         };
         assert_eq!(delta(&cur, &prev), (50, 100, 1, -50));
         assert_eq!(delta(&prev, &cur), (0, 0, 0, 50));
+    }
+
+    use std::path::Path;
+
+    use opentelemetry::trace::{Event, SpanId};
+    use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+
+    use super::super::config::ExportConfig;
+    use super::super::graph::tests::{fan_out, scratch, small_graph, snapshot, span};
+    use crate::graph::{to_dot, DotOptions};
+    use crate::{TaskSource, TaskStats};
+
+    const T0: Duration = Duration::from_secs(1_700_000_000);
+
+    fn at(ms: u64) -> SystemTime {
+        UNIX_EPOCH + T0 + Duration::from_millis(ms)
+    }
+
+    /// An exporter with heapspan's own providers and nowhere to send to (spans stay in its
+    /// queue), whose previous window ended at `at(0)`.
+    #[track_caller]
+    fn exporter(cfg: ExportConfig) -> Exporter {
+        let cfg = cfg.enabled(true).resolve_with(|_| None).unwrap();
+        let mut e = prepare(cfg).unwrap().unwrap().0;
+        e.last_window = at(0);
+        e
+    }
+
+    /// A task that allocated `live` bytes, ended at `ended` if given.
+    fn task(id: u64, name: &str, live: u64, ended: Option<SystemTime>) -> TaskStats {
+        TaskStats {
+            key: TaskKey { id, generation: 0 },
+            name: Some(name.to_owned()),
+            location: None,
+            source: TaskSource::Wrapper,
+            mem: MemStats {
+                allocated_bytes: live,
+                allocations: 1,
+                ..MemStats::default()
+            },
+            started: Some(at(0)),
+            ended,
+            first_activity: Some(at(0)),
+            last_activity: Some(at(0)),
+        }
+    }
+
+    fn queued(e: &Exporter) -> Vec<SpanData> {
+        let mut q = e.queue.spans.lock().unwrap();
+        q.drain(..).collect()
+    }
+
+    fn attr<'a>(kvs: &'a [KeyValue], key: &str) -> Option<&'a Value> {
+        kvs.iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| &kv.value)
+    }
+
+    #[track_caller]
+    fn window(spans: &[SpanData], task: i64) -> &SpanData {
+        spans
+            .iter()
+            .find(|s| {
+                s.name == n::WINDOW_SPAN
+                    && attr(&s.attributes, n::TOKIO_TASK_ID) == Some(&Value::I64(task))
+            })
+            .unwrap_or_else(|| panic!("no window span of task {task}"))
+    }
+
+    fn edge_ends(events: &[Event]) -> Vec<(i64, i64)> {
+        events
+            .iter()
+            .map(|e| {
+                let id = |k| match attr(&e.attributes, k) {
+                    Some(Value::I64(v)) => *v,
+                    other => panic!("{k}: {other:?}"),
+                };
+                (id(n::EDGE_FROM), id(n::EDGE_TO))
+            })
+            .collect()
+    }
+
+    /// The latest value of each data point of an u64 gauge, by the value of `key`.
+    fn gauge(e: &Exporter, name: &str, key: &str) -> HashMap<String, u64> {
+        let (_, reader) = e.own_meter.as_ref().unwrap();
+        let mut rm = ResourceMetrics::default();
+        reader.collect(&mut rm).unwrap();
+        let mut out = HashMap::new();
+        for m in rm.scope_metrics().flat_map(|s| s.metrics()) {
+            if m.name() != name {
+                continue;
+            }
+            match m.data() {
+                AggregatedMetrics::U64(MetricData::Gauge(g)) => {
+                    for p in g.data_points() {
+                        let k = p.attributes().find(|kv| kv.key.as_str() == key);
+                        out.insert(
+                            k.map(|kv| kv.value.to_string()).unwrap_or_default(),
+                            p.value(),
+                        );
+                    }
+                }
+                AggregatedMetrics::U64(MetricData::Sum(s)) => {
+                    for p in s.data_points() {
+                        let k = p.attributes().find(|kv| kv.key.as_str() == key);
+                        out.insert(
+                            k.map(|kv| kv.value.to_string()).unwrap_or_default(),
+                            p.value(),
+                        );
+                    }
+                }
+                _ => panic!("{name} is not an u64 gauge or counter"),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn window_spans_carry_each_tasks_share_of_the_graph() {
+        let mut e = exporter(ExportConfig::default());
+        // Task 7 runs; task 9 ended at 4 s (its final window); task 11 has a node but is not in
+        // the snapshot (no span). The graph was taken at 9 s, the snapshot at 10 s.
+        let live = small_graph(at(9000));
+        let snap = snapshot(
+            at(10_000),
+            vec![
+                task(7, "worker", 4096, None),
+                task(9, "loader", 512, Some(at(4000))),
+            ],
+            vec![span(100, "app", "request"), span(300, "app", "cache")],
+        );
+        e.windows_with(&snap, false, Some(&live));
+        let spans = queued(&e);
+        assert_eq!(
+            spans.len(),
+            2,
+            "one window span per task in the snapshot, no children"
+        );
+
+        let w7 = window(&spans, 7);
+        for (key, v) in [
+            (n::GRAPH_NODES, 3),
+            (n::GRAPH_EDGES_ATTR, 2),
+            (n::GRAPH_SKIPPED_NODES, 0),
+            (n::GRAPH_UNSCANNED_NODES, 0),
+            (n::GRAPH_UNINDEXED, 5),
+        ] {
+            assert_eq!(attr(&w7.attributes, key), Some(&Value::I64(v)), "{key}");
+        }
+        assert_eq!(w7.events.dropped_count, 0);
+        assert_eq!(edge_ends(&w7.events), [(3, 4), (1, 2)], "most bytes first");
+        let by_key = |ev: &Event| -> HashMap<String, Value> {
+            ev.attributes
+                .iter()
+                .map(|kv| (kv.key.to_string(), kv.value.clone()))
+                .collect()
+        };
+        let expected = |pairs: &[(&str, Value)]| -> HashMap<String, Value> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect()
+        };
+        // #3 (task 9, span 200 unknown to the snapshot) owns #4 (task 7, span app::cache).
+        assert_eq!(
+            by_key(&w7.events[0]),
+            expected(&[
+                (n::EDGE_KIND, Value::from("owns")),
+                (n::EDGE_CONFIDENCE, Value::F64(0.75)),
+                (n::EDGE_CAPABILITY, Value::from("exclusive")),
+                (n::EDGE_FROM, Value::I64(3)),
+                (n::EDGE_TO, Value::I64(4)),
+                (n::EDGE_FROM_SIZE, Value::I64(16)),
+                (n::EDGE_TO_SIZE, Value::I64(64)),
+                (n::EDGE_CROSS_TASK, Value::Bool(true)),
+                (n::EDGE_BYTES, Value::I64(64)),
+                (n::EDGE_TO_SPAN, Value::from("app::cache")),
+            ])
+        );
+        // #1 (span app::request) owns #2 (no span), a length next to the pointer.
+        assert_eq!(
+            by_key(&w7.events[1]),
+            expected(&[
+                (n::EDGE_KIND, Value::from("owns")),
+                (n::EDGE_CONFIDENCE, Value::F64(0.95)),
+                (n::EDGE_CAPABILITY, Value::from("exclusive")),
+                (n::EDGE_FROM, Value::I64(1)),
+                (n::EDGE_TO, Value::I64(2)),
+                (n::EDGE_FROM_SIZE, Value::I64(16)),
+                (n::EDGE_TO_SIZE, Value::I64(32)),
+                (n::EDGE_CROSS_TASK, Value::Bool(false)),
+                (n::EDGE_BYTES, Value::I64(32)),
+                (n::EDGE_FROM_SPAN, Value::from("app::request")),
+            ])
+        );
+        assert!(w7
+            .events
+            .iter()
+            .all(|ev| ev.name == n::EDGE_EVENT && ev.timestamp == at(9000)));
+
+        // The ended task's final window carries its edge, stamped within the window.
+        let w9 = window(&spans, 9);
+        assert_eq!(w9.end_time, at(4000));
+        assert_eq!(attr(&w9.attributes, n::GRAPH_NODES), Some(&Value::I64(1)));
+        assert_eq!(
+            attr(&w9.attributes, n::GRAPH_EDGES_ATTR),
+            Some(&Value::I64(1))
+        );
+        assert_eq!(edge_ends(&w9.events), [(3, 4)]);
+        assert_eq!(w9.events[0].timestamp, at(4000));
+
+        // The gauge: every kind gets a point.
+        let edges = gauge(&e, n::GRAPH_EDGES, n::EDGE_KIND);
+        assert_eq!(edges.len(), 8);
+        assert_eq!(edges["owns"], 2);
+        assert!(
+            edges.iter().all(|(k, &v)| k == "owns" || v == 0),
+            "{edges:?}"
+        );
+
+        // The next window with no graph: no graph attributes, no events.
+        let snap = snapshot(at(20_000), vec![task(7, "worker", 8192, None)], Vec::new());
+        e.windows_with(&snap, false, None);
+        let spans = queued(&e);
+        let w7 = window(&spans, 7);
+        assert_eq!(attr(&w7.attributes, n::GRAPH_NODES), None);
+        assert!(w7.events.is_empty());
+    }
+
+    #[test]
+    fn many_edges_go_on_child_spans_of_at_most_1000_events_none_dropped() {
+        let k = 2500;
+        let mut e = exporter(ExportConfig::default().graph_top_edges(k));
+        let live = fan_out(&[(7, k)], 0);
+        let snap = snapshot(at(10_000), vec![task(7, "worker", 4096, None)], Vec::new());
+        e.windows_with(&snap, false, Some(&live));
+        let spans = queued(&e);
+        let w = window(&spans, 7);
+        assert!(w.events.is_empty(), "all on the children");
+        assert_eq!(
+            attr(&w.attributes, n::GRAPH_EDGES_ATTR),
+            Some(&Value::I64(k as i64))
+        );
+        let children: Vec<&SpanData> = spans
+            .iter()
+            .filter(|s| s.name == n::WINDOW_EDGES_SPAN)
+            .collect();
+        let sizes: Vec<usize> = children.iter().map(|c| c.events.len()).collect();
+        assert_eq!(sizes, [1000, 1000, 500]);
+        for c in &children {
+            assert_eq!(c.parent_span_id, w.span_context.span_id());
+            assert!(!c.parent_span_is_remote);
+            assert_eq!(c.span_context.trace_id(), w.span_context.trace_id());
+            assert_eq!(c.events.dropped_count, 0);
+            assert_eq!((c.start_time, c.end_time), (w.start_time, w.end_time));
+            assert_eq!(attr(&c.attributes, n::TOKIO_TASK_ID), Some(&Value::I64(7)));
+        }
+        // In order: equal bytes, so by target id (the container is #1, its blocks #2..).
+        let ends: Vec<(i64, i64)> = children.iter().flat_map(|c| edge_ends(&c.events)).collect();
+        let expected: Vec<(i64, i64)> = (2..=k as i64 + 1).map(|to| (1, to)).collect();
+        assert_eq!(ends, expected);
+
+        // The default k: 100 events on the window span itself.
+        let mut e = exporter(ExportConfig::default());
+        e.windows_with(&snap, false, Some(&live));
+        let spans = queued(&e);
+        assert_eq!(spans.len(), 1);
+        assert_eq!(
+            spans[0].events.len(),
+            crate::export::DEFAULT_GRAPH_TOP_EDGES
+        );
+        assert_eq!(spans[0].parent_span_id, SpanId::INVALID);
+    }
+
+    #[test]
+    fn with_the_applications_provider_child_spans_stay_within_the_sdk_default_limit() {
+        // The application's provider keeps the SDK's default 128 events per span; heapspan
+        // cannot read its limits, so it puts at most 128 on each span.
+        let queue = Arc::new(SpanQueue {
+            spans: Mutex::new(VecDeque::new()),
+            capacity: 1000,
+            dropped: AtomicU64::new(0),
+        });
+        let app = SdkTracerProvider::builder()
+            .with_span_processor(QueueProcessor {
+                queue: queue.clone(),
+            })
+            .build();
+        let mut e = exporter(
+            ExportConfig::default()
+                .tracer_provider(app)
+                .graph_top_edges(300),
+        );
+        let live = fan_out(&[(7, 300)], 0);
+        let snap = snapshot(at(10_000), vec![task(7, "worker", 4096, None)], Vec::new());
+        e.windows_with(&snap, false, Some(&live));
+        let spans: Vec<SpanData> = queue.spans.lock().unwrap().drain(..).collect();
+        let mut sizes: Vec<(usize, u32)> = spans
+            .iter()
+            .filter(|s| s.name == n::WINDOW_EDGES_SPAN)
+            .map(|c| (c.events.len(), c.events.dropped_count))
+            .collect();
+        sizes.sort();
+        assert_eq!(sizes, [(44, 0), (128, 0), (128, 0)]);
+    }
+
+    #[test]
+    #[cfg(feature = "http")]
+    fn export_requests_stay_under_4_mib() {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
+        use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
+        use prost::Message as _;
+
+        // 80 tasks × 300 edges, both ends in a span with a long name: about 11 MB of spans.
+        const TARGET: &str = "a_rather_long_module_path::with_several::levels_of_nesting::and_more";
+        let tasks: Vec<(u64, usize)> = (1..=80).map(|t| (t, 300)).collect();
+        let live = fan_out(&tasks, 42);
+        let snap = snapshot(
+            at(10_000),
+            (1..=80).map(|t| task(t, "worker", 4096, None)).collect(),
+            vec![span(42, TARGET, "handle_the_incoming_request")],
+        );
+        let mut e = exporter(ExportConfig::default().graph_top_edges(300));
+        e.windows_with(&snap, false, Some(&live));
+        let resource = ResourceAttributesWithSchema::from(&e.resource);
+        let mut q = std::mem::take(&mut *e.queue.spans.lock().unwrap());
+        assert_eq!(q.len(), 80);
+        let (mut requests, mut total) = (0, 0);
+        while !q.is_empty() {
+            let batch = take_batch(&mut q);
+            let estimate: usize = batch.iter().map(span_wire_bytes).sum();
+            let req = ExportTraceServiceRequest {
+                resource_spans: group_spans_by_resource_and_scope(batch, &resource),
+            };
+            let bytes = req.encoded_len();
+            assert!(bytes < 4 << 20, "request of {bytes} bytes");
+            assert!(
+                estimate >= bytes,
+                "the estimate {estimate} is an upper bound of {bytes}"
+            );
+            assert!(
+                estimate < 2 * bytes,
+                "and not a loose one: {estimate} for {bytes}"
+            );
+            requests += 1;
+            total += bytes;
+        }
+        assert!(
+            total > 8 << 20,
+            "the window was big enough to need splitting: {total}"
+        );
+        assert!(requests >= 3, "{requests} requests");
+    }
+
+    #[test]
+    fn the_window_budget_bounds_edge_events() {
+        let mut e = exporter(ExportConfig::default());
+        e.edge_event_budget = 150;
+        let live = fan_out(&[(1, 100), (2, 100)], 0);
+        let snap = snapshot(
+            at(10_000),
+            vec![task(1, "a", 1, None), task(2, "b", 1, None)],
+            Vec::new(),
+        );
+        e.windows_with(&snap, false, Some(&live));
+        let spans = queued(&e);
+        let mut events: Vec<usize> = spans.iter().map(|s| s.events.len()).collect();
+        events.sort();
+        assert_eq!(events, [50, 100]);
+    }
+
+    #[track_caller]
+    fn dot_files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn each_windows_graph_is_written_as_dot() {
+        let dir = scratch("dot_windows");
+        let out = dir.join("graphs");
+        let mut e = exporter(ExportConfig::default().graph_dot_dir(&out));
+        let live = small_graph(at(9000));
+        let snap = snapshot(at(10_000), vec![task(7, "worker", 1, None)], Vec::new());
+        e.windows_with(&snap, false, Some(&live));
+        let name = format!(
+            "heapspan-graph-{}.dot",
+            (T0 + Duration::from_secs(9)).as_millis()
+        );
+        assert_eq!(dot_files(&out), std::slice::from_ref(&name));
+        assert_eq!(
+            std::fs::read_to_string(out.join(&name)).unwrap(),
+            to_dot(&live.graph, &DotOptions::default())
+        );
+        // No graph this window: no file.
+        e.windows_with(&snapshot(at(20_000), Vec::new(), Vec::new()), false, None);
+        assert_eq!(dot_files(&out).len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_dot_directory_that_cannot_be_written_is_counted_not_fatal() {
+        let dir = scratch("dot_failing");
+        let out = dir.join("graphs");
+        let mut e = exporter(ExportConfig::default().graph_dot_dir(&out));
+        // The directory becomes a file after the settings were checked.
+        std::fs::write(&out, b"not a directory").unwrap();
+        for ms in [10_000, 20_000] {
+            let snap = snapshot(at(ms), vec![task(7, "worker", ms, None)], Vec::new());
+            e.windows_with(&snap, false, Some(&small_graph(at(ms - 1000))));
+        }
+        assert_eq!(queued(&e).len(), 2, "the window spans still go out");
+        e.metrics(&snapshot(at(20_000), Vec::new(), Vec::new()));
+        let dropped = gauge(&e, n::TRACKER_DROPPED, n::DROP_REASON);
+        assert_eq!(dropped[n::DROP_REASON_GRAPH_DOT_FAILED], 2);
+        assert_eq!(dropped[n::DROP_REASON_EXPORT_FAILED], 0);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
