@@ -16,9 +16,12 @@ static ALLOC: heapspan::Allocator = heapspan::Allocator::system();
 
 struct Tree {
     _v: u64,
-    left: Option<Box<Tree>>,
-    right: Option<Box<Tree>>,
+    _left: Option<Box<Tree>>,
+    _right: Option<Box<Tree>>,
 }
+
+/// What the bench keeps live: box trees, `Vec<String>`s and data buffers.
+type Heap = (Vec<Option<Box<Tree>>>, Vec<Vec<String>>, Vec<Vec<u64>>);
 
 fn tree(depth: u32, n: &mut usize) -> Option<Box<Tree>> {
     if depth == 0 || *n == 0 {
@@ -27,13 +30,13 @@ fn tree(depth: u32, n: &mut usize) -> Option<Box<Tree>> {
     *n -= 1;
     Some(Box::new(Tree {
         _v: u64::from(depth),
-        left: tree(depth - 1, n),
-        right: tree(depth - 1, n),
+        _left: tree(depth - 1, n),
+        _right: tree(depth - 1, n),
     }))
 }
 
 /// About `nodes` live allocations: box trees, `Vec<String>`s and data buffers.
-fn build_heap(nodes: usize) -> (Vec<Option<Box<Tree>>>, Vec<Vec<String>>, Vec<Vec<u64>>) {
+fn build_heap(nodes: usize) -> Heap {
     let third = nodes / 3;
     let mut trees = Vec::new();
     let mut left = third;
