@@ -414,8 +414,13 @@ impl Guard {
     /// is off ([`Builder::live_index`]). Frees of indexed allocations made during the copy
     /// phase are deferred (never blocked) until it ends.
     pub fn graph(&self) -> Option<LiveGraph> {
+        self.graph_with(&self.capture)
+    }
+
+    /// [`Guard::graph`] with other caps and detector settings than the builder's.
+    pub fn graph_with(&self, config: &CaptureConfig) -> Option<LiveGraph> {
         let _scope = InternalScope::enter();
-        crate::graph::live::capture(&self.capture)
+        crate::graph::live::capture(config)
     }
 
     /// heapspan's own OpenTelemetry tracer provider, when it exports to a collector or a file

@@ -1,4 +1,5 @@
-//! Smoke: the live index sees a Box tree through the real allocator.
+//! Smoke: the live index sees a Box chain through the real allocator, and a scan keeps its
+//! byte budget.
 #[global_allocator]
 static ALLOC: heapspan::Allocator = heapspan::Allocator::system();
 
@@ -9,12 +10,19 @@ struct Node {
     next: Option<Box<Node>>,
 }
 
+fn guard() -> &'static heapspan::Guard {
+    static G: std::sync::OnceLock<heapspan::Guard> = std::sync::OnceLock::new();
+    G.get_or_init(|| {
+        heapspan::builder()
+            .live_index(heapspan::IndexMode::Full)
+            .start()
+            .unwrap()
+    })
+}
+
 #[test]
 fn a_box_chain_is_owned() {
-    let guard = heapspan::builder()
-        .live_index(heapspan::IndexMode::Full)
-        .start()
-        .unwrap();
+    let guard = guard();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .build()
@@ -56,4 +64,25 @@ fn a_box_chain_is_owned() {
         );
     }
     drop(chain);
+}
+
+#[test]
+fn the_scan_budget_is_kept_and_what_it_leaves_out_is_reported() {
+    let guard = guard();
+    let kept: Vec<Vec<u8>> = (0..64).map(|i| vec![i as u8; 1024]).collect();
+    let cfg = heapspan::CaptureConfig {
+        max_scan_bytes: 8 * 1024,
+        ..Default::default()
+    };
+    let g = guard.graph_with(&cfg).expect("index on");
+    assert!(g.scan.scanned_bytes <= 8 * 1024, "{:?}", g.scan);
+    assert!(g.scan.over_budget_nodes >= 56, "{:?}", g.scan);
+    assert!(g.graph.skipped.nodes >= g.scan.over_budget_nodes);
+    assert!(g.graph.skipped.bytes >= 56 * 1024);
+    assert_eq!(
+        g.scan.indexed,
+        g.scan.scanned_nodes + g.scan.over_budget_nodes,
+        "every indexed node is scanned or reported"
+    );
+    drop(kept);
 }

@@ -49,6 +49,7 @@ pub(crate) struct Scanned {
     pub(crate) heap: CopiedHeap,
     pub(crate) indexed: u64,
     pub(crate) over_budget_nodes: u64,
+    pub(crate) over_budget_bytes: u64,
     pub(crate) scanned_bytes: u64,
     pub(crate) deferred_frees: u64,
     pub(crate) unindexed: u64,
@@ -105,6 +106,7 @@ pub(crate) fn scan(caps: Caps) -> Option<Scanned> {
             let take = size.min(caps.max_bytes_per_node) / WORD * WORD;
             if out.nodes.len() >= caps.max_nodes || take > scratch_budget {
                 out.over_budget_nodes += 1;
+                out.over_budget_bytes += size as u64;
                 return;
             }
             let start = out.heap.words.len();

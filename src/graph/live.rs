@@ -42,7 +42,9 @@ pub struct ScanStats {
     pub scanned_nodes: u64,
     /// Heap bytes copied.
     pub scanned_bytes: u64,
-    /// Nodes left out because the scan reached [`LiveGraph`]'s byte budget.
+    /// Nodes left out because the scan reached its byte budget
+    /// ([`CaptureConfig::max_scan_bytes`]) or the node cap; also counted in
+    /// [`Skipped::nodes`](super::Skipped::nodes).
     pub over_budget_nodes: u64,
     /// Allocations freed during the scan (their frees were deferred until it ended).
     pub deferred_frees: u64,
@@ -201,7 +203,10 @@ pub(crate) fn capture(cfg: &CaptureConfig) -> Option<LiveGraph> {
         pause: scanned.pause,
         duration: Duration::ZERO,
     };
-    let graph = super::build_owned(scanned.nodes, &scanned.heap, &annotations, &cfg.graph);
+    let mut graph = super::build_owned(scanned.nodes, &scanned.heap, &annotations, &cfg.graph);
+    // Nodes the scan's budget left out are skipped nodes like those past the node cap.
+    graph.skipped.nodes += scanned.over_budget_nodes;
+    graph.skipped.bytes += scanned.over_budget_bytes;
     Some(LiveGraph {
         graph,
         taken_at: Some(taken_at),
