@@ -47,6 +47,7 @@ pub struct Builder {
     idle_task_eviction: Duration,
     live_index: IndexMode,
     index_capacity: usize,
+    capture_sites: bool,
     capture: CaptureConfig,
     export: ExportConfig,
 }
@@ -62,6 +63,7 @@ impl Default for Builder {
             idle_task_eviction: DEFAULT_IDLE_TASK_EVICTION,
             live_index: IndexMode::Off,
             index_capacity: DEFAULT_INDEX_CAPACITY,
+            capture_sites: false,
             capture: CaptureConfig::default(),
             export: ExportConfig::default(),
         }
@@ -94,7 +96,8 @@ fn env_u64(
 impl Builder {
     /// Defaults, overridden by `HEAPSPAN_*` environment variables:
     /// `HEAPSPAN_FOLD_INTERVAL_MS`, `HEAPSPAN_MAX_THREADS`, `HEAPSPAN_LIVE_INDEX` (`off`,
-    /// `full`, `sampled`) and `HEAPSPAN_SAMPLE_MEAN_BYTES` (with `sampled`). A malformed value is an error that
+    /// `full`, `sampled`), `HEAPSPAN_SAMPLE_MEAN_BYTES` (with `sampled`) and
+    /// `HEAPSPAN_CAPTURE_SITES` (`0` or `1`). A malformed value is an error that
     /// names the variable and the accepted values.
     pub fn from_env() -> Result<Self> {
         let mut b = Builder::default();
@@ -135,6 +138,9 @@ impl Builder {
                     expected: "off, full or sampled",
                 })
             }
+        }
+        if let Some(n) = env_u64("HEAPSPAN_CAPTURE_SITES", 0..=1, "0 or 1")? {
+            b.capture_sites = n == 1;
         }
         if let Some(n) = env_u64(
             "HEAPSPAN_SAMPLE_MEAN_BYTES",
@@ -206,6 +212,18 @@ impl Builder {
         self
     }
 
+    /// Record the code location of every indexed allocation (default off): a stack walk per
+    /// indexed allocation, about a microsecond or more, and 8 bytes per entry. In sampled
+    /// mode that is one walk per sample; in full mode one per allocation (development only).
+    /// Nodes then carry a [`site`](crate::graph::Node::site) that
+    /// [`graph::live::site_location`](crate::graph::live::site_location) symbolizes, the
+    /// `clone` detector matches on it, and DOT labels and `heapspan.edge` events show it. Unix
+    /// only (elsewhere the setting is ignored).
+    pub fn capture_sites(mut self, on: bool) -> Self {
+        self.capture_sites = on;
+        self
+    }
+
     /// Caps and detector settings of the graphs heapspan takes (default
     /// [`CaptureConfig::default`]).
     pub fn capture(mut self, config: CaptureConfig) -> Self {
@@ -231,6 +249,7 @@ impl Builder {
             mode,
             sample_mean,
             capacity: self.index_capacity,
+            sites: self.capture_sites,
         }
     }
 

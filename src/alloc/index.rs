@@ -105,6 +105,8 @@ pub(crate) struct Entry {
 #[derive(Debug)]
 pub(crate) struct ThreadIndex {
     entries: AtomicPtr<Entry>,
+    /// Sites of the entries' allocations (parallel to `entries`), when sites are captured.
+    sites: AtomicPtr<AtomicU64>,
     /// Entries ever handed out (the scanner reads `..bump`).
     bump: AtomicU64,
     /// Owner only: head of the free list.
@@ -124,6 +126,7 @@ impl ThreadIndex {
     pub(crate) fn new(enabled: bool) -> Self {
         ThreadIndex {
             entries: AtomicPtr::new(ptr::null_mut()),
+            sites: AtomicPtr::new(ptr::null_mut()),
             bump: AtomicU64::new(0),
             free_head: AtomicU64::new(u64::from(NO_ENTRY)),
             recycle: if enabled {
@@ -155,11 +158,28 @@ impl ThreadIndex {
             if p.is_null() {
                 return None;
             }
+            if super::sites::ON.load(Ordering::Relaxed) != 0 {
+                if let Ok(l) = Layout::array::<AtomicU64>(cap) {
+                    // SAFETY: a non-zero layout; atomics are valid when all-zero.
+                    let s = unsafe { std::alloc::System.alloc_zeroed(l) };
+                    self.sites.store(s.cast(), Ordering::Release);
+                }
+            }
             // Only the owner allocates; the scanner only reads.
             self.entries.store(p, Ordering::Release);
         }
         // SAFETY: `p` points to `cap` zero-initialised entries that are never freed.
         Some(unsafe { std::slice::from_raw_parts(p, cap) })
+    }
+
+    /// The site of entry `i`'s allocation (0: none captured).
+    pub(crate) fn site(&self, i: u32) -> u64 {
+        let s = self.sites.load(Ordering::Acquire);
+        if s.is_null() {
+            return 0;
+        }
+        // SAFETY: `sites` has as many elements as `entries`, and `i` indexes a published entry.
+        unsafe { &*s.add(i as usize) }.load(Ordering::Relaxed)
     }
 
     /// The entries as far as the scanner may read them.
@@ -400,6 +420,15 @@ pub(crate) fn reserve(table: usize, index: &ThreadIndex) -> Option<Reserved<'_>>
 }
 
 impl Reserved<'_> {
+    /// Records the allocation's code location (before [`Reserved::publish`]).
+    pub(crate) fn set_site(&self, site: u64) {
+        let s = self.index.sites.load(Ordering::Relaxed);
+        if !s.is_null() {
+            // SAFETY: `sites` parallels `entries`, and `entry` is below their capacity.
+            unsafe { &*s.add(self.entry as usize) }.store(site, Ordering::Relaxed);
+        }
+    }
+
     /// The allocation failed: the entry goes back.
     pub(crate) fn cancel(self) {
         self.index.release_own(self.entry, self.e);

@@ -21,6 +21,7 @@ pub(crate) mod index;
 pub(crate) mod key;
 pub(crate) mod orphans;
 pub(crate) mod scan;
+pub mod sites;
 pub(crate) mod slots;
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -285,6 +286,9 @@ impl<A: GlobalAlloc> Allocator<A> {
         // SAFETY: `off < outer.size()`.
         let user = unsafe { base.add(off) };
         let key = on_alloc(layout.size() as u64);
+        if sites::ON.load(Ordering::Relaxed) != 0 {
+            r.set_site(sites::capture());
+        }
         // SAFETY: `off >= 32` bytes in front of `user` belong to the block, 8-aligned.
         unsafe { r.publish(user, layout, key.task, key.span) };
         user
@@ -482,6 +486,7 @@ pub(crate) fn start(max_threads: usize, live_index: IndexStart) -> Result<&'stat
         index::register_membarrier();
         index::SAMPLE_MEAN.store(live_index.sample_mean.max(1), Ordering::Relaxed);
         index::CAPACITY.store(live_index.capacity as u64, Ordering::Relaxed);
+        sites::ON.store(u8::from(live_index.sites && cfg!(unix)), Ordering::Relaxed);
         index::MODE.store(live_index.mode, Ordering::Relaxed);
         let state = if live_index.mode == index::MODE_SAMPLED {
             SAMPLED
@@ -501,6 +506,7 @@ pub(crate) struct IndexStart {
     pub(crate) mode: u8,
     pub(crate) sample_mean: u64,
     pub(crate) capacity: usize,
+    pub(crate) sites: bool,
 }
 
 /// Whether the live index is on.

@@ -141,7 +141,7 @@ pub(crate) fn scan(caps: Caps) -> Option<Scanned> {
                 task,
                 span: span & SPAN_MASK,
                 alloc_time_ns: (meta >> 24).saturating_mul(1_000_000),
-                site: 0,
+                site: t.index.site(entry),
                 realloc_from: (index::reallocs_of(sw) > 0)
                     .then(|| AllocId((id & !0xFF_FFFF) | (gen.wrapping_sub(1) & 0xFF_FFFF))),
                 weight: if sampled {

@@ -39,6 +39,8 @@ pub(crate) struct GraphWindow<'g> {
     tasks: HashMap<u64, TaskShare>,
     /// `target::name` of the spans the exported edges' ends were allocated in, by span uid.
     span_names: HashMap<u64, StringValue>,
+    /// Code locations of the exported edges' ends, by site (when sites are captured).
+    sites: HashMap<u64, StringValue>,
 }
 
 /// The order of [`Graph::top_edges_for_task`](crate::graph::Graph::top_edges_for_task): most
@@ -162,10 +164,27 @@ impl<'g> GraphWindow<'g> {
                 span_names.insert(s.id, StringValue::from(label));
             }
         }
+        // Code locations of the exported edges' ends (symbolized once, then cached).
+        let mut sites = HashMap::new();
+        for site in shares
+            .values()
+            .flat_map(|s| &s.top)
+            .flat_map(|&i| [g.edges[i].from, g.edges[i].to])
+            .filter_map(|id| g.node(id))
+            .map(|n| n.site)
+            .filter(|&s| s != 0)
+        {
+            if let std::collections::hash_map::Entry::Vacant(v) = sites.entry(site) {
+                if let Some(l) = crate::graph::live::site_location(site) {
+                    v.insert(StringValue::from(l.to_string()));
+                }
+            }
+        }
         GraphWindow {
             live,
             tasks: shares,
             span_names,
+            sites,
         }
     }
 
@@ -224,6 +243,11 @@ impl<'g> GraphWindow<'g> {
         for (key, node) in [(n::EDGE_FROM_SPAN, from), (n::EDGE_TO_SPAN, to)] {
             if let Some(name) = node.and_then(|n| self.span_names.get(&n.span)) {
                 a.push(KeyValue::new(key, Value::String(name.clone())));
+            }
+        }
+        for (key, node) in [(n::EDGE_FROM_LOCATION, from), (n::EDGE_TO_LOCATION, to)] {
+            if let Some(l) = node.and_then(|n| self.sites.get(&n.site)) {
+                a.push(KeyValue::new(key, Value::String(l.clone())));
             }
         }
         Event::new(n::EDGE_EVENT, at, a, 0)

@@ -206,6 +206,11 @@ pub const EDGE_BYTES: &str = "heapspan.edge.bytes";
 pub const EDGE_FROM_SPAN: &str = "heapspan.edge.from.span";
 /// `target::name` of the tracing span the target was allocated in (see [`EDGE_FROM_SPAN`]).
 pub const EDGE_TO_SPAN: &str = "heapspan.edge.to.span";
+/// Code location of the holder's allocation (`function (file:line)`), with
+/// [`Builder::capture_sites`](crate::Builder::capture_sites).
+pub const EDGE_FROM_LOCATION: &str = "heapspan.edge.from.location";
+/// Code location of the target's allocation (see [`EDGE_FROM_LOCATION`]).
+pub const EDGE_TO_LOCATION: &str = "heapspan.edge.to.location";
 /// Finding kind. Reserved.
 pub const FINDING_KIND: &str = "heapspan.finding.kind";
 /// Finding severity (info, low, medium, high, critical). Reserved.

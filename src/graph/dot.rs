@@ -19,6 +19,10 @@ pub struct DotOptions {
     pub min_confidence: f32,
     /// Label nodes with their addresses. Default false.
     pub show_addresses: bool,
+    /// Code locations by [`Node::site`](super::Node::site), added to node labels. Default
+    /// empty; [`LiveGraph::to_dot`](super::live::LiveGraph::to_dot) fills it when sites are
+    /// captured.
+    pub site_labels: std::collections::BTreeMap<u64, String>,
 }
 
 impl Default for DotOptions {
@@ -27,6 +31,7 @@ impl Default for DotOptions {
             max_edges: 500,
             min_confidence: 0.0,
             show_addresses: false,
+            site_labels: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -104,6 +109,10 @@ pub fn to_dot(graph: &Graph, opts: &DotOptions) -> String {
         let retained = graph.retained.get(i).copied().unwrap_or(0);
         if retained > n.weighted_size() {
             let _ = write!(label, "\\nretains {}", bytes(retained));
+        }
+        if let Some(site) = opts.site_labels.get(&n.site) {
+            let site = site.replace('\\', "\\\\").replace('"', "\\\"");
+            let _ = write!(label, "\\n{site}");
         }
         if opts.show_addresses {
             let _ = write!(label, "\\n{:#x}", n.addr);

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::{AllocId, Annotation, DotOptions, Graph, GraphConfig, Node};
+pub use crate::alloc::sites::{location as site_location, SiteLocation};
 
 /// Which allocations the live index records ([`Builder::live_index`](crate::Builder::live_index)).
 ///
@@ -78,11 +79,29 @@ impl LiveGraph {
             .find(|n| addr >= n.addr && addr < n.addr + n.size.max(1))
     }
 
-    /// Graphviz DOT of the graph.
+    /// Graphviz DOT of the graph; nodes with a captured site are labelled with its code
+    /// location (unless `opts.site_labels` already names it).
     pub fn to_dot(&self, opts: &DotOptions) -> String {
-        super::to_dot(&self.graph, opts)
+        let mut opts = opts.clone();
+        let sites: std::collections::BTreeSet<u64> = self
+            .graph
+            .nodes
+            .iter()
+            .map(|n| n.site)
+            .filter(|&s| s != 0 && !opts.site_labels.contains_key(&s))
+            .collect();
+        // Symbolizing is slow: the first DOT_SITES distinct sites at most.
+        for site in sites.into_iter().take(DOT_SITES) {
+            if let Some(l) = site_location(site) {
+                opts.site_labels.insert(site, l.to_string());
+            }
+        }
+        super::to_dot(&self.graph, &opts)
     }
 }
+
+/// Distinct sites [`LiveGraph::to_dot`] symbolizes at most.
+const DOT_SITES: usize = 1000;
 
 /// Default byte budget of one scan: 256 MiB of heap copied at most.
 pub const DEFAULT_MAX_SCAN_BYTES: usize = 256 << 20;

@@ -1,0 +1,203 @@
+//! Code locations of indexed allocations ([`Builder::capture_sites`](crate::Builder::capture_sites)).
+//!
+//! When on, an indexed allocation walks its stack (up to [`FRAMES`] return addresses, with the
+//! unwinder's lock-free `trace_unsynchronized`: no lock of heapspan's, no allocation) and
+//! stores a *site*: a hash of those addresses, in a per-table array parallel to the entries
+//! (8 bytes more per indexed allocation). The addresses of each new site go into a bounded
+//! lock-free table, so that [`location`] can symbolize them later, off the hot path.
+//!
+//! Cost: a stack walk per indexed allocation, about a microsecond or more (every allocation in
+//! full mode: for development; one per sample in sampled mode: negligible). libgcc's unwinder
+//! may take its own locks on first use of a module's unwind tables.
+
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// Return addresses hashed into a site.
+pub const FRAMES: usize = 12;
+const TABLE: usize = 4096;
+const PROBE: usize = 16;
+const CLAIMING: u64 = u64::MAX;
+
+/// Sites are captured.
+pub(crate) static ON: AtomicU8 = AtomicU8::new(0);
+
+struct SiteSlot {
+    key: AtomicU64,
+    ips: [AtomicUsize; FRAMES],
+}
+
+static SITES: [SiteSlot; TABLE] = [const {
+    SiteSlot {
+        key: AtomicU64::new(0),
+        ips: [const { AtomicUsize::new(0) }; FRAMES],
+    }
+}; TABLE];
+
+/// The site of the calling code: a non-zero hash of the innermost [`FRAMES`] return addresses
+/// (heapspan's and the allocation API's own frames included; they are the same for every
+/// allocation made the same way). Runs in an [`InternalScope`](super::InternalScope), so an
+/// allocation the unwinder makes is heapspan's own and never recurses here.
+#[cold]
+#[inline(never)]
+pub(crate) fn capture() -> u64 {
+    let _own = super::InternalScope::enter();
+    let mut ips = [0usize; FRAMES];
+    let mut n = 0;
+    // SAFETY: `trace_unsynchronized` is unsafe because some platforms' unwinders (Windows'
+    // dbghelp) are not thread-safe; heapspan captures sites on Unix only, where the backend is
+    // the system unwinder's `_Unwind_Backtrace`, which is. The callback neither panics nor
+    // allocates.
+    #[cfg(unix)]
+    unsafe {
+        backtrace::trace_unsynchronized(|f| {
+            ips[n] = f.ip() as usize;
+            n += 1;
+            n < FRAMES
+        });
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &ip in &ips[..n] {
+        h = (h ^ ip as u64).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let h = (h | 1) & !(1 << 63);
+    remember(h, &ips[..n]);
+    h
+}
+
+/// Keeps the addresses of site `h` (first writer wins; a full table keeps none).
+fn remember(h: u64, ips: &[usize]) {
+    let start = (h as usize) % TABLE;
+    for i in 0..PROBE {
+        let slot = &SITES[(start + i) % TABLE];
+        let k = slot.key.load(Ordering::Acquire);
+        if k == h {
+            return;
+        }
+        if k == 0
+            && slot
+                .key
+                .compare_exchange(0, CLAIMING, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            for (a, &ip) in slot.ips.iter().zip(ips) {
+                a.store(ip, Ordering::Relaxed);
+            }
+            slot.key.store(h, Ordering::Release);
+            return;
+        }
+    }
+}
+
+/// The return addresses of site `site`, innermost first; empty if unknown.
+pub fn frames(site: u64) -> Vec<usize> {
+    if site == 0 {
+        return Vec::new();
+    }
+    let start = (site as usize) % TABLE;
+    for i in 0..PROBE {
+        let slot = &SITES[(start + i) % TABLE];
+        let k = slot.key.load(Ordering::Acquire);
+        if k == site {
+            return slot
+                .ips
+                .iter()
+                .map(|a| a.load(Ordering::Relaxed))
+                .take_while(|&ip| ip != 0)
+                .collect();
+        }
+        if k == 0 {
+            break;
+        }
+    }
+    Vec::new()
+}
+
+/// A symbolized code location.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SiteLocation {
+    /// The function (demangled, without the hash).
+    pub function: String,
+    /// Source file, when debug info has it.
+    pub file: Option<String>,
+    /// Line, when debug info has it.
+    pub line: Option<u32>,
+}
+
+impl std::fmt::Display for SiteLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.file, self.line) {
+            (Some(file), Some(line)) => write!(f, "{} ({file}:{line})", self.function),
+            _ => f.write_str(&self.function),
+        }
+    }
+}
+
+/// Frames of the allocator and of the allocation API, skipped to find the caller.
+fn is_plumbing(name: &str) -> bool {
+    let name = name.trim_start_matches('<');
+    [
+        "heapspan::alloc",
+        "heapspan::Allocator",
+        "backtrace::",
+        "__rustc::",
+        "__rust_alloc",
+        "__rust_realloc",
+        "__rg_alloc",
+        "__rg_realloc",
+        "__rdl_alloc",
+        "alloc::",
+        "core::",
+        "std::",
+        "hashbrown::",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
+}
+
+type Cache = Option<std::collections::HashMap<u64, Option<SiteLocation>>>;
+static RESOLVED: Mutex<Cache> = Mutex::new(None);
+const RESOLVED_CACHE: usize = 4096;
+
+/// The first frame of site `site` outside the allocator and the standard library's allocation
+/// code: where the allocation was asked for. Symbolizing takes a lock and allocates (it reads
+/// debug info); results are cached. `None` when the site is unknown or nothing resolves.
+pub fn location(site: u64) -> Option<SiteLocation> {
+    let _own = super::InternalScope::enter();
+    {
+        let cache = RESOLVED.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = cache.as_ref().and_then(|c| c.get(&site)) {
+            return l.clone();
+        }
+    }
+    let mut found = None;
+    for ip in frames(site) {
+        // The return address points after the call; one byte back is inside it.
+        let ip = ip.saturating_sub(1) as *mut std::ffi::c_void;
+        backtrace::resolve(ip, |sym| {
+            if found.is_some() {
+                return;
+            }
+            let Some(name) = sym.name() else { return };
+            let name = format!("{name:#}");
+            if is_plumbing(&name) {
+                return;
+            }
+            found = Some(SiteLocation {
+                function: name,
+                file: sym.filename().map(|p| p.display().to_string()),
+                line: sym.lineno(),
+            });
+        });
+        if found.is_some() {
+            break;
+        }
+    }
+    let mut cache = RESOLVED.lock().unwrap_or_else(|p| p.into_inner());
+    let cache = cache.get_or_insert_with(Default::default);
+    if cache.len() >= RESOLVED_CACHE {
+        cache.clear();
+    }
+    cache.insert(site, found.clone());
+    found
+}
