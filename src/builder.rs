@@ -476,6 +476,8 @@ impl Drop for Guard {
             let _ = t.join();
         }
         aggregator::lock(&self.shared).fold();
+        // Blocks a scan deferred whose frees came in after it ended.
+        alloc::scan::drain_if_idle();
         // Nobody folds the tables from now on: back to pass-through.
         alloc::stop();
     }

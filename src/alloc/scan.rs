@@ -165,7 +165,10 @@ pub(crate) fn scan(caps: Caps) -> Option<Scanned> {
 /// Releases blocks whose frees were deferred by a scan but pushed after it ended (when no
 /// scan runs; the aggregator calls it every fold).
 pub(crate) fn drain_if_idle() {
-    if let Ok(_one) = SCAN_LOCK.try_lock() {
-        index::drain_deferred();
-    }
+    let _one = match SCAN_LOCK.try_lock() {
+        Ok(g) => g,
+        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => return,
+    };
+    index::drain_deferred();
 }
