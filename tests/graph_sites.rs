@@ -16,6 +16,13 @@ fn make_other(v: u64) -> Box<[u64; 4]> {
     Box::new([v + 1; 4])
 }
 
+#[inline(never)]
+fn push_some(v: &mut Vec<u64>) {
+    for i in 0..100 {
+        v.push(i);
+    }
+}
+
 #[test]
 fn sites_tell_call_sites_apart_and_name_the_caller() {
     let guard = heapspan::builder()
@@ -51,6 +58,13 @@ fn sites_tell_call_sites_apart_and_name_the_caller() {
     }
     let other = site_location(site(&b)).expect("symbolized");
     assert!(other.function.contains("make_other"), "{other:?}");
+    // Deep allocation APIs too (a debug `Vec::push` has many frames of its own).
+    let mut pushed = Vec::new();
+    push_some(&mut pushed);
+    let g = guard.graph().expect("index on");
+    let grown = g.node_at(pushed.as_ptr() as usize).expect("indexed").site;
+    let loc = site_location(grown).expect("symbolized");
+    assert!(loc.function.contains("push_some"), "{loc:?}");
     // DOT labels carry the location (the Vec's buffer owns the leaves: they are drawn).
     let dot = g.to_dot(&Default::default());
     assert!(dot.contains("make_leaf"), "{dot}");

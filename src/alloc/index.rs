@@ -56,15 +56,14 @@ const REALLOC_MAX: u64 = 0xFF;
 /// Extended header bytes.
 pub(crate) const EXT_HEADER: usize = 32;
 
-/// Entry states other than a live address (all below any real address; odd = free-list link).
-pub(crate) const REMOTE: usize = 2;
-/// A remote-freed entry the scanner queued for its owner's recycle ring.
-pub(crate) const PENDING: usize = 4;
-const NO_ENTRY: u32 = u32::MAX;
+/// Entry state of a block being moved by a realloc (below any real address, even; odd values
+/// are free-list links, 0 an entry never used).
+const MOVING: usize = 2;
 /// Entries per table at most (24 bits of the id).
 pub(crate) const MAX_ENTRIES: usize = 1 << 24;
+/// End of a free list (no entry index reaches it).
+const NO_ENTRY: u32 = MAX_ENTRIES as u32;
 const GEN_MASK: u64 = (1 << 24) - 1;
-const RECYCLE: usize = 4096;
 
 /// Index modes (`MODE`).
 pub(crate) const MODE_OFF: u8 = 0;
@@ -111,51 +110,48 @@ pub(crate) struct ThreadIndex {
     bump: AtomicU64,
     /// Owner only: head of the free list.
     free_head: AtomicU64,
-    /// Entries freed remotely, recycled by the scanner (producer) for the owner (consumer).
-    recycle: Box<[std::sync::atomic::AtomicU32]>,
-    recycle_head: AtomicU64,
-    recycle_tail: AtomicU64,
+    /// Entries freed on other threads: a multi-producer stack (links in the entries, like the
+    /// free list) that the owner takes whole when its free list runs dry.
+    remote_head: AtomicU64,
     /// Allocations not indexed because the table was full.
     pub(crate) unindexed: AtomicU64,
+    /// Owner only: allocating the entries failed; do not retry on every allocation.
+    failed: AtomicU8,
     /// Inside a free of an indexed block (read by the scanner).
     pub(crate) in_free: super::slots::CacheLine<crate::sync::AtomicU64>,
 }
 
 impl ThreadIndex {
-    /// A table's index; `enabled` allocates its recycle ring (16 KiB).
-    pub(crate) fn new(enabled: bool) -> Self {
+    /// A table's index (its entries are allocated on first use).
+    pub(crate) fn new() -> Self {
         ThreadIndex {
             entries: AtomicPtr::new(ptr::null_mut()),
             sites: AtomicPtr::new(ptr::null_mut()),
             bump: AtomicU64::new(0),
             free_head: AtomicU64::new(u64::from(NO_ENTRY)),
-            recycle: if enabled {
-                (0..RECYCLE)
-                    .map(|_| std::sync::atomic::AtomicU32::new(0))
-                    .collect()
-            } else {
-                Box::new([])
-            },
-            recycle_head: AtomicU64::new(0),
-            recycle_tail: AtomicU64::new(0),
+            remote_head: AtomicU64::new(u64::from(NO_ENTRY)),
             unindexed: AtomicU64::new(0),
+            failed: AtomicU8::new(0),
             in_free: super::slots::CacheLine(crate::sync::AtomicU64::new(0)),
         }
     }
 
     /// The entries, allocated on first use (zeroed, straight from the system allocator so it
     /// never re-enters heapspan; kept for the life of the process, reused by later threads).
+    /// The first use per table is a cold path that maps `16 × capacity` bytes of address
+    /// space (a syscall, once); if that fails, the table stays unindexed.
     fn entries(&self) -> Option<&[Entry]> {
         let cap = CAPACITY.load(Ordering::Relaxed) as usize;
         let mut p = self.entries.load(Ordering::Acquire);
         if p.is_null() {
-            if cap == 0 {
+            if cap == 0 || self.failed.load(Ordering::Relaxed) != 0 {
                 return None;
             }
             let layout = Layout::array::<Entry>(cap).ok()?;
             // SAFETY: a non-zero layout; `Entry` is two atomics, valid when all-zero.
             p = unsafe { std::alloc::System.alloc_zeroed(layout) }.cast();
             if p.is_null() {
+                self.failed.store(1, Ordering::Relaxed);
                 return None;
             }
             if super::sites::ON.load(Ordering::Relaxed) != 0 {
@@ -213,8 +209,17 @@ impl ThreadIndex {
     #[inline(never)]
     fn reserve_slow(&self) -> Option<(u32, &Entry)> {
         let entries = self.entries()?;
-        if let Some(i) = self.pop_recycled() {
-            return Some((i, &entries[i as usize]));
+        // Entries other threads freed: take them all as the new free list.
+        if self.remote_head.load(Ordering::Relaxed) != u64::from(NO_ENTRY) {
+            let head = self
+                .remote_head
+                .swap(u64::from(NO_ENTRY), Ordering::Acquire) as u32;
+            if head != NO_ENTRY {
+                let e = &entries[head as usize];
+                let next = e.addr.load(Ordering::Relaxed) >> 1;
+                self.free_head.store(next as u64, Ordering::Relaxed);
+                return Some((head, e));
+            }
         }
         let b = self.bump.load(Ordering::Relaxed) as usize;
         if b < entries.len() {
@@ -236,29 +241,21 @@ impl ThreadIndex {
         self.free_head.store(u64::from(i), Ordering::Relaxed);
     }
 
-    fn pop_recycled(&self) -> Option<u32> {
-        if self.recycle.is_empty() {
-            return None;
+    /// Any thread but the owner: pushes entry `i` on the remote-free stack.
+    fn release_remote(&self, i: u32, e: &Entry) {
+        let mut head = self.remote_head.load(Ordering::Relaxed);
+        loop {
+            e.addr.store(((head as usize) << 1) | 1, Ordering::Relaxed);
+            match self.remote_head.compare_exchange_weak(
+                head,
+                u64::from(i),
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(h) => head = h,
+            }
         }
-        let h = self.recycle_head.load(Ordering::Relaxed);
-        if h == self.recycle_tail.load(Ordering::Acquire) {
-            return None;
-        }
-        let i = self.recycle[h as usize % RECYCLE].load(Ordering::Relaxed);
-        self.recycle_head.store(h + 1, Ordering::Release);
-        Some(i)
-    }
-
-    /// Scanner only: hands remote-freed entry `i` back to the owner. False when the ring is
-    /// full (the entry stays [`REMOTE`] until the next scan).
-    fn push_recycled(&self, i: u32) -> bool {
-        let t = self.recycle_tail.load(Ordering::Relaxed);
-        if t - self.recycle_head.load(Ordering::Acquire) >= RECYCLE as u64 {
-            return false;
-        }
-        self.recycle[t as usize % RECYCLE].store(i, Ordering::Relaxed);
-        self.recycle_tail.store(t + 1, Ordering::Release);
-        true
     }
 }
 
@@ -301,14 +298,19 @@ pub(crate) fn reallocs_of(size_word: u64) -> u64 {
 #[inline]
 pub(crate) unsafe fn word<'a>(user: *const u8, off: usize) -> &'a AtomicU64 {
     // SAFETY: by the caller's contract the word is inside a live block, 8-aligned (`user` is
-    // at least 8-aligned and `off` a multiple of 8), and only ever accessed atomically once the
-    // block is published.
+    // at least 8-aligned and `off` a multiple of 8). Once the block is published, its header
+    // words are written only atomically (`defer`, `rewrite_after_realloc`); plain reads of them
+    // (the dispatch in `dealloc`/`realloc`) never race with a write.
     unsafe { AtomicU64::from_ptr(user.sub(off).cast::<u64>().cast_mut()) }
 }
 
 /// Where the extended header goes for `layout`.
 #[inline]
 pub(crate) fn outer_ext(layout: Layout) -> Option<(Layout, usize)> {
+    // The size word holds 48 bits: bigger blocks are never indexed.
+    if layout.size() as u64 > SIZE_MASK {
+        return None;
+    }
     if layout.align() <= 16 {
         let size = layout.size().checked_add(EXT_HEADER)?;
         if size > isize::MAX as usize - 15 {
@@ -472,6 +474,8 @@ pub(crate) struct Gate {
     orphans_in_free: crate::sync::AtomicU64,
     /// `membarrier(PRIVATE_EXPEDITED)` is registered: frees need only a compiler fence.
     asymmetric: crate::sync::AtomicU8,
+    /// Scans are off for good (a membarrier failed after registration).
+    disabled: crate::sync::AtomicU8,
 }
 
 impl Gate {
@@ -481,6 +485,7 @@ impl Gate {
             scanning: crate::sync::AtomicU8::new(0),
             orphans_in_free: crate::sync::AtomicU64::new(0),
             asymmetric: crate::sync::AtomicU8::new(0),
+            disabled: crate::sync::AtomicU8::new(0),
         }
     }
 
@@ -490,6 +495,7 @@ impl Gate {
             scanning: crate::sync::AtomicU8::new(0),
             orphans_in_free: crate::sync::AtomicU64::new(0),
             asymmetric: crate::sync::AtomicU8::new(0),
+            disabled: crate::sync::AtomicU8::new(0),
         }
     }
 
@@ -512,7 +518,8 @@ impl Gate {
                 crate::sync::fence(Ordering::SeqCst);
             }
         }
-        self.scanning.load(Ordering::Relaxed) != 0
+        // Acquire: a free that sees a scan ended reuses the block after the scan's reads.
+        self.scanning.load(Ordering::Acquire) != 0
     }
 
     /// The free is done: the block is freed (or deferred) and its entry cleared.
@@ -526,14 +533,26 @@ impl Gate {
         }
     }
 
-    /// A scan begins: returns once no free that missed the flag is still in progress.
-    fn begin<'a>(&self, flags: impl Iterator<Item = &'a crate::sync::AtomicU64>) {
+    /// A scan begins: returns once no free that missed the flag is still in progress, or
+    /// false (and no scan) if the barrier cannot be had. `flags` is called after the barrier,
+    /// so a thread that claimed a table meanwhile (and may have missed the flag) is included.
+    fn begin<'a, I: Iterator<Item = &'a crate::sync::AtomicU64>>(
+        &self,
+        flags: impl FnOnce() -> I,
+    ) -> bool {
+        if self.disabled.load(Ordering::Relaxed) != 0 {
+            return false;
+        }
         self.scanning.store(1, Ordering::Relaxed);
-        self.heavy_barrier();
-        for f in flags {
+        if !self.heavy_barrier() {
+            self.scanning.store(0, Ordering::Release);
+            return false;
+        }
+        for f in flags() {
             wait_zero(f);
         }
         wait_zero(&self.orphans_in_free);
+        true
     }
 
     /// The scan is over.
@@ -541,7 +560,10 @@ impl Gate {
         self.scanning.store(0, Ordering::Release);
     }
 
-    fn heavy_barrier(&self) {
+    /// The scanner's half of the barrier. False if it cannot be had: the process registered
+    /// for membarrier, yet the kernel refused it now (not expected). Frees in flight then had
+    /// only compiler fences, so no scan is safe any more: scans are disabled for good.
+    fn heavy_barrier(&self) -> bool {
         #[cfg(all(target_os = "linux", not(loom)))]
         if self.asymmetric.load(Ordering::Acquire) != 0 {
             // SAFETY: a plain syscall with integer arguments; failure is reported, not UB.
@@ -549,14 +571,13 @@ impl Gate {
                 libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0)
             };
             if r == 0 {
-                return;
+                return true;
             }
-            // Registered, yet refused now (not expected): the free side has only compiler
-            // fences, so stop relying on them. The fence below covers frees that see this;
-            // a free in flight that does not is still waited for through its flag.
-            self.asymmetric.store(0, Ordering::SeqCst);
+            self.disabled.store(1, Ordering::Relaxed);
+            return false;
         }
         crate::sync::fence(Ordering::SeqCst);
+        true
     }
 }
 
@@ -611,7 +632,7 @@ unsafe fn entry_of(id: u64, own: Option<&super::ThreadState>) -> (&'static Entry
 }
 
 /// Clears the entry of allocation `id`: onto the owner's free list when the caller owns the
-/// table (`own`), else marked [`REMOTE`].
+/// table (`own`), else onto the table's remote-free stack.
 ///
 /// # Safety
 /// `id` must be the id of a live indexed block being freed by the caller.
@@ -619,11 +640,40 @@ unsafe fn entry_of(id: u64, own: Option<&super::ThreadState>) -> (&'static Entry
 pub(crate) unsafe fn clear_entry(id: u64, own: Option<&super::ThreadState>) {
     // SAFETY: by the caller's contract.
     let (e, mine) = unsafe { entry_of(id, own) };
-    if let (true, Some(st)) = (mine, own) {
-        st.index.release_own(split_id(id).1, e);
-    } else {
-        e.addr.store(REMOTE, Ordering::Release);
+    let i = split_id(id).1;
+    match (mine, own) {
+        (true, Some(st)) => st.index.release_own(i, e),
+        _ => {
+            let (table, _, _) = split_id(id);
+            // SAFETY: as in `entry_of`.
+            let pool = unsafe { super::pool().unwrap_unchecked() };
+            // SAFETY: as in `entry_of`.
+            unsafe { pool.threads.get_unchecked(table) }
+                .index
+                .release_remote(i, e);
+        }
     }
+}
+
+/// Hides the entry of allocation `id` from scans while a realloc moves the block (restored
+/// or moved on by [`move_entry`]).
+///
+/// # Safety
+/// `id` must be the id of a live indexed block the caller is reallocating.
+pub(crate) unsafe fn hide_entry(id: u64) {
+    // SAFETY: by the caller's contract.
+    let (e, _) = unsafe { entry_of(id, None) };
+    e.addr.store(MOVING, Ordering::Release);
+}
+
+/// Names block `user` in the entry of `id` again (a realloc that failed).
+///
+/// # Safety
+/// As for [`hide_entry`]; `user` is the block, unchanged.
+pub(crate) unsafe fn show_entry(id: u64, user: *mut u8) {
+    // SAFETY: by the caller's contract.
+    let (e, _) = unsafe { entry_of(id, None) };
+    e.addr.store(user as usize, Ordering::Release);
 }
 
 /// The id an allocation gets when a realloc moves or resizes it: the next generation.
@@ -757,8 +807,13 @@ pub(crate) fn index_bytes(pool: &super::Pool) -> u64 {
     pool.threads[..high]
         .iter()
         .map(|t| {
-            t.index.bump.load(Ordering::Relaxed) * std::mem::size_of::<Entry>() as u64
-                + (t.index.recycle.len() * 4) as u64
+            let per_entry = std::mem::size_of::<Entry>() as u64
+                + if t.index.sites.load(Ordering::Relaxed).is_null() {
+                    0
+                } else {
+                    8
+                };
+            t.index.bump.load(Ordering::Relaxed) * per_entry
         })
         .sum()
 }
@@ -785,7 +840,7 @@ pub(crate) fn register_membarrier() {
 fn wait_zero(a: &crate::sync::AtomicU64) {
     let mut spins = 0u32;
     while a.load(Ordering::Acquire) != 0 {
-        spins += 1;
+        spins = spins.saturating_add(1);
         #[cfg(loom)]
         loom::thread::yield_now();
         #[cfg(not(loom))]
@@ -800,9 +855,12 @@ fn wait_zero(a: &crate::sync::AtomicU64) {
 /// Starts a scan: from its return until [`end_scan`], no indexed block goes back to the inner
 /// allocator. Spins (on the scanner's thread, never the application's) until frees in progress
 /// are done.
-pub(crate) fn begin_scan(pool: &super::Pool) {
-    let high = pool.high.load(Ordering::Acquire) as usize;
-    GATE.begin(pool.threads[..high].iter().map(|t| &t.index.in_free.0));
+pub(crate) fn begin_scan(pool: &super::Pool) -> bool {
+    GATE.begin(|| {
+        // Read after the barrier: a thread that claimed a table just before it is included.
+        let high = pool.high.load(Ordering::Acquire) as usize;
+        pool.threads[..high].iter().map(|t| &t.index.in_free.0)
+    })
 }
 
 /// Ends a scan and releases what was deferred meanwhile. Returns the deferred count.
@@ -832,8 +890,8 @@ fn prefetch(addr: usize) {
     let _ = addr;
 }
 
-/// Scanner only: walks table `table`'s published entries; remote-freed ones go back to their
-/// owner's recycle ring, live ones to `f(entry index, address, meta)`.
+/// Scanner only: walks table `table`'s published entries and calls `f(entry index, address,
+/// meta)` for the live ones.
 pub(crate) fn visit(table: &ThreadIndex, mut f: impl FnMut(u32, usize, u64)) {
     let entries = table.published();
     for (i, e) in entries.iter().enumerate() {
@@ -841,18 +899,6 @@ pub(crate) fn visit(table: &ThreadIndex, mut f: impl FnMut(u32, usize, u64)) {
             prefetch(ahead.addr.load(Ordering::Relaxed));
         }
         let a = e.addr.load(Ordering::Acquire);
-        if a == REMOTE {
-            // PENDING first, so the entry is handed over once; back to REMOTE if the ring is
-            // full (only the scanner touches PENDING entries).
-            if e.addr
-                .compare_exchange(REMOTE, PENDING, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-                && !table.push_recycled(i as u32)
-            {
-                e.addr.store(REMOTE, Ordering::Relaxed);
-            }
-            continue;
-        }
         if a & 7 != 0 || a < 4096 {
             continue;
         }
@@ -869,8 +915,8 @@ mod loom_tests {
     /// The handshake itself (`Gate`), with loom's atomics and full fences on both sides (the
     /// membarrier variant is the same argument with the free side's fence made asymmetric):
     /// a block is "freed" by a thread that saw no scan, or "deferred" and freed by the scanner
-    /// after the scan; the scanner reads it only between `begin` and `end`. The scanner never
-    /// reads a freed block.
+    /// after the scan; the scanner reads it only between `begin` and `end`, and only if its
+    /// entry is still live. The scanner never reads a freed block.
     #[test]
     fn a_scanned_block_is_never_freed_under_the_scanner() {
         let mut model = loom::model::Builder::new();
@@ -891,17 +937,18 @@ mod loom_tests {
                     deferred.clone(),
                 );
                 loom::thread::spawn(move || {
+                    // As `dealloc_ext`: enter, clear the entry, exit, then free or defer.
                     let scanning = gate.enter(Some(&flag));
                     entry_live.store(false, Ordering::Release);
+                    gate.exit(Some(&flag));
                     if scanning {
                         deferred.store(true, Ordering::Release);
                     } else {
                         freed.store(true, Ordering::Release);
                     }
-                    gate.exit(Some(&flag));
                 })
             };
-            gate.begin(std::iter::once(&*flag));
+            assert!(gate.begin(|| std::iter::once(&*flag)));
             if entry_live.load(Ordering::Acquire) {
                 // Reading the block: it must not have gone back to the allocator.
                 assert!(!freed.load(Ordering::Acquire), "read a freed block");

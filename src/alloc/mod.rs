@@ -268,8 +268,10 @@ impl<A: GlobalAlloc> Allocator<A> {
             return unsafe { self.alloc_plain(layout, zeroed, true) };
         };
         let Some((outer, off)) = index::outer_ext(layout) else {
+            // Too big for the size word (or for the address space): not indexed.
             r.cancel();
-            return ptr::null_mut();
+            // SAFETY: forwarded caller contract.
+            return unsafe { self.alloc_plain(layout, zeroed, true) };
         };
         // SAFETY: `outer` has a non-zero size.
         let base = unsafe {
@@ -327,6 +329,10 @@ impl<A: GlobalAlloc> Allocator<A> {
         let scanning = marker.enter();
         // SAFETY: `id` is this live block's id and we are freeing it.
         unsafe { index::clear_entry(id, own) };
+        // The flag comes down before the block is released or deferred: with the entry
+        // cleared, a scan that starts now never sees the block, and a running one (which we
+        // saw) keeps it until its end because it is deferred.
+        marker.exit();
         if scanning {
             // SAFETY: a live extended block of this allocator being freed; the global
             // allocator lives for the whole process.
@@ -335,7 +341,6 @@ impl<A: GlobalAlloc> Allocator<A> {
             // SAFETY: the block is ours to free; its layout is the caller's.
             unsafe { self.release_ext(user, layout) };
         }
-        marker.exit();
     }
 
     /// Gives an extended block back to the inner allocator.
@@ -356,6 +361,10 @@ impl<A: GlobalAlloc> Allocator<A> {
         let Some((outer, off)) = index::outer_ext(layout) else {
             return ptr::null_mut();
         };
+        if new_size as u64 > index::SIZE_MASK {
+            // An indexed block's size word holds 48 bits: such a realloc fails.
+            return ptr::null_mut();
+        }
         let Some(new_outer) = new_size.checked_add(off) else {
             return ptr::null_mut();
         };
@@ -376,10 +385,11 @@ impl<A: GlobalAlloc> Allocator<A> {
         let (marker, _) = Self::marker(l);
         let scanning = marker.enter();
         let new_user = if scanning {
+            // A scan runs and may read the old block: it is copied and deferred, not freed.
+            marker.exit();
             // SAFETY: `new_layout` is non-zero.
             let base = unsafe { self.inner.alloc(new_layout) };
             if base.is_null() {
-                marker.exit();
                 return base;
             }
             // SAFETY: `off` bytes in front of the new user pointer are in the new block; the
@@ -394,26 +404,31 @@ impl<A: GlobalAlloc> Allocator<A> {
                 nu
             }
         } else {
-            // SAFETY: `user - off`/`outer` are what the inner allocator handed out; no scan
-            // can start reading before `marker.exit()`.
+            // No scan runs: hide the entry, so that one starting from now on skips the block
+            // while the inner realloc may free it.
+            // SAFETY: `id` is this block's id; the caller reallocates it.
+            unsafe { index::hide_entry(id) };
+            marker.exit();
+            // SAFETY: `user - off`/`outer` are what the inner allocator handed out.
             let base = unsafe { self.inner.realloc(user.sub(off), outer, new_outer) };
             if base.is_null() {
-                marker.exit();
+                // SAFETY: the block is unchanged and still ours: its entry names it again.
+                unsafe { index::show_entry(id, user) };
                 return base;
             }
             // SAFETY: the header moved with the block.
             unsafe { base.add(off) }
         };
         // SAFETY: `new_user` is this extended block in its new place, not yet reachable by a
-        // scanner (its entry still names the old address, and no scan runs or it is deferred).
+        // scanner (its entry names the old address or is hidden).
         unsafe { index::rewrite_after_realloc(new_user, new_id, sw, new_size) };
         // SAFETY: `id` is this block's id; the caller moves it.
         unsafe { index::move_entry(id, new_user) };
         if scanning {
-            // SAFETY: the old block, no longer named by its entry, is freed by the realloc.
+            // SAFETY: the old block, no longer named by its entry, is freed by the realloc;
+            // deferred until the scans that may have read it are over.
             unsafe { index::defer(self, user) };
         }
-        marker.exit();
         let key = Key { task, span };
         let old = layout.size() as u64;
         let new = new_size as u64;
@@ -465,9 +480,7 @@ pub(crate) fn start(max_threads: usize, live_index: IndexStart) -> Result<&'stat
     let _g = InternalScope::enter();
     let indexed = live_index.mode != index::MODE_OFF;
     let pool: &'static Pool = Box::leak(Box::new(Pool {
-        threads: (0..max_threads)
-            .map(|i| ThreadState::new(i, indexed))
-            .collect(),
+        threads: (0..max_threads).map(ThreadState::new).collect(),
         orphans: OrphanQueue::new(),
         high: AtomicU64::new(0),
     }));

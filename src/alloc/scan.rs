@@ -9,8 +9,7 @@ use super::index::{self, DEFERRED, EXT, SIZE_MASK};
 use super::key::SPAN_MASK;
 use crate::graph::{AllocId, Node, WordSource};
 
-/// One scan at a time (the recycle rings have a single producer, and the deferred stack may
-/// only be drained outside scans).
+/// One scan at a time (the deferred stack may only be drained outside scans).
 static SCAN_LOCK: Mutex<()> = Mutex::new(());
 
 const WORD: usize = std::mem::size_of::<usize>();
@@ -80,7 +79,18 @@ pub(crate) fn scan(caps: Caps) -> Option<Scanned> {
     let mut scratch_budget = caps.max_bytes;
 
     let began = Instant::now();
-    index::begin_scan(pool);
+    if !index::begin_scan(pool) {
+        return None;
+    }
+    // Ends the scan (and releases deferred frees) however this function is left.
+    struct EndScan<'a>(&'a mut u64);
+    impl Drop for EndScan<'_> {
+        fn drop(&mut self) {
+            *self.0 = index::end_scan();
+        }
+    }
+    let mut deferred = 0;
+    let end = EndScan(&mut deferred);
     for (table, t) in pool.threads[..high].iter().enumerate() {
         index::visit(&t.index, |entry, addr, meta| {
             out.indexed += 1;
@@ -122,6 +132,7 @@ pub(crate) fn scan(caps: Caps) -> Option<Scanned> {
             }
             // SAFETY: the first `n` spare elements were just written.
             unsafe { out.heap.words.set_len(start + n) };
+            let site = t.index.site(entry);
             fence(Ordering::Acquire);
             // SAFETY: as above.
             if unsafe { index::word(user, 24).load(Ordering::Relaxed) } != sw {
@@ -141,7 +152,7 @@ pub(crate) fn scan(caps: Caps) -> Option<Scanned> {
                 task,
                 span: span & SPAN_MASK,
                 alloc_time_ns: (meta >> 24).saturating_mul(1_000_000),
-                site: t.index.site(entry),
+                site,
                 realloc_from: (index::reallocs_of(sw) > 0)
                     .then(|| AllocId((id & !0xFF_FFFF) | (gen.wrapping_sub(1) & 0xFF_FFFF))),
                 weight: if sampled {
@@ -152,7 +163,8 @@ pub(crate) fn scan(caps: Caps) -> Option<Scanned> {
             });
         });
     }
-    out.deferred_frees = index::end_scan();
+    drop(end);
+    out.deferred_frees = deferred;
     out.pause = began.elapsed();
     out.unindexed = pool.threads[..high]
         .iter()

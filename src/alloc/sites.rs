@@ -13,8 +13,10 @@
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-/// Return addresses hashed into a site.
-pub const FRAMES: usize = 12;
+/// Return addresses walked and hashed into a site. The allocator's and the allocation API's
+/// own frames come first (more than a dozen for `Vec::push` in a debug build), so the walk
+/// goes deep enough to include the caller's.
+pub const FRAMES: usize = 32;
 const TABLE: usize = 4096;
 const PROBE: usize = 16;
 const CLAIMING: u64 = u64::MAX;

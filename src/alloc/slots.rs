@@ -287,12 +287,12 @@ fn zeroed<T>() -> Box<T> {
 }
 
 impl ThreadState {
-    /// Table `id` of the pool; `index` enables its live-index part.
-    pub(crate) fn new(id: usize, index: bool) -> Self {
+    /// Table `id` of the pool.
+    pub(crate) fn new(id: usize) -> Self {
         ThreadState {
             status: AtomicU8::new(FREE),
             id,
-            index: super::index::ThreadIndex::new(index),
+            index: super::index::ThreadIndex::new(),
             #[cfg(not(loom))]
             slots: zeroed(),
             #[cfg(not(loom))]
@@ -627,7 +627,7 @@ mod tests {
 
     #[test]
     fn many_keys_are_counted_exactly_through_evictions() {
-        let ts = ThreadState::new(0, false);
+        let ts = ThreadState::new(0);
         let hint = Hint::new();
         let mut applied = Applied::default();
         let mut out = std::collections::HashMap::new();
@@ -673,7 +673,7 @@ mod tests {
         for (n, b) in cases {
             assert_eq!(size_bucket(n), b, "{n} bytes");
         }
-        let ts = ThreadState::new(0, false);
+        let ts = ThreadState::new(0);
         let hint = Hint::new();
         for n in [8u64, 100, 100, 5000] {
             assert!(ts.record(Key { task: 1, span: 0 }, Op::Alloc(n), &hint));
@@ -688,7 +688,7 @@ mod tests {
 
     #[test]
     fn a_full_ring_refuses_instead_of_blocking() {
-        let ts = ThreadState::new(0, false);
+        let ts = ThreadState::new(0);
         let hint = Hint::new();
         let refused = (0..(SLOTS + RING + 100) as u64 * 4)
             .filter(|&k| !ts.record(Key { task: k, span: 0 }, Op::Alloc(8), &hint))
@@ -721,7 +721,7 @@ mod loom_tests {
         let mut model = loom::model::Builder::new();
         model.preemption_bound = Some(2);
         model.check(|| {
-            let ts = Arc::new(ThreadState::new(0, false));
+            let ts = Arc::new(ThreadState::new(0));
             let owner = {
                 let ts = ts.clone();
                 loom::thread::spawn(move || {
