@@ -39,17 +39,21 @@
 //!
 //! With [`Builder::live_index`] on, indexed blocks carry a 32-byte header (flagged in the span
 //! word, so a free knows which layout it has) and a 16-byte entry in their thread's index:
-//! 48 bytes per live indexed allocation. Entries are written by the allocating thread only
-//! (its own free list, a bump pointer, and a recycle ring for entries freed elsewhere); a free
-//! on another thread only marks the entry, with one store.
+//! 48 bytes per live indexed allocation. A thread takes entries from its own free list, then
+//! from a stack of entries other threads freed (pushed with a CAS, taken whole with a swap:
+//! no ABA), then from a bump pointer. Besides the owner, only the thread that frees or
+//! reallocates a block writes its entry.
 //!
 //! [`Guard::graph`] reads the contents of indexed blocks *in this process*. The argument that
 //! it never reads memory that went back to the allocator:
 //!
 //! 1. A free of an indexed block raises its thread's `in_free` flag, then reads the `scanning`
-//!    flag; it clears the block's entry and frees the block (or, if a scan runs, *defers* it
-//!    on a lock-free stack), and only then lowers `in_free` (release).
-//! 2. The scanner raises `scanning`, then waits until every `in_free` flag is down (acquire).
+//!    flag; it clears the block's entry, lowers `in_free` (release), and only then frees the
+//!    block, or, if it saw a scan, *defers* it on a lock-free stack. A realloc hides the
+//!    entry the same way before the inner realloc may free the old block (or, during a scan,
+//!    copies and defers the old block).
+//! 2. The scanner raises `scanning`, then waits until every `in_free` flag is down (acquire),
+//!    including those of tables claimed up to its barrier (it reads the table count after it).
 //!    Between the two sides' store and load there is a full barrier: `fence(SeqCst)` on both,
 //!    or, where Linux's `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` is available, a
 //!    compiler fence on the free side and the membarrier on the scanner's (the asymmetric
@@ -70,10 +74,15 @@
 //!    calls a racing non-atomic access undefined, and heapspan relies on what the hardware
 //!    does for aligned word loads, like every in-process heap scanner.
 //!
+//! If the kernel refuses a membarrier after registering for it, scans are disabled for good
+//! (a free in flight may have had only a compiler fence). A panic inside a scan still ends it.
 //! The handshake is model-checked with loom (a missing fence fails the model); the scan runs
 //! under concurrent frees, reallocs and cross-task frees in `tests/graph_scan_stress.rs`, and
 //! the graph code (no `unsafe`) runs under Miri. Frees are never blocked: a scan only defers
-//! them, for its copy phase ([`graph::live::ScanStats::pause`]).
+//! them, for its copy phase ([`graph::live::ScanStats::pause`]). Blocks deferred by a free
+//! that was still in flight when the guard dropped are not released (a bounded leak at
+//! shutdown). After `fork`, a child must not take graphs (a parent's scan may have been
+//! interrupted mid-handshake).
 //!
 //! # Feature flags and cfgs
 //!
