@@ -197,6 +197,18 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Allocator<A> {
         }
         // SAFETY: `user` is live with a header; read it before the block may move.
         let key = unsafe { read_header(user) };
+        if STATE.load(Ordering::Relaxed) == SAMPLED {
+            // A realloc is a new allocation of `new_size` to the sampler (every live block is
+            // indexed with probability p(its size)): when the draw changes the block's kind, it
+            // moves to a block of the other kind.
+            let take = local().sampler.hit(new_size);
+            if take != (key.span & EXT != 0) {
+                // SAFETY: forwarded caller contract.
+                if let Some(p) = unsafe { self.realloc_resample(user, layout, new_size, take) } {
+                    return p;
+                }
+            }
+        }
         if key.span & EXT != 0 {
             // SAFETY: an extended block of this allocator, reallocated by its owner.
             return unsafe { self.realloc_ext(user, layout, new_size) };
@@ -325,6 +337,17 @@ impl<A: GlobalAlloc> Allocator<A> {
         if STATE.load(Ordering::Relaxed) != OFF {
             record(l, Key { task, span }, Op::Free(layout.size() as u64));
         }
+        // SAFETY: forwarded: a live extended block being freed.
+        unsafe { self.free_ext_uncounted(l, user, layout, id) };
+    }
+
+    /// Releases an extended block (already counted): its entry cleared, the block released
+    /// now or, while a scan runs, deferred until it ends.
+    ///
+    /// # Safety
+    /// `user` is a live extended block of this allocator with `layout` and id `id`, being freed.
+    #[inline(always)]
+    unsafe fn free_ext_uncounted(&self, l: &Local, user: *mut u8, layout: Layout, id: u64) {
         let (marker, own) = Self::marker(l);
         let scanning = marker.enter();
         // SAFETY: `id` is this live block's id and we are freeing it.
@@ -341,6 +364,93 @@ impl<A: GlobalAlloc> Allocator<A> {
             // SAFETY: the block is ours to free; its layout is the caller's.
             unsafe { self.release_ext(user, layout) };
         }
+    }
+
+    /// A sampled-mode realloc whose draw changes the block's kind (`to_ext`: plain to indexed,
+    /// else indexed to plain): a new block of the other kind keeps the original key, the
+    /// contents are copied, the old block released. Counted like any realloc (growth or
+    /// shrinkage, no allocation or free). `None`: the block cannot be indexed here (no table,
+    /// no entry, heapspan's own): go on with an ordinary realloc.
+    #[cold]
+    #[inline(never)]
+    unsafe fn realloc_resample(
+        &self,
+        user: *mut u8,
+        layout: Layout,
+        new_size: usize,
+        to_ext: bool,
+    ) -> Option<*mut u8> {
+        let new_layout = Layout::from_size_align(new_size, layout.align()).ok()?;
+        // The old block's inner layout (it was allocated with it, so this cannot fail).
+        let (old_outer, old_off) = outer(layout)?;
+        // SAFETY: a live block of this allocator: its last two header words are readable.
+        let key = unsafe { read_header(user) };
+        let key = Key {
+            task: key.task,
+            span: key.span & !EXT,
+        };
+        let l = local();
+        let new_user = if to_ext {
+            let st = l.state.get();
+            if st as usize <= ORPHAN as usize || l.heapspan_own.get() {
+                return None;
+            }
+            // SAFETY: a non-sentinel `state` points into the leaked pool, owned by this thread.
+            let st = unsafe { &*st };
+            let r = index::reserve(st.id, &st.index)?;
+            let Some((new_outer, off)) = index::outer_ext(new_layout) else {
+                r.cancel();
+                return None;
+            };
+            // SAFETY: a non-zero layout.
+            let base = unsafe { self.inner.alloc(new_outer) };
+            if base.is_null() {
+                r.cancel();
+                return Some(base);
+            }
+            // SAFETY: `off` bytes in front of `nu` are in the new block; `min(old, new)`
+            // bytes are copied between two distinct live blocks.
+            let nu = unsafe {
+                let nu = base.add(off);
+                ptr::copy_nonoverlapping(user, nu, layout.size().min(new_size));
+                nu
+            };
+            if sites::ON.load(Ordering::Relaxed) != 0 {
+                r.set_site(sites::capture());
+            }
+            // SAFETY: `off >= 32` bytes in front of `nu` belong to the block, 8-aligned.
+            unsafe { r.publish(nu, new_layout, key.task, key.span) };
+            // SAFETY: the old plain block, as the inner allocator handed it out.
+            unsafe { self.inner.dealloc(user.sub(old_off), old_outer) };
+            nu
+        } else {
+            let (new_outer, off) = outer(new_layout)?;
+            // SAFETY: a non-zero layout.
+            let base = unsafe { self.inner.alloc(new_outer) };
+            if base.is_null() {
+                return Some(base);
+            }
+            // SAFETY: as above; the new block's 16-byte header goes in front of `nu`.
+            let nu = unsafe {
+                let nu = base.add(off);
+                ptr::copy_nonoverlapping(user, nu, layout.size().min(new_size));
+                write_header(nu, key);
+                nu
+            };
+            // SAFETY: the old block is a live extended block being replaced.
+            unsafe {
+                let id = index::word(user, 32).load(Ordering::Relaxed);
+                self.free_ext_uncounted(l, user, layout, id);
+            }
+            nu
+        };
+        let (old, new) = (layout.size() as u64, new_size as u64);
+        if new > old {
+            on_op(key, Op::Grow(new - old));
+        } else if old > new {
+            on_op(key, Op::Shrink(old - new));
+        }
+        Some(new_user)
     }
 
     /// Gives an extended block back to the inner allocator.
