@@ -1,4 +1,4 @@
-//! Known bug (fails until fixed): an annotation made while another capture runs is lost, or
+//! Regression test: an annotation made while another capture runs must not be lost, nor
 //! turned into one with inferred members.
 //!
 //! `graph::live::resolve_annotations` (src/graph/live.rs) resolves the pending annotations
@@ -20,7 +20,7 @@
 //! 0.625) in about one run in thirty while other tests took graphs in parallel (that test now
 //! keeps other captures away); here, 1 to 20 of every 50 annotations.
 //!
-//! Suggested fix: stamp each pending annotation with a sequence number when it is made, note
+//! The fix (in place): stamp each pending annotation with a sequence number when it is made, note
 //! the sequence reached when a scan begins, and only drop an unresolved container or member
 //! whose stamp is older than that scan; newer ones stay pending (and an annotation whose
 //! members were given never falls back to inference).

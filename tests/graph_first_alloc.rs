@@ -1,4 +1,4 @@
-//! Known bug (fails until fixed): a thread's first allocation after start is not indexed.
+//! Regression test: a thread's first allocation after start is indexed.
 //!
 //! `Allocator::alloc_indexed` (src/alloc/mod.rs) indexes an allocation only when the thread
 //! already has its table (`l.state` is a claimed `ThreadState`); a thread claims its table in
@@ -10,7 +10,7 @@
 //! (often a long-lived one) is invisible to the graph. tests/graph_fixtures.rs starts heapspan
 //! before its runtimes for this reason.
 //!
-//! Suggested fix: in `alloc_indexed`, when `l.state` is null and the thread is not inside
+//! The fix (in place): in `alloc_indexed`, when `l.state` is null and the thread is not inside
 //! heapspan, claim the table first (as `record_cold` does, under `set_busy`), then reserve the
 //! entry.
 

@@ -1,4 +1,4 @@
-//! Known bug (fails until fixed): heapspan's own capture buffers come back as phantom pointers.
+//! Regression test: heapspan's own capture buffers must not come back as phantom pointers.
 //!
 //! A capture copies the words of every indexed block (`CopiedHeap`, freed at the end of
 //! `graph::live::capture`) and returns a node list holding the address of every live block
@@ -16,7 +16,7 @@
 //! heapspan that zeroes its own blocks before freeing them (the fix below, tried outside the
 //! tree): none in 300 runs, and this test passes.
 //!
-//! Suggested fix: zero heapspan's own blocks before they go back to the inner allocator when
+//! The fix (in place): zero heapspan's own blocks before they go back to the inner allocator when
 //! the live index is on: in `Allocator::dealloc` (src/alloc/mod.rs) when the header's task is
 //! `TASK_HEAPSPAN`, and in `Allocator::realloc` for such blocks allocate, copy and zero the old
 //! block instead of calling the inner `realloc`; or scrub `CopiedHeap`, the scan's scratch

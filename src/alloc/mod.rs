@@ -175,10 +175,18 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Allocator<A> {
         let Some((outer, off)) = outer(layout) else {
             return;
         };
-        if STATE.load(Ordering::Relaxed) != OFF {
+        let state = STATE.load(Ordering::Relaxed);
+        if state != OFF {
             // SAFETY: `user` came from `alloc*`/`realloc` of this allocator with `layout`.
             let key = unsafe { read_header(user) };
             record(local(), key, Op::Free(layout.size() as u64));
+            if state >= INDEXED && key.task == TASK_HEAPSPAN {
+                // heapspan's own buffers hold addresses of the heap (a scan's copies, node
+                // lists): freed as they are, a block reusing the memory would show them to the
+                // next scan as pointers.
+                // SAFETY: the caller's block, `layout.size()` bytes, freed right after.
+                unsafe { user.write_bytes(0, layout.size()) };
+            }
         }
         // SAFETY: `base` and `outer` are exactly what the inner allocator handed out.
         unsafe { self.inner.dealloc(user.sub(off), outer) };
@@ -212,6 +220,10 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Allocator<A> {
         if key.span & EXT != 0 {
             // SAFETY: an extended block of this allocator, reallocated by its owner.
             return unsafe { self.realloc_ext(user, layout, new_size) };
+        }
+        if key.task == TASK_HEAPSPAN && STATE.load(Ordering::Relaxed) >= INDEXED {
+            // SAFETY: forwarded caller contract.
+            return unsafe { self.realloc_scrubbed(user, layout, new_size, key) };
         }
         // SAFETY: `base`/`outer` are what the inner allocator handed out; `new_outer` is
         // non-zero and was checked not to overflow isize when rounded to the alignment.
@@ -267,7 +279,12 @@ impl<A: GlobalAlloc> Allocator<A> {
     #[inline(never)]
     unsafe fn alloc_indexed(&self, layout: Layout, zeroed: bool) -> *mut u8 {
         let l = local();
-        let st = l.state.get();
+        let mut st = l.state.get();
+        if st.is_null() && !l.busy.get() {
+            // The thread's first operation since start: claim its table now, so that this
+            // allocation is indexed too.
+            st = l.claim_now();
+        }
         let reserved = if st as usize > ORPHAN as usize && !l.heapspan_own.get() {
             // SAFETY: a non-sentinel `state` points into the leaked pool, owned by this thread.
             let st = unsafe { &*st };
@@ -451,6 +468,50 @@ impl<A: GlobalAlloc> Allocator<A> {
             on_op(key, Op::Shrink(old - new));
         }
         Some(new_user)
+    }
+
+    /// A realloc of one of heapspan's own blocks while the live index is on: moved by hand so
+    /// that the old block is zeroed before it is freed (see `dealloc`).
+    #[cold]
+    #[inline(never)]
+    unsafe fn realloc_scrubbed(
+        &self,
+        user: *mut u8,
+        layout: Layout,
+        new_size: usize,
+        key: Key,
+    ) -> *mut u8 {
+        let (Some((old_outer, off)), Ok(new_layout)) = (
+            outer(layout),
+            Layout::from_size_align(new_size, layout.align()),
+        ) else {
+            return ptr::null_mut();
+        };
+        let Some((new_outer, new_off)) = outer(new_layout) else {
+            return ptr::null_mut();
+        };
+        // SAFETY: a non-zero layout.
+        let base = unsafe { self.inner.alloc(new_outer) };
+        if base.is_null() {
+            return base;
+        }
+        // SAFETY: two distinct live blocks; `min(old, new)` bytes copied, then the old block
+        // zeroed and freed with the layout it was allocated with.
+        let nu = unsafe {
+            let nu = base.add(new_off);
+            ptr::copy_nonoverlapping(user, nu, layout.size().min(new_size));
+            write_header(nu, key);
+            user.write_bytes(0, layout.size());
+            self.inner.dealloc(user.sub(off), old_outer);
+            nu
+        };
+        let (old, new) = (layout.size() as u64, new_size as u64);
+        if new > old {
+            on_op(key, Op::Grow(new - old));
+        } else if old > new {
+            on_op(key, Op::Shrink(old - new));
+        }
+        nu
     }
 
     /// Gives an extended block back to the inner allocator.
@@ -800,6 +861,20 @@ impl Local {
         let gen = key::generation(id);
         self.gen_cache.set((id, gen, epoch));
         (id, gen)
+    }
+
+    /// Claims a table for this thread outside any operation (the indexed path needs it before
+    /// recording); the sentinel if none is free.
+    #[cold]
+    #[inline(never)]
+    fn claim_now(&self) -> *const ThreadState {
+        let Some(pool) = pool() else {
+            return ptr::null();
+        };
+        self.set_busy(true);
+        let st = self.claim(pool);
+        self.set_busy(false);
+        st
     }
 
     #[cold]

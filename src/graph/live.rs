@@ -5,6 +5,7 @@
 //! graph with [`Guard::graph`](crate::Guard::graph). With export on, heapspan takes one every
 //! window and puts its edges on the window spans (see [`crate::export`]).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -139,6 +140,8 @@ pub fn annotate_container(container: *const u8, members: &[*const u8]) {
         a.push(Pending {
             container: Target::Addr(container as usize),
             members: members.iter().map(|&m| Target::Addr(m as usize)).collect(),
+            explicit: !members.is_empty(),
+            made: ANNOTATION_SEQ.fetch_add(1, Ordering::AcqRel),
         });
     }
 }
@@ -157,13 +160,22 @@ enum Target {
 struct Pending {
     container: Target,
     members: Vec<Target>,
+    /// Members were given (an empty list then never means "infer them").
+    explicit: bool,
+    /// [`ANNOTATION_SEQ`] when it was made.
+    made: u64,
 }
+
+/// Annotations made so far: a capture notes it before its scan begins, and only drops what an
+/// annotation names but the scan did not see if the annotation is older than the scan (a newer
+/// one may name blocks allocated after the scan began).
+static ANNOTATION_SEQ: AtomicU64 = AtomicU64::new(0);
 
 static ANNOTATIONS: Mutex<Vec<Pending>> = Mutex::new(Vec::new());
 
-/// Resolves the annotations against `nodes` (sorted by address in `by_addr`), dropping those
-/// whose container is gone.
-fn resolve_annotations(nodes: &[Node]) -> Vec<Annotation> {
+/// Resolves the annotations against `nodes`, dropping containers and members gone before the
+/// scan (those made before `scan_seq`, see [`ANNOTATION_SEQ`]).
+fn resolve_annotations(nodes: &[Node], scan_seq: u64) -> Vec<Annotation> {
     let mut by_addr: Vec<(usize, usize, AllocId)> = nodes
         .iter()
         .map(|n| (n.addr, n.size.max(1), n.id))
@@ -183,8 +195,11 @@ fn resolve_annotations(nodes: &[Node]) -> Vec<Annotation> {
     let mut pending = ANNOTATIONS.lock().unwrap_or_else(|p| p.into_inner());
     let mut out = Vec::new();
     pending.retain_mut(|p| {
+        let older = p.made < scan_seq;
         let Some(container) = find(p.container) else {
-            return false;
+            // Gone, or (for a newer annotation) allocated after the scan began: kept for the
+            // next capture.
+            return !older;
         };
         p.container = Target::Id(container);
         let mut members = Vec::with_capacity(p.members.len());
@@ -194,8 +209,12 @@ fn resolve_annotations(nodes: &[Node]) -> Vec<Annotation> {
                 members.push(id);
                 true
             }
-            None => false,
+            None => !older,
         });
+        if p.explicit && members.is_empty() {
+            // Its members are all gone (or not seen yet): no edges rather than inferred ones.
+            return !older || !p.members.is_empty();
+        }
         out.push(Annotation { container, members });
         true
     });
@@ -206,12 +225,13 @@ fn resolve_annotations(nodes: &[Node]) -> Vec<Annotation> {
 pub(crate) fn capture(cfg: &CaptureConfig) -> Option<LiveGraph> {
     let began = Instant::now();
     let taken_at = SystemTime::now();
+    let scan_seq = ANNOTATION_SEQ.load(Ordering::Acquire);
     let scanned = crate::alloc::scan::scan(crate::alloc::scan::Caps {
         max_nodes: cfg.graph.max_nodes,
         max_bytes_per_node: cfg.graph.max_scan_bytes_per_node,
         max_bytes: cfg.max_scan_bytes,
     })?;
-    let annotations = resolve_annotations(&scanned.nodes);
+    let annotations = resolve_annotations(&scanned.nodes, scan_seq);
     let scan = ScanStats {
         indexed: scanned.indexed,
         scanned_nodes: scanned.nodes.len() as u64,
