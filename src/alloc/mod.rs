@@ -179,13 +179,18 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Allocator<A> {
         if state != OFF {
             // SAFETY: `user` came from `alloc*`/`realloc` of this allocator with `layout`.
             let key = unsafe { read_header(user) };
-            record(local(), key, Op::Free(layout.size() as u64));
-            if state >= INDEXED && key.task == TASK_HEAPSPAN {
-                // heapspan's own buffers hold addresses of the heap (a scan's copies, node
-                // lists): freed as they are, a block reusing the memory would show them to the
-                // next scan as pointers.
-                // SAFETY: the caller's block, `layout.size()` bytes, freed right after.
-                unsafe { user.write_bytes(0, layout.size()) };
+            let l = local();
+            let st = l.state.get();
+            // The common case has no call but the inner free (so no saved registers): the
+            // thread's table, its last slot, not one of heapspan's own blocks to scrub.
+            let fast = st as usize > ORPHAN as usize && {
+                // SAFETY: a non-sentinel `state` points into the leaked pool, owned by this
+                // thread; the hint is this table's.
+                unsafe { (*st).record_hinted(key, Op::Free(layout.size() as u64), &l.hint) }
+            };
+            if !fast || (state >= INDEXED && key.task == TASK_HEAPSPAN) {
+                // SAFETY: forwarded caller contract.
+                return unsafe { self.dealloc_slow(user, layout, key, state, fast) };
             }
         }
         // SAFETY: `base` and `outer` are exactly what the inner allocator handed out.
@@ -244,6 +249,34 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Allocator<A> {
 }
 
 impl<A: GlobalAlloc> Allocator<A> {
+    /// The rest of a plain free: counted unless `recorded`, scrubbed if it is one of
+    /// heapspan's own blocks while the live index is on, then freed.
+    #[cold]
+    #[inline(never)]
+    unsafe fn dealloc_slow(
+        &self,
+        user: *mut u8,
+        layout: Layout,
+        key: Key,
+        state: u8,
+        recorded: bool,
+    ) {
+        if !recorded {
+            record(local(), key, Op::Free(layout.size() as u64));
+        }
+        if state >= INDEXED && key.task == TASK_HEAPSPAN {
+            // heapspan's own buffers hold addresses of the heap (a scan's copies, node lists):
+            // freed as they are, a block reusing the memory would show them to the next scan
+            // as pointers.
+            // SAFETY: the caller's block, `layout.size()` bytes, freed right after.
+            unsafe { user.write_bytes(0, layout.size()) };
+        }
+        if let Some((outer, off)) = outer(layout) {
+            // SAFETY: `base` and `outer` are exactly what the inner allocator handed out.
+            unsafe { self.inner.dealloc(user.sub(off), outer) };
+        }
+    }
+
     /// An allocation with the 16-byte header; counted when `tracked`.
     #[inline(always)]
     unsafe fn alloc_plain(&self, layout: Layout, zeroed: bool, tracked: bool) -> *mut u8 {
@@ -264,7 +297,22 @@ impl<A: GlobalAlloc> Allocator<A> {
         // SAFETY: `off < outer.size()`, so `user` stays inside the block.
         let user = unsafe { base.add(off) };
         let key = if tracked {
-            on_alloc(layout.size() as u64)
+            let l = local();
+            let key = alloc_key(l);
+            let st = l.state.get();
+            let size = layout.size() as u64;
+            // The common case makes no call here (fewer saved registers): the thread's table
+            // and its last slot. Anything else finishes in a tail call.
+            let recorded = st as usize > ORPHAN as usize && {
+                // SAFETY: a non-sentinel `state` points into the leaked pool, owned by this
+                // thread; the hint is this table's.
+                unsafe { (*st).record_hinted(key, Op::Alloc(size), &l.hint) }
+            };
+            if !recorded {
+                // SAFETY: `user` is the new block, with room for its header.
+                return unsafe { alloc_finish_slow(user, key, size) };
+            }
+            key
         } else {
             UNTRACKED
         };
@@ -945,26 +993,44 @@ const UNTRACKED: Key = Key {
     span: 0,
 };
 
+/// The key an allocation made now on this thread gets.
+#[inline(always)]
+fn alloc_key(l: &Local) -> Key {
+    if l.heapspan_own.get() {
+        Key {
+            task: TASK_HEAPSPAN,
+            span: 0,
+        }
+    } else {
+        let (task, gen) = l.task_key();
+        Key {
+            task,
+            span: l.current_span() | (u64::from(gen) << key::SPAN_BITS),
+        }
+    }
+}
+
 /// Counts an allocation of `size` bytes (heapspan is running) and returns its key.
 #[inline(always)]
 fn on_alloc(size: u64) -> Key {
     let l = local();
-    {
-        let key = if l.heapspan_own.get() {
-            Key {
-                task: TASK_HEAPSPAN,
-                span: 0,
-            }
-        } else {
-            let (task, gen) = l.task_key();
-            Key {
-                task,
-                span: l.current_span() | (u64::from(gen) << key::SPAN_BITS),
-            }
-        };
-        record(l, key, Op::Alloc(size));
-        key
-    }
+    let key = alloc_key(l);
+    record(l, key, Op::Alloc(size));
+    key
+}
+
+/// The rest of a counted plain allocation that missed the fast path: counted, its header
+/// written.
+///
+/// # Safety
+/// `user` is a new block of this allocator with 16 header bytes in front of it.
+#[cold]
+#[inline(never)]
+unsafe fn alloc_finish_slow(user: *mut u8, key: Key, size: u64) -> *mut u8 {
+    record(local(), key, Op::Alloc(size));
+    // SAFETY: by the caller's contract.
+    unsafe { write_header(user, key) };
+    user
 }
 
 #[inline(always)]

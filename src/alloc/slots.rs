@@ -337,6 +337,24 @@ impl ThreadState {
         recorded
     }
 
+    /// Owner only: records `op` if `key` is in the slot the thread used last; false (and
+    /// nothing done) otherwise. The call-free part of [`ThreadState::record`].
+    #[inline(always)]
+    pub(crate) fn record_hinted(&self, key: Key, op: Op, hint: &Hint) -> bool {
+        let p = hint.0.get();
+        if p.is_null() {
+            return false;
+        }
+        // SAFETY: as in `record`.
+        let slot = unsafe { &*p };
+        if !slot.holds(key) {
+            return false;
+        }
+        slot.apply(op);
+        self.count_size(op);
+        true
+    }
+
     /// The size histogram and realloc growth, for operations recorded here (a refused one is
     /// counted by the fallback queue's consumer instead).
     #[inline(always)]
