@@ -17,16 +17,37 @@ const WORD: usize = std::mem::size_of::<usize>();
 /// The copied contents of the scanned nodes.
 #[derive(Debug, Default)]
 pub(crate) struct CopiedHeap {
-    /// `(address, first word, words)`, sorted by address.
+    /// `(address, first word, words)`, in node order.
     ranges: Vec<(usize, usize, usize)>,
+    /// `(address, index in ranges)`, sorted by address, for lookups out of order.
+    by_addr: Vec<(usize, u32)>,
+    /// The range after the last one read: the graph reads nodes in order, mostly.
+    next: std::cell::Cell<usize>,
     words: Vec<usize>,
+}
+
+impl CopiedHeap {
+    fn finish(&mut self) {
+        self.by_addr = self
+            .ranges
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.0, i as u32))
+            .collect();
+        self.by_addr.sort_unstable();
+    }
 }
 
 impl WordSource for CopiedHeap {
     fn read_words(&self, node: &Node, out: &mut Vec<usize>) -> bool {
-        let Ok(k) = self.ranges.binary_search_by_key(&node.addr, |r| r.0) else {
-            return false;
+        let k = match self.ranges.get(self.next.get()) {
+            Some(r) if r.0 == node.addr => self.next.get(),
+            _ => match self.by_addr.binary_search_by_key(&node.addr, |r| r.0) {
+                Ok(j) => self.by_addr[j].1 as usize,
+                Err(_) => return false,
+            },
         };
+        self.next.set(k + 1);
         let (_, start, len) = self.ranges[k];
         out.extend_from_slice(&self.words[start..start + len]);
         true
@@ -76,6 +97,10 @@ pub(crate) fn scan(caps: Caps) -> Option<Scanned> {
     out.heap
         .words
         .reserve((reserve.saturating_mul(8)).min(caps.max_bytes / WORD));
+    // Fault the buffers' pages in now, not during the copy phase (frees are deferred then).
+    prefault(out.nodes.spare_capacity_mut());
+    prefault(out.heap.ranges.spare_capacity_mut());
+    prefault(out.heap.words.spare_capacity_mut());
     let mut scratch_budget = caps.max_bytes;
 
     let began = Instant::now();
@@ -170,8 +195,15 @@ pub(crate) fn scan(caps: Caps) -> Option<Scanned> {
         .iter()
         .map(|t| t.index.unindexed.load(Ordering::Relaxed))
         .sum();
-    out.heap.ranges.sort_unstable_by_key(|r| r.0);
+    out.heap.finish();
     Some(out)
+}
+
+/// Writes zeros over `spare` so that its pages are resident before the scan's copy phase.
+fn prefault<T>(spare: &mut [std::mem::MaybeUninit<T>]) {
+    // SAFETY: `spare` is writable memory of `spare.len()` elements; zero bytes written into
+    // `MaybeUninit` are fine whatever `T` is (nothing reads them as `T`).
+    unsafe { std::ptr::write_bytes(spare.as_mut_ptr(), 0, spare.len()) };
 }
 
 /// Releases blocks whose frees were deferred by a scan but pushed after it ended (when no

@@ -176,15 +176,20 @@ static ANNOTATIONS: Mutex<Vec<Pending>> = Mutex::new(Vec::new());
 /// Resolves the annotations against `nodes`, dropping containers and members gone before the
 /// scan (those made before `scan_seq`, see [`ANNOTATION_SEQ`]).
 fn resolve_annotations(nodes: &[Node], scan_seq: u64) -> Vec<Annotation> {
+    let mut pending = ANNOTATIONS.lock().unwrap_or_else(|p| p.into_inner());
+    if pending.is_empty() {
+        return Vec::new();
+    }
     let mut by_addr: Vec<(usize, usize, AllocId)> = nodes
         .iter()
         .map(|n| (n.addr, n.size.max(1), n.id))
         .collect();
     by_addr.sort_unstable_by_key(|r| r.0);
-    let ids: std::collections::HashSet<AllocId> = nodes.iter().map(|n| n.id).collect();
+    let mut ids: Vec<AllocId> = nodes.iter().map(|n| n.id).collect();
+    ids.sort_unstable();
     let find = |t: Target| -> Option<AllocId> {
         match t {
-            Target::Id(id) => ids.contains(&id).then_some(id),
+            Target::Id(id) => ids.binary_search(&id).is_ok().then_some(id),
             Target::Addr(a) => {
                 let k = by_addr.partition_point(|r| r.0 <= a);
                 let (start, len, id) = *by_addr.get(k.checked_sub(1)?)?;
@@ -192,7 +197,6 @@ fn resolve_annotations(nodes: &[Node], scan_seq: u64) -> Vec<Annotation> {
             }
         }
     };
-    let mut pending = ANNOTATIONS.lock().unwrap_or_else(|p| p.into_inner());
     let mut out = Vec::new();
     pending.retain_mut(|p| {
         let older = p.made < scan_seq;
