@@ -773,12 +773,13 @@ impl Exporter {
     }
 
     /// Emits one `heapspan.window` span per task active in the window, and a final one for
-    /// each task that ended; with the live index on, takes the window's relation graph first.
-    /// The last window, at shutdown, takes none: the guard waits for it only
-    /// `shutdown_timeout` and then returns the allocator to pass-through, which must not race
-    /// a heap scan.
+    /// each task that ended; with the live index on, takes the window's relation graph first,
+    /// the last window's too (a short run may have no other). The guard waits for the last
+    /// window only `shutdown_timeout`; returning the allocator to pass-through meanwhile is
+    /// safe for a scan in progress (frees of indexed blocks keep their handshake whatever the
+    /// state), and a scan that starts after it finds the index off.
     fn windows(&mut self, snap: &Snapshot, stopping: bool) {
-        let graph = if stopping { None } else { self.capture_graph() };
+        let graph = self.capture_graph();
         self.windows_with(snap, stopping, graph.as_ref());
     }
 
