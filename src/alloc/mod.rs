@@ -136,32 +136,14 @@ unsafe fn read_header(user: *mut u8) -> Key {
 unsafe impl<A: GlobalAlloc> GlobalAlloc for Allocator<A> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let state = STATE.load(Ordering::Relaxed);
-        if state >= INDEXED {
-            if state == SAMPLED && !local().sampler.hit(layout.size()) {
-                // SAFETY: forwarded caller contract.
-                return unsafe { self.alloc_plain(layout, false, true) };
-            }
-            // SAFETY: forwarded caller contract.
-            return unsafe { self.alloc_indexed(layout, false) };
-        }
         // SAFETY: forwarded caller contract.
-        unsafe { self.alloc_plain(layout, false, state == ON) }
+        unsafe { self.alloc_any(layout, false) }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let state = STATE.load(Ordering::Relaxed);
-        if state >= INDEXED {
-            if state == SAMPLED && !local().sampler.hit(layout.size()) {
-                // SAFETY: forwarded caller contract.
-                return unsafe { self.alloc_plain(layout, true, true) };
-            }
-            // SAFETY: forwarded caller contract.
-            return unsafe { self.alloc_indexed(layout, true) };
-        }
         // SAFETY: forwarded caller contract.
-        unsafe { self.alloc_plain(layout, true, state == ON) }
+        unsafe { self.alloc_any(layout, true) }
     }
 
     #[inline]
@@ -236,19 +218,29 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Allocator<A> {
         if base.is_null() {
             return base;
         }
-        let old = layout.size() as u64;
-        let new = new_size as u64;
-        if new > old {
-            on_op(key, Op::Grow(new - old));
-        } else if old > new {
-            on_op(key, Op::Shrink(old - new));
-        }
+        on_resize(key, layout.size(), new_size);
         // SAFETY: the header moved with the block (it is inside it): same offset.
         unsafe { base.add(off) }
     }
 }
 
 impl<A: GlobalAlloc> Allocator<A> {
+    /// `alloc` and `alloc_zeroed`: by the state, pass-through, counted, or indexed.
+    #[inline(always)]
+    unsafe fn alloc_any(&self, layout: Layout, zeroed: bool) -> *mut u8 {
+        let state = STATE.load(Ordering::Relaxed);
+        if state >= INDEXED {
+            if state == SAMPLED && !local().sampler.hit(layout.size()) {
+                // SAFETY: forwarded caller contract.
+                return unsafe { self.alloc_plain(layout, zeroed, true) };
+            }
+            // SAFETY: forwarded caller contract.
+            return unsafe { self.alloc_indexed(layout, zeroed) };
+        }
+        // SAFETY: forwarded caller contract.
+        unsafe { self.alloc_plain(layout, zeroed, state == ON) }
+    }
+
     /// The rest of a plain free: counted unless `recorded`, scrubbed if it is one of
     /// heapspan's own blocks while the live index is on, then freed.
     #[cold]
@@ -509,12 +501,7 @@ impl<A: GlobalAlloc> Allocator<A> {
             }
             nu
         };
-        let (old, new) = (layout.size() as u64, new_size as u64);
-        if new > old {
-            on_op(key, Op::Grow(new - old));
-        } else if old > new {
-            on_op(key, Op::Shrink(old - new));
-        }
+        on_resize(key, layout.size(), new_size);
         Some(new_user)
     }
 
@@ -553,12 +540,7 @@ impl<A: GlobalAlloc> Allocator<A> {
             self.inner.dealloc(user.sub(off), old_outer);
             nu
         };
-        let (old, new) = (layout.size() as u64, new_size as u64);
-        if new > old {
-            on_op(key, Op::Grow(new - old));
-        } else if old > new {
-            on_op(key, Op::Shrink(old - new));
-        }
+        on_resize(key, layout.size(), new_size);
         nu
     }
 
@@ -649,13 +631,7 @@ impl<A: GlobalAlloc> Allocator<A> {
             unsafe { index::defer(self, user) };
         }
         let key = Key { task, span };
-        let old = layout.size() as u64;
-        let new = new_size as u64;
-        if new > old {
-            on_op(key, Op::Grow(new - old));
-        } else if old > new {
-            on_op(key, Op::Shrink(old - new));
-        }
+        on_resize(key, layout.size(), new_size);
         new_user
     }
 }
@@ -1031,6 +1007,17 @@ unsafe fn alloc_finish_slow(user: *mut u8, key: Key, size: u64) -> *mut u8 {
     // SAFETY: by the caller's contract.
     unsafe { write_header(user, key) };
     user
+}
+
+/// Counts a realloc from `old` to `new` bytes: growth or shrinkage, under the block's key.
+#[inline(always)]
+fn on_resize(key: Key, old: usize, new: usize) {
+    let (old, new) = (old as u64, new as u64);
+    if new > old {
+        on_op(key, Op::Grow(new - old));
+    } else if old > new {
+        on_op(key, Op::Shrink(old - new));
+    }
 }
 
 #[inline(always)]
