@@ -5,6 +5,8 @@
 //! cargo run --release --example quickstart
 //! ```
 //! Needs no collector. `QUICKSTART_REQUESTS` sets how many requests it serves (default 2000).
+//! With `HEAPSPAN_LIVE_INDEX=full` it also prints the strongest edges of the relation graph:
+//! what the live memory is made of (see `examples/graph.rs` for more).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -115,6 +117,36 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokio::time::sleep(Duration::from_millis(50)).await;
     println!("served {requests} requests ({served} response bytes)");
     println!("{}", guard.report(8));
+    if let Some(g) = guard.graph() {
+        println!(
+            "relation graph: {} live indexed allocations, {} edges, {} cycles; strongest edges:",
+            g.graph.nodes.len(),
+            g.graph.edges.len(),
+            g.graph.cycles.len()
+        );
+        let snap = guard.snapshot();
+        let task = |id: heapspan::graph::AllocId| {
+            g.graph
+                .node(id)
+                .and_then(|n| {
+                    snap.tasks
+                        .iter()
+                        .find(|t| t.key.id == n.task && n.task != 0)
+                })
+                .map_or_else(|| "-".to_owned(), |t| t.display_name())
+        };
+        for e in g.graph.top_edges(5) {
+            println!(
+                "  {:>9} B  {:<9} {:<9} confidence {:.2}  {} -> {}",
+                e.bytes,
+                e.kind.as_str(),
+                e.capability.as_str(),
+                e.confidence,
+                task(e.from),
+                task(e.to),
+            );
+        }
+    }
     drop(cache_open);
     let entries = cache_task.await?;
     println!("the cache held {entries} entries; it has ended and freed them");

@@ -25,7 +25,9 @@ fn blocks_freed_elsewhere_return_their_entries() {
     // 2M allocations on this thread, all freed on the other one, no capture in between: with a
     // 64 Ki-entry table, only entries coming back let this go on being indexed.
     for r in 0..ROUNDS {
-        let batch: Vec<Box<u64>> = (0..BATCH).map(|i| Box::new((r * BATCH + i) as u64)).collect();
+        let batch: Vec<Box<u64>> = (0..BATCH)
+            .map(|i| Box::new((r * BATCH + i) as u64))
+            .collect();
         tx.send(batch).unwrap();
     }
     drop(tx);
