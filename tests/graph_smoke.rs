@@ -86,3 +86,28 @@ fn the_scan_budget_is_kept_and_what_it_leaves_out_is_reported() {
     );
     drop(kept);
 }
+
+#[test]
+fn an_annotation_survives_a_capture_that_left_its_container_out() {
+    let guard = guard();
+    let container: Vec<u64> = vec![7; 64];
+    let members: Vec<Box<[u8; 48]>> = (0..4).map(|i| Box::new([i as u8; 48])).collect();
+    let member_ptrs: Vec<*const u8> = members.iter().map(|m| m.as_ptr()).collect();
+    heapspan::graph::live::annotate_container(container.as_ptr().cast(), &member_ptrs);
+    // A capture whose byte budget leaves everything out proves nothing gone.
+    let none = heapspan::CaptureConfig {
+        max_scan_bytes: 0,
+        ..Default::default()
+    };
+    let g = guard.graph_with(&none).expect("index on");
+    assert!(g.scan.over_budget_nodes > 0);
+    let g = guard.graph().expect("index on");
+    let c = g.node_at(container.as_ptr() as usize).expect("indexed").id;
+    let contained = g
+        .graph
+        .edges_of(EdgeKind::Contains)
+        .filter(|e| e.from == c && e.confidence == 1.0)
+        .count();
+    assert_eq!(contained, members.len());
+    drop((container, members));
+}

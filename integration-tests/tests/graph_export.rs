@@ -37,19 +37,29 @@ fn window_spans_carry_the_relation_graph_to_the_collector() {
         .find(|s| s.attr(n::TOKIO_TASK_NAME) == Some("holder") && s.int(n::GRAPH_NODES) > Some(0))
         .unwrap_or_else(|| panic!("the holder's window has graph nodes:\n{log}"));
     assert!(holder.int(n::GRAPH_EDGES_ATTR) > Some(0), "{holder:?}");
-    // The events: rotel logs each with its name and attributes.
-    assert!(
-        log.contains(n::EDGE_EVENT),
-        "no heapspan.edge event:\n{log}"
-    );
-    for key in [
-        n::EDGE_KIND,
-        n::EDGE_CAPABILITY,
-        n::EDGE_CONFIDENCE,
-        n::EDGE_FROM,
-        n::EDGE_TO,
-    ] {
-        assert!(log.contains(key), "no {key} in the log");
+    // The events: rotel logs each as `SpanEvent #k`, its name, then its attributes.
+    let events = edge_events(&log);
+    assert!(!events.is_empty(), "no heapspan.edge event:\n{log}");
+    for ev in &events {
+        let get = |k: &str| ev.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        let kind = get(n::EDGE_KIND).expect("a kind");
+        let capability = match kind {
+            "Str(owns)" | "Str(contains)" | "Str(evolution)" => "Str(exclusive)",
+            "Str(shares)" | "Str(arc_clone)" | "Str(rc_clone)" => "Str(shared)",
+            "Str(slice)" | "Str(clone)" => "Str(borrow)",
+            other => panic!("unknown kind {other}"),
+        };
+        assert_eq!(get(n::EDGE_CAPABILITY), Some(capability), "{ev:?}");
+        let confidence: f64 = get(n::EDGE_CONFIDENCE)
+            .and_then(|v| v.strip_prefix("Double(")?.strip_suffix(')')?.parse().ok())
+            .expect("a Double confidence");
+        assert!((0.0..=1.0).contains(&confidence), "{ev:?}");
+        for key in [n::EDGE_FROM, n::EDGE_TO, n::EDGE_BYTES] {
+            assert!(
+                get(key).is_some_and(|v| v.starts_with("Int(")),
+                "{key} is an i64: {ev:?}"
+            );
+        }
     }
     let (points, _) = logged_metrics(&log);
     let edges: Vec<_> = points
@@ -61,4 +71,30 @@ fn window_spans_carry_the_relation_graph_to_the_collector() {
         edges.iter().any(|p| p.attr(n::EDGE_KIND) == Some("owns")),
         "{edges:?}"
     );
+}
+
+/// The attributes (`key`, rendered value) of every `heapspan.edge` event in rotel's log.
+fn edge_events(log: &str) -> Vec<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut current: Option<Vec<(String, String)>> = None;
+    for line in log.lines() {
+        let t = line.trim();
+        if t.starts_with("SpanEvent #") || t.starts_with("Span #") || t.starts_with("Links:") {
+            out.extend(current.take());
+            continue;
+        }
+        if t == format!("-> Name: {}", n::EDGE_EVENT) {
+            current = Some(Vec::new());
+            continue;
+        }
+        if let (Some(ev), Some(kv)) = (current.as_mut(), t.strip_prefix("-> ")) {
+            if let Some((k, v)) = kv.split_once(": ") {
+                if k.starts_with("heapspan.edge.") {
+                    ev.push((k.to_owned(), v.to_owned()));
+                }
+            }
+        }
+    }
+    out.extend(current);
+    out
 }

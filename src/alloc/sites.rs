@@ -172,8 +172,13 @@ pub fn location(site: u64) -> Option<SiteLocation> {
             return l.clone();
         }
     }
+    let ips = frames(site);
+    if ips.is_empty() {
+        // Not in the bounded table: nothing to symbolize, nothing worth caching.
+        return None;
+    }
     let mut found = None;
-    for ip in frames(site) {
+    for ip in ips {
         // The return address points after the call; one byte back is inside it.
         let ip = ip.saturating_sub(1) as *mut std::ffi::c_void;
         backtrace::resolve(ip, |sym| {

@@ -223,7 +223,7 @@ impl ExportConfig {
     }
 
     /// Writes each window's relation graph, for a human to look at, as Graphviz DOT to
-    /// `<dir>/heapspan-graph-<unix-ms>.dot` (environment `HEAPSPAN_GRAPH_DOT_DIR`; default none).
+    /// `<dir>/heapspan-graph-<pid>-<unix-ms>.dot` (environment `HEAPSPAN_GRAPH_DOT_DIR`; default none).
     /// The directory is created if missing; the top 500 edges by bytes are drawn
     /// ([`DotOptions`](crate::graph::DotOptions) defaults: no addresses); only the newest 1000
     /// files written by the process are kept. Only with the live index on

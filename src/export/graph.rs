@@ -53,6 +53,19 @@ fn by_bytes(a: &Edge, b: &Edge) -> Ordering {
         .then(a.kind.cmp(&b.kind))
 }
 
+/// Characters of a code location kept on an edge event: demangled generic names can run to
+/// kilobytes, and a thousand events share one span and one request.
+const MAX_LOCATION_CHARS: usize = 256;
+
+/// `s` cut to `max` characters (on a character boundary), marked with "…" when cut.
+fn clip(mut s: String, max: usize) -> String {
+    if let Some((i, _)) = s.char_indices().nth(max) {
+        s.truncate(i);
+        s.push('…');
+    }
+    s
+}
+
 fn i64_of(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -176,7 +189,7 @@ impl<'g> GraphWindow<'g> {
         {
             if let std::collections::hash_map::Entry::Vacant(v) = sites.entry(site) {
                 if let Some(l) = crate::graph::live::site_location(site) {
-                    v.insert(StringValue::from(l.to_string()));
+                    v.insert(StringValue::from(clip(l.to_string(), MAX_LOCATION_CHARS)));
                 }
             }
         }
@@ -254,7 +267,7 @@ impl<'g> GraphWindow<'g> {
     }
 }
 
-/// Writes each window's graph to `<dir>/heapspan-graph-<unix-ms>.dot`, keeping the newest
+/// Writes each window's graph to `<dir>/heapspan-graph-<pid>-<unix-ms>.dot`, keeping the newest
 /// [`DOT_FILES_KEPT`] it wrote.
 #[derive(Debug)]
 pub(crate) struct DotFiles {
@@ -281,7 +294,7 @@ impl DotFiles {
     /// The file a graph taken at `at` goes to.
     pub(crate) fn path(dir: &Path, at: SystemTime) -> PathBuf {
         let ms = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
-        dir.join(format!("heapspan-graph-{ms}.dot"))
+        dir.join(format!("heapspan-graph-{}-{ms}.dot", std::process::id()))
     }
 
     /// Writes `live` (taken at `at`); a failure is counted, and the first one reported on
@@ -341,6 +354,18 @@ pub(crate) mod tests {
     use crate::graph::live::ScanStats;
     use crate::graph::{build, EdgeKind, FlatHeap, GraphConfig, Node};
     use crate::{Buckets, Dropped, MemStats, SizeHistogram, SpanStats};
+
+    #[test]
+    fn long_locations_are_clipped_on_a_character_boundary() {
+        assert_eq!(clip("short".into(), 8), "short");
+        assert_eq!(clip("exactly8".into(), 8), "exactly8");
+        assert_eq!(clip("ééééééééé".into(), 8), "éééééééé…");
+        let long = "generic<".repeat(1000);
+        assert_eq!(
+            clip(long, MAX_LOCATION_CHARS).chars().count(),
+            MAX_LOCATION_CHARS + 1
+        );
+    }
 
     /// A node of `task`, allocated in span `span`.
     fn node(id: u64, addr: usize, size: usize, task: u64, span: u64) -> Node {
@@ -580,7 +605,7 @@ pub(crate) mod tests {
         names.sort();
         assert_eq!(
             names,
-            ["heapspan-graph-2000.dot", "heapspan-graph-3000.dot"]
+            [2000, 3000].map(|ms| format!("heapspan-graph-{}-{ms}.dot", std::process::id()))
         );
         assert_eq!(files.failed, 0);
         let _ = std::fs::remove_dir_all(&dir);

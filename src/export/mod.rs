@@ -55,20 +55,22 @@
 //!   - the gauge [`names::GRAPH_EDGES`] (per [`names::EDGE_KIND`], every kind, zeros
 //!     included: [`names::GRAPH_METRICS`]) holds the edge counts of the latest graph;
 //!   - with [`ExportConfig::graph_dot_dir`] (`HEAPSPAN_GRAPH_DOT_DIR`), each window's graph is
-//!     also written as Graphviz DOT to `<dir>/heapspan-graph-<unix-ms>.dot` for a human to
+//!     also written as Graphviz DOT to `<dir>/heapspan-graph-<pid>-<unix-ms>.dot` for a human to
 //!     look at (top 500 edges, no addresses; the newest 1000 files are kept). A file that
 //!     cannot be written is counted ([`names::DROP_REASON_GRAPH_DOT_FAILED`]) and the first
 //!     failure reported on stderr.
 //!
 //!   Taking the graph costs a scan of the live index on the export thread (see
 //!   [`crate::graph::live`]); a panic in it turns graph export off for the rest of the run and
-//!   leaves the rest of export running. The last window, when the guard is dropped, takes no
-//!   graph (the guard waits for it only [`ExportConfig::shutdown_timeout`], then returns the
-//!   allocator to pass-through, which must not race a scan).
+//!   leaves the rest of export running. The last window, when the guard is dropped, takes one
+//!   too, unless the previous capture took more than a quarter of
+//!   [`ExportConfig::shutdown_timeout`] (the guard waits that long for the last window; a scan
+//!   in progress when the allocator returns to pass-through stays safe). Code locations on
+//!   edge events are cut to 256 characters.
 //! - **Request size**: span batches are cut at 512 spans and at 3 MiB by an upper bound of
 //!   their protobuf size, so that a request with its resource stays under 4 MiB, the default
-//!   gRPC receive limit of collectors (a single larger span, which heapspan's own never are, is
-//!   sent alone).
+//!   gRPC receive limit of collectors; a single span larger than that (a collector would refuse
+//!   it) is dropped and counted as failed.
 //! - The allocation-size histogram ([`names::ALLOCATION_SIZE`], explicit buckets 16 B to
 //!   16 MiB, powers of 4, cumulative) with heapspan's other metrics. heapspan counts sizes in
 //!   its per-thread tables and encodes this one metric itself (the SDK takes histogram data

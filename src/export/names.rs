@@ -117,7 +117,8 @@ pub const WINDOW_SPAN: &str = "heapspan.window";
 /// Span events on a window span (or on its [`WINDOW_EDGES_SPAN`] children): the task's top
 /// edges of the live graph by bytes. Attributes: [`EDGE_KIND`], [`EDGE_CONFIDENCE`],
 /// [`EDGE_CAPABILITY`], [`EDGE_FROM`], [`EDGE_TO`], [`EDGE_FROM_SIZE`], [`EDGE_TO_SIZE`],
-/// [`EDGE_CROSS_TASK`], [`EDGE_BYTES`], [`EDGE_FROM_SPAN`], [`EDGE_TO_SPAN`].
+/// [`EDGE_CROSS_TASK`], [`EDGE_BYTES`], [`EDGE_FROM_SPAN`], [`EDGE_TO_SPAN`],
+/// [`EDGE_FROM_LOCATION`], [`EDGE_TO_LOCATION`].
 pub const EDGE_EVENT: &str = "heapspan.edge";
 /// Child spans of a window span carrying its [`EDGE_EVENT`]s when they are too many for one
 /// span (at most 1000 events each). Attributes: [`TOKIO_TASK_NAME`], [`TOKIO_TASK_ID`].

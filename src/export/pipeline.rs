@@ -292,19 +292,28 @@ fn delta(cur: &MemStats, prev: &MemStats) -> (u64, u64, u64, i64) {
 }
 
 /// Takes the spans of the next export request off the queue: at most [`SPANS_PER_REQUEST`],
-/// and at most [`REQUEST_SPAN_BYTES`] by [`span_wire_bytes`] (always at least one span: a span
-/// larger than that alone still goes, alone).
-fn take_batch(q: &mut VecDeque<SpanData>) -> Vec<SpanData> {
+/// and at most [`REQUEST_SPAN_BYTES`] by [`span_wire_bytes`]. A span larger than that on its
+/// own would be refused by a collector (and cost the spans behind it): it is dropped, and the
+/// count of those returned.
+fn take_batch(q: &mut VecDeque<SpanData>) -> (Vec<SpanData>, u64) {
+    let mut dropped = 0;
+    while q
+        .front()
+        .is_some_and(|s| span_wire_bytes(s) > REQUEST_SPAN_BYTES)
+    {
+        q.pop_front();
+        dropped += 1;
+    }
     let mut bytes = 0usize;
     let mut k = 0;
     for s in q.iter().take(SPANS_PER_REQUEST) {
         bytes = bytes.saturating_add(span_wire_bytes(s));
-        if k > 0 && bytes > REQUEST_SPAN_BYTES {
+        if bytes > REQUEST_SPAN_BYTES {
             break;
         }
         k += 1;
     }
-    q.drain(..k).collect()
+    (q.drain(..k).collect(), dropped)
 }
 
 /// An upper bound of the bytes `s` adds to an OTLP export request (protobuf): its strings and
@@ -428,6 +437,8 @@ struct Exporter {
     task_polls: super::task_polls::TaskPolls,
     /// Set when the live index is on: a graph is taken every window.
     capture: Option<CaptureConfig>,
+    /// How long the last graph capture took.
+    last_capture: Duration,
     /// `heapspan.edge` events per span (more go on child spans).
     edge_events_per_span: usize,
     /// `heapspan.edge` events per window.
@@ -534,6 +545,7 @@ pub(crate) fn prepare(cfg: Resolved) -> Result<Option<Prepared>> {
         #[cfg(feature = "tokio-metrics")]
         task_polls: super::task_polls::TaskPolls::new(&meter),
         capture: None,
+        last_capture: Duration::ZERO,
         edge_events_per_span,
         edge_event_budget: MAX_EDGE_EVENTS_PER_WINDOW,
         dot,
@@ -778,8 +790,19 @@ impl Exporter {
     /// window only `shutdown_timeout`; returning the allocator to pass-through meanwhile is
     /// safe for a scan in progress (frees of indexed blocks keep their handshake whatever the
     /// state), and a scan that starts after it finds the index off.
+    ///
+    /// At shutdown the capture is skipped when the previous one took more than a quarter of
+    /// `shutdown_timeout`, so that the last window's spans and metrics still go out in time.
     fn windows(&mut self, snap: &Snapshot, stopping: bool) {
-        let graph = self.capture_graph();
+        let slow = self.last_capture > self.cfg.shutdown_timeout / 4;
+        let graph = if stopping && slow {
+            None
+        } else {
+            let began = Instant::now();
+            let g = self.capture_graph();
+            self.last_capture = began.elapsed();
+            g
+        };
         self.windows_with(snap, stopping, graph.as_ref());
     }
 
@@ -970,11 +993,15 @@ impl Exporter {
         }
         let _suppress = Context::enter_telemetry_suppressed_scope();
         loop {
-            let batch: Vec<SpanData> = {
+            let (batch, oversized) = {
                 let mut q = self.queue.spans.lock().unwrap_or_else(|p| p.into_inner());
                 take_batch(&mut q)
             };
+            self.export_failed = self.export_failed.saturating_add(oversized);
             if batch.is_empty() {
+                if oversized > 0 {
+                    continue;
+                }
                 return;
             }
             let len = batch.len() as u64;
@@ -1374,7 +1401,8 @@ mod tests {
         assert_eq!(q.len(), 80);
         let (mut requests, mut total) = (0, 0);
         while !q.is_empty() {
-            let batch = take_batch(&mut q);
+            let (batch, oversized) = take_batch(&mut q);
+            assert_eq!(oversized, 0);
             let estimate: usize = batch.iter().map(span_wire_bytes).sum();
             let req = ExportTraceServiceRequest {
                 resource_spans: group_spans_by_resource_and_scope(batch, &resource),
@@ -1435,7 +1463,8 @@ mod tests {
         let snap = snapshot(at(10_000), vec![task(7, "worker", 1, None)], Vec::new());
         e.windows_with(&snap, false, Some(&live));
         let name = format!(
-            "heapspan-graph-{}.dot",
+            "heapspan-graph-{}-{}.dot",
+            std::process::id(),
             (T0 + Duration::from_secs(9)).as_millis()
         );
         assert_eq!(dot_files(&out), std::slice::from_ref(&name));

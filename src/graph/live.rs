@@ -84,14 +84,22 @@ impl LiveGraph {
     /// location (unless `opts.site_labels` already names it).
     pub fn to_dot(&self, opts: &DotOptions) -> String {
         let mut opts = opts.clone();
-        let sites: std::collections::BTreeSet<u64> = self
+        // The sites of the nodes drawn: the ends of the edges `to_dot` keeps.
+        let kept: Vec<super::Edge> = self
             .graph
-            .nodes
+            .edges
             .iter()
+            .filter(|e| e.confidence >= opts.min_confidence)
+            .copied()
+            .collect();
+        let sites: std::collections::BTreeSet<u64> = super::top_k_edges(&kept, opts.max_edges)
+            .iter()
+            .flat_map(|e| [e.from, e.to])
+            .filter_map(|id| self.graph.node(id))
             .map(|n| n.site)
             .filter(|&s| s != 0 && !opts.site_labels.contains_key(&s))
             .collect();
-        // Symbolizing is slow: the first DOT_SITES distinct sites at most.
+        // Symbolizing is slow: DOT_SITES distinct sites at most.
         for site in sites.into_iter().take(DOT_SITES) {
             if let Some(l) = site_location(site) {
                 opts.site_labels.insert(site, l.to_string());
@@ -173,13 +181,19 @@ static ANNOTATION_SEQ: AtomicU64 = AtomicU64::new(0);
 
 static ANNOTATIONS: Mutex<Vec<Pending>> = Mutex::new(Vec::new());
 
-/// Resolves the annotations against `nodes`, dropping containers and members gone before the
-/// scan (those made before `scan_seq`, see [`ANNOTATION_SEQ`]).
-fn resolve_annotations(nodes: &[Node], scan_seq: u64) -> Vec<Annotation> {
-    let mut pending = ANNOTATIONS.lock().unwrap_or_else(|p| p.into_inner());
-    if pending.is_empty() {
-        return Vec::new();
-    }
+/// Resolves the annotations against `nodes`. A container or member the scan did not see is
+/// dropped only when the annotation is older than the scan (`scan_seq`, see
+/// [`ANNOTATION_SEQ`]) and the scan saw every indexed allocation (`complete`: nothing left
+/// out by its caps); otherwise it stays pending. The registry's lock is held only to take the
+/// pending list and to put the survivors back, never while resolving.
+fn resolve_annotations(nodes: &[Node], scan_seq: u64, complete: bool) -> Vec<Annotation> {
+    let mut pending = {
+        let mut a = ANNOTATIONS.lock().unwrap_or_else(|p| p.into_inner());
+        if a.is_empty() {
+            return Vec::new();
+        }
+        std::mem::take(&mut *a)
+    };
     let mut by_addr: Vec<(usize, usize, AllocId)> = nodes
         .iter()
         .map(|n| (n.addr, n.size.max(1), n.id))
@@ -199,11 +213,10 @@ fn resolve_annotations(nodes: &[Node], scan_seq: u64) -> Vec<Annotation> {
     };
     let mut out = Vec::new();
     pending.retain_mut(|p| {
-        let older = p.made < scan_seq;
+        // Not seeing it proves it gone only for an older annotation and a complete scan.
+        let gone_if_unseen = p.made < scan_seq && complete;
         let Some(container) = find(p.container) else {
-            // Gone, or (for a newer annotation) allocated after the scan began: kept for the
-            // next capture.
-            return !older;
+            return !gone_if_unseen;
         };
         p.container = Target::Id(container);
         let mut members = Vec::with_capacity(p.members.len());
@@ -213,15 +226,21 @@ fn resolve_annotations(nodes: &[Node], scan_seq: u64) -> Vec<Annotation> {
                 members.push(id);
                 true
             }
-            None => !older,
+            None => !gone_if_unseen,
         });
         if p.explicit && members.is_empty() {
             // Its members are all gone (or not seen yet): no edges rather than inferred ones.
-            return !older || !p.members.is_empty();
+            return !gone_if_unseen || !p.members.is_empty();
         }
         out.push(Annotation { container, members });
         true
     });
+    // Back, before those made meanwhile, within the cap.
+    let mut a = ANNOTATIONS.lock().unwrap_or_else(|p| p.into_inner());
+    let newer = std::mem::take(&mut *a);
+    pending.extend(newer);
+    pending.truncate(MAX_ANNOTATIONS);
+    *a = pending;
     out
 }
 
@@ -235,7 +254,7 @@ pub(crate) fn capture(cfg: &CaptureConfig) -> Option<LiveGraph> {
         max_bytes_per_node: cfg.graph.max_scan_bytes_per_node,
         max_bytes: cfg.max_scan_bytes,
     })?;
-    let annotations = resolve_annotations(&scanned.nodes, scan_seq);
+    let annotations = resolve_annotations(&scanned.nodes, scan_seq, scanned.over_budget_nodes == 0);
     let scan = ScanStats {
         indexed: scanned.indexed,
         scanned_nodes: scanned.nodes.len() as u64,
