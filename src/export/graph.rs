@@ -465,6 +465,58 @@ pub(crate) mod tests {
         }
     }
 
+    #[test]
+    fn the_top_k_per_task_is_the_graphs_top_k_for_that_task() {
+        // Two tasks, each a container of 40 pointers to blocks of varied sizes (some equal,
+        // so ties are broken by ids), and a few cross-task pointers.
+        const BASE: usize = 0x20_0000;
+        let mut heap = FlatHeap::new(BASE, 1 << 14);
+        let mut nodes = Vec::new();
+        let mut addr = BASE;
+        let mut id = 1;
+        let mut containers = Vec::new();
+        for task in [3u64, 5] {
+            let container = addr;
+            containers.push(container);
+            nodes.push(node(id, container, 8 * 40, task, 0));
+            id += 1;
+            addr += 8 * 40;
+            for k in 0..40usize {
+                let size = 16 + 8 * ((k * 7 + task as usize) % 11);
+                heap.write(container + 8 * k, addr);
+                nodes.push(node(id, addr, size, task, 0));
+                id += 1;
+                addr += size;
+            }
+        }
+        // The second container's last slot points at the first one's first block instead.
+        heap.write(containers[1] + 8 * 39, containers[0] + 8 * 40);
+        let live = LiveGraph {
+            graph: build(&nodes, &heap, &[], &GraphConfig::default()),
+            taken_at: None,
+            scan: ScanStats::default(),
+        };
+        let snap = snapshot(SystemTime::UNIX_EPOCH, Vec::new(), Vec::new());
+        for k in [1, 5, 17, 40, 100] {
+            let w = GraphWindow::new(&live, &snap, [3, 5], k, usize::MAX);
+            for task in [3u64, 5] {
+                let want: Vec<(AllocId, AllocId, EdgeKind)> = live
+                    .graph
+                    .top_edges_for_task(task, k)
+                    .iter()
+                    .map(|e| (e.from, e.to, e.kind))
+                    .collect();
+                let got: Vec<(AllocId, AllocId, EdgeKind)> = w
+                    .top_edges(task)
+                    .iter()
+                    .map(|&i| live.graph.edges[i])
+                    .map(|e| (e.from, e.to, e.kind))
+                    .collect();
+                assert_eq!(got, want, "task {task}, k {k}");
+            }
+        }
+    }
+
     fn attrs(e: &Event) -> HashMap<&str, Value> {
         e.attributes
             .iter()
