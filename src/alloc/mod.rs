@@ -269,6 +269,22 @@ impl<A: GlobalAlloc> Allocator<A> {
         }
     }
 
+    /// The inner allocator's `alloc` or `alloc_zeroed`.
+    ///
+    /// # Safety
+    /// `outer` has a non-zero size.
+    #[inline(always)]
+    unsafe fn inner_alloc(&self, outer: Layout, zeroed: bool) -> *mut u8 {
+        // SAFETY: by the caller's contract.
+        unsafe {
+            if zeroed {
+                self.inner.alloc_zeroed(outer)
+            } else {
+                self.inner.alloc(outer)
+            }
+        }
+    }
+
     /// An allocation with the 16-byte header; counted when `tracked`.
     #[inline(always)]
     unsafe fn alloc_plain(&self, layout: Layout, zeroed: bool, tracked: bool) -> *mut u8 {
@@ -276,13 +292,7 @@ impl<A: GlobalAlloc> Allocator<A> {
             return ptr::null_mut();
         };
         // SAFETY: `outer` has a non-zero size (it includes the header).
-        let base = unsafe {
-            if zeroed {
-                self.inner.alloc_zeroed(outer)
-            } else {
-                self.inner.alloc(outer)
-            }
-        };
+        let base = unsafe { self.inner_alloc(outer, zeroed) };
         if base.is_null() {
             return base;
         }
@@ -342,14 +352,8 @@ impl<A: GlobalAlloc> Allocator<A> {
             // SAFETY: forwarded caller contract.
             return unsafe { self.alloc_plain(layout, zeroed, true) };
         };
-        // SAFETY: `outer` has a non-zero size.
-        let base = unsafe {
-            if zeroed {
-                self.inner.alloc_zeroed(outer)
-            } else {
-                self.inner.alloc(outer)
-            }
-        };
+        // SAFETY: `outer` has a non-zero size (it includes the header).
+        let base = unsafe { self.inner_alloc(outer, zeroed) };
         if base.is_null() {
             r.cancel();
             return base;
