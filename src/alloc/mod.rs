@@ -450,6 +450,10 @@ impl<A: GlobalAlloc> Allocator<A> {
             task: key.task,
             span: key.span & !EXT,
         };
+        if key.task == TASK_HEAPSPAN {
+            // heapspan's own blocks are never indexed (and are scrubbed when they move).
+            return None;
+        }
         let l = local();
         let new_user = if to_ext {
             let st = l.state.get();
