@@ -192,7 +192,8 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Allocator<A> {
         }
         // SAFETY: `user` is live with a header; read it before the block may move.
         let key = unsafe { read_header(user) };
-        if STATE.load(Ordering::Relaxed) == SAMPLED {
+        let state = STATE.load(Ordering::Relaxed);
+        if state == SAMPLED {
             // A realloc is a new allocation of `new_size` to the sampler (every live block is
             // indexed with probability p(its size)): when the draw changes the block's kind, it
             // moves to a block of the other kind.
@@ -208,7 +209,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Allocator<A> {
             // SAFETY: an extended block of this allocator, reallocated by its owner.
             return unsafe { self.realloc_ext(user, layout, new_size) };
         }
-        if key.task == TASK_HEAPSPAN && STATE.load(Ordering::Relaxed) >= INDEXED {
+        if key.task == TASK_HEAPSPAN && state >= INDEXED {
             // SAFETY: forwarded caller contract.
             return unsafe { self.realloc_scrubbed(user, layout, new_size, key) };
         }

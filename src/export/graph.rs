@@ -517,6 +517,23 @@ pub(crate) mod tests {
         }
     }
 
+    /// The `heapspan.edge` attributes of [`small_graph`]'s edge: #1 (span `app::request`)
+    /// owns #2 (no span), with a length next to the pointer.
+    pub(crate) fn owns_1_2_event() -> [(&'static str, Value); 10] {
+        [
+            (n::EDGE_KIND, Value::from("owns")),
+            (n::EDGE_CONFIDENCE, Value::F64(0.95)),
+            (n::EDGE_CAPABILITY, Value::from("exclusive")),
+            (n::EDGE_FROM, Value::I64(1)),
+            (n::EDGE_TO, Value::I64(2)),
+            (n::EDGE_FROM_SIZE, Value::I64(16)),
+            (n::EDGE_TO_SIZE, Value::I64(32)),
+            (n::EDGE_CROSS_TASK, Value::Bool(false)),
+            (n::EDGE_BYTES, Value::I64(32)),
+            (n::EDGE_FROM_SPAN, Value::from("app::request")),
+        ]
+    }
+
     fn attrs(e: &Event) -> HashMap<&str, Value> {
         e.attributes
             .iter()
@@ -589,21 +606,7 @@ pub(crate) mod tests {
         let e = w.event(w.top_edges(7)[1], t0);
         assert_eq!(e.name, n::EDGE_EVENT);
         assert_eq!(e.timestamp, t0);
-        assert_eq!(
-            attrs(&e),
-            HashMap::from([
-                (n::EDGE_KIND, Value::from("owns")),
-                (n::EDGE_CONFIDENCE, Value::F64(0.95)),
-                (n::EDGE_CAPABILITY, Value::from("exclusive")),
-                (n::EDGE_FROM, Value::I64(1)),
-                (n::EDGE_TO, Value::I64(2)),
-                (n::EDGE_FROM_SIZE, Value::I64(16)),
-                (n::EDGE_TO_SIZE, Value::I64(32)),
-                (n::EDGE_CROSS_TASK, Value::Bool(false)),
-                (n::EDGE_BYTES, Value::I64(32)),
-                (n::EDGE_FROM_SPAN, Value::from("app::request")),
-            ])
-        );
+        assert_eq!(attrs(&e), HashMap::from(owns_1_2_event()));
     }
 
     #[test]

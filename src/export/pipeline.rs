@@ -1253,18 +1253,7 @@ mod tests {
         // #1 (span app::request) owns #2 (no span), a length next to the pointer.
         assert_eq!(
             by_key(&w7.events[1]),
-            expected(&[
-                (n::EDGE_KIND, Value::from("owns")),
-                (n::EDGE_CONFIDENCE, Value::F64(0.95)),
-                (n::EDGE_CAPABILITY, Value::from("exclusive")),
-                (n::EDGE_FROM, Value::I64(1)),
-                (n::EDGE_TO, Value::I64(2)),
-                (n::EDGE_FROM_SIZE, Value::I64(16)),
-                (n::EDGE_TO_SIZE, Value::I64(32)),
-                (n::EDGE_CROSS_TASK, Value::Bool(false)),
-                (n::EDGE_BYTES, Value::I64(32)),
-                (n::EDGE_FROM_SPAN, Value::from("app::request")),
-            ])
+            expected(&crate::export::graph::tests::owns_1_2_event())
         );
         assert!(w7
             .events
