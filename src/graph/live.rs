@@ -180,6 +180,8 @@ struct Pending {
 static ANNOTATION_SEQ: AtomicU64 = AtomicU64::new(0);
 
 static ANNOTATIONS: Mutex<Vec<Pending>> = Mutex::new(Vec::new());
+/// Held by a capture while it resolves the annotations.
+static RESOLVING: Mutex<()> = Mutex::new(());
 
 /// Resolves the annotations against `nodes`. A container or member the scan did not see is
 /// dropped only when the annotation is older than the scan (`scan_seq`, see
@@ -187,6 +189,9 @@ static ANNOTATIONS: Mutex<Vec<Pending>> = Mutex::new(Vec::new());
 /// out by its caps); otherwise it stays pending. The registry's lock is held only to take the
 /// pending list and to put the survivors back, never while resolving.
 fn resolve_annotations(nodes: &[Node], scan_seq: u64, complete: bool) -> Vec<Annotation> {
+    // Captures resolve one at a time (a second one must not find the list taken out); the
+    // registry's own lock, which `annotate_container` takes, stays short.
+    let _one = RESOLVING.lock().unwrap_or_else(|p| p.into_inner());
     let mut pending = {
         let mut a = ANNOTATIONS.lock().unwrap_or_else(|p| p.into_inner());
         if a.is_empty() {
