@@ -5,16 +5,160 @@
 //! `cargo bench --bench alloc` prints criterion's figures and, at the end, a ratio table.
 //! The live-index modes (`full`, `sampled`) run in child processes of the same binary, since
 //! heapspan starts once per process; each child measures `System` again in its own run.
+//!
+//! Two kinds of rows:
+//! - **direct**: `GlobalAlloc::alloc` and `dealloc` called on the allocator value, inlined into
+//!   the loop, `System` and heapspan alternating in one process;
+//! - **box**: `drop(Box::new([1u8; 64]))` through the global allocator (`__rust_alloc`, as
+//!   programs allocate), which is `System` in one child process and heapspan in another, the
+//!   children alternating round by round.
+//!
+//! Two floors are measured with the direct rows, against `System` in the same rounds: the
+//! cheapest wrapper that can charge a free to its allocator (a 16-byte header written and
+//! read, nothing else), and one `tokio::task::try_id()` per allocation and nothing else (the
+//! stable task-identity API itself).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use tracing_subscriber::layer::SubscriberExt;
 
-#[global_allocator]
 static ALLOC: heapspan::Allocator = heapspan::Allocator::system();
+
+/// The global allocator: heapspan's, or `System` in the `box-system` child, for the whole
+/// process (decided at the first allocation, from the environment; both paths pay the same
+/// predictable branch).
+struct Global;
+
+#[global_allocator]
+static GLOBAL: Global = Global;
+
+/// 0: not decided yet, 1: `System`, 2: heapspan.
+static GLOBAL_KIND: AtomicU8 = AtomicU8::new(0);
+
+#[inline(always)]
+fn system_global() -> bool {
+    match GLOBAL_KIND.load(Relaxed) {
+        0 => decide_global(),
+        k => k == 1,
+    }
+}
+
+#[cold]
+fn decide_global() -> bool {
+    // SAFETY: a NUL-terminated name; glibc's `getenv` neither allocates nor keeps the pointer.
+    let v = unsafe { libc::getenv(c"HEAPSPAN_BENCH_MODE".as_ptr()) };
+    // SAFETY: a non-null `getenv` result is a NUL-terminated string of the environment.
+    let system = !v.is_null() && unsafe { std::ffi::CStr::from_ptr(v) } == c"box-system";
+    GLOBAL_KIND.store(if system { 1 } else { 2 }, Relaxed);
+    system
+}
+
+// SAFETY: forwards every call, unchanged, to one of two allocators, always the same one for
+// the whole process (decided before the first block is handed out).
+unsafe impl GlobalAlloc for Global {
+    #[inline]
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        // SAFETY: forwarded caller contract.
+        unsafe {
+            if system_global() {
+                System.alloc(l)
+            } else {
+                ALLOC.alloc(l)
+            }
+        }
+    }
+    #[inline]
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        // SAFETY: forwarded caller contract.
+        unsafe {
+            if system_global() {
+                System.alloc_zeroed(l)
+            } else {
+                ALLOC.alloc_zeroed(l)
+            }
+        }
+    }
+    #[inline]
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: forwarded caller contract.
+        unsafe {
+            if system_global() {
+                System.dealloc(p, l)
+            } else {
+                ALLOC.dealloc(p, l)
+            }
+        }
+    }
+    #[inline]
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        // SAFETY: forwarded caller contract.
+        unsafe {
+            if system_global() {
+                System.realloc(p, l, new)
+            } else {
+                ALLOC.realloc(p, l, new)
+            }
+        }
+    }
+}
+
+/// Floor: a 16-byte header written on alloc and read on free, nothing else (only for
+/// `LAYOUT`'s alignment of 8).
+struct HeaderOnly;
+
+// SAFETY: the block handed out is `p + 16` of a `System` block of `size + 16` bytes, aligned
+// to 8 like `LAYOUT` asks; the free gives back exactly that block.
+unsafe impl GlobalAlloc for HeaderOnly {
+    #[inline(always)]
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        // SAFETY: a non-zero layout of alignment 8; the header's two words are in the block.
+        unsafe {
+            let p = System.alloc(Layout::from_size_align_unchecked(l.size() + 16, 8));
+            if p.is_null() {
+                return p;
+            }
+            p.cast::<u64>().write(1);
+            p.cast::<u64>().add(1).write(0);
+            p.add(16)
+        }
+    }
+    #[inline(always)]
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: `p` came from `alloc` above with this layout.
+        unsafe {
+            // The one check a free must make: which kind of header the block has.
+            if p.sub(8).cast::<u64>().read() >> 63 != 0 {
+                std::process::abort();
+            }
+            System.dealloc(
+                p.sub(16),
+                Layout::from_size_align_unchecked(l.size() + 16, 8),
+            );
+        }
+    }
+}
+
+/// Floor: one `tokio::task::try_id()` per allocation, nothing else.
+struct TryIdOnly;
+
+// SAFETY: forwards to `System` unchanged.
+unsafe impl GlobalAlloc for TryIdOnly {
+    #[inline(always)]
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        black_box(tokio::task::try_id());
+        // SAFETY: forwarded caller contract.
+        unsafe { System.alloc(l) }
+    }
+    #[inline(always)]
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: forwarded caller contract.
+        unsafe { System.dealloc(p, l) }
+    }
+}
 
 const LAYOUT: Layout = match Layout::from_size_align(64, 8) {
     Ok(l) => l,
@@ -74,31 +218,97 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// The ratio table: 21 rounds, each timing `System` and heapspan back to back (so that both
 /// share whatever the machine is doing at that moment); the median of the per-round ratios.
 fn ratios(phase: &str, out: &mut Vec<String>) {
-    for threads in [1usize, 2] {
+    ratios_of(phase, &ALLOC, &[1, 2], out);
+}
+
+/// [`ratios`] for any allocator `a` against `System`.
+fn ratios_of(phase: &str, a: &(impl GlobalAlloc + Sync), threads: &[usize], out: &mut Vec<String>) {
+    for &threads in threads {
         let (mut sys, mut hs, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..21 {
             let (s, h) = if round % 2 == 0 {
                 let s = ns_per_pair(&System, threads);
-                (s, ns_per_pair(&ALLOC, threads))
+                (s, ns_per_pair(a, threads))
             } else {
-                let h = ns_per_pair(&ALLOC, threads);
+                let h = ns_per_pair(a, threads);
                 (ns_per_pair(&System, threads), h)
             };
             sys.push(s);
             hs.push(h);
             ratio.push(h / s);
         }
-        let mut sorted = ratio.clone();
-        sorted.sort_by(f64::total_cmp);
-        out.push(format!(
-            "| {phase:<12} | {threads} | {:>6.2} ns | {:>6.2} ns | {:>5.2}x | {:.2}x-{:.2}x |",
-            median(sys),
-            median(hs),
-            median(ratio),
-            sorted[5],
-            sorted[15],
-        ));
+        out.push(row(phase, threads, &sys, &hs, &ratio));
     }
+}
+
+/// A table row from per-round figures: medians, and the middle half of the ratios.
+fn row(phase: &str, threads: usize, sys: &[f64], hs: &[f64], ratio: &[f64]) -> String {
+    let mut sorted = ratio.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let q = |f: f64| sorted[((sorted.len() - 1) as f64 * f) as usize];
+    format!(
+        "| {phase:<20} | {threads} | {:>6.2} ns | {:>6.2} ns | {:>5.2}x | {:.2}x-{:.2}x |",
+        median(sys.to_vec()),
+        median(hs.to_vec()),
+        median(ratio.to_vec()),
+        q(0.25),
+        q(0.75),
+    )
+}
+
+/// ns per `drop(Box::new([1u8; 64]))` through the global allocator: the median of 5 runs.
+fn box_ns(quick: bool) -> f64 {
+    let n: u32 = if quick { 10_000 } else { 1_000_000 };
+    let runs = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..n {
+                drop(black_box(Box::new([1u8; 64])));
+            }
+            t.elapsed().as_nanos() as f64 / f64::from(n)
+        })
+        .collect();
+    median(runs)
+}
+
+/// A box child: its global allocator is `System` (`box-system`) or heapspan, not started
+/// (`box-pass-through`) or started (`box-started`); prints ns per pair.
+fn box_child(mode: &str, quick: bool) {
+    // glibc in its multi-thread mode, as in the parent.
+    let stand_in = std::thread::spawn(|| std::thread::park_timeout(Duration::from_secs(3600)));
+    let guard = (mode == "box-started").then(|| heapspan::builder().start().expect("starts"));
+    assert_eq!(system_global(), mode == "box-system");
+    println!("ns {}", box_ns(quick));
+    drop(guard);
+    stand_in.thread().unpark();
+}
+
+/// The box rows: rounds of three children (system, pass-through, started), ratios per round.
+fn box_rows(quick: bool, table: &mut Vec<String>) {
+    let exe = std::env::current_exe().expect("bench executable");
+    let child_ns = |mode: &str| -> f64 {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.env("HEAPSPAN_BENCH_MODE", mode);
+        if quick {
+            cmd.arg("--test");
+        }
+        let out = cmd.output().expect("child bench runs");
+        assert!(out.status.success(), "{mode} child failed: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .find_map(|l| l.strip_prefix("ns ")?.parse().ok())
+            .unwrap_or_else(|| panic!("{mode} child printed no figure: {text}"))
+    };
+    let rounds = if quick { 1 } else { 21 };
+    let (mut sys, mut pass, mut started) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        sys.push(child_ns("box-system"));
+        pass.push(child_ns("box-pass-through"));
+        started.push(child_ns("box-started"));
+    }
+    let ratio = |h: &[f64]| -> Vec<f64> { h.iter().zip(&sys).map(|(h, s)| h / s).collect() };
+    table.push(row("box pass-through", 1, &sys, &pass, &ratio(&pass)));
+    table.push(row("box started", 1, &sys, &started, &ratio(&started)));
 }
 
 fn span_pairs(c: &mut Criterion, out: &mut Vec<String>) {
@@ -257,7 +467,11 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     let quick = std::env::args().any(|a| a == "--test");
     if let Ok(mode) = std::env::var("HEAPSPAN_BENCH_MODE") {
-        child(&mode, quick);
+        if mode.starts_with("box-") {
+            box_child(&mode, quick);
+        } else {
+            child(&mode, quick);
+        }
         return;
     }
     // `HEAPSPAN_BENCH_RATIOS_ONLY=1`: skip criterion's groups, print only the ratio table.
@@ -265,7 +479,8 @@ fn main() {
     // Stand-in for the aggregator thread while heapspan is not started.
     let stand_in = std::thread::spawn(|| std::thread::park_timeout(Duration::from_secs(3600)));
     let mut table = vec![
-        "| mode         | threads | system | heapspan | ratio (median) | middle half |".to_owned(),
+        "| mode                 | threads | system | heapspan | ratio (median) | middle half |"
+            .to_owned(),
         "|---|---|---|---|---|---|".to_owned(),
     ];
     let mut notes = Vec::new();
@@ -273,7 +488,13 @@ fn main() {
         bench_pairs(&mut c, "pass-through");
     }
     if !quick {
+        ratios_of("floor: 16-byte header", &HeaderOnly, &[1], &mut table);
+        ratios_of("floor: try_id", &TryIdOnly, &[1], &mut table);
         ratios("pass-through", &mut table);
+    } else {
+        // The floors work (`cargo test --benches`).
+        pair(&HeaderOnly);
+        pair(&TryIdOnly);
     }
     let guard = heapspan::builder().start().expect("heapspan starts");
     stand_in.thread().unpark();
@@ -300,6 +521,7 @@ fn main() {
     for mode in ["full", "sampled", "sites"] {
         run_child(mode, quick, &mut table, &mut notes);
     }
+    box_rows(quick, &mut table);
     if !quick {
         println!("\n{}\n\n{}", table.join("\n"), notes.join("\n"));
     }
