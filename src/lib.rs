@@ -78,7 +78,10 @@
 //! (a free in flight may have had only a compiler fence). A panic inside a scan still ends it.
 //! The handshake is model-checked with loom (a missing fence fails the model); the scan runs
 //! under concurrent frees, reallocs and cross-task frees in `tests/graph_scan_stress.rs`, and
-//! the graph code (no `unsafe`) runs under Miri. Frees are never blocked: a scan only defers
+//! the graph code (no `unsafe`), the allocator's tables, and the allocator itself as a test
+//! program's global allocator run under Miri (`integration-tests/miri.sh`; the latter under
+//! Tree Borrows, since Stacked Borrows rejects every allocator that hands out part of its
+//! block, rust-lang/miri#2104). Frees are never blocked: a scan only defers
 //! them, for its copy phase ([`graph::live::ScanStats::pause`]). Blocks deferred by a free
 //! that was still in flight when the guard dropped are not released (a bounded leak at
 //! shutdown). After `fork`, a child must not take graphs (a parent's scan may have been
