@@ -67,12 +67,15 @@
 //!    before its other header words are reused for the stack link; the scanner re-reads the
 //!    size word after an acquire fence and drops a block it finds changed, so its bounds never
 //!    come from a reused word.
-//! 5. Contents are read as volatile, aligned, pointer-sized words while the application may
-//!    write them: a value is *evidence* (it may be stale, torn across words, or an integer that
-//!    looks like an address), never dereferenced, and every edge carries a confidence. This is
-//!    the same argument conservative garbage collectors make; strictly, Rust's memory model
-//!    calls a racing non-atomic access undefined, and heapspan relies on what the hardware
-//!    does for aligned word loads, like every in-process heap scanner.
+//! 5. Contents are read as aligned, pointer-sized words while the application may write them:
+//!    a value is *evidence* (it may be stale, torn across words, or an integer that looks like
+//!    an address), never dereferenced, and every edge carries a confidence. On x86-64 and
+//!    AArch64 each word is one load in inline assembly, whose result is a fixed integer even
+//!    where the block holds bytes never written (padding, spare capacity: reading those as an
+//!    integer from Rust is undefined); elsewhere a volatile load. This is the same argument
+//!    conservative garbage collectors make; strictly, Rust's memory model calls a racing
+//!    non-atomic access undefined, and heapspan relies on what the hardware does for aligned
+//!    word loads, like every in-process heap scanner.
 //!
 //! If the kernel refuses a membarrier after registering for it, scans are disabled for good
 //! (a free in flight may have had only a compiler fence). A panic inside a scan still ends it.

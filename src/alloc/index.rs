@@ -564,7 +564,7 @@ impl Gate {
     /// for membarrier, yet the kernel refused it now (not expected). Frees in flight then had
     /// only compiler fences, so no scan is safe any more: scans are disabled for good.
     fn heavy_barrier(&self) -> bool {
-        #[cfg(all(target_os = "linux", not(loom)))]
+        #[cfg(all(target_os = "linux", not(loom), not(miri)))]
         if self.asymmetric.load(Ordering::Acquire) != 0 {
             // SAFETY: a plain syscall with integer arguments; failure is reported, not UB.
             let r = unsafe {
@@ -796,7 +796,11 @@ pub(crate) fn drain_deferred() -> u64 {
 // ---------------------------------------------------------------------------------------------
 // The scanner's side of the handshake.
 
+// Not under Miri, which has no membarrier: both sides use `fence(SeqCst)` there, which Miri's
+// weak-memory emulation then checks.
+#[cfg(all(target_os = "linux", not(loom), not(miri)))]
 const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
+#[cfg(all(target_os = "linux", not(loom), not(miri)))]
 const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
 
 /// Bytes of the live index outside the blocks: entries handed out (the touched part of each
@@ -820,7 +824,7 @@ pub(crate) fn index_bytes(pool: &super::Pool) -> u64 {
 
 /// Registers for asymmetric fences (at start, before any indexed block exists).
 pub(crate) fn register_membarrier() {
-    #[cfg(all(target_os = "linux", not(loom)))]
+    #[cfg(all(target_os = "linux", not(loom), not(miri)))]
     {
         // SAFETY: a plain syscall with integer arguments; failure is reported, not UB.
         let r = unsafe {
