@@ -25,27 +25,16 @@ const WORD: usize = std::mem::size_of::<usize>();
 /// `p` must be aligned and point into a block that stays allocated during the read.
 #[inline(always)]
 unsafe fn read_word(p: *const usize) -> usize {
-    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    #[cfg(all(any(target_arch = "x86_64", target_arch = "aarch64"), not(miri)))]
     {
         let v: usize;
         // SAFETY: one aligned 8-byte load from memory the caller guarantees is allocated; no
         // stack use, no flags changed, no other memory touched.
         unsafe {
             std::arch::asm!(
+                #[cfg(target_arch = "x86_64")]
                 "mov {v}, qword ptr [{p}]",
-                p = in(reg) p,
-                v = lateout(reg) v,
-                options(nostack, preserves_flags, readonly),
-            );
-        }
-        v
-    }
-    #[cfg(all(target_arch = "aarch64", not(miri)))]
-    {
-        let v: usize;
-        // SAFETY: as above, an aligned 8-byte load.
-        unsafe {
-            std::arch::asm!(
+                #[cfg(target_arch = "aarch64")]
                 "ldr {v}, [{p}]",
                 p = in(reg) p,
                 v = lateout(reg) v,
