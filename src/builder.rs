@@ -32,6 +32,10 @@ pub const DEFAULT_CLOSED_SPAN_RETENTION: usize = 1024;
 pub const DEFAULT_IDLE_TASK_EVICTION: Duration = Duration::from_secs(30);
 /// Default mean gap of [`IndexMode::Sampled`]: 512 KiB.
 pub const DEFAULT_SAMPLE_MEAN_BYTES: u64 = 512 << 10;
+/// Default for [`Builder::max_queue_bytes`]: 256 MiB. The aggregator drains the queues every
+/// fold (10 ms by default), where they hold a few hundred KiB even at a million operations a
+/// second; the cap only matters when the aggregator thread is starved for a long time.
+pub const DEFAULT_MAX_QUEUE_BYTES: usize = 256 << 20;
 /// Default for [`Builder::index_capacity`]: 1 Mi live indexed allocations per thread table.
 pub const DEFAULT_INDEX_CAPACITY: usize = 1 << 20;
 
@@ -47,6 +51,7 @@ pub struct Builder {
     idle_task_eviction: Duration,
     live_index: IndexMode,
     index_capacity: usize,
+    max_queue_bytes: usize,
     capture_sites: bool,
     capture: CaptureConfig,
     export: ExportConfig,
@@ -63,6 +68,7 @@ impl Default for Builder {
             idle_task_eviction: DEFAULT_IDLE_TASK_EVICTION,
             live_index: IndexMode::Off,
             index_capacity: DEFAULT_INDEX_CAPACITY,
+            max_queue_bytes: DEFAULT_MAX_QUEUE_BYTES,
             capture_sites: false,
             capture: CaptureConfig::default(),
             export: ExportConfig::default(),
@@ -212,6 +218,21 @@ impl Builder {
         self
     }
 
+    /// The hard bound on the memory heapspan's operation queues may hold while the aggregator
+    /// has not drained them (default [`DEFAULT_MAX_QUEUE_BYTES`]; allowed 1 MiB ..= 64 GiB).
+    ///
+    /// Below it nothing is ever dropped: a thread's queue grows by 64 KiB chunks taken from the
+    /// system allocator. At the bound heapspan fails conservatively: a new allocation that
+    /// would need a queue entry goes to [`Buckets::overflow`](crate::Buckets::overflow)
+    /// (counted, with its later free) instead of its task and span, and
+    /// [`Snapshot::is_exact`](crate::Snapshot::is_exact) turns false; frees and reallocs of
+    /// blocks already attributed are still recorded (so no owner's live bytes drift), which
+    /// can take the queues past the bound by at most one 64-byte entry per such block.
+    pub fn max_queue_bytes(mut self, n: usize) -> Self {
+        self.max_queue_bytes = n;
+        self
+    }
+
     /// Record the code location of every indexed allocation (default off): a stack walk per
     /// indexed allocation, about a microsecond or more, and 8 bytes per entry. In sampled
     /// mode that is one walk per sample; in full mode one per allocation (development only).
@@ -284,6 +305,13 @@ impl Builder {
                 "from 1024 to 16777216",
             );
         }
+        if !((1 << 20)..=(64 << 30)).contains(&self.max_queue_bytes) {
+            return bad(
+                "max_queue_bytes",
+                self.max_queue_bytes.to_string(),
+                "from 1048576 (1 MiB) to 68719476736 (64 GiB) bytes",
+            );
+        }
         if let IndexMode::Sampled { mean_bytes } = self.live_index {
             if !(1..=(1 << 40)).contains(&mean_bytes) {
                 return bad(
@@ -342,7 +370,12 @@ impl Builder {
                 while !stop.load(Ordering::Acquire) {
                     alloc::index::NOW_MS
                         .store(began.elapsed().as_millis() as u64, Ordering::Relaxed);
-                    aggregator::lock(&shared).fold();
+                    {
+                        let mut a = aggregator::lock(&shared);
+                        if !HOLD.load(Ordering::Acquire) {
+                            a.fold();
+                        }
+                    }
                     alloc::scan::drain_if_idle();
                     // Sleep until the next fold, waking early when a ring fills up.
                     let deadline = Instant::now() + fold_interval;
@@ -410,6 +443,20 @@ pub(crate) fn spawn_heapspan_thread(
         })
 }
 
+/// Set while a test holds the aggregator still ([`Guard::hold_aggregator`]).
+static HOLD: AtomicBool = AtomicBool::new(false);
+
+/// Releases the aggregator when dropped (see [`Guard::hold_aggregator`]).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct AggregatorHold(());
+
+impl Drop for AggregatorHold {
+    fn drop(&mut self) {
+        HOLD.store(false, Ordering::Release);
+    }
+}
+
 /// Keeps heapspan running; dropping it flushes the export, stops the aggregator after a last
 /// fold, and returns the allocator to pass-through (heapspan cannot be started again).
 #[must_use = "heapspan stops when the guard is dropped"]
@@ -448,6 +495,17 @@ impl Guard {
     /// out beside heapspan's, through its bounded queue and exporter thread (no SDK thread).
     pub fn tracer_provider(&self) -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {
         self.export.as_ref().and_then(|e| e.tracer_provider.clone())
+    }
+
+    /// For heapspan's own tests: holds the aggregator thread still (no fold starts until the
+    /// hold is dropped; one in progress has finished when this returns), as a starved
+    /// background thread would be. [`Guard::snapshot`] still folds.
+    #[doc(hidden)]
+    pub fn hold_aggregator(&self) -> AggregatorHold {
+        HOLD.store(true, Ordering::Release);
+        // The aggregator checks the flag under the lock: once we have had it, no fold runs.
+        drop(aggregator::lock(&self.shared));
+        AggregatorHold(())
     }
 
     /// The shared tables, for heapspan's exporters.

@@ -523,8 +523,8 @@ pub fn assert_contract(
     assert_eq!(holder.iter().cloned().fold(f64::MIN, f64::max), HOLD as f64);
     assert_eq!(*holder.last().unwrap(), 0.0, "holder's last live value");
     for reason in [
-        n::DROP_REASON_FALLBACK_QUEUE_FULL,
-        n::DROP_REASON_EVENT_QUEUE_FULL,
+        n::DROP_REASON_OVERFLOW_ALLOCATION,
+        n::DROP_REASON_LOST_OPERATION,
         n::DROP_REASON_EXPORT_FAILED,
     ] {
         assert!(

@@ -466,7 +466,6 @@ impl Aggregator {
             id => {
                 let tk = TaskKey {
                     id,
-                    generation: (key.span >> SPAN_BITS) as u16,
                 };
                 if let Some(e) = self.evicted_tasks.get_mut(&tk) {
                     let s = self.task_summaries.entry(e.name.clone()).or_default();
@@ -726,6 +725,7 @@ impl Aggregator {
                     tasks: s.count,
                     ended: s.ended,
                     mem: s.mem,
+                    task_peak_bytes: 0,
                 },
             );
         }
@@ -736,6 +736,7 @@ impl Aggregator {
                 tasks: 0,
                 ended: 0,
                 mem: MemStats::default(),
+                task_peak_bytes: 0,
             });
             e.tasks += 1;
             e.ended += u64::from(t.ended.is_some());
@@ -792,12 +793,13 @@ impl Aggregator {
         let total = self.total;
         let sizes = self.sizes;
         let dropped = Dropped {
-            fallback_queue_full: self
+            overflow_allocations: 0,
+            lost_operations: self
                 .pool
                 .orphans
                 .dropped
-                .load(std::sync::atomic::Ordering::Relaxed),
-            event_queue_full: events::DROPPED_EVENTS.load(Ordering::Relaxed),
+                .load(std::sync::atomic::Ordering::Relaxed)
+                + events::DROPPED_EVENTS.load(Ordering::Relaxed),
             span_stack_overflow: events::SPAN_STACK_OVERFLOW.load(Ordering::Relaxed),
         };
         Snapshot {

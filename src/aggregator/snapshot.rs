@@ -3,23 +3,17 @@
 
 use std::time::SystemTime;
 
-/// A tokio task as heapspan keys it: tokio's task id plus a generation (ids may be reused
-/// after a task ends; see the crate docs).
+/// A tokio task as heapspan keys it: tokio's task id (current tokio draws ids from a 64-bit
+/// counter and never hands one out twice in a process; see the crate docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TaskKey {
     /// tokio's task id (`tokio::task::Id` as a number).
     pub id: u64,
-    /// How many earlier tasks heapspan saw end under this id.
-    pub generation: u16,
 }
 
 impl std::fmt::Display for TaskKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.generation == 0 {
-            write!(f, "{}", self.id)
-        } else {
-            write!(f, "{}.{}", self.id, self.generation)
-        }
+        write!(f, "{}", self.id)
     }
 }
 
@@ -166,6 +160,9 @@ pub struct TaskNameStats {
     /// Sums of the tasks' figures; `peak_bytes` is the peak of the name's total live bytes (all
     /// its tasks together), observed at folds.
     pub mem: MemStats,
+    /// The largest peak of a single task of this name (observed at folds): what
+    /// `heapspan.task.memory.peak` exports.
+    pub task_peak_bytes: u64,
 }
 
 /// All spans of one name and target, added up.
@@ -193,25 +190,35 @@ pub struct Buckets {
     pub heapspan: MemStats,
     /// Allocated while heapspan was not running (only frees after start are counted).
     pub untracked: MemStats,
+    /// Allocations heapspan could not attribute because a hard bound was reached (its queues
+    /// reached [`Builder::max_queue_bytes`](crate::Builder::max_queue_bytes), or the system
+    /// allocator refused heapspan memory). Exact in itself: these blocks' frees are counted
+    /// here too, so no owner's figures drift; but every owner's figures are then lower bounds
+    /// ([`Snapshot::is_exact`]).
+    pub overflow: MemStats,
 }
 
-/// Operations and events heapspan could not record (bounded queues were full); each is
-/// counted, never waited for.
+/// What heapspan could not attribute exactly; each is counted, never waited for. All zero
+/// means every figure of the snapshot is exact.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Dropped {
-    /// The shared fallback queue was full.
-    pub fallback_queue_full: u64,
-    /// The span/task event queue was full (names or ends may be missing).
-    pub event_queue_full: u64,
-    /// Spans nested deeper than heapspan tracks (their allocations go to the deepest tracked
-    /// span).
+    /// Allocations that went to [`Buckets::overflow`] instead of their task and span, because
+    /// heapspan's queues had reached [`Builder::max_queue_bytes`](crate::Builder::max_queue_bytes)
+    /// (or the system allocator refused heapspan memory). Their frees follow them there.
+    pub overflow_allocations: u64,
+    /// Frees or reallocs that could not be recorded at all: only when the system allocator
+    /// refused heapspan a few bytes for its queue (the process is out of memory). Owners'
+    /// live figures are then upper bounds.
+    pub lost_operations: u64,
+    /// Span enters nested deeper than heapspan tracks (their allocations go to the deepest
+    /// tracked span).
     pub span_stack_overflow: u64,
 }
 
 impl Dropped {
     /// Sum of all counts.
     pub fn total(&self) -> u64 {
-        self.fallback_queue_full + self.event_queue_full + self.span_stack_overflow
+        self.overflow_allocations + self.lost_operations + self.span_stack_overflow
     }
 }
 
@@ -323,13 +330,17 @@ impl Snapshot {
         self.tasks.iter().find(|t| t.key == key)
     }
 
-    /// The task with this tokio id (any generation, latest first).
+    /// The task with this tokio id, if held individually.
     pub fn task_by_id(&self, id: tokio::task::Id) -> Option<&TaskStats> {
         let id = crate::alloc::key::task_id_u64(id);
-        self.tasks
-            .iter()
-            .filter(|t| t.key.id == id)
-            .max_by_key(|t| t.key.generation)
+        self.tasks.iter().find(|t| t.key.id == id)
+    }
+
+    /// True when every figure is exact: nothing went to the overflow bucket and no operation
+    /// was lost. When false, task and span figures are lower bounds (the report and the export
+    /// say so).
+    pub fn is_exact(&self) -> bool {
+        self.dropped.overflow_allocations == 0 && self.dropped.lost_operations == 0
     }
 
     /// The tasks with this display name.

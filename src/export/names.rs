@@ -219,10 +219,11 @@ pub const FINDING_SEVERITY: &str = "heapspan.finding.severity";
 /// Why something was dropped: one of the `DROP_REASON_*` values.
 pub const DROP_REASON: &str = "heapspan.drop.reason";
 
-/// [`DROP_REASON`]: the shared fallback queue was full.
-pub const DROP_REASON_FALLBACK_QUEUE_FULL: &str = "fallback_queue_full";
-/// [`DROP_REASON`]: the span/task event queue was full.
-pub const DROP_REASON_EVENT_QUEUE_FULL: &str = "event_queue_full";
+/// [`DROP_REASON`]: allocations that went to the overflow bucket (a hard bound was reached):
+/// every task and span figure is a lower bound from then on.
+pub const DROP_REASON_OVERFLOW_ALLOCATION: &str = "overflow_allocation";
+/// [`DROP_REASON`]: frees or reallocs heapspan could not record (out of memory).
+pub const DROP_REASON_LOST_OPERATION: &str = "lost_operation";
 /// [`DROP_REASON`]: spans nested deeper than heapspan tracks.
 pub const DROP_REASON_SPAN_STACK_OVERFLOW: &str = "span_stack_overflow";
 /// [`DROP_REASON`]: heapspan's span export queue was full (spans dropped).

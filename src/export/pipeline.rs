@@ -711,14 +711,14 @@ impl Exporter {
         let dot_failed = self.dot.as_ref().map_or(0, |d| d.failed);
         for (reason, cur, prev) in [
             (
-                n::DROP_REASON_FALLBACK_QUEUE_FULL,
-                d.fallback_queue_full,
-                p.fallback_queue_full,
+                n::DROP_REASON_OVERFLOW_ALLOCATION,
+                d.overflow_allocations,
+                p.overflow_allocations,
             ),
             (
-                n::DROP_REASON_EVENT_QUEUE_FULL,
-                d.event_queue_full,
-                p.event_queue_full,
+                n::DROP_REASON_LOST_OPERATION,
+                d.lost_operations,
+                p.lost_operations,
             ),
             (
                 n::DROP_REASON_SPAN_STACK_OVERFLOW,
@@ -1102,7 +1102,7 @@ mod tests {
     /// A task that allocated `live` bytes, ended at `ended` if given.
     fn task(id: u64, name: &str, live: u64, ended: Option<SystemTime>) -> TaskStats {
         TaskStats {
-            key: TaskKey { id, generation: 0 },
+            key: TaskKey { id },
             name: Some(name.to_owned()),
             location: None,
             source: TaskSource::Wrapper,

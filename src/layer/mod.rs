@@ -105,8 +105,7 @@ where
             let Some(task_id) = f.id else { return };
             let task = TaskKey {
                 id: task_id,
-                generation: key::task_started(task_id),
-            };
+                            };
             events::send(Event::TaskStart {
                 task,
                 name: f.name.filter(|n| !n.is_empty()),
@@ -170,7 +169,7 @@ where
                 events::send(Event::SpanClose { id: sid, at });
             }
             Some(SpanMark::Task(task)) => {
-                key::task_ended(task.id, task.generation);
+                
                 events::send(Event::TaskEnd { task, at });
             }
             Some(SpanMark::Transparent) | None => {}

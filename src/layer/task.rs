@@ -101,8 +101,7 @@ impl<F: Future> Future for Instrumented<F> {
                 let id = key::task_id_u64(id);
                 let task = TaskKey {
                     id,
-                    generation: key::task_started(id),
-                };
+                                    };
                 *this.task = Some(task);
                 let name = this
                     .dyn_name
@@ -148,7 +147,7 @@ impl<F> PinnedDrop for Instrumented<F> {
         // frees or allocates still belongs to the running task, before the end is reported.
         this.inner.set(None);
         if let Some(task) = *this.task {
-            key::task_ended(task.id, task.generation);
+            
             events::send(Event::TaskEnd {
                 task,
                 at: Instant::now(),
