@@ -21,9 +21,7 @@ const PRESSURE_CHECK_BUSY: Duration = Duration::from_millis(1);
 /// Default for [`Builder::fold_interval`].
 pub const DEFAULT_FOLD_INTERVAL: Duration = Duration::from_millis(10);
 /// Default for [`Builder::max_threads`].
-pub const DEFAULT_MAX_THREADS: usize = 256;
-/// Default for [`Builder::event_queue_capacity`].
-pub const DEFAULT_EVENT_QUEUE_CAPACITY: usize = 65_536;
+pub const DEFAULT_MAX_THREADS: usize = 1024;
 /// Default for [`Builder::ended_task_retention`].
 pub const DEFAULT_ENDED_TASK_RETENTION: usize = 1024;
 /// Default for [`Builder::closed_span_retention`].
@@ -45,7 +43,6 @@ pub const DEFAULT_INDEX_CAPACITY: usize = 1 << 20;
 pub struct Builder {
     fold_interval: Duration,
     max_threads: usize,
-    event_queue_capacity: usize,
     ended_task_retention: usize,
     closed_span_retention: usize,
     idle_task_eviction: Duration,
@@ -62,7 +59,6 @@ impl Default for Builder {
         Builder {
             fold_interval: DEFAULT_FOLD_INTERVAL,
             max_threads: DEFAULT_MAX_THREADS,
-            event_queue_capacity: DEFAULT_EVENT_QUEUE_CAPACITY,
             ended_task_retention: DEFAULT_ENDED_TASK_RETENTION,
             closed_span_retention: DEFAULT_CLOSED_SPAN_RETENTION,
             idle_task_eviction: DEFAULT_IDLE_TASK_EVICTION,
@@ -168,17 +164,12 @@ impl Builder {
     }
 
     /// How many threads get their own counter table (default [`DEFAULT_MAX_THREADS`]; tables of
-    /// exited threads are reused). Threads beyond it share a slower lock-free fallback queue.
-    /// Each table takes about 80 KiB of address space, touched only when used.
+    /// exited threads are reused). A thread beyond it borrows a free table for each
+    /// operation, or, when every table is claimed by a live thread, goes through a slower
+    /// lock-free fallback (one node per operation); nothing is dropped either way. The tables
+    /// are one mapping of about 20 KiB of address space each, resident only once used.
     pub fn max_threads(mut self, n: usize) -> Self {
         self.max_threads = n;
-        self
-    }
-
-    /// Capacity of the span/task event queue (default [`DEFAULT_EVENT_QUEUE_CAPACITY`]); when
-    /// full, events are dropped and counted.
-    pub fn event_queue_capacity(mut self, n: usize) -> Self {
-        self.event_queue_capacity = n;
         self
     }
 
@@ -261,10 +252,11 @@ impl Builder {
     }
 
     fn index_start(&self) -> alloc::IndexStart {
+        use alloc::state::Mode;
         let (mode, sample_mean) = match self.live_index {
-            IndexMode::Off => (alloc::index::MODE_OFF, DEFAULT_SAMPLE_MEAN_BYTES),
-            IndexMode::Full => (alloc::index::MODE_FULL, DEFAULT_SAMPLE_MEAN_BYTES),
-            IndexMode::Sampled { mean_bytes } => (alloc::index::MODE_SAMPLED, mean_bytes),
+            IndexMode::Off => (Mode::Counting, DEFAULT_SAMPLE_MEAN_BYTES),
+            IndexMode::Full => (Mode::Indexed, DEFAULT_SAMPLE_MEAN_BYTES),
+            IndexMode::Sampled { mean_bytes } => (Mode::Sampled, mean_bytes),
         };
         alloc::IndexStart {
             mode,
@@ -321,13 +313,6 @@ impl Builder {
                 );
             }
         }
-        if !(1..=(1 << 24)).contains(&self.event_queue_capacity) {
-            return bad(
-                "event_queue_capacity",
-                self.event_queue_capacity.to_string(),
-                "from 1 to 16777216",
-            );
-        }
         Ok(())
     }
 
@@ -339,7 +324,8 @@ impl Builder {
         // Export settings and exporters are checked before anything starts, so that a bad
         // setting leaves heapspan startable.
         let export = pipeline::prepare(self.export.resolve()?)?;
-        let rx = events::open(self.event_queue_capacity).ok_or(Error::AlreadyStarted)?;
+        let rx = events::open().ok_or(Error::AlreadyStarted)?;
+        alloc::budget::set_max(self.max_queue_bytes);
         let pool = alloc::start(self.max_threads, self.index_start())
             .map_err(|()| Error::AlreadyStarted)?;
         // Any allocation now claims this thread's table; none means we are not the allocator.

@@ -1,17 +1,39 @@
-//! Lifecycle events from the layer and the task wrapper to the aggregator: a bounded queue,
-//! `try_send` only; a full queue drops the event and counts it.
+//! Lifecycle events from the layer and the task wrapper to the aggregator: an unbounded
+//! channel (std's lock-free list channel), so no event is ever dropped. Senders never block;
+//! a slow aggregator costs memory (charged to the `heapspan` bucket, and so to
+//! `tracker_bytes`), not events.
 
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::OnceLock;
 use std::time::Instant;
 
 use super::snapshot::{Location, TaskKey, TaskSource};
-use crate::sync::statics::{AtomicU64, Ordering};
+use crate::sync::statics::AtomicU64;
+
+/// Where a task was spawned, as the event carries it (a static location costs no allocation).
+#[derive(Debug, Clone)]
+pub(crate) enum Loc {
+    Static(&'static std::panic::Location<'static>),
+    Owned(Location),
+}
+
+impl Loc {
+    pub(crate) fn to_location(&self) -> Location {
+        match self {
+            Loc::Static(l) => Location {
+                file: l.file().to_owned(),
+                line: l.line(),
+            },
+            Loc::Owned(l) => l.clone(),
+        }
+    }
+}
 
 /// One lifecycle event.
 #[derive(Debug)]
 pub(crate) enum Event {
     SpanNew {
+        /// The span word (group and instance).
         id: u64,
         meta: &'static tracing_core::Metadata<'static>,
         parent: u64,
@@ -23,8 +45,9 @@ pub(crate) enum Event {
     },
     TaskStart {
         task: TaskKey,
-        name: Option<String>,
-        location: Option<Location>,
+        /// The task's name index ([`crate::layer::names`]).
+        name: u16,
+        location: Option<Loc>,
         source: TaskSource,
         at: Instant,
     },
@@ -34,13 +57,12 @@ pub(crate) enum Event {
     },
 }
 
-static SENDER: OnceLock<SyncSender<Event>> = OnceLock::new();
-pub(crate) static DROPPED_EVENTS: AtomicU64 = AtomicU64::new(0);
+static SENDER: OnceLock<Sender<Event>> = OnceLock::new();
 pub(crate) static SPAN_STACK_OVERFLOW: AtomicU64 = AtomicU64::new(0);
 
-/// Creates the queue; `None` if it already exists (heapspan was started before).
-pub(crate) fn open(capacity: usize) -> Option<Receiver<Event>> {
-    let (tx, rx) = sync_channel(capacity);
+/// Creates the channel; `None` if it already exists (heapspan was started before).
+pub(crate) fn open() -> Option<Receiver<Event>> {
+    let (tx, rx) = channel();
     SENDER.set(tx).ok().map(|()| rx)
 }
 
@@ -49,11 +71,12 @@ pub(crate) fn enabled() -> bool {
     SENDER.get().is_some()
 }
 
-/// Sends without ever blocking; a full queue counts a drop.
+/// Sends without ever blocking or dropping. The channel's memory (a block per 31 events) is
+/// heapspan's, whichever task sends.
 pub(crate) fn send(e: Event) {
     if let Some(tx) = SENDER.get() {
-        if let Err(TrySendError::Full(_)) = tx.try_send(e) {
-            DROPPED_EVENTS.fetch_add(1, Ordering::Relaxed);
-        }
+        let _own = crate::alloc::InternalScope::enter();
+        // Fails only once the aggregator is gone (heapspan stopped): nothing wants it then.
+        let _ = tx.send(e);
     }
 }

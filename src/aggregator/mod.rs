@@ -1,20 +1,26 @@
-//! The background aggregator: folds the per-thread counters and the lifecycle events into task
-//! and span tables, keeps them bounded, and answers snapshots.
+//! The background aggregator: folds the per-thread counters and the lifecycle events into task,
+//! span and name tables, keeps them bounded, and answers snapshots.
 //!
 //! # Fold
-//! Every `fold_interval`, and as soon as a thread's retired ring is an eighth full (checked
-//! every 5 ms), the aggregator
-//! drains the event queue, reads every thread's slot table and the fallback queue, turns
-//! cumulative counters into exact deltas (`Applied`), applies each delta to the allocating
-//! task and span, then records peaks.
+//! Every `fold_interval`, and as soon as a thread's queue holds half a chunk (checked every
+//! 5 ms), the aggregator reads every thread's slot table and queue, the fallback stack and the
+//! overflow counters, turning cumulative counters into exact deltas (`Applied`); then it
+//! drains the lifecycle events, applies each delta, and records peaks.
 //!
-//! # Eviction
-//! Ended tasks and closed spans stay individually for the most recent
-//! `ended_task_retention` / `closed_span_retention` of them; older ones are summarised into
-//! their name's totals. A summarised task or span that still holds memory keeps being charged
-//! for its frees through a small key → name map (one entry per such owner, dropped once it holds
-//! nothing), so per-name totals stay exact. Tasks whose end heapspan cannot see (no wrapper, no `tokio_unstable`) are
-//! summarised once they hold nothing and have been idle for `idle_task_eviction`.
+//! # Names and owners
+//! Every delta carries the name indices of its task and span (they travel in each block's
+//! header), so per-name figures are exact by construction and need no record per owner.
+//! Records of single tasks and span instances are detail, kept for a bounded set:
+//! - tasks: running ones (created by their start event or their first allocation), the most
+//!   recent `ended_task_retention` ended ones, and tasks whose end heapspan cannot see (no
+//!   wrapper, no `tokio_unstable`) until they have been idle for `idle_task_eviction`, whether
+//!   or not they still hold memory;
+//! - span instances: open ones and the most recent `closed_span_retention` closed ones.
+//!
+//! A free of a forgotten owner's block still counts for its names (and the totals), never
+//! for a record: a record is only ever created by an event or an allocation. A task whose
+//! record was forgotten while idle and that allocates again gets a fresh record, counted from
+//! then on. So heapspan's memory grows with what is live and recent, not with history.
 
 pub(crate) mod events;
 pub mod snapshot;
@@ -24,11 +30,12 @@ use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::alloc::key::{SPAN_BITS, SPAN_MASK, TASK_HEAPSPAN, TASK_NONE, TASK_UNTRACKED};
-use crate::alloc::slots::{Applied, Counters, Key, Op};
+use crate::alloc::header::{Key, TASK_HEAPSPAN, TASK_NONE, TASK_OVERFLOW, TASK_UNTRACKED};
+use crate::alloc::slots::{Applied, Counters, Op, SIZE_BUCKETS};
 use crate::alloc::Pool;
+use crate::layer::names;
 use crate::sync::statics::Ordering;
-use events::Event;
+use events::{Event, Loc};
 use snapshot::*;
 
 /// The aggregator's maps: keyed by small integers and short names it hashes on every delta,
@@ -89,10 +96,9 @@ pub(crate) struct Limits {
 
 #[derive(Debug)]
 struct TaskRec {
-    /// Index of the name its live bytes are counted under (its display name) in `task_levels`.
-    level: usize,
-    name: Option<String>,
-    location: Option<Location>,
+    /// Its name index (what its blocks' headers carry).
+    name: u16,
+    location: Option<Loc>,
     source: TaskSource,
     mem: MemStats,
     started: Option<Instant>,
@@ -102,10 +108,9 @@ struct TaskRec {
 }
 
 impl TaskRec {
-    fn new(level: usize) -> Self {
+    fn new(name: u16) -> Self {
         TaskRec {
-            level,
-            name: None,
+            name,
             location: None,
             source: TaskSource::Observed,
             mem: MemStats::default(),
@@ -115,172 +120,80 @@ impl TaskRec {
             last: None,
         }
     }
-
-    fn display_name(&self) -> String {
-        display_name(self.name.as_deref(), self.location.as_ref())
-    }
 }
 
 #[derive(Debug)]
 struct SpanRec {
+    /// `None` until its creation event is seen.
     meta: Option<&'static tracing_core::Metadata<'static>>,
-    /// Index of its name in `span_levels`, once its metadata is known.
-    level: Option<usize>,
     parent: u64,
     mem: MemStats,
     opened: Option<Instant>,
     closed: Option<Instant>,
 }
 
-type SpanName = (&'static str, &'static str);
-
-/// A running live total and its peak.
-#[derive(Debug, Default, Clone, Copy)]
-struct Level {
-    live: i64,
-    peak: u64,
-}
-
-impl Level {
-    fn add(&mut self, d: i64) {
-        self.live = self.live.saturating_add(d);
-    }
-
-    fn note_peak(&mut self) {
-        if self.live > 0 {
-            self.peak = self.peak.max(self.live as u64);
-        }
-    }
-}
-
-fn live_delta(d: &Counters) -> i64 {
-    d.alloc_bytes as i64 - d.free_bytes as i64
-}
-
-/// Running live totals per name, with their peaks; names are indexed so that the per-delta
-/// path touches a vector, not a hash map.
-#[derive(Debug)]
-struct Levels<K> {
-    ix: FastMap<K, usize>,
-    levels: Vec<Level>,
-    touched: Vec<usize>,
-}
-
-impl<K: std::hash::Hash + Eq + Clone> Levels<K> {
+impl SpanRec {
     fn new() -> Self {
-        Levels {
-            ix: FastMap::default(),
-            levels: Vec::new(),
-            touched: Vec::new(),
+        SpanRec {
+            meta: None,
+            parent: 0,
+            mem: MemStats::default(),
+            opened: None,
+            closed: None,
         }
-    }
-
-    fn index(&mut self, k: &K) -> usize {
-        if let Some(&i) = self.ix.get(k) {
-            return i;
-        }
-        self.levels.push(Level::default());
-        self.ix.insert(k.clone(), self.levels.len() - 1);
-        self.levels.len() - 1
-    }
-
-    fn add(&mut self, i: usize, d: i64) {
-        self.levels[i].add(d);
-        self.touched.push(i);
-    }
-
-    /// Peaks are observed once per fold, when all of its deltas are in.
-    fn note_peaks(&mut self) {
-        for i in self.touched.drain(..) {
-            self.levels[i].note_peak();
-        }
-    }
-
-    fn peak(&self, k: &K) -> u64 {
-        self.ix.get(k).map_or(0, |&i| self.levels[i].peak)
-    }
-
-    fn len(&self) -> usize {
-        self.levels.len()
     }
 }
 
-/// A summarised task or span that still held memory: where its later deltas go, until what it
-/// holds reaches zero (then it is forgotten).
-#[derive(Debug)]
-struct Evicted<N> {
-    name: N,
-    live_bytes: i64,
-    live_allocations: i64,
-}
-
-impl<N> Evicted<N> {
-    fn new(name: N, mem: &MemStats) -> Self {
-        Evicted {
-            name,
-            live_bytes: mem.live_bytes(),
-            live_allocations: mem.live_allocations(),
-        }
-    }
-
-    /// Applies a delta; true once it holds nothing any more.
-    fn apply(&mut self, d: &Counters) -> bool {
-        self.live_bytes = self.live_bytes.saturating_add(live_delta(d));
-        self.live_allocations = self
-            .live_allocations
-            .saturating_add(d.allocs as i64 - d.frees as i64);
-        self.live_bytes == 0 && self.live_allocations == 0
-    }
-}
-
-#[derive(Debug, Default)]
-struct Summary {
-    count: u64,
-    ended: u64,
+/// The figures of one task name or span name: exact, whatever became of its owners.
+#[derive(Debug, Default, Clone, Copy)]
+struct NameAcc {
+    /// Sums over every owner of the name; `peak_bytes` is the peak of the name's total.
     mem: MemStats,
+    /// Owners seen (task records created / span instances opened) and of those, ended.
+    owners: u64,
+    ended: u64,
+    /// The largest peak of a single owner (tasks only).
+    owner_peak: u64,
+    touched: bool,
 }
 
-/// The tables. Lives behind a mutex shared by the aggregator thread and snapshot callers.
-#[derive(Debug)]
-pub(crate) struct Aggregator {
-    pool: &'static Pool,
-    events: Receiver<Event>,
-    limits: Limits,
-    epoch: (Instant, SystemTime),
-    applied: Vec<Applied>,
-    tasks: FastMap<TaskKey, TaskRec>,
-    ended_tasks: VecDeque<TaskKey>,
-    task_summaries: FastMap<String, Summary>,
-    evicted_tasks: FastMap<TaskKey, Evicted<String>>,
-    spans: FastMap<u64, SpanRec>,
-    closed_spans: VecDeque<u64>,
-    span_summaries: FastMap<SpanName, Summary>,
-    evicted_spans: FastMap<u64, Evicted<SpanName>>,
-    no_span: MemStats,
-    buckets: Buckets,
-    total: MemStats,
-    /// Size histogram of allocations that went through the fallback queue.
-    orphan_sizes: SizeHistogram,
-    /// Realloc growth that went through the fallback queue.
-    orphan_grown: u64,
-    /// Size histogram as of the last fold (thread tables plus fallback).
-    sizes: SizeHistogram,
-    touched_tasks: Vec<TaskKey>,
-    touched_spans: Vec<u64>,
-    /// Reused buffers of the fold.
-    scratch_deltas: Vec<(Key, Counters)>,
-    scratch_orphans: Vec<(Key, Op)>,
-    /// Live bytes and peak per task name and per span name, over all instances (held or
-    /// summarised), kept up to date delta by delta so that name-level peaks are real peaks.
-    task_levels: Levels<String>,
-    span_levels: Levels<SpanName>,
-    /// Index of `unnamed` in `task_levels` (where tasks start before their name is known).
-    unnamed: usize,
-    last_eviction: Instant,
-    last_idle_scan: Instant,
+/// Per-name figures, indexed by the name index of the headers.
+#[derive(Debug, Default)]
+struct Names {
+    accs: Vec<NameAcc>,
+    touched: Vec<u16>,
 }
 
-const UNKNOWN_SPAN: SpanName = ("", "(unknown span)");
+impl Names {
+    fn get(&mut self, n: u16) -> &mut NameAcc {
+        let i = usize::from(n);
+        if i >= self.accs.len() {
+            self.accs.resize(i + 1, NameAcc::default());
+        }
+        let a = &mut self.accs[i];
+        if !a.touched {
+            a.touched = true;
+            self.touched.push(n);
+        }
+        a
+    }
+
+    fn note_peaks(&mut self) {
+        for n in self.touched.drain(..) {
+            let a = &mut self.accs[usize::from(n)];
+            a.mem.note_peak();
+            a.touched = false;
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u16, &NameAcc)> {
+        self.accs
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.owners > 0 || a.mem != MemStats::default())
+            .map(|(i, a)| (i as u16, a))
+    }
+}
 
 fn add_counters(m: &mut MemStats, d: &Counters) {
     m.add(&MemStats {
@@ -309,41 +222,77 @@ fn op_counters(op: Op) -> Counters {
     c
 }
 
+/// A delta that attributes memory (an allocation or a growth): only these create records.
+fn attributes(d: &Counters) -> bool {
+    d.allocs > 0 || d.alloc_bytes > 0
+}
+
+/// The tables. Lives behind a mutex shared by the aggregator thread and snapshot callers.
+#[derive(Debug)]
+pub(crate) struct Aggregator {
+    pool: &'static Pool,
+    events: Receiver<Event>,
+    limits: Limits,
+    epoch: (Instant, SystemTime),
+    /// Per thread table: what has been applied of it (grown as tables are claimed).
+    applied: Vec<Applied>,
+    tasks: FastMap<u64, TaskRec>,
+    ended_tasks: VecDeque<u64>,
+    spans: FastMap<u64, SpanRec>,
+    closed_spans: VecDeque<u64>,
+    /// Span records made by a delta before their creation event, with the fold that made
+    /// them: forgotten after two folds without one (a late delta of a forgotten instance).
+    pending_spans: VecDeque<(u64, u64)>,
+    task_names: Names,
+    span_names: Names,
+    /// Display names of task name indices, as far as looked up.
+    task_name_strings: Vec<Option<String>>,
+    no_span: MemStats,
+    buckets: Buckets,
+    total: MemStats,
+    /// Size histogram and realloc growth of operations that went through the fallback.
+    fallback_sizes: [u64; SIZE_BUCKETS],
+    fallback_grown: u64,
+    /// The overflow counters as of the last fold.
+    overflow_seen: (u64, u64),
+    /// Size histogram as of the last fold.
+    sizes: SizeHistogram,
+    touched_tasks: Vec<u64>,
+    touched_spans: Vec<u64>,
+    /// Reused buffer of the fold.
+    scratch: Vec<(Key, Counters)>,
+    folds: u64,
+    last_eviction: Instant,
+    last_idle_scan: Instant,
+}
+
 impl Aggregator {
     pub(crate) fn new(pool: &'static Pool, events: Receiver<Event>, limits: Limits) -> Self {
-        let mut task_levels = Levels::new();
-        let unnamed = task_levels.index(&display_name(None, None));
         Aggregator {
-            applied: (0..pool.threads.len())
-                .map(|_| Applied::default())
-                .collect(),
             pool,
             events,
             limits,
             epoch: (Instant::now(), SystemTime::now()),
+            applied: Vec::new(),
             tasks: FastMap::default(),
             ended_tasks: VecDeque::new(),
-            task_summaries: FastMap::default(),
-            evicted_tasks: FastMap::default(),
             spans: FastMap::default(),
             closed_spans: VecDeque::new(),
-            span_summaries: FastMap::default(),
-            evicted_spans: FastMap::default(),
+            pending_spans: VecDeque::new(),
+            task_names: Names::default(),
+            span_names: Names::default(),
+            task_name_strings: Vec::new(),
             no_span: MemStats::default(),
             buckets: Buckets::default(),
             total: MemStats::default(),
-            orphan_sizes: SizeHistogram::default(),
+            fallback_sizes: [0; SIZE_BUCKETS],
+            fallback_grown: 0,
+            overflow_seen: (0, 0),
             sizes: SizeHistogram::default(),
-            orphan_grown: 0,
             touched_tasks: Vec::new(),
             touched_spans: Vec::new(),
-            scratch_deltas: Vec::with_capacity(
-                crate::alloc::slots::SLOTS + crate::alloc::slots::RING,
-            ),
-            scratch_orphans: Vec::with_capacity(1024),
-            task_levels,
-            span_levels: Levels::new(),
-            unnamed,
+            scratch: Vec::new(),
+            folds: 0,
             last_eviction: Instant::now(),
             last_idle_scan: Instant::now(),
         }
@@ -353,17 +302,20 @@ impl Aggregator {
         self.epoch.1 + t.saturating_duration_since(self.epoch.0)
     }
 
-    /// The figures of span instance `id` now: as of the last fold, plus what the calling
-    /// thread recorded for it since (read from its table without applying it). Allocations
-    /// the span made on other threads since the last fold are not included.
+    /// The figures of span instance `id` (its span word) now: as of the last fold, plus what
+    /// the calling thread recorded for it since (read from its table without applying it).
+    /// Allocations the span made on other threads since the last fold are not included.
     #[allow(dead_code)] // used by the tracing-opentelemetry feature
     pub(crate) fn span_mem_now(&self, id: u64) -> MemStats {
         let mut mem = self.spans.get(&id).map(|s| s.mem).unwrap_or_default();
         if let Some((thread, key)) = crate::alloc::current_key_for_span(id) {
-            if let (Some(st), Some(applied)) =
-                (self.pool.threads.get(thread), self.applied.get(thread))
-            {
-                st.peek(key, |r| add_counters(&mut mem, &applied.pending(&r)));
+            if let Some(st) = self.pool.claimed().get(thread) {
+                // A table claimed since the last fold has nothing applied yet.
+                let applied = self.applied.get(thread);
+                st.peek(key, |r| {
+                    let pending = applied.map_or(r.counters, |a| a.pending(&r));
+                    add_counters(&mut mem, &pending);
+                });
             }
         }
         mem.note_peak();
@@ -375,50 +327,52 @@ impl Aggregator {
         self.pool
     }
 
-    /// One fold: events, per-thread deltas, fallback queue, peaks, eviction.
+    /// One fold: per-thread deltas, fallback, overflow, events, then the deltas applied,
+    /// peaks, eviction.
     pub(crate) fn fold(&mut self) {
         let now = Instant::now();
-        while let Ok(e) = self.events.try_recv() {
-            self.on_event(e);
-        }
-        let high = self.pool.high.load(Ordering::Acquire) as usize;
+        self.folds += 1;
         let pool = self.pool;
+        let tables = pool.claimed();
+        if self.applied.len() < tables.len() {
+            self.applied.resize_with(tables.len(), Applied::default);
+        }
         let mut sizes = SizeHistogram::default();
         let mut grown = 0u64;
-        for (i, st) in pool.threads[..high].iter().enumerate() {
+        let mut deltas = std::mem::take(&mut self.scratch);
+        for (st, applied) in tables.iter().zip(&mut self.applied) {
             // Read in the same pass as the slots: at a quiet moment the histogram's count
             // equals the allocations folded; under concurrent allocation they may differ by
             // the operations in flight.
-            // (The scratch vector is reused so that the fold itself allocates nothing while it
-            // reads its own thread's table, once it has grown to its working size.)
             st.add_sizes(&mut sizes.counts, &mut grown);
-            let mut deltas = std::mem::take(&mut self.scratch_deltas);
-            let applied = &mut self.applied[i];
             st.read(|r| {
                 if let Some(d) = applied.delta(&r) {
                     deltas.push((r.key, d));
                 }
             });
-            for (k, d) in deltas.drain(..) {
-                self.apply(k, &d, now);
-            }
-            self.scratch_deltas = deltas;
         }
-        let mut orphans = std::mem::take(&mut self.scratch_orphans);
-        pool.orphans.drain(|k, op| orphans.push((k, op)));
-        for (k, op) in orphans.drain(..) {
+        pool.fallback.drain(|k, op| {
             match op {
                 Op::Alloc(n) => {
-                    self.orphan_sizes.counts[crate::alloc::slots::size_bucket(n)] += 1;
+                    self.fallback_sizes[crate::alloc::slots::size_bucket(n)] += 1;
                 }
-                // Growth through the fallback queue: not a single allocation's size.
-                Op::Grow(n) => self.orphan_grown += n,
+                // Growth through the fallback: not a single allocation's size.
+                Op::Grow(n) => self.fallback_grown += n,
                 _ => {}
             }
-            self.apply(k, &op_counters(op), now);
+            deltas.push((k, op_counters(op)));
+        });
+        self.fold_overflow(&mut sizes);
+        // Events after the tables: a span or task whose allocations were just read was
+        // created before them, so its event is (normally) in by now.
+        while let Ok(e) = self.events.try_recv() {
+            self.on_event(e);
         }
-        self.scratch_orphans = orphans;
-        for (c, o) in sizes.counts.iter_mut().zip(self.orphan_sizes.counts) {
+        for (k, d) in deltas.drain(..) {
+            self.apply(k, &d, now);
+        }
+        self.scratch = deltas;
+        for (c, o) in sizes.counts.iter_mut().zip(self.fallback_sizes) {
             *c += o;
         }
         // Allocated bytes count realloc growth too; the histogram's sum is the sizes of
@@ -427,17 +381,42 @@ impl Aggregator {
             .total
             .allocated_bytes
             .saturating_sub(grown)
-            .saturating_sub(self.orphan_grown);
+            .saturating_sub(self.fallback_grown);
         self.sizes = sizes;
-        // Events sent while the tables were read (a task's start, a span's creation) name the
-        // deltas just applied before peaks are taken, so that no `unnamed` total peaks on
-        // bytes that belong to a name.
-        while let Ok(e) = self.events.try_recv() {
-            self.on_event(e);
+        self.note_peaks();
+        if now.duration_since(self.last_eviction) >= Duration::from_millis(100) {
+            self.evict(now);
+            self.last_eviction = now;
         }
+    }
+
+    /// The overflow bucket's allocations, counted in shared counters by the allocator (their
+    /// frees come through the tables under the overflow key).
+    fn fold_overflow(&mut self, sizes: &mut SizeHistogram) {
+        use crate::alloc::record::{OVERFLOW_ALLOCS, OVERFLOW_BYTES, OVERFLOW_SIZES};
+        let now = (
+            OVERFLOW_ALLOCS.load(Ordering::Relaxed),
+            OVERFLOW_BYTES.load(Ordering::Relaxed),
+        );
+        let d = Counters {
+            allocs: now.0 - self.overflow_seen.0,
+            alloc_bytes: now.1 - self.overflow_seen.1,
+            ..Counters::default()
+        };
+        self.overflow_seen = now;
+        add_counters(&mut self.buckets.overflow, &d);
+        add_counters(&mut self.total, &d);
+        for (c, o) in sizes.counts.iter_mut().zip(&OVERFLOW_SIZES) {
+            *c += o.load(Ordering::Relaxed);
+        }
+    }
+
+    fn note_peaks(&mut self) {
         for k in std::mem::take(&mut self.touched_tasks) {
             if let Some(t) = self.tasks.get_mut(&k) {
                 t.mem.note_peak();
+                let a = self.task_names.get(t.name);
+                a.owner_peak = a.owner_peak.max(t.mem.peak_bytes);
             }
         }
         for s in std::mem::take(&mut self.touched_spans) {
@@ -445,81 +424,58 @@ impl Aggregator {
                 r.mem.note_peak();
             }
         }
+        self.task_names.note_peaks();
+        self.span_names.note_peaks();
         self.no_span.note_peak();
         self.total.note_peak();
-        self.task_levels.note_peaks();
-        self.span_levels.note_peaks();
         self.buckets.unattributed.note_peak();
         self.buckets.heapspan.note_peak();
-        if now.duration_since(self.last_eviction) >= Duration::from_millis(100) {
-            self.evict(now);
-            self.last_eviction = now;
-        }
+        self.buckets.overflow.note_peak();
     }
 
     fn apply(&mut self, key: Key, d: &Counters, now: Instant) {
         add_counters(&mut self.total, d);
         match key.task {
+            TASK_HEAPSPAN => return add_counters(&mut self.buckets.heapspan, d),
+            TASK_UNTRACKED => return add_counters(&mut self.buckets.untracked, d),
+            TASK_OVERFLOW => return add_counters(&mut self.buckets.overflow, d),
             TASK_NONE => add_counters(&mut self.buckets.unattributed, d),
-            TASK_HEAPSPAN => add_counters(&mut self.buckets.heapspan, d),
-            TASK_UNTRACKED => add_counters(&mut self.buckets.untracked, d),
-            id => {
-                let tk = TaskKey {
-                    id,
-                };
-                if let Some(e) = self.evicted_tasks.get_mut(&tk) {
-                    let s = self.task_summaries.entry(e.name.clone()).or_default();
-                    add_counters(&mut s.mem, d);
-                    let i = self.task_levels.index(&e.name);
-                    self.task_levels.add(i, live_delta(d));
-                    if e.apply(d) {
-                        self.evicted_tasks.remove(&tk);
+            _ => {
+                let name = key.task_name();
+                add_counters(&mut self.task_names.get(name).mem, d);
+                let id = key.task_id();
+                let t = match self.tasks.get_mut(&id) {
+                    Some(t) => Some(t),
+                    None if attributes(d) => {
+                        self.task_names.get(name).owners += 1;
+                        Some(self.tasks.entry(id).or_insert_with(|| TaskRec::new(name)))
                     }
-                } else {
-                    let unnamed = self.unnamed;
-                    let t = self
-                        .tasks
-                        .entry(tk)
-                        .or_insert_with(|| TaskRec::new(unnamed));
+                    // A late free of a forgotten task: its name has it.
+                    None => None,
+                };
+                if let Some(t) = t {
                     add_counters(&mut t.mem, d);
-                    self.task_levels.add(t.level, live_delta(d));
                     t.first.get_or_insert(now);
                     t.last = Some(now);
-                    self.touched_tasks.push(tk);
+                    self.touched_tasks.push(id);
                 }
             }
         }
-        if key.task == TASK_HEAPSPAN || key.task == TASK_UNTRACKED {
-            return;
+        let sw = key.span_word();
+        if sw == 0 {
+            return add_counters(&mut self.no_span, d);
         }
-        match key.span & SPAN_MASK {
-            0 => add_counters(&mut self.no_span, d),
-            sid => {
-                if let Some(e) = self.evicted_spans.get_mut(&sid) {
-                    let s = self.span_summaries.entry(e.name).or_default();
-                    add_counters(&mut s.mem, d);
-                    let i = self.span_levels.index(&e.name);
-                    self.span_levels.add(i, live_delta(d));
-                    if e.apply(d) {
-                        self.evicted_spans.remove(&sid);
-                    }
-                } else {
-                    let s = self.spans.entry(sid).or_insert_with(|| SpanRec {
-                        meta: None,
-                        level: None,
-                        parent: 0,
-                        mem: MemStats::default(),
-                        opened: None,
-                        closed: None,
-                    });
-                    add_counters(&mut s.mem, d);
-                    if let Some(i) = s.level {
-                        self.span_levels.add(i, live_delta(d));
-                    }
-                    self.touched_spans.push(sid);
-                }
+        add_counters(&mut self.span_names.get(key.span_group()).mem, d);
+        let s = match self.spans.get_mut(&sw) {
+            Some(s) => s,
+            None if attributes(d) => {
+                self.pending_spans.push_back((sw, self.folds));
+                self.spans.entry(sw).or_insert_with(SpanRec::new)
             }
-        }
+            None => return,
+        };
+        add_counters(&mut s.mem, d);
+        self.touched_spans.push(sw);
     }
 
     fn on_event(&mut self, e: Event) {
@@ -530,19 +486,9 @@ impl Aggregator {
                 parent,
                 at,
             } => {
-                let s = self.spans.entry(id).or_insert_with(|| SpanRec {
-                    meta: None,
-                    level: None,
-                    parent: 0,
-                    mem: MemStats::default(),
-                    opened: None,
-                    closed: None,
-                });
-                if s.level.is_none() {
-                    // Deltas seen before this event were not counted under a name yet.
-                    let i = self.span_levels.index(&(meta.target(), meta.name()));
-                    self.span_levels.add(i, s.mem.live_bytes());
-                    s.level = Some(i);
+                let s = self.spans.entry(id).or_insert_with(SpanRec::new);
+                if s.meta.is_none() {
+                    self.span_names.get(Key::new(0, id).span_group()).owners += 1;
                 }
                 s.meta = Some(meta);
                 s.parent = parent;
@@ -550,9 +496,10 @@ impl Aggregator {
             }
             Event::SpanClose { id, at } => {
                 if let Some(s) = self.spans.get_mut(&id) {
-                    if s.closed.is_none() {
+                    if s.closed.is_none() && s.meta.is_some() {
                         s.closed = Some(at);
                         self.closed_spans.push_back(id);
+                        self.span_names.get(Key::new(0, id).span_group()).ended += 1;
                     }
                 }
             }
@@ -563,37 +510,40 @@ impl Aggregator {
                 source,
                 at,
             } => {
-                let unnamed = self.unnamed;
-                let t = self
-                    .tasks
-                    .entry(task)
-                    .or_insert_with(|| TaskRec::new(unnamed));
-                // tokio's spawn span and heapspan's wrapper may both describe a task: a
-                // non-empty name wins, then the first location.
-                if name.as_deref().is_some_and(|n| !n.is_empty()) {
-                    t.name = name;
+                let t = match self.tasks.entry(task.id) {
+                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        self.task_names.get(name).owners += 1;
+                        v.insert(TaskRec::new(name))
+                    }
+                };
+                // tokio's spawn span and heapspan's wrapper may both describe a task: the
+                // wrapper's name wins (it is the one its polls' allocations carry), then the
+                // first location.
+                if t.source == TaskSource::Observed || source == TaskSource::Wrapper {
+                    if t.name != name {
+                        let (old, ended) = (t.name, u64::from(t.ended.is_some()));
+                        t.name = name;
+                        let o = self.task_names.get(old);
+                        o.owners -= 1;
+                        o.ended -= ended;
+                        let a = self.task_names.get(name);
+                        a.owners += 1;
+                        a.ended += ended;
+                    }
+                    t.source = source;
                 }
                 if t.location.is_none() {
                     t.location = location;
                 }
-                if t.source == TaskSource::Observed || source == TaskSource::Wrapper {
-                    t.source = source;
-                }
                 t.started = Some(t.started.map_or(at, |s| s.min(at)));
-                // Its live bytes move to the name it now has.
-                let level = self.task_levels.index(&t.display_name());
-                if level != t.level {
-                    let live = t.mem.live_bytes();
-                    self.task_levels.add(t.level, -live);
-                    self.task_levels.add(level, live);
-                    t.level = level;
-                }
             }
             Event::TaskEnd { task, at } => {
-                if let Some(t) = self.tasks.get_mut(&task) {
+                if let Some(t) = self.tasks.get_mut(&task.id) {
                     if t.ended.is_none() {
                         t.ended = Some(at);
-                        self.ended_tasks.push_back(task);
+                        self.ended_tasks.push_back(task.id);
+                        self.task_names.get(t.name).ended += 1;
                     }
                 }
             }
@@ -605,91 +555,55 @@ impl Aggregator {
             let Some(k) = self.ended_tasks.pop_front() else {
                 break;
             };
-            self.summarise_task(k);
+            self.tasks.remove(&k);
         }
-        // The idle scan walks every task: once a second is enough for a 30 s threshold.
-        if now.duration_since(self.last_idle_scan) < Duration::from_secs(1) {
-            self.evict_spans();
-            return;
-        }
-        self.last_idle_scan = now;
-        let idle: Vec<TaskKey> = self
-            .tasks
-            .iter()
-            .filter(|(_, t)| {
-                t.ended.is_none()
-                    && t.source == TaskSource::Observed
-                    && t.mem.live_bytes() == 0
-                    && t.last
-                        .is_some_and(|l| now.duration_since(l) >= self.limits.idle_task_eviction)
-            })
-            .map(|(k, _)| *k)
-            .collect();
-        for k in idle {
-            self.summarise_task(k);
-        }
-        self.evict_spans();
-    }
-
-    fn evict_spans(&mut self) {
         while self.closed_spans.len() > self.limits.closed_span_retention {
             let Some(id) = self.closed_spans.pop_front() else {
                 break;
             };
-            if let Some(s) = self.spans.remove(&id) {
-                let name = s.meta.map_or(UNKNOWN_SPAN, |m| (m.target(), m.name()));
-                let sum = self.span_summaries.entry(name).or_default();
-                sum.count += 1;
-                sum.ended += 1;
-                sum.mem.add(&s.mem);
-                if s.level.is_none() {
-                    // Never named (created before start, or its event was dropped): its live
-                    // bytes join the unknown name's total now, so later frees balance.
-                    let i = self.span_levels.index(&name);
-                    self.span_levels.add(i, s.mem.live_bytes());
-                }
-                if s.mem.live_bytes() != 0 || s.mem.live_allocations() != 0 {
-                    self.evicted_spans.insert(id, Evicted::new(name, &s.mem));
-                }
+            self.spans.remove(&id);
+        }
+        while let Some(&(sw, fold)) = self.pending_spans.front() {
+            if fold + 2 > self.folds {
+                break;
+            }
+            self.pending_spans.pop_front();
+            if self.spans.get(&sw).is_some_and(|s| s.meta.is_none()) {
+                self.spans.remove(&sw);
             }
         }
-    }
-
-    fn summarise_task(&mut self, k: TaskKey) {
-        let Some(t) = self.tasks.remove(&k) else {
+        // The idle scan walks every task: once a second is enough for a 30 s threshold.
+        if now.duration_since(self.last_idle_scan) < Duration::from_secs(1) {
             return;
-        };
-        let name = t.display_name();
-        let sum = self.task_summaries.entry(name.clone()).or_default();
-        sum.count += 1;
-        sum.ended += u64::from(t.ended.is_some());
-        sum.mem.add(&t.mem);
-        if t.mem.live_bytes() != 0 || t.mem.live_allocations() != 0 {
-            self.evicted_tasks.insert(k, Evicted::new(name, &t.mem));
         }
+        self.last_idle_scan = now;
+        let idle = self.limits.idle_task_eviction;
+        self.tasks.retain(|_, t| {
+            t.ended.is_some()
+                || t.source != TaskSource::Observed
+                || t.last.is_none_or(|l| now.duration_since(l) < idle)
+        });
     }
 
-    /// Bytes of heapspan's own bookkeeping: thread pool, fallback queue, tables (estimated
-    /// from entry counts and entry sizes).
+    fn task_name_string(&mut self, n: u16) -> String {
+        let i = usize::from(n);
+        if i >= self.task_name_strings.len() {
+            self.task_name_strings.resize(i + 1, None);
+        }
+        self.task_name_strings[i]
+            .get_or_insert_with(|| names::task_name(n))
+            .clone()
+    }
+
+    /// Bytes heapspan holds right now, resident: the thread tables' resident pages, the queue
+    /// chunks and fallback nodes, the live index's entries, and every live heap block of
+    /// heapspan's own (these tables, the event channel, export buffers: the `heapspan`
+    /// bucket).
     fn tracker_bytes(&self) -> u64 {
-        use std::mem::size_of;
-        // Tables of threads that never claimed one stay zeroed, unresident pages: count the
-        // claimed ones.
-        let pool = self.pool.high.load(Ordering::Relaxed) * crate::alloc::slots::STATE_BYTES as u64
-            + crate::alloc::orphans::QUEUE_BYTES as u64;
-        let entry = |k: usize, v: usize| (k + v + 8) as u64;
-        let tables = self.tasks.len() as u64 * entry(size_of::<TaskKey>(), size_of::<TaskRec>())
-            + self.spans.len() as u64 * entry(8, size_of::<SpanRec>())
-            + self.evicted_tasks.len() as u64 * entry(size_of::<TaskKey>(), 64)
-            + self.evicted_spans.len() as u64 * entry(8, size_of::<Evicted<SpanName>>())
-            + (self.task_summaries.len() + self.span_summaries.len()) as u64 * 96
-            + (self.task_levels.len() + self.span_levels.len()) as u64 * 64
-            + self
-                .applied
-                .iter()
-                .map(|a| a.len() as u64 * 64)
-                .sum::<u64>();
-        pool + tables + crate::alloc::index::index_bytes(self.pool)
+        self.pool.resident_bytes()
+            + crate::alloc::budget::held()
+            + crate::alloc::index::index_bytes(self.pool)
+            + self.buckets.heapspan.live_bytes().max(0) as u64
     }
 
     pub(crate) fn snapshot(&mut self) -> Snapshot {
@@ -701,53 +615,42 @@ impl Aggregator {
 
     fn snapshot_inner(&mut self) -> Snapshot {
         self.fold();
-        let tasks: Vec<TaskStats> = self
-            .tasks
-            .iter()
-            .map(|(k, t)| TaskStats {
-                key: *k,
-                name: t.name.clone(),
-                location: t.location.clone(),
+        let keys: Vec<u64> = self.tasks.keys().copied().collect();
+        let mut tasks = Vec::with_capacity(keys.len());
+        for id in keys {
+            let n = self.tasks[&id].name;
+            let name = (n != names::UNNAMED).then(|| self.task_name_string(n));
+            let t = &self.tasks[&id];
+            let location = t.location.as_ref().map(Loc::to_location);
+            // A task named by its location only: the location is its display name.
+            let name = name.filter(|n| location.as_ref().is_none_or(|l| *n != l.to_string()));
+            tasks.push(TaskStats {
+                key: TaskKey { id },
+                name,
+                location,
                 source: t.source,
                 mem: t.mem,
                 started: t.started.map(|i| self.wall(i)),
                 ended: t.ended.map(|i| self.wall(i)),
                 first_activity: t.first.map(|i| self.wall(i)),
                 last_activity: t.last.map(|i| self.wall(i)),
+            });
+        }
+        let accs: Vec<(u16, NameAcc)> = self.task_names.iter().map(|(n, a)| (n, *a)).collect();
+        let task_names = accs
+            .into_iter()
+            .map(|(n, a)| TaskNameStats {
+                name: self.task_name_string(n),
+                tasks: a.owners,
+                ended: a.ended,
+                mem: a.mem,
+                task_peak_bytes: a.owner_peak,
             })
             .collect();
-        let mut names: HashMap<String, TaskNameStats> = HashMap::new();
-        for (n, s) in &self.task_summaries {
-            names.insert(
-                n.clone(),
-                TaskNameStats {
-                    name: n.clone(),
-                    tasks: s.count,
-                    ended: s.ended,
-                    mem: s.mem,
-                    task_peak_bytes: 0,
-                },
-            );
-        }
-        for t in &tasks {
-            let n = t.display_name();
-            let e = names.entry(n.clone()).or_insert_with(|| TaskNameStats {
-                name: n,
-                tasks: 0,
-                ended: 0,
-                mem: MemStats::default(),
-                task_peak_bytes: 0,
-            });
-            e.tasks += 1;
-            e.ended += u64::from(t.ended.is_some());
-            e.mem.add(&t.mem);
-        }
-        for (n, e) in names.iter_mut() {
-            e.mem.peak_bytes = self.task_levels.peak(n);
-        }
         let spans: Vec<SpanStats> = self
             .spans
             .iter()
+            .filter(|(_, s)| s.meta.is_some())
             .map(|(id, s)| SpanStats {
                 id: *id,
                 name: s.meta.map(|m| m.name()),
@@ -758,60 +661,35 @@ impl Aggregator {
                 closed: s.closed.map(|i| self.wall(i)),
             })
             .collect();
-        let mut snames: HashMap<SpanName, SpanNameStats> = HashMap::new();
-        for (n, s) in &self.span_summaries {
-            snames.insert(
-                *n,
+        let span_names = self
+            .span_names
+            .iter()
+            .map(|(n, a)| {
+                let (target, name) = names::span_name(n);
                 SpanNameStats {
-                    target: n.0,
-                    name: n.1,
-                    instances: s.count,
-                    closed: s.ended,
-                    mem: s.mem,
-                },
-            );
-        }
-        for s in &spans {
-            let n = (
-                s.target.unwrap_or(UNKNOWN_SPAN.0),
-                s.name.unwrap_or(UNKNOWN_SPAN.1),
-            );
-            let e = snames.entry(n).or_insert_with(|| SpanNameStats {
-                target: n.0,
-                name: n.1,
-                instances: 0,
-                closed: 0,
-                mem: MemStats::default(),
-            });
-            e.instances += 1;
-            e.closed += u64::from(s.closed.is_some());
-            e.mem.add(&s.mem);
-        }
-        for (n, e) in snames.iter_mut() {
-            e.mem.peak_bytes = self.span_levels.peak(n);
-        }
-        let total = self.total;
-        let sizes = self.sizes;
+                    target,
+                    name,
+                    instances: a.owners,
+                    closed: a.ended,
+                    mem: a.mem,
+                }
+            })
+            .collect();
         let dropped = Dropped {
-            overflow_allocations: 0,
-            lost_operations: self
-                .pool
-                .orphans
-                .dropped
-                .load(std::sync::atomic::Ordering::Relaxed)
-                + events::DROPPED_EVENTS.load(Ordering::Relaxed),
+            overflow_allocations: self.overflow_seen.0,
+            lost_operations: crate::alloc::budget::LOST.load(Ordering::Relaxed),
             span_stack_overflow: events::SPAN_STACK_OVERFLOW.load(Ordering::Relaxed),
         };
         Snapshot {
             taken_at: SystemTime::now(),
             tasks,
-            task_names: names.into_values().collect(),
+            task_names,
             spans,
-            span_names: snames.into_values().collect(),
+            span_names,
             no_span: self.no_span,
             buckets: self.buckets,
-            total,
-            allocation_sizes: sizes,
+            total: self.total,
+            allocation_sizes: self.sizes,
             dropped,
             tracker_bytes: self.tracker_bytes(),
         }

@@ -16,19 +16,21 @@
 //! time. 48 bytes per live indexed allocation in all.
 //!
 //! Entries are owned by the allocating thread's table. The owner takes entries from its own
-//! free list (entries it freed itself), then from a recycle ring the scanner fills with entries
-//! other threads freed, then from a bump pointer. A free on another thread marks the entry
-//! [`REMOTE`]; only the scanner moves it on.
+//! free list (entries it freed itself), then from the table's remote-free stack (entries other
+//! threads freed: pushed with a compare-and-swap, taken whole by the owner with one swap, so no
+//! ABA), then from a bump pointer. Besides the owner, only the thread that frees or reallocates
+//! a block writes its entry.
 //!
 //! # Scans and frees
 //!
 //! The scanner reads the contents of indexed allocations, so none may go back to the inner
 //! allocator while it reads. The handshake, a Dekker pair:
 //!
-//! - a free of an indexed block sets its thread's `in_free` flag, then (after a fence) reads
-//!   `SCANNING`; if a scan runs, the block is *deferred*: pushed onto a lock-free stack, kept
-//!   until the scan ends; otherwise its entry is cleared and the block freed, and only then is
-//!   `in_free` cleared;
+//! - a free of an indexed block raises its thread's `in_free` flag, then (after a fence) reads
+//!   the scanning flag; it clears the block's entry and lowers `in_free` (release); only then
+//!   does it free the block, or, if it saw a scan, *defer* it (a lock-free stack, released
+//!   after the scan). A realloc hides the entry ([`MOVING`]) the same way before the inner
+//!   realloc may free the old block, or, during a scan, copies and defers the old block;
 //! - the scanner sets `SCANNING`, then (after a fence) waits until no thread is inside such a
 //!   free; from then on every entry it reads names a block that stays allocated until it clears
 //!   `SCANNING`.
@@ -45,8 +47,7 @@ use std::ptr;
 
 use crate::sync::statics::{AtomicPtr, AtomicU64, AtomicU8, Ordering};
 
-/// Span-word flag: the block has the extended (32-byte) header.
-pub(crate) const EXT: u64 = 1 << 63;
+pub(crate) use super::header::EXT;
 /// Size-word flag: the block was freed during a scan and waits on the deferred stack.
 pub(crate) const DEFERRED: u64 = 1 << 63;
 pub(crate) const SIZE_MASK: u64 = (1 << 48) - 1;
@@ -61,17 +62,11 @@ pub(crate) const EXT_HEADER: usize = 32;
 const MOVING: usize = 2;
 /// Entries per table at most (24 bits of the id).
 pub(crate) const MAX_ENTRIES: usize = 1 << 24;
-/// End of a free list (no entry index reaches it).
+/// End of a free list (no entry index reaches it). The list heads store `head ^ NO_ENTRY`, so
+/// that an all-zero (fresh) table's lists are empty.
 const NO_ENTRY: u32 = MAX_ENTRIES as u32;
 const GEN_MASK: u64 = (1 << 24) - 1;
 
-/// Index modes (`MODE`).
-pub(crate) const MODE_OFF: u8 = 0;
-pub(crate) const MODE_FULL: u8 = 1;
-pub(crate) const MODE_SAMPLED: u8 = 2;
-
-/// The live index's mode, set at start.
-pub(crate) static MODE: AtomicU8 = AtomicU8::new(MODE_OFF);
 /// Mean gap of the sampled mode, bytes.
 pub(crate) static SAMPLE_MEAN: AtomicU64 = AtomicU64::new(512 << 10);
 /// Entries per thread table.
@@ -93,8 +88,8 @@ static DEFERRED_HEAD: AtomicPtr<u8> = AtomicPtr::new(ptr::null_mut());
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct Entry {
-    /// The user pointer while live; a free-list link `next << 1 | 1`, [`REMOTE`], [`PENDING`]
-    /// or 0 (never used) otherwise.
+    /// The user pointer while live; [`MOVING`] while a realloc moves the block; a free-list
+    /// link `next << 1 | 1` once freed; 0 if never used.
     pub(crate) addr: std::sync::atomic::AtomicUsize,
     /// Allocation time in ms since start (40 bits) and generation (24 bits).
     pub(crate) meta: AtomicU64,
@@ -118,21 +113,23 @@ pub(crate) struct ThreadIndex {
     /// Owner only: allocating the entries failed; do not retry on every allocation.
     failed: AtomicU8,
     /// Inside a free of an indexed block (read by the scanner).
-    pub(crate) in_free: super::slots::CacheLine<crate::sync::AtomicU64>,
+    pub(crate) in_free: crate::sync::CacheLine<crate::sync::AtomicU64>,
 }
 
 impl ThreadIndex {
-    /// A table's index (its entries are allocated on first use).
+    /// A table's index as all-zero memory holds it, for loom models (the pool maps tables
+    /// zeroed; its entries are allocated on first use).
+    #[cfg(loom)]
     pub(crate) fn new() -> Self {
         ThreadIndex {
             entries: AtomicPtr::new(ptr::null_mut()),
             sites: AtomicPtr::new(ptr::null_mut()),
             bump: AtomicU64::new(0),
-            free_head: AtomicU64::new(u64::from(NO_ENTRY)),
-            remote_head: AtomicU64::new(u64::from(NO_ENTRY)),
+            free_head: AtomicU64::new(0),
+            remote_head: AtomicU64::new(0),
             unindexed: AtomicU64::new(0),
             failed: AtomicU8::new(0),
-            in_free: super::slots::CacheLine(crate::sync::AtomicU64::new(0)),
+            in_free: crate::sync::CacheLine(crate::sync::AtomicU64::new(0)),
         }
     }
 
@@ -192,14 +189,15 @@ impl ThreadIndex {
     /// Owner only: an entry for a new allocation, or `None` when the table is full.
     #[inline(always)]
     fn reserve(&self) -> Option<(u32, &Entry)> {
-        let head = self.free_head.load(Ordering::Relaxed) as u32;
+        let head = list_head(self.free_head.load(Ordering::Relaxed));
         if head != NO_ENTRY {
             // The free list is only ever non-empty once the entries exist.
             let p = self.entries.load(Ordering::Relaxed);
             // SAFETY: `head` came from this table's free list: an index below its capacity.
             let e = unsafe { &*p.add(head as usize) };
             let next = e.addr.load(Ordering::Relaxed) >> 1;
-            self.free_head.store(next as u64, Ordering::Relaxed);
+            self.free_head
+                .store(list_word(next as u32), Ordering::Relaxed);
             return Some((head, e));
         }
         self.reserve_slow()
@@ -210,14 +208,16 @@ impl ThreadIndex {
     fn reserve_slow(&self) -> Option<(u32, &Entry)> {
         let entries = self.entries()?;
         // Entries other threads freed: take them all as the new free list.
-        if self.remote_head.load(Ordering::Relaxed) != u64::from(NO_ENTRY) {
-            let head = self
-                .remote_head
-                .swap(u64::from(NO_ENTRY), Ordering::Acquire) as u32;
+        if self.remote_head.load(Ordering::Relaxed) != list_word(NO_ENTRY) {
+            let head = list_head(
+                self.remote_head
+                    .swap(list_word(NO_ENTRY), Ordering::Acquire),
+            );
             if head != NO_ENTRY {
                 let e = &entries[head as usize];
                 let next = e.addr.load(Ordering::Relaxed) >> 1;
-                self.free_head.store(next as u64, Ordering::Relaxed);
+                self.free_head
+                    .store(list_word(next as u32), Ordering::Relaxed);
                 return Some((head, e));
             }
         }
@@ -236,19 +236,20 @@ impl ThreadIndex {
     /// Owner only: puts entry `i` on the free list.
     #[inline(always)]
     fn release_own(&self, i: u32, e: &Entry) {
-        let head = self.free_head.load(Ordering::Relaxed) as usize;
+        let head = list_head(self.free_head.load(Ordering::Relaxed)) as usize;
         e.addr.store((head << 1) | 1, Ordering::Release);
-        self.free_head.store(u64::from(i), Ordering::Relaxed);
+        self.free_head.store(list_word(i), Ordering::Relaxed);
     }
 
     /// Any thread but the owner: pushes entry `i` on the remote-free stack.
     fn release_remote(&self, i: u32, e: &Entry) {
         let mut head = self.remote_head.load(Ordering::Relaxed);
         loop {
-            e.addr.store(((head as usize) << 1) | 1, Ordering::Relaxed);
+            e.addr
+                .store(((list_head(head) as usize) << 1) | 1, Ordering::Relaxed);
             match self.remote_head.compare_exchange_weak(
                 head,
-                u64::from(i),
+                list_word(i),
                 Ordering::Release,
                 Ordering::Relaxed,
             ) {
@@ -257,6 +258,18 @@ impl ThreadIndex {
             }
         }
     }
+}
+
+/// A free-list head as stored (`head ^ NO_ENTRY`: zero is the empty list).
+#[inline(always)]
+fn list_word(head: u32) -> u64 {
+    u64::from(head ^ NO_ENTRY)
+}
+
+/// A free-list head from its stored word.
+#[inline(always)]
+fn list_head(word: u64) -> u32 {
+    word as u32 ^ NO_ENTRY
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -324,7 +337,7 @@ pub(crate) fn outer_ext(layout: Layout) -> Option<(Layout, usize)> {
         ));
     }
     // Alignments above 16 already put `align >= 32` bytes in front of the user pointer.
-    super::outer(layout)
+    super::header::outer(layout)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -613,16 +626,16 @@ impl Marker<'_> {
 /// # Safety
 /// `id` must be the id of a live indexed block.
 #[inline(always)]
-unsafe fn entry_of(id: u64, own: Option<&super::ThreadState>) -> (&'static Entry, bool) {
+unsafe fn entry_of(id: u64, own: Option<&super::slots::ThreadState>) -> (&'static Entry, bool) {
     let (table, entry, _) = split_id(id);
     let (t, mine) = match own {
-        Some(st) if st.id == table => (&st.index, true),
+        Some(st) if st.id() == table => (&st.index, true),
         _ => {
             // SAFETY: an indexed block exists, so the pool does, and its id names a table
             // of it.
-            let pool = unsafe { super::pool().unwrap_unchecked() };
+            let pool = unsafe { super::state::pool().unwrap_unchecked() };
             // SAFETY: as above.
-            (&unsafe { pool.threads.get_unchecked(table) }.index, false)
+            (&unsafe { pool.table_unchecked(table) }.index, false)
         }
     };
     let p = t.entries.load(Ordering::Acquire);
@@ -637,7 +650,7 @@ unsafe fn entry_of(id: u64, own: Option<&super::ThreadState>) -> (&'static Entry
 /// # Safety
 /// `id` must be the id of a live indexed block being freed by the caller.
 #[inline(always)]
-pub(crate) unsafe fn clear_entry(id: u64, own: Option<&super::ThreadState>) {
+pub(crate) unsafe fn clear_entry(id: u64, own: Option<&super::slots::ThreadState>) {
     // SAFETY: by the caller's contract.
     let (e, mine) = unsafe { entry_of(id, own) };
     let i = split_id(id).1;
@@ -646,9 +659,9 @@ pub(crate) unsafe fn clear_entry(id: u64, own: Option<&super::ThreadState>) {
         _ => {
             let (table, _, _) = split_id(id);
             // SAFETY: as in `entry_of`.
-            let pool = unsafe { super::pool().unwrap_unchecked() };
+            let pool = unsafe { super::state::pool().unwrap_unchecked() };
             // SAFETY: as in `entry_of`.
-            unsafe { pool.threads.get_unchecked(table) }
+            unsafe { pool.table_unchecked(table) }
                 .index
                 .release_remote(i, e);
         }
@@ -804,11 +817,10 @@ const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
 const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
 
 /// Bytes of the live index outside the blocks: entries handed out (the touched part of each
-/// table's entries) and recycle rings. The extended headers are inside the blocks and not
+/// table's entries) and their sites. The extended headers are inside the blocks and not
 /// counted here.
-pub(crate) fn index_bytes(pool: &super::Pool) -> u64 {
-    let high = pool.high.load(Ordering::Relaxed) as usize;
-    pool.threads[..high]
+pub(crate) fn index_bytes(pool: &super::state::Pool) -> u64 {
+    pool.claimed()
         .iter()
         .map(|t| {
             let per_entry = std::mem::size_of::<Entry>() as u64
@@ -859,11 +871,10 @@ fn wait_zero(a: &crate::sync::AtomicU64) {
 /// Starts a scan: from its return until [`end_scan`], no indexed block goes back to the inner
 /// allocator. Spins (on the scanner's thread, never the application's) until frees in progress
 /// are done.
-pub(crate) fn begin_scan(pool: &super::Pool) -> bool {
+pub(crate) fn begin_scan(pool: &super::state::Pool) -> bool {
     GATE.begin(|| {
         // Read after the barrier: a thread that claimed a table just before it is included.
-        let high = pool.high.load(Ordering::Acquire) as usize;
-        pool.threads[..high].iter().map(|t| &t.index.in_free.0)
+        pool.claimed().iter().map(|t| &t.index.in_free.0)
     })
 }
 

@@ -1,12 +1,12 @@
 //! The safe heap scan: copies the live indexed allocations' contents while frees of them are
-//! deferred (see [`index`](super::index) for the handshake), for the graph to read afterwards.
+//! deferred (see [`super::index`] for the handshake), for the graph to read afterwards.
 
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::header::Key;
 use super::index::{self, DEFERRED, EXT, SIZE_MASK};
-use super::key::SPAN_MASK;
 use crate::graph::{AllocId, Node, WordSource};
 
 /// One scan at a time (the deferred stack may only be drained outside scans).
@@ -114,16 +114,16 @@ pub(crate) struct Scanned {
 
 /// Scans every live indexed allocation; `None` when the live index is off.
 pub(crate) fn scan(caps: Caps) -> Option<Scanned> {
-    if !super::indexing() {
+    if !super::state::indexing() {
         return None;
     }
-    let pool = super::pool()?;
+    let pool = super::state::pool()?;
     let _one = SCAN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    let sampled = index::MODE.load(Ordering::Relaxed) == index::MODE_SAMPLED;
+    let sampled = super::state::mode() == super::state::Mode::Sampled;
     let mean = index::SAMPLE_MEAN.load(Ordering::Relaxed);
     let high = pool.high.load(Ordering::Acquire) as usize;
     let mut out = Scanned::default();
-    let reserve: usize = pool.threads[..high]
+    let reserve: usize = pool.all()[..high]
         .iter()
         .map(|t| t.index.published().len())
         .sum();
@@ -152,7 +152,7 @@ pub(crate) fn scan(caps: Caps) -> Option<Scanned> {
     }
     let mut deferred = 0;
     let end = EndScan(&mut deferred);
-    for (table, t) in pool.threads[..high].iter().enumerate() {
+    for (table, t) in pool.all()[..high].iter().enumerate() {
         index::visit(&t.index, |entry, addr, meta| {
             out.indexed += 1;
             let user = addr as *const u8;
@@ -210,8 +210,8 @@ pub(crate) fn scan(caps: Caps) -> Option<Scanned> {
                 id: AllocId(id),
                 addr,
                 size,
-                task,
-                span: span & SPAN_MASK,
+                task: Key::new(task, span).task_id(),
+                span: Key::new(task, span).span_word(),
                 alloc_time_ns: (meta >> 24).saturating_mul(1_000_000),
                 site,
                 realloc_from: (index::reallocs_of(sw) > 0)
@@ -227,7 +227,7 @@ pub(crate) fn scan(caps: Caps) -> Option<Scanned> {
     drop(end);
     out.deferred_frees = deferred;
     out.pause = began.elapsed();
-    out.unindexed = pool.threads[..high]
+    out.unindexed = pool.all()[..high]
         .iter()
         .map(|t| t.index.unindexed.load(Ordering::Relaxed))
         .sum();

@@ -667,13 +667,19 @@ impl Exporter {
                 &prev,
                 attrs,
             );
+            // The gauge is the largest peak of a single task of the name (the stored
+            // previous figures carry it in `peak_bytes`).
+            let cur = MemStats {
+                peak_bytes: t.task_peak_bytes,
+                ..t.mem
+            };
             if is_other {
-                other_peak = Some(other_peak.unwrap_or(0).max(t.mem.peak_bytes));
-            } else if t.mem.peak_bytes != prev.peak_bytes || prev == MemStats::default() {
-                ins.task_peak.record(t.mem.peak_bytes, attrs);
+                other_peak = Some(other_peak.unwrap_or(0).max(t.task_peak_bytes));
+            } else if t.task_peak_bytes != prev.peak_bytes || prev == MemStats::default() {
+                ins.task_peak.record(t.task_peak_bytes, attrs);
             }
-            if prev != t.mem {
-                self.prev_task_names.insert(t.name.clone(), t.mem);
+            if prev != cur {
+                self.prev_task_names.insert(t.name.clone(), cur);
             }
         }
         if let Some(p) = other_peak {

@@ -22,15 +22,31 @@ pub fn human_bytes(n: i64) -> String {
     }
 }
 
-fn row(out: &mut String, label: &str, extra: &str, m: &MemStats) {
+/// One row; `lower` marks figures that are lower bounds (allocations went to the overflow
+/// bucket instead of their owners) with `≥`.
+fn row(out: &mut String, label: &str, extra: &str, m: &MemStats, lower: bool) {
+    let b = |n: i64| {
+        if lower {
+            format!("≥{}", human_bytes(n))
+        } else {
+            human_bytes(n)
+        }
+    };
+    let c = |n: u64| {
+        if lower {
+            format!("≥{n}")
+        } else {
+            n.to_string()
+        }
+    };
     let _ = writeln!(
         out,
         "  {label:<28} {extra:<26} {:>10} {:>10} {:>10} {:>9} {:>9}",
-        human_bytes(m.live_bytes()),
-        human_bytes(m.peak_bytes as i64),
-        human_bytes(m.allocated_bytes as i64),
-        m.allocations,
-        m.frees,
+        b(m.live_bytes()),
+        b(m.peak_bytes as i64),
+        b(m.allocated_bytes as i64),
+        c(m.allocations),
+        c(m.frees),
     );
 }
 
@@ -62,6 +78,19 @@ fn clip(s: &str, n: usize) -> String {
 /// Renders the top `n` tasks by live and by peak bytes, the top span names, and the buckets.
 pub fn render(s: &Snapshot, n: usize) -> String {
     let mut out = String::new();
+    // Owners' figures are lower bounds once allocations went to the overflow bucket.
+    let lower = !s.is_exact();
+    if lower {
+        let _ = writeln!(
+            out,
+            "NOT EXACT: {} allocations ({}) went to the overflow bucket because heapspan's \
+             queues reached Builder::max_queue_bytes, and {} operations were lost; task and \
+             span figures marked ≥ are lower bounds.",
+            s.dropped.overflow_allocations,
+            human_bytes(s.buckets.overflow.allocated_bytes as i64),
+            s.dropped.lost_operations,
+        );
+    }
     for (title, by) in [
         ("Tasks by live bytes", SortBy::Live),
         ("Tasks by peak bytes", SortBy::Peak),
@@ -87,12 +116,13 @@ pub fn render(s: &Snapshot, n: usize) -> String {
                 &clip(&format!("{}{state}", t.display_name()), 28),
                 &extra,
                 &t.mem,
+                lower,
             );
         }
     }
     header(
         &mut out,
-        "Task names (all instances, incl. summarised)",
+        "Task names (every task of the name)",
         "tasks (ended)",
     );
     for t in s.top_task_names(SortBy::Live, n) {
@@ -101,6 +131,7 @@ pub fn render(s: &Snapshot, n: usize) -> String {
             &clip(&t.name, 28),
             &format!("{} ({})", t.tasks, t.ended),
             &t.mem,
+            lower,
         );
     }
     header(&mut out, "Span names by live bytes", "instances (closed)");
@@ -110,29 +141,30 @@ pub fn render(s: &Snapshot, n: usize) -> String {
             &clip(&format!("{}::{}", sp.target, sp.name), 28),
             &format!("{} ({})", sp.instances, sp.closed),
             &sp.mem,
+            lower,
         );
     }
     header(&mut out, "Outside tasks and spans", "");
-    row(&mut out, "in a task, outside any span", "", &s.no_span);
-    row(
-        &mut out,
-        "unattributed (no task)",
-        "",
-        &s.buckets.unattributed,
-    );
-    row(&mut out, "heapspan itself", "", &s.buckets.heapspan);
-    row(
-        &mut out,
-        "untracked (before start)",
-        "",
-        &s.buckets.untracked,
-    );
-    row(&mut out, "TOTAL since start", "", &s.total);
+    let b = &s.buckets;
+    for (label, m, l) in [
+        ("in a task, outside any span", &s.no_span, lower),
+        ("unattributed (no task)", &b.unattributed, lower),
+        ("heapspan itself", &b.heapspan, false),
+        ("untracked (before start)", &b.untracked, false),
+        ("overflow (not attributed)", &b.overflow, false),
+        ("TOTAL since start", &s.total, false),
+    ] {
+        row(&mut out, label, "", m, l);
+    }
     let _ = writeln!(
         out,
-        "\nheapspan bookkeeping: {}; dropped operations/events: {}",
+        "\nheapspan bookkeeping: {} resident; {}",
         human_bytes(s.tracker_bytes as i64),
-        s.dropped.total()
+        if lower {
+            "figures marked ≥ are lower bounds (see the first line)"
+        } else {
+            "every figure exact (nothing dropped)"
+        }
     );
     out
 }

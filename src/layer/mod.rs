@@ -6,6 +6,7 @@
 //! `Instrument` does) is current on whichever worker thread runs that poll, so attribution stays
 //! right when a task migrates between threads.
 
+pub(crate) mod names;
 pub mod task;
 
 use std::time::Instant;
@@ -16,9 +17,9 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
-use crate::aggregator::events::{self, Event};
+use crate::aggregator::events::{self, Event, Loc};
 use crate::aggregator::snapshot::{Location, TaskKey, TaskSource};
-use crate::alloc::{self, key, InternalScope};
+use crate::alloc::{self, InternalScope};
 use crate::sync::statics::Ordering;
 
 /// The layer. Create it with [`crate::layer()`] (or let [`crate::init()`] install it) and add it to a
@@ -38,10 +39,10 @@ impl MemoryLayer {
 /// What heapspan keeps in a span's extensions.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum SpanMark {
-    /// A user span with its heapspan id.
+    /// A user span with its heapspan span word (group and instance).
     User(u64),
-    /// tokio's `runtime.spawn` span for a task: not a user span.
-    Task(TaskKey),
+    /// tokio's `runtime.spawn` span for a task, with the task's name index: not a user span.
+    Task(TaskKey, u16),
     /// tokio's own instrumentation (`runtime.resource*` spans with `tokio_unstable`):
     /// transparent, allocations stay with the enclosing user span.
     Transparent,
@@ -103,24 +104,30 @@ where
             let mut f = SpawnFields::default();
             attrs.record(&mut f);
             let Some(task_id) = f.id else { return };
-            let task = TaskKey {
-                id: task_id,
-                            };
+            let task = TaskKey { id: task_id };
+            let location = f
+                .file
+                .zip(f.line)
+                .map(|(file, line)| Location { file, line });
+            let name = f.name.filter(|n| !n.is_empty());
+            let display =
+                crate::aggregator::snapshot::display_name(name.as_deref(), location.as_ref());
+            let name = names::task_index(&display);
             events::send(Event::TaskStart {
                 task,
-                name: f.name.filter(|n| !n.is_empty()),
-                location: f
-                    .file
-                    .zip(f.line)
-                    .map(|(file, line)| Location { file, line }),
+                name,
+                location: location.map(Loc::Owned),
                 source: TaskSource::SpawnSpan,
                 at: Instant::now(),
             });
-            SpanMark::Task(task)
+            SpanMark::Task(task, name)
         } else if is_tokio_internal(meta) {
             SpanMark::Transparent
         } else {
-            let sid = alloc::next_span_id();
+            let sid = crate::alloc::header::span_word(
+                names::span_index(meta),
+                alloc::next_span_instance(),
+            );
             let parent = span
                 .parent()
                 .and_then(|p| match p.extensions().get::<SpanMark>() {
@@ -142,16 +149,24 @@ where
     }
 
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
-        if let Some(SpanMark::User(sid)) = mark(&ctx, id) {
-            if !alloc::push_span(sid) {
-                events::SPAN_STACK_OVERFLOW.fetch_add(1, Ordering::Relaxed);
+        match mark(&ctx, id) {
+            Some(SpanMark::User(sid)) => {
+                let tracked = alloc::push_span(sid);
+                if !tracked {
+                    events::SPAN_STACK_OVERFLOW.fetch_add(1, Ordering::Relaxed);
+                }
             }
+            // tokio enters the spawn span around every poll of its task.
+            Some(SpanMark::Task(task, name)) => alloc::enter_task_name(task.id, name),
+            _ => {}
         }
     }
 
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
-        if let Some(SpanMark::User(sid)) = mark(&ctx, id) {
-            alloc::pop_span(sid);
+        match mark(&ctx, id) {
+            Some(SpanMark::User(sid)) => alloc::pop_span(sid),
+            Some(SpanMark::Task(..)) => alloc::exit_task_name(),
+            _ => {}
         }
     }
 
@@ -168,10 +183,7 @@ where
                 }
                 events::send(Event::SpanClose { id: sid, at });
             }
-            Some(SpanMark::Task(task)) => {
-                
-                events::send(Event::TaskEnd { task, at });
-            }
+            Some(SpanMark::Task(task, _)) => events::send(Event::TaskEnd { task, at }),
             Some(SpanMark::Transparent) | None => {}
         }
     }

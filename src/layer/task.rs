@@ -18,8 +18,10 @@ use std::time::Instant;
 
 use pin_project::{pin_project, pinned_drop};
 
-use crate::aggregator::events::{self, Event};
-use crate::aggregator::snapshot::{Location, TaskKey, TaskSource};
+use super::names;
+use crate::aggregator::events::{self, Event, Loc};
+use crate::aggregator::snapshot::{TaskKey, TaskSource};
+use crate::alloc;
 use crate::alloc::{key, InternalScope};
 
 /// A future that names the task polling it. Created by [`instrument`] or [`spawn`].
@@ -32,7 +34,8 @@ pub struct Instrumented<F> {
     name: &'static str,
     dyn_name: Option<String>,
     location: &'static StdLocation<'static>,
-    task: Option<TaskKey>,
+    /// The task and its name index, from the first poll on.
+    task: Option<(TaskKey, u16)>,
     /// Poll count and time of this task's name (feature `tokio-metrics`).
     #[cfg(feature = "tokio-metrics")]
     polls: Option<&'static crate::export::task_polls::PollStats>,
@@ -98,33 +101,31 @@ impl<F: Future> Future for Instrumented<F> {
         if this.task.is_none() {
             if let Some(id) = tokio::task::try_id() {
                 let _scope = InternalScope::enter();
-                let id = key::task_id_u64(id);
                 let task = TaskKey {
-                    id,
-                                    };
-                *this.task = Some(task);
-                let name = this
-                    .dyn_name
-                    .take()
-                    .unwrap_or_else(|| (*this.name).to_owned());
+                    id: key::task_id_u64(id),
+                };
+                let name = match this.dyn_name.take() {
+                    Some(n) => names::task_index(&n),
+                    None => names::static_task_index(this.name),
+                };
+                *this.task = Some((task, name));
                 #[cfg(feature = "tokio-metrics")]
                 {
-                    *this.polls = Some(crate::export::task_polls::slot(&name));
+                    *this.polls = Some(crate::export::task_polls::slot(&names::task_name(name)));
                 }
                 if events::enabled() {
                     events::send(Event::TaskStart {
                         task,
-                        name: Some(name),
-                        location: Some(Location {
-                            file: this.location.file().to_owned(),
-                            line: this.location.line(),
-                        }),
+                        name,
+                        location: Some(Loc::Static(this.location)),
                         source: TaskSource::Wrapper,
                         at: Instant::now(),
                     });
                 }
             }
         }
+        // The task's allocations carry its name while it is polled here.
+        let _named = this.task.map(|(task, name)| NamedPoll::enter(task, name));
         let Some(inner) = this.inner.as_pin_mut() else {
             return Poll::Pending;
         };
@@ -145,13 +146,30 @@ impl<F> PinnedDrop for Instrumented<F> {
         let mut this = self.project();
         // Drop the task's future first (in place, as pinning requires): what its destructor
         // frees or allocates still belongs to the running task, before the end is reported.
+        let named = this.task.map(|(task, name)| NamedPoll::enter(task, name));
         this.inner.set(None);
-        if let Some(task) = *this.task {
-            
+        drop(named);
+        if let Some((task, _)) = *this.task {
             events::send(Event::TaskEnd {
                 task,
                 at: Instant::now(),
             });
         }
+    }
+}
+
+/// The task's name on this thread's allocations, for one poll (or the drop).
+struct NamedPoll;
+
+impl NamedPoll {
+    fn enter(task: TaskKey, name: u16) -> Self {
+        alloc::enter_task_name(task.id, name);
+        NamedPoll
+    }
+}
+
+impl Drop for NamedPoll {
+    fn drop(&mut self) {
+        alloc::exit_task_name();
     }
 }

@@ -1,0 +1,323 @@
+//! The allocator's paths for blocks of the live index: indexed allocations (extended header and
+//! entry), their frees and reallocs (the scan handshake, deferral), sampled re-draws, and
+//! heapspan's own blocks, scrubbed while scans may read freed memory.
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::ptr;
+
+use super::header::{self, Key, EXT, TASK_HEAPSPAN};
+use super::local::{local, Local};
+use super::slots::{Op, ThreadState};
+use super::state::{self, Mode};
+use super::{index, record, sites, Allocator};
+use crate::sync::statics::Ordering;
+
+impl<A: GlobalAlloc> Allocator<A> {
+    /// An allocation the live index takes (every one in full mode, a sampled one otherwise):
+    /// indexed with the extended header when the thread has a table with a free entry, else a
+    /// plain counted one.
+    #[inline(never)]
+    pub(super) unsafe fn alloc_indexed(&self, layout: Layout, zeroed: bool) -> *mut u8 {
+        let l = local();
+        if l.state.get().is_null() && !l.busy.get() {
+            // The thread's first operation since start: claim its table now, so that this
+            // allocation is indexed too.
+            l.claim_now();
+        }
+        let reserved = match l.table() {
+            Some(st) if !l.heapspan_own.get() => index::reserve(st.id(), &st.index),
+            _ => None,
+        };
+        let Some(r) = reserved else {
+            // SAFETY: forwarded caller contract.
+            return unsafe { self.alloc_plain(layout, zeroed, true) };
+        };
+        let Some((outer, off)) = index::outer_ext(layout) else {
+            // Too big for the size word (or for the address space): not indexed.
+            r.cancel();
+            // SAFETY: forwarded caller contract.
+            return unsafe { self.alloc_plain(layout, zeroed, true) };
+        };
+        // SAFETY: `outer` has a non-zero size (it includes the header).
+        let base = unsafe { self.inner_alloc(outer, zeroed) };
+        if base.is_null() {
+            r.cancel();
+            return base;
+        }
+        // SAFETY: `off < outer.size()`.
+        let user = unsafe { base.add(off) };
+        let key = record::on_alloc(l, layout.size() as u64);
+        if sites::ON.load(Ordering::Relaxed) != 0 {
+            r.set_site(sites::capture());
+        }
+        // SAFETY: `off >= 32` bytes in front of `user` belong to the block, 8-aligned.
+        unsafe { r.publish(user, layout, key.task, key.span) };
+        user
+    }
+
+    /// Which `in_free` flag this thread raises, and its table (if it has one).
+    #[inline(always)]
+    fn marker(l: &Local) -> (index::Marker<'static>, Option<&'static ThreadState>) {
+        match l.table() {
+            Some(st) => (index::Marker::Own(&st.index), Some(st)),
+            None => (index::Marker::Orphan, None),
+        }
+    }
+
+    /// Frees an extended block: counted, its entry cleared, and released now or, while a scan
+    /// runs, deferred until it ends.
+    #[inline(never)]
+    pub(super) unsafe fn dealloc_ext(&self, user: *mut u8, layout: Layout) {
+        // SAFETY: a live extended block: its header words are readable.
+        let (id, task, span) = unsafe {
+            (
+                index::word(user, 32).load(Ordering::Relaxed),
+                index::word(user, 16).load(Ordering::Relaxed),
+                index::word(user, 8).load(Ordering::Relaxed) & !EXT,
+            )
+        };
+        let l = local();
+        if state::mode() != Mode::Off {
+            record::record(l, Key::new(task, span), Op::Free(layout.size() as u64));
+        }
+        // SAFETY: forwarded: a live extended block being freed.
+        unsafe { self.free_ext_uncounted(l, user, layout, id) };
+    }
+
+    /// Releases an extended block (already counted): its entry cleared, the block released
+    /// now or, while a scan runs, deferred until it ends.
+    ///
+    /// # Safety
+    /// `user` is a live extended block of this allocator with `layout` and id `id`, being freed.
+    #[inline(always)]
+    unsafe fn free_ext_uncounted(&self, l: &Local, user: *mut u8, layout: Layout, id: u64) {
+        let (marker, own) = Self::marker(l);
+        let scanning = marker.enter();
+        // SAFETY: `id` is this live block's id and we are freeing it.
+        unsafe { index::clear_entry(id, own) };
+        // The flag comes down before the block is released or deferred: with the entry
+        // cleared, a scan that starts now never sees the block, and a running one (which we
+        // saw) keeps it until its end because it is deferred.
+        marker.exit();
+        if scanning {
+            // SAFETY: a live extended block of this allocator being freed; the global
+            // allocator lives for the whole process.
+            unsafe { index::defer(self, user) };
+        } else {
+            // SAFETY: the block is ours to free; its layout is the caller's.
+            unsafe { self.release_ext(user, layout) };
+        }
+    }
+
+    /// A sampled-mode realloc whose draw changes the block's kind (`to_ext`: plain to indexed,
+    /// else indexed to plain): a new block of the other kind keeps the original key, the
+    /// contents are copied, the old block released. Counted like any realloc (growth or
+    /// shrinkage, no allocation or free). `None`: the block cannot be indexed here (no table,
+    /// no entry, heapspan's own): go on with an ordinary realloc.
+    #[cold]
+    #[inline(never)]
+    pub(super) unsafe fn realloc_resample(
+        &self,
+        user: *mut u8,
+        layout: Layout,
+        new_size: usize,
+        to_ext: bool,
+    ) -> Option<*mut u8> {
+        let new_layout = Layout::from_size_align(new_size, layout.align()).ok()?;
+        // The old block's inner layout (it was allocated with it, so this cannot fail).
+        let (old_outer, old_off) = header::outer(layout)?;
+        // SAFETY: a live block of this allocator: its last two header words are readable.
+        let key = unsafe { header::read(user) };
+        let key = Key::new(key.task, key.span & !EXT);
+        if key.task == TASK_HEAPSPAN {
+            // heapspan's own blocks are never indexed (and are scrubbed when they move).
+            return None;
+        }
+        let l = local();
+        let new_user = if to_ext {
+            let st = l.table().filter(|_| !l.heapspan_own.get())?;
+            let r = index::reserve(st.id(), &st.index)?;
+            let Some((new_outer, off)) = index::outer_ext(new_layout) else {
+                r.cancel();
+                return None;
+            };
+            // SAFETY: a non-zero layout.
+            let base = unsafe { self.inner.alloc(new_outer) };
+            if base.is_null() {
+                r.cancel();
+                return Some(base);
+            }
+            // SAFETY: `off` bytes in front of `nu` are in the new block; `min(old, new)`
+            // bytes are copied between two distinct live blocks.
+            let nu = unsafe {
+                let nu = base.add(off);
+                ptr::copy_nonoverlapping(user, nu, layout.size().min(new_size));
+                nu
+            };
+            if sites::ON.load(Ordering::Relaxed) != 0 {
+                r.set_site(sites::capture());
+            }
+            // SAFETY: `off >= 32` bytes in front of `nu` belong to the block, 8-aligned.
+            unsafe { r.publish(nu, new_layout, key.task, key.span) };
+            // SAFETY: the old plain block, as the inner allocator handed it out.
+            unsafe { self.inner.dealloc(user.sub(old_off), old_outer) };
+            nu
+        } else {
+            let (new_outer, off) = header::outer(new_layout)?;
+            // SAFETY: a non-zero layout.
+            let base = unsafe { self.inner.alloc(new_outer) };
+            if base.is_null() {
+                return Some(base);
+            }
+            // SAFETY: as above; the new block's 16-byte header goes in front of `nu`.
+            let nu = unsafe {
+                let nu = base.add(off);
+                ptr::copy_nonoverlapping(user, nu, layout.size().min(new_size));
+                header::write(nu, key);
+                nu
+            };
+            // SAFETY: the old block is a live extended block being replaced.
+            unsafe {
+                let id = index::word(user, 32).load(Ordering::Relaxed);
+                self.free_ext_uncounted(l, user, layout, id);
+            }
+            nu
+        };
+        record::on_resize(key, layout.size(), new_size);
+        Some(new_user)
+    }
+
+    /// A realloc of one of heapspan's own blocks while the live index is on: moved by hand so
+    /// that the old block is zeroed before it is freed (see `dealloc`).
+    #[cold]
+    #[inline(never)]
+    pub(super) unsafe fn realloc_scrubbed(
+        &self,
+        user: *mut u8,
+        layout: Layout,
+        new_size: usize,
+        key: Key,
+    ) -> *mut u8 {
+        let (Some((old_outer, off)), Ok(new_layout)) = (
+            header::outer(layout),
+            Layout::from_size_align(new_size, layout.align()),
+        ) else {
+            return ptr::null_mut();
+        };
+        let Some((new_outer, new_off)) = header::outer(new_layout) else {
+            return ptr::null_mut();
+        };
+        // SAFETY: a non-zero layout.
+        let base = unsafe { self.inner.alloc(new_outer) };
+        if base.is_null() {
+            return base;
+        }
+        // SAFETY: two distinct live blocks; `min(old, new)` bytes copied, then the old block
+        // zeroed and freed with the layout it was allocated with.
+        let nu = unsafe {
+            let nu = base.add(new_off);
+            ptr::copy_nonoverlapping(user, nu, layout.size().min(new_size));
+            header::write(nu, key);
+            user.write_bytes(0, layout.size());
+            self.inner.dealloc(user.sub(off), old_outer);
+            nu
+        };
+        record::on_resize(key, layout.size(), new_size);
+        nu
+    }
+
+    /// Gives an extended block back to the inner allocator.
+    ///
+    /// # Safety
+    /// `user` is an extended block of this allocator with `layout`, no longer used by anyone.
+    pub(crate) unsafe fn release_ext(&self, user: *mut u8, layout: Layout) {
+        if let Some((outer, off)) = index::outer_ext(layout) {
+            // SAFETY: `user - off` and `outer` are what the inner allocator handed out.
+            unsafe { self.inner.dealloc(user.sub(off), outer) };
+        }
+    }
+
+    /// Reallocates an extended block: the entry follows it with the next generation (the
+    /// `evolution` edge), and while a scan runs the old block is not freed but deferred.
+    #[inline(never)]
+    pub(super) unsafe fn realloc_ext(
+        &self,
+        user: *mut u8,
+        layout: Layout,
+        new_size: usize,
+    ) -> *mut u8 {
+        let Some((outer, off)) = index::outer_ext(layout) else {
+            return ptr::null_mut();
+        };
+        if new_size as u64 > index::SIZE_MASK {
+            // An indexed block's size word holds 48 bits: such a realloc fails.
+            return ptr::null_mut();
+        }
+        let Some(new_outer) = new_size.checked_add(off) else {
+            return ptr::null_mut();
+        };
+        let Ok(new_layout) = Layout::from_size_align(new_outer, outer.align()) else {
+            return ptr::null_mut();
+        };
+        // SAFETY: a live extended block: its header words are readable.
+        let (id, sw, task, span) = unsafe {
+            (
+                index::word(user, 32).load(Ordering::Relaxed),
+                index::word(user, 24).load(Ordering::Relaxed),
+                index::word(user, 16).load(Ordering::Relaxed),
+                index::word(user, 8).load(Ordering::Relaxed) & !EXT,
+            )
+        };
+        let new_id = index::next_id(id);
+        let l = local();
+        let (marker, _) = Self::marker(l);
+        let scanning = marker.enter();
+        let new_user = if scanning {
+            // A scan runs and may read the old block: it is copied and deferred, not freed.
+            marker.exit();
+            // SAFETY: `new_layout` is non-zero.
+            let base = unsafe { self.inner.alloc(new_layout) };
+            if base.is_null() {
+                return base;
+            }
+            // SAFETY: `off` bytes in front of the new user pointer are in the new block; the
+            // header and `min(old, new)` bytes are copied between two distinct live blocks.
+            unsafe {
+                let nu = base.add(off);
+                ptr::copy_nonoverlapping(
+                    user.sub(index::EXT_HEADER),
+                    nu.sub(index::EXT_HEADER),
+                    index::EXT_HEADER + layout.size().min(new_size),
+                );
+                nu
+            }
+        } else {
+            // No scan runs: hide the entry, so that one starting from now on skips the block
+            // while the inner realloc may free it.
+            // SAFETY: `id` is this block's id; the caller reallocates it.
+            unsafe { index::hide_entry(id) };
+            marker.exit();
+            // SAFETY: `user - off`/`outer` are what the inner allocator handed out.
+            let base = unsafe { self.inner.realloc(user.sub(off), outer, new_outer) };
+            if base.is_null() {
+                // SAFETY: the block is unchanged and still ours: its entry names it again.
+                unsafe { index::show_entry(id, user) };
+                return base;
+            }
+            // SAFETY: the header moved with the block.
+            unsafe { base.add(off) }
+        };
+        // SAFETY: `new_user` is this extended block in its new place, not yet reachable by a
+        // scanner (its entry names the old address or is hidden).
+        unsafe { index::rewrite_after_realloc(new_user, new_id, sw, new_size) };
+        // SAFETY: `id` is this block's id; the caller moves it.
+        unsafe { index::move_entry(id, new_user) };
+        if scanning {
+            // SAFETY: the old block, no longer named by its entry, is freed by the realloc;
+            // deferred until the scans that may have read it are over.
+            unsafe { index::defer(self, user) };
+        }
+        record::on_resize(Key::new(task, span), layout.size(), new_size);
+        new_user
+    }
+}

@@ -1,0 +1,93 @@
+//! Recording one operation: the thread's own table, else a table borrowed for the call, else
+//! the shared fallback; an allocation refused at the queue bound goes to the overflow bucket.
+
+use super::header::{Key, TASK_OVERFLOW};
+use super::local::Local;
+use super::slots::{size_bucket, Op, SIZE_BUCKETS};
+use super::state::{self, Mode};
+use crate::sync::statics::{AtomicU64, Ordering};
+
+/// Records `op` under `key` on this thread. False only for an allocation refused at the queue
+/// bound (or by the system allocator): the caller attributes the block to the overflow
+/// bucket instead ([`overflow`]). Every other operation is recorded.
+#[inline(always)]
+pub(crate) fn record(l: &Local, key: Key, op: Op) -> bool {
+    if let Some(st) = l.table() {
+        return st.record(key, op, &l.hint);
+    }
+    record_cold(l, key, op)
+}
+
+/// A thread's first operation (claims its table), and threads without a table of their own
+/// (exited, or beyond the pool's capacity).
+#[cold]
+#[inline(never)]
+fn record_cold(l: &Local, key: Key, op: Op) -> bool {
+    let Some(pool) = state::pool() else {
+        return true;
+    };
+    if l.state.get().is_null() && !l.busy.get() {
+        l.set_busy(true);
+        l.claim(pool);
+        l.set_busy(false);
+        if let Some(st) = l.table() {
+            return st.record(key, op, &l.hint);
+        }
+    }
+    if let Some(recorded) = l.with_borrowed(|st, hint| st.record(key, op, hint)) {
+        return recorded;
+    }
+    pool.fallback.push(key, op)
+}
+
+/// The key of the block an allocation of `size` gets when it could not be recorded under its
+/// own: the overflow bucket, counted here (its later free, under this key, goes through the
+/// tables like any other).
+#[cold]
+#[inline(never)]
+pub(crate) fn overflow(size: u64) -> Key {
+    OVERFLOW_ALLOCS.fetch_add(1, Ordering::Relaxed);
+    OVERFLOW_BYTES.fetch_add(size, Ordering::Relaxed);
+    OVERFLOW_SIZES[size_bucket(size)].fetch_add(1, Ordering::Relaxed);
+    Key::new(TASK_OVERFLOW, 0)
+}
+
+/// Allocations sent to the overflow bucket (cumulative).
+pub(crate) static OVERFLOW_ALLOCS: AtomicU64 = AtomicU64::new(0);
+/// Their bytes (cumulative).
+pub(crate) static OVERFLOW_BYTES: AtomicU64 = AtomicU64::new(0);
+/// Their size histogram (cumulative).
+pub(crate) static OVERFLOW_SIZES: [AtomicU64; SIZE_BUCKETS] =
+    [const { AtomicU64::new(0) }; SIZE_BUCKETS];
+
+/// Counts an allocation of `size` bytes (heapspan is running) and returns the key its header
+/// gets.
+#[inline(always)]
+pub(crate) fn on_alloc(l: &Local, size: u64) -> Key {
+    let key = l.alloc_key();
+    if record(l, key, Op::Alloc(size)) {
+        key
+    } else {
+        overflow(size)
+    }
+}
+
+/// Counts a realloc from `old` to `new` bytes: growth or shrinkage, under the block's key.
+#[inline(always)]
+pub(crate) fn on_resize(key: Key, old: usize, new: usize) {
+    let (old, new) = (old as u64, new as u64);
+    let op = if new > old {
+        Op::Grow(new - old)
+    } else if old > new {
+        Op::Shrink(old - new)
+    } else {
+        return;
+    };
+    // Only while running: once stopped nobody folds the tables, so recording would only fill
+    // them up.
+    if state::mode() == Mode::Off {
+        return;
+    }
+    let recorded = record(super::local::local(), key, op);
+    debug_assert!(recorded, "only allocations are ever refused");
+}

@@ -1,0 +1,186 @@
+//! Per-thread attribution context the layer and the task wrapper keep up to date: the stack of
+//! entered user spans, and the name of the task being polled.
+//!
+//! Both live in the thread-local ([`super::local`](mod@super::local)) and are plain cells written only by
+//! their own thread, so the allocation hot path reads them with two loads.
+
+use std::cell::Cell;
+
+/// Entered spans tracked per thread; deeper ones are counted (`span_stack_overflow`) and
+/// their allocations go to the deepest tracked span.
+pub(crate) const SPAN_STACK: usize = 32;
+/// Task-name frames tracked per thread (a runtime driven inside a task's poll nests them).
+const NAME_STACK: usize = 8;
+
+/// Entered user spans, innermost last.
+#[derive(Debug)]
+pub(crate) struct SpanStack {
+    spans: [Cell<u64>; SPAN_STACK],
+    /// May exceed the capacity (the excess is not tracked).
+    depth: Cell<usize>,
+    /// The innermost tracked span word (0 for none), kept up to date by push and pop.
+    current: Cell<u64>,
+}
+
+impl SpanStack {
+    pub(crate) const fn new() -> Self {
+        SpanStack {
+            spans: [const { Cell::new(0) }; SPAN_STACK],
+            depth: Cell::new(0),
+            current: Cell::new(0),
+        }
+    }
+
+    /// The span word allocations get now.
+    #[inline(always)]
+    pub(crate) fn current(&self) -> u64 {
+        self.current.get()
+    }
+
+    /// Span `word` was entered. False if the stack was too deep to track it.
+    pub(crate) fn push(&self, word: u64) -> bool {
+        let d = self.depth.get();
+        self.depth.set(d + 1);
+        if d < SPAN_STACK {
+            self.spans[d].set(word);
+            self.current.set(word);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Span `word` was exited (spans may exit out of order).
+    pub(crate) fn pop(&self, word: u64) {
+        let d = self.depth.get();
+        if d == 0 {
+            return;
+        }
+        let tracked = d.min(SPAN_STACK);
+        if let Some(pos) = (0..tracked).rev().find(|&i| self.spans[i].get() == word) {
+            for i in pos..tracked - 1 {
+                self.spans[i].set(self.spans[i + 1].get());
+            }
+            // Past the capacity the next deeper span was never recorded: its slot reads as
+            // none.
+            self.spans[tracked - 1].set(if d > SPAN_STACK {
+                0
+            } else {
+                self.spans[tracked - 1].get()
+            });
+            self.depth.set(d - 1);
+            self.refresh();
+        } else if d > SPAN_STACK {
+            // One of the untracked, deeper spans.
+            self.depth.set(d - 1);
+            self.refresh();
+        }
+    }
+
+    fn refresh(&self) {
+        let d = self.depth.get().min(SPAN_STACK);
+        self.current
+            .set(if d == 0 { 0 } else { self.spans[d - 1].get() });
+    }
+}
+
+/// The name of the task being polled on this thread, for the task it was set for: a task
+/// polled inside it (a `LocalSet` driven from a task) has another id and gets no name from it.
+#[derive(Debug)]
+pub(crate) struct TaskName {
+    /// Task id the name belongs to (0: none).
+    task: Cell<u64>,
+    /// Its name index, shifted into the task word (`name << 48`).
+    hi: Cell<u64>,
+    /// Outer frames, restored when the inner one ends.
+    saved: [Cell<(u64, u64)>; NAME_STACK],
+    depth: Cell<usize>,
+}
+
+impl TaskName {
+    pub(crate) const fn new() -> Self {
+        TaskName {
+            task: Cell::new(0),
+            hi: Cell::new(0),
+            saved: [const { Cell::new((0, 0)) }; NAME_STACK],
+            depth: Cell::new(0),
+        }
+    }
+
+    /// The name bits of task `id`'s task word: its name if it is the task named here, else 0
+    /// (unnamed).
+    #[inline(always)]
+    pub(crate) fn hi_for(&self, id: u64) -> u64 {
+        if self.task.get() == id {
+            self.hi.get()
+        } else {
+            0
+        }
+    }
+
+    /// Task `id` named `hi` starts a poll (or its drop) on this thread.
+    pub(crate) fn enter(&self, id: u64, hi: u64) {
+        let d = self.depth.get();
+        if d < NAME_STACK {
+            self.saved[d].set((self.task.get(), self.hi.get()));
+        }
+        self.depth.set(d + 1);
+        self.task.set(id);
+        self.hi.set(hi);
+    }
+
+    /// The poll begun by the matching [`TaskName::enter`] ends.
+    pub(crate) fn exit(&self) {
+        let d = self.depth.get();
+        if d == 0 {
+            return;
+        }
+        self.depth.set(d - 1);
+        let (task, hi) = if d - 1 < NAME_STACK {
+            self.saved[d - 1].get()
+        } else {
+            (0, 0)
+        };
+        self.task.set(task);
+        self.hi.set(hi);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_pop_out_of_order_and_beyond_capacity() {
+        let s = SpanStack::new();
+        assert!(s.push(1) && s.push(2) && s.push(3));
+        s.pop(2);
+        assert_eq!(s.current(), 3);
+        s.pop(3);
+        assert_eq!(s.current(), 1);
+        for w in 10..(10 + SPAN_STACK as u64) {
+            s.push(w);
+        }
+        assert!(!s.push(99), "one past the capacity is not tracked");
+        s.pop(99);
+        assert_eq!(s.current(), 10 + SPAN_STACK as u64 - 2);
+    }
+
+    #[test]
+    fn task_names_nest_and_apply_to_their_own_task_only() {
+        let n = TaskName::new();
+        n.enter(7, 1 << 48);
+        assert_eq!(n.hi_for(7), 1 << 48);
+        assert_eq!(
+            n.hi_for(8),
+            0,
+            "another task polled inside gets no name from it"
+        );
+        n.enter(8, 2 << 48);
+        assert_eq!(n.hi_for(8), 2 << 48);
+        n.exit();
+        assert_eq!(n.hi_for(7), 1 << 48);
+        n.exit();
+        assert_eq!(n.hi_for(7), 0);
+    }
+}

@@ -1,0 +1,169 @@
+//! Process-wide state: the allocator's one mode, the settings taken at start, and the pool of
+//! thread tables.
+//!
+//! The pool is one anonymous memory mapping of `max_threads` tables, made at start and never
+//! unmapped (threads may still touch their tables while they exit, at any time). A table is
+//! all atomics, valid when all-zero, so the mapping needs no initialisation: a page becomes
+//! resident only when a thread that claimed its table writes to it.
+
+use std::ptr;
+
+use super::slots::ThreadState;
+use crate::sync::statics::{AtomicPtr, AtomicU64, AtomicU8, Ordering};
+
+/// What the allocator does with an operation: the one encoding of heapspan's mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub(crate) enum Mode {
+    /// Not running (before start, after stop): the header is written, nothing is counted.
+    Off = 0,
+    /// Counting.
+    Counting = 1,
+    /// Counting, every allocation indexed (the live index in full mode).
+    Indexed = 2,
+    /// Counting, sampled allocations indexed.
+    Sampled = 3,
+}
+
+static MODE: AtomicU8 = AtomicU8::new(Mode::Off as u8);
+static POOL: AtomicPtr<Pool> = AtomicPtr::new(ptr::null_mut());
+/// Next heapspan span instance (0 means "no span").
+static NEXT_SPAN: AtomicU64 = AtomicU64::new(1);
+
+/// The current mode.
+#[inline(always)]
+pub(crate) fn mode() -> Mode {
+    match MODE.load(Ordering::Relaxed) {
+        1 => Mode::Counting,
+        2 => Mode::Indexed,
+        3 => Mode::Sampled,
+        _ => Mode::Off,
+    }
+}
+
+/// Whether the live index is on.
+pub(crate) fn indexing() -> bool {
+    mode() >= Mode::Indexed
+}
+
+/// The live index's settings at start.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct IndexStart {
+    /// [`Mode::Counting`] (no index), [`Mode::Indexed`] or [`Mode::Sampled`].
+    pub(crate) mode: Mode,
+    pub(crate) sample_mean: u64,
+    pub(crate) capacity: usize,
+    pub(crate) sites: bool,
+}
+
+/// The thread tables, created once at start and never freed.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    tables: *const ThreadState,
+    capacity: usize,
+    /// One more than the highest table ever claimed (the aggregator and the scanner read
+    /// `..high`; tables never claimed are all-zero, which reads as empty).
+    pub(crate) high: AtomicU64,
+    /// Operations of threads that found no table free.
+    pub(crate) fallback: super::fallback::Fallback,
+}
+
+// SAFETY: `tables` points to `capacity` tables that live for the rest of the process and are
+// made of atomics only; sharing them between threads is what they are for.
+unsafe impl Sync for Pool {}
+// SAFETY: as above; the pool owns nothing thread-bound.
+unsafe impl Send for Pool {}
+
+impl Pool {
+    /// Every table that was ever claimed (and the never-claimed ones below the highest, which
+    /// read as empty).
+    pub(crate) fn claimed(&self) -> &[ThreadState] {
+        let high = (self.high.load(Ordering::Acquire) as usize).min(self.capacity);
+        // SAFETY: `tables` holds `capacity` valid tables (all-zero or in use) for the life of
+        // the process, and `high <= capacity`.
+        unsafe { std::slice::from_raw_parts(self.tables, high) }
+    }
+
+    /// Every table of the pool.
+    pub(crate) fn all(&self) -> &[ThreadState] {
+        // SAFETY: as in `claimed`.
+        unsafe { std::slice::from_raw_parts(self.tables, self.capacity) }
+    }
+
+    /// Table `i`.
+    ///
+    /// # Safety
+    /// `i` is below the pool's capacity (a table part of an allocation id made by this pool).
+    #[inline]
+    pub(crate) unsafe fn table_unchecked(&self, i: usize) -> &ThreadState {
+        // SAFETY: by the caller's contract `i < capacity`.
+        unsafe { &*self.tables.add(i) }
+    }
+
+    /// Bytes of the pool's mapping that are resident right now.
+    pub(crate) fn resident_bytes(&self) -> u64 {
+        super::pages::resident(
+            self.tables.cast(),
+            self.capacity * std::mem::size_of::<ThreadState>(),
+        )
+    }
+
+    /// True when some thread's queue holds more than a fold usually drains: the aggregator
+    /// should fold now.
+    pub(crate) fn under_pressure(&self) -> bool {
+        self.claimed()
+            .iter()
+            .any(|t| t.ring_len() > super::ring::CHUNK / 2)
+    }
+}
+
+/// The pool, once started.
+#[inline]
+pub(crate) fn pool() -> Option<&'static Pool> {
+    let p = POOL.load(Ordering::Acquire);
+    // SAFETY: POOL is only ever set to a leaked, never-freed `Pool`.
+    unsafe { p.as_ref() }
+}
+
+/// Maps the pool and turns counting on. Fails if heapspan already runs, or if the mapping
+/// cannot be made.
+pub(crate) fn start(max_threads: usize, index: IndexStart) -> Result<&'static Pool, ()> {
+    let _g = super::local::InternalScope::enter();
+    let bytes = max_threads * std::mem::size_of::<ThreadState>();
+    let tables = super::pages::map_zeroed(bytes).ok_or(())?;
+    let pool: &'static Pool = Box::leak(Box::new(Pool {
+        tables: tables.cast(),
+        capacity: max_threads,
+        high: AtomicU64::new(0),
+        fallback: super::fallback::Fallback::new(),
+    }));
+    if POOL
+        .compare_exchange(
+            ptr::null_mut(),
+            ptr::from_ref(pool).cast_mut(),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .is_err()
+    {
+        return Err(());
+    }
+    if index.mode >= Mode::Indexed {
+        super::index::register_membarrier();
+        super::index::SAMPLE_MEAN.store(index.sample_mean.max(1), Ordering::Relaxed);
+        super::index::CAPACITY.store(index.capacity as u64, Ordering::Relaxed);
+        super::sites::ON.store(u8::from(index.sites && cfg!(unix)), Ordering::Relaxed);
+    }
+    MODE.store(index.mode.max(Mode::Counting) as u8, Ordering::Release);
+    Ok(pool)
+}
+
+/// Turns counting off: heapspan passes through again (it cannot be restarted).
+pub(crate) fn stop() {
+    MODE.store(Mode::Off as u8, Ordering::Release);
+}
+
+/// A fresh heapspan span instance.
+pub(crate) fn next_span_instance() -> u64 {
+    NEXT_SPAN.fetch_add(1, Ordering::Relaxed) & super::header::SPAN_MASK
+}

@@ -1,0 +1,173 @@
+//! Task names and span names as the small numbers each block's header carries: interned once,
+//! looked up by the aggregator.
+//!
+//! A task name is its display name (the name given at spawn, else the spawn location, else
+//! `unnamed`), up to 65,534 of them; a span name is its `(target, name)`, up to 32,766. Names
+//! beyond those bounds share the last index, shown as `other` (metrics cap their cardinality
+//! anyway). Interning takes a lock only the first time a thread meets a name: each thread
+//! keeps a small cache of the static names it used last.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::alloc::header::GROUP_MAX;
+
+/// Index of `unnamed` tasks (no name, no location).
+pub(crate) const UNNAMED: u16 = 0;
+/// Index of task names beyond the bound.
+pub(crate) const OTHER_TASK: u16 = u16::MAX;
+/// Index of span names beyond the bound.
+pub(crate) const OTHER_SPAN: u16 = GROUP_MAX;
+/// The name shown for the `other` indices.
+pub(crate) const OTHER: &str = "other";
+
+/// A span name: target and name.
+pub(crate) type SpanName = (&'static str, &'static str);
+
+struct Interner<K> {
+    ix: HashMap<K, u16>,
+    names: Vec<K>,
+    /// The highest index handed out to a name of its own; past it, `other`.
+    last: u16,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Interner<K> {
+    fn new(last: u16) -> Self {
+        Interner {
+            ix: HashMap::new(),
+            names: Vec::new(),
+            last,
+        }
+    }
+}
+
+// Built on first use (a `HashMap` cannot be made in a `const`).
+static TASKS: Mutex<Option<Interner<String>>> = Mutex::new(None);
+static SPANS: Mutex<Option<Interner<SpanName>>> = Mutex::new(None);
+
+fn intern<K: std::hash::Hash + Eq + Clone>(
+    m: &Mutex<Option<Interner<K>>>,
+    first: u16,
+    last: u16,
+    other: u16,
+    k: &K,
+) -> u16 {
+    let mut g = m.lock().unwrap_or_else(|p| p.into_inner());
+    let i = g.get_or_insert_with(|| Interner::new(last));
+    if let Some(&n) = i.ix.get(k) {
+        return n;
+    }
+    let n = first as usize + i.names.len();
+    if n > i.last as usize {
+        return other;
+    }
+    i.names.push(k.clone());
+    i.ix.insert(k.clone(), n as u16);
+    n as u16
+}
+
+fn lookup<K: Clone>(m: &Mutex<Option<Interner<K>>>, first: u16, n: u16) -> Option<K> {
+    let g = m.lock().unwrap_or_else(|p| p.into_inner());
+    g.as_ref()?
+        .names
+        .get(usize::from(n.checked_sub(first)?))
+        .cloned()
+}
+
+const CACHE: usize = 8;
+
+thread_local! {
+    /// Recently interned static names of this thread: (address, length, index).
+    static TASK_CACHE: [Cell<(usize, usize, u16)>; CACHE] = const { [const { Cell::new((0, 0, 0)) }; CACHE] };
+    /// Recently interned span callsites of this thread: (metadata address, index).
+    static SPAN_CACHE: [Cell<(usize, u16)>; CACHE] = const { [const { Cell::new((0, 0)) }; CACHE] };
+}
+
+fn slot(addr: usize) -> usize {
+    (addr.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60) % CACHE
+}
+
+/// The index of task name `name` (a display name; empty means unnamed).
+pub(crate) fn task_index(name: &str) -> u16 {
+    if name.is_empty() || name == "unnamed" {
+        return UNNAMED;
+    }
+    intern(&TASKS, 1, OTHER_TASK - 1, OTHER_TASK, &name.to_owned())
+}
+
+/// [`task_index`] of a static name, without the lock when this thread met it recently.
+pub(crate) fn static_task_index(name: &'static str) -> u16 {
+    let key = (name.as_ptr() as usize, name.len());
+    let hit = TASK_CACHE
+        .try_with(|c| {
+            let e = c[slot(key.0)].get();
+            ((e.0, e.1) == key).then_some(e.2)
+        })
+        .ok()
+        .flatten();
+    if let Some(n) = hit {
+        return n;
+    }
+    let n = task_index(name);
+    let _ = TASK_CACHE.try_with(|c| c[slot(key.0)].set((key.0, key.1, n)));
+    n
+}
+
+/// The display name of task name index `n`.
+pub(crate) fn task_name(n: u16) -> String {
+    match n {
+        UNNAMED => "unnamed".to_owned(),
+        OTHER_TASK => OTHER.to_owned(),
+        n => lookup(&TASKS, 1, n).unwrap_or_else(|| OTHER.to_owned()),
+    }
+}
+
+/// The span group of callsite `meta` (its target and name).
+pub(crate) fn span_index(meta: &'static tracing_core::Metadata<'static>) -> u16 {
+    let addr = std::ptr::from_ref(meta) as usize;
+    let hit = SPAN_CACHE
+        .try_with(|c| {
+            let e = c[slot(addr)].get();
+            (e.0 == addr).then_some(e.1)
+        })
+        .ok()
+        .flatten();
+    if let Some(n) = hit {
+        return n;
+    }
+    let n = intern(
+        &SPANS,
+        1,
+        OTHER_SPAN - 1,
+        OTHER_SPAN,
+        &(meta.target(), meta.name()),
+    );
+    let _ = SPAN_CACHE.try_with(|c| c[slot(addr)].set((addr, n)));
+    n
+}
+
+/// The `(target, name)` of span group `n`.
+pub(crate) fn span_name(n: u16) -> SpanName {
+    match n {
+        0 => ("", "(unknown span)"),
+        OTHER_SPAN => ("", OTHER),
+        n => lookup(&SPANS, 1, n).unwrap_or(("", OTHER)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_intern_once_and_read_back() {
+        let a = static_task_index("names-test-a");
+        assert_eq!(static_task_index("names-test-a"), a);
+        assert_eq!(task_index("names-test-a"), a, "static and owned agree");
+        assert_ne!(task_index("names-test-b"), a);
+        assert_eq!(task_name(a), "names-test-a");
+        assert_eq!(task_index(""), UNNAMED);
+        assert_eq!(task_name(UNNAMED), "unnamed");
+    }
+}
