@@ -23,8 +23,10 @@ cargo check -p heapspan --lib --features tokio-metrics,tracing-opentelemetry
 step "the OTLP collector (rotel, pinned wheel) in .cache/"
 integration-tests/install-rotel.sh > /dev/null
 
-step "docs build without warnings (broken links included)"
+step "docs build without warnings (broken links included), public and private items"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features -q
+RUSTDOCFLAGS="-D warnings" CARGO_TARGET_DIR=target/doc-private \
+  cargo doc --no-deps --all-features --document-private-items -q
 
 step "unit, scenario, doc and integration tests"
 cargo test --workspace --all-features
@@ -33,7 +35,7 @@ step "task identity through tokio's spawn spans (--cfg tokio_unstable)"
 RUSTFLAGS="--cfg tokio_unstable" CARGO_TARGET_DIR=target/unstable \
   cargo test --test identity_paths
 
-step "loom models of the lock-free tables and queue"
+step "loom models of the lock-free tables, queues and the scan handshake"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
   cargo test --release --lib loom
 

@@ -6,34 +6,72 @@
 //!
 //! - **Headers.** Every block handed out has a 16-byte header right below the returned
 //!   pointer (for alignments above 16, the header sits in the last 16 bytes of an
-//!   `align`-sized prefix). The inner allocator always sees `size + offset` with alignment
-//!   `max(align, 8)`, derived the same way on `alloc`, `realloc` and `dealloc`, so it is always
-//!   called with the layout it handed the block out with. The header is written from the very
-//!   first allocation, also before start, so any pointer we are asked to free has one.
-//! - **No lock, no syscall, no allocation on the hot path.** An operation updates a counter in
-//!   a table owned by the current thread (a relaxed load and store of a cache line nobody else
-//!   writes). Thread tables come from a pool allocated once at start and never freed.
-//! - **Re-entrancy.** A thread-local `busy` flag is set while a thread claims its table (the
-//!   only step that calls out: it registers the thread-exit hook). An allocation made inside
-//!   it would be charged to the `heapspan` bucket and could never recurse; on Linux none is
-//!   known (glibc and std register TLS destructors with their own allocator). Code of heapspan
-//!   that may allocate (the layer, the aggregator, snapshots, export) runs in an
-//!   `InternalScope`: its allocations are charged to the `heapspan` bucket.
+//!   `align`-sized prefix): the task word (the task's name index and tokio id) and the span
+//!   word (the span's name index and instance). The inner allocator always sees
+//!   `size + offset` with alignment `max(align, 8)`, derived the same way on `alloc`,
+//!   `realloc` and `dealloc`, so it is always called with the layout it handed the block out
+//!   with. The header is written from the very first allocation, also before start, so any
+//!   pointer we are asked to free has one.
+//! - **No lock, no syscall, no allocation on the common path.** An operation updates a counter
+//!   in a table owned by the current thread (a relaxed load and store of a cache line nobody
+//!   else writes). The tables are one anonymous mapping made at start and never unmapped: a
+//!   table is atomics only and all-zero when fresh, so a page becomes resident only when a
+//!   thread that claimed its table writes to it. The uncommon paths never block either: they
+//!   take memory from the *system* allocator (never the global one, so they cannot recurse)
+//!   and use atomic read-modify-writes, never a lock.
+//! - **Re-entrancy.** The one step that calls out is a thread's claim of its table
+//!   (registering the thread-exit hook). The table is set before that call, so an allocation
+//!   made inside it is recorded in it (no table operation is in progress then) and charged to
+//!   the `heapspan` bucket; it can never recurse. Code of heapspan that may allocate (the
+//!   layer, the aggregator, snapshots, export, event sends) runs in an `InternalScope`: its
+//!   allocations are charged to the `heapspan` bucket.
 //! - **Thread exit.** The thread-local that holds a thread's state has no destructor, so it
 //!   stays readable while the thread exits. A second thread-local's destructor gives the table
-//!   back to the pool and switches the thread to the fallback queue, so frees that run in later
-//!   destructors are still counted.
-//! - **Exactness.** Counters in thread tables are cumulative; the aggregator remembers, per
-//!   slot tenancy (a seqlock sequence number), what it applied, and applies only the
-//!   difference. A tenancy that is evicted hands its final counters through a single-producer
-//!   ring before the slot is reused. Nothing is counted twice or lost unless a bounded queue is
-//!   full, and then the loss is counted in [`Snapshot::dropped`]. A thread that interleaves
-//!   more keys (task × span) than its table holds evicts often; its ring absorbs 1024
-//!   evictions between folds (folds come early when a ring is an eighth full), then operations
-//!   go through the shared fallback queue (4096 entries), and only past that are they dropped. These protocols are
-//!   model-checked with loom (`RUSTFLAGS="--cfg loom" cargo test --release --lib loom`).
+//!   back to the pool; frees that run in later destructors *borrow* a free table for the one
+//!   operation (claimed with a compare-and-swap, given back with a release store), so they are
+//!   still recorded.
+//! - **Exactness, with no operation dropped.** Counters in thread tables are cumulative; the
+//!   aggregator remembers, per slot tenancy (a seqlock sequence number), what it applied, and
+//!   applies only the difference. A tenancy that is evicted (the thread met more task × span
+//!   keys than its probe window holds) hands its final counters to the aggregator through the
+//!   thread's queue before the slot is reused. The queue is single-producer, single-consumer
+//!   and unbounded: when the aggregator falls behind, the producer links a new 16 KiB chunk
+//!   taken from the system allocator, and the consumer hands chunks it has read back (one kept
+//!   for reuse, the others freed). A thread for which no table is free at all (more live
+//!   threads than [`Builder::max_threads`]) pushes each operation as a node onto a lock-free
+//!   stack that the aggregator takes whole. Lifecycle events (task starts and ends, span
+//!   creations and closes) go through std's unbounded channel. So nothing is lost to a slow or
+//!   stalled aggregator, a churn of tasks and spans, frees on other threads, or task
+//!   migration. These protocols are model-checked with loom on the real code (the tables'
+//!   record/evict/read, the queue across chunk boundaries, the fallback stack, the scan
+//!   handshake: `RUSTFLAGS="--cfg loom" cargo test --release --lib loom`).
+//! - **Bounded, and conservative at the bound.** Queue memory (chunks and nodes) counts
+//!   against [`Builder::max_queue_bytes`] (256 MiB by default). At the bound a *new
+//!   allocation* that would need queue memory is not attributed: its header gets the overflow
+//!   key, it is counted in [`Buckets::overflow`] (shared counters), and its later free, under
+//!   that key, is counted there too, so no owner's live bytes drift and the buckets still add
+//!   up to [`Snapshot::total`]. Frees and reallocs of blocks already attributed are still
+//!   recorded, beyond the bound (at most one 64-byte entry per such block). From the first
+//!   overflow on, [`Snapshot::is_exact`] is false, the report marks owners' figures as lower
+//!   bounds, and the export counts `heapspan.tracker.dropped{reason="overflow_allocation"}`.
+//!   Only if the system allocator refuses heapspan a chunk or a node for a free or a realloc
+//!   (the process is out of memory) is that operation lost, and counted
+//!   ([`Dropped::lost_operations`]).
+//! - **Memory bounded by what is live, not by history.** The names of a block's task and span
+//!   travel in its header, so a free is charged to the right names even when heapspan has
+//!   long forgotten the task or span instance itself: per-name figures are exact with no
+//!   record per ended owner. Records of single tasks and span instances are kept for a bounded
+//!   set (running tasks and open spans, the most recent ended ones, tasks with no visible end
+//!   until they have been idle for [`Builder::idle_task_eviction`]); see [`aggregator`].
+//!   [`Snapshot::tracker_bytes`] is what heapspan holds, resident: the tables' resident pages
+//!   (`mincore`), queue memory, the live index's entries, and heapspan's own live heap blocks.
+//! - **Task identity.** Tasks are keyed by tokio's task id, which current tokio draws from a
+//!   64-bit counter and never reuses within a process. A task's name is put in its
+//!   allocations' headers while heapspan's wrapper polls it (or tokio's `runtime.spawn` span is
+//!   entered around its poll), and only for the task it belongs to: a task polled inside
+//!   another's poll gets no name from it.
 //! - **Never hurting the host.** No path panics on a full queue, a poisoned lock (recovered), or
-//!   a missing table (fallback); counting is skipped entirely until heapspan is started.
+//!   a missing table; counting is skipped entirely until heapspan is started.
 //!
 //! ## The live index and the heap scan
 //!
