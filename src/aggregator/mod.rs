@@ -602,7 +602,7 @@ impl Aggregator {
     fn tracker_bytes(&self) -> u64 {
         self.pool.resident_bytes()
             + crate::alloc::budget::held()
-            + crate::alloc::index::index_bytes(self.pool)
+            + crate::alloc::index::index_bytes(self.pool.claimed().len())
             + self.buckets.heapspan.live_bytes().max(0) as u64
     }
 

@@ -42,7 +42,6 @@
 //! first) so a scanner reading it concurrently stays inside it and then discards it.
 
 use std::alloc::{GlobalAlloc, Layout};
-use std::cell::Cell;
 use std::ptr;
 
 use crate::sync::statics::{AtomicPtr, AtomicU64, AtomicU8, Ordering};
@@ -67,10 +66,52 @@ pub(crate) const MAX_ENTRIES: usize = 1 << 24;
 const NO_ENTRY: u32 = MAX_ENTRIES as u32;
 const GEN_MASK: u64 = (1 << 24) - 1;
 
-/// Mean gap of the sampled mode, bytes.
-pub(crate) static SAMPLE_MEAN: AtomicU64 = AtomicU64::new(512 << 10);
 /// Entries per thread table.
 pub(crate) static CAPACITY: AtomicU64 = AtomicU64::new(0);
+/// Whether entries get a code-location column.
+static SITES: AtomicU8 = AtomicU8::new(0);
+/// The per-thread indexes, one per thread table of the pool (same numbering): a mapping made
+/// by [`configure`], all-zero (empty) until used, never unmapped.
+static TABLES: AtomicPtr<ThreadIndex> = AtomicPtr::new(ptr::null_mut());
+static TABLE_COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Turns the live index on, before counting starts: maps an index for each of `tables` thread
+/// tables, sets the entries per table and whether sites are kept, and registers for
+/// asymmetric fences. False if the mapping cannot be made (the index stays off).
+pub(crate) fn configure(tables: usize, capacity: usize, sites: bool) -> bool {
+    let Some(p) = super::pages::map_zeroed(tables * std::mem::size_of::<ThreadIndex>()) else {
+        return false;
+    };
+    CAPACITY.store(capacity as u64, Ordering::Relaxed);
+    SITES.store(u8::from(sites), Ordering::Relaxed);
+    TABLE_COUNT.store(tables, Ordering::Relaxed);
+    TABLES.store(p.cast(), Ordering::Release);
+    register_membarrier();
+    true
+}
+
+/// The index of thread table `i`.
+///
+/// # Safety
+/// The index is configured and `i` is below the pool's capacity (the caller's own table, or
+/// the table part of a live indexed block's id).
+#[inline(always)]
+pub(crate) unsafe fn table(i: usize) -> &'static ThreadIndex {
+    // SAFETY: by the caller's contract `TABLES` holds at least `i + 1` indexes (all-zero ones
+    // are valid and empty), mapped for the rest of the process.
+    unsafe { &*TABLES.load(Ordering::Acquire).add(i) }
+}
+
+/// The indexes of thread tables `..high` (none if the index is off).
+pub(crate) fn tables(high: usize) -> &'static [ThreadIndex] {
+    let p = TABLES.load(Ordering::Acquire);
+    if p.is_null() {
+        return &[];
+    }
+    let n = high.min(TABLE_COUNT.load(Ordering::Relaxed));
+    // SAFETY: `p` holds `TABLE_COUNT` indexes for the rest of the process; `n` is at most that.
+    unsafe { std::slice::from_raw_parts(p, n) }
+}
 /// Milliseconds since start, advanced by the aggregator at every fold: allocation times have
 /// the fold interval's resolution.
 pub(crate) static NOW_MS: AtomicU64 = AtomicU64::new(0);
@@ -151,7 +192,7 @@ impl ThreadIndex {
                 self.failed.store(1, Ordering::Relaxed);
                 return None;
             }
-            if super::sites::ON.load(Ordering::Relaxed) != 0 {
+            if SITES.load(Ordering::Relaxed) != 0 {
                 if let Ok(l) = Layout::array::<AtomicU64>(cap) {
                     // SAFETY: a non-zero layout; atomics are valid when all-zero.
                     let s = unsafe { std::alloc::System.alloc_zeroed(l) };
@@ -343,77 +384,6 @@ pub(crate) fn outer_ext(layout: Layout) -> Option<(Layout, usize)> {
 // ---------------------------------------------------------------------------------------------
 // The allocation side.
 
-/// Per-thread sampling state (in the thread-local).
-#[derive(Debug)]
-pub(crate) struct Sampler {
-    left: Cell<i64>,
-    rng: Cell<u64>,
-}
-
-impl Sampler {
-    pub(crate) const fn new() -> Self {
-        Sampler {
-            left: Cell::new(0),
-            rng: Cell::new(0),
-        }
-    }
-
-    /// Whether an allocation of `size` bytes is sampled (Poisson process over bytes).
-    #[inline(always)]
-    pub(crate) fn hit(&self, size: usize) -> bool {
-        let left = self.left.get() - size as i64;
-        if left >= 0 {
-            self.left.set(left);
-            return false;
-        }
-        self.cross(left)
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn cross(&self, left: i64) -> bool {
-        let seed = ptr::from_ref(self) as usize;
-        let mean = SAMPLE_MEAN.load(Ordering::Relaxed) as f64;
-        if self.rng.get() == 0 {
-            // First use on this thread: no sample is owed yet; draw the first gap.
-            self.rng
-                .set((seed as u64 ^ 0x9E37_79B9_7F4A_7C15).wrapping_mul(0xBF58_476D_1CE4_E5B9) | 1);
-            let gap = self.gap(mean);
-            let left = left + gap;
-            self.left.set(left.max(0));
-            if left >= 0 {
-                return false;
-            }
-            self.left.set(self.gap(mean));
-            return true;
-        }
-        self.left.set(self.gap(mean));
-        true
-    }
-
-    fn gap(&self, mean: f64) -> i64 {
-        // xorshift64*, then an exponential draw: -mean * ln(u), u in (0, 1].
-        let mut x = self.rng.get();
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng.set(x);
-        let r = x.wrapping_mul(0x2545_F491_4F6C_DD1D);
-        let u = ((r >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
-        (-mean * u.ln()).min(i64::MAX as f64 / 2.0) as i64
-    }
-}
-
-/// The weight of a sampled allocation of `size` bytes: `1 / p`, `p = 1 − exp(−size / mean)`.
-pub(crate) fn sample_weight(size: usize, mean: u64) -> f64 {
-    let p = -(-(size as f64) / mean as f64).exp_m1();
-    if p > 0.0 {
-        1.0 / p
-    } else {
-        1.0
-    }
-}
-
 /// A reserved entry, until the block is published.
 pub(crate) struct Reserved<'a> {
     table: usize,
@@ -424,7 +394,12 @@ pub(crate) struct Reserved<'a> {
 
 /// Reserves an entry in table `table` (the calling thread's own).
 #[inline]
-pub(crate) fn reserve(table: usize, index: &ThreadIndex) -> Option<Reserved<'_>> {
+pub(crate) fn reserve(table: usize) -> Option<Reserved<'static>> {
+    if TABLES.load(Ordering::Relaxed).is_null() {
+        return None;
+    }
+    // SAFETY: the index is configured, and `table` is the caller's own table of the pool.
+    let index = unsafe { self::table(table) };
     let (entry, e) = index.reserve()?;
     Some(Reserved {
         table,
@@ -621,50 +596,35 @@ impl Marker<'_> {
     }
 }
 
-/// The entry of allocation `id`.
+/// The entry of allocation `id`, and its table's index.
 ///
 /// # Safety
 /// `id` must be the id of a live indexed block.
 #[inline(always)]
-unsafe fn entry_of(id: u64, own: Option<&super::slots::ThreadState>) -> (&'static Entry, bool) {
+unsafe fn entry_of(id: u64) -> (&'static Entry, &'static ThreadIndex) {
     let (table, entry, _) = split_id(id);
-    let (t, mine) = match own {
-        Some(st) if st.id() == table => (&st.index, true),
-        _ => {
-            // SAFETY: an indexed block exists, so the pool does, and its id names a table
-            // of it.
-            let pool = unsafe { super::state::pool().unwrap_unchecked() };
-            // SAFETY: as above.
-            (&unsafe { pool.table_unchecked(table) }.index, false)
-        }
-    };
+    // SAFETY: an indexed block exists, so the index is configured, and its id names a table.
+    let t = unsafe { self::table(table) };
     let p = t.entries.load(Ordering::Acquire);
     // SAFETY: the table allocated its entries before publishing any id naming them; `entry`
     // is below its capacity; entries are never freed.
-    (unsafe { &*p.add(entry as usize) }, mine)
+    (unsafe { &*p.add(entry as usize) }, t)
 }
 
 /// Clears the entry of allocation `id`: onto the owner's free list when the caller owns the
-/// table (`own`), else onto the table's remote-free stack.
+/// table (`own` is the caller's table), else onto the table's remote-free stack.
 ///
 /// # Safety
 /// `id` must be the id of a live indexed block being freed by the caller.
 #[inline(always)]
-pub(crate) unsafe fn clear_entry(id: u64, own: Option<&super::slots::ThreadState>) {
+pub(crate) unsafe fn clear_entry(id: u64, own: Option<usize>) {
     // SAFETY: by the caller's contract.
-    let (e, mine) = unsafe { entry_of(id, own) };
-    let i = split_id(id).1;
-    match (mine, own) {
-        (true, Some(st)) => st.index.release_own(i, e),
-        _ => {
-            let (table, _, _) = split_id(id);
-            // SAFETY: as in `entry_of`.
-            let pool = unsafe { super::state::pool().unwrap_unchecked() };
-            // SAFETY: as in `entry_of`.
-            unsafe { pool.table_unchecked(table) }
-                .index
-                .release_remote(i, e);
-        }
+    let (e, t) = unsafe { entry_of(id) };
+    let (table, i, _) = split_id(id);
+    if own == Some(table) {
+        t.release_own(i, e);
+    } else {
+        t.release_remote(i, e);
     }
 }
 
@@ -675,7 +635,7 @@ pub(crate) unsafe fn clear_entry(id: u64, own: Option<&super::slots::ThreadState
 /// `id` must be the id of a live indexed block the caller is reallocating.
 pub(crate) unsafe fn hide_entry(id: u64) {
     // SAFETY: by the caller's contract.
-    let (e, _) = unsafe { entry_of(id, None) };
+    let (e, _) = unsafe { entry_of(id) };
     e.addr.store(MOVING, Ordering::Release);
 }
 
@@ -685,7 +645,7 @@ pub(crate) unsafe fn hide_entry(id: u64) {
 /// As for [`hide_entry`]; `user` is the block, unchanged.
 pub(crate) unsafe fn show_entry(id: u64, user: *mut u8) {
     // SAFETY: by the caller's contract.
-    let (e, _) = unsafe { entry_of(id, None) };
+    let (e, _) = unsafe { entry_of(id) };
     e.addr.store(user as usize, Ordering::Release);
 }
 
@@ -702,7 +662,7 @@ pub(crate) fn next_id(id: u64) -> u64 {
 pub(crate) unsafe fn move_entry(id: u64, user: *mut u8) {
     let gen = split_id(id).2;
     // SAFETY: by the caller's contract.
-    let (e, _) = unsafe { entry_of(id, None) };
+    let (e, _) = unsafe { entry_of(id) };
     let meta = e.meta.load(Ordering::Relaxed);
     e.meta.store(
         (meta & !GEN_MASK) | ((gen + 1) & GEN_MASK),
@@ -731,40 +691,39 @@ pub(crate) unsafe fn rewrite_after_realloc(
     }
 }
 
-/// Frees an extended block through `A` later: how a deferred block is released.
-type ReleaseFn = unsafe fn(*const (), *mut u8);
+/// Frees a deferred extended block through the allocator `this` points to (see
+/// [`defer`]).
+pub(crate) type ReleaseFn = unsafe fn(*const (), *mut u8);
 
-/// Releases deferred block `user` through the allocator `this` points to.
+/// The layout the caller of a deferred block's free gave (from its size word).
 ///
 /// # Safety
-/// `this` must point to the live `Allocator<A>` that allocated `user`; `user` an extended block
-/// on the deferred stack, no longer reachable by anyone else.
-unsafe fn release_deferred<A: GlobalAlloc>(this: *const (), user: *mut u8) {
-    // SAFETY: by the caller's contract.
+/// `user` is an extended block handed to [`defer`].
+pub(crate) unsafe fn deferred_layout(user: *mut u8) -> Layout {
+    // SAFETY: by the caller's contract the size word is the block's (DEFERRED set, size and
+    // alignment kept).
     unsafe {
         let sw = word(user, 24).load(Ordering::Relaxed);
         let align = 1usize << ((sw >> ALIGN_SHIFT) & 0x3F);
-        let layout = Layout::from_size_align_unchecked((sw & SIZE_MASK) as usize, align);
-        let a = &*this.cast::<super::Allocator<A>>();
-        a.release_ext(user, layout);
+        Layout::from_size_align_unchecked((sw & SIZE_MASK) as usize, align)
     }
 }
 
 /// Defers the free of extended block `user` until the running scan ends.
 ///
 /// # Safety
-/// `user` is a live extended block of `alloc` that its caller is freeing; `alloc` lives for the
-/// rest of the process (the global allocator does).
-pub(crate) unsafe fn defer<A: GlobalAlloc>(alloc: &super::Allocator<A>, user: *mut u8) {
+/// `user` is a live extended block of the allocator `this` points to, which its caller is
+/// freeing; that allocator lives for the rest of the process (the global allocator does), and
+/// `release(this, user)` frees the block through it.
+pub(crate) unsafe fn defer(this: *const (), release: ReleaseFn, user: *mut u8) {
     // SAFETY: `user` is a live extended block (the caller's contract) until we hand it over.
     unsafe {
         let sw = word(user, 24);
         sw.store(sw.load(Ordering::Relaxed) | DEFERRED, Ordering::Relaxed);
         // A scanner that reads any of the words written below then sees DEFERRED.
         std::sync::atomic::fence(Ordering::Release);
-        word(user, 8).store(ptr::from_ref(alloc) as u64, Ordering::Relaxed);
-        let f: ReleaseFn = release_deferred::<A>;
-        word(user, 32).store(f as usize as u64, Ordering::Relaxed);
+        word(user, 8).store(this as u64, Ordering::Relaxed);
+        word(user, 32).store(release as usize as u64, Ordering::Relaxed);
         let link = word(user, 16);
         let mut head = DEFERRED_HEAD.load(Ordering::Relaxed);
         loop {
@@ -819,23 +778,23 @@ const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
 /// Bytes of the live index outside the blocks: entries handed out (the touched part of each
 /// table's entries) and their sites. The extended headers are inside the blocks and not
 /// counted here.
-pub(crate) fn index_bytes(pool: &super::state::Pool) -> u64 {
-    pool.claimed()
+pub(crate) fn index_bytes(high: usize) -> u64 {
+    tables(high)
         .iter()
         .map(|t| {
             let per_entry = std::mem::size_of::<Entry>() as u64
-                + if t.index.sites.load(Ordering::Relaxed).is_null() {
+                + if t.sites.load(Ordering::Relaxed).is_null() {
                     0
                 } else {
                     8
                 };
-            t.index.bump.load(Ordering::Relaxed) * per_entry
+            t.bump.load(Ordering::Relaxed) * per_entry
         })
         .sum()
 }
 
 /// Registers for asymmetric fences (at start, before any indexed block exists).
-pub(crate) fn register_membarrier() {
+fn register_membarrier() {
     #[cfg(all(target_os = "linux", not(loom), not(miri)))]
     {
         // SAFETY: a plain syscall with integer arguments; failure is reported, not UB.
@@ -871,10 +830,10 @@ fn wait_zero(a: &crate::sync::AtomicU64) {
 /// Starts a scan: from its return until [`end_scan`], no indexed block goes back to the inner
 /// allocator. Spins (on the scanner's thread, never the application's) until frees in progress
 /// are done.
-pub(crate) fn begin_scan(pool: &super::state::Pool) -> bool {
+pub(crate) fn begin_scan(high: impl Fn() -> usize) -> bool {
     GATE.begin(|| {
         // Read after the barrier: a thread that claimed a table just before it is included.
-        pool.claimed().iter().map(|t| &t.index.in_free.0)
+        tables(high()).iter().map(|t| &t.in_free.0)
     })
 }
 

@@ -7,7 +7,7 @@ use std::ptr;
 
 use super::header::{self, Key, EXT, TASK_HEAPSPAN};
 use super::local::{local, Local};
-use super::slots::{Op, ThreadState};
+use super::slots::Op;
 use super::state::{self, Mode};
 use super::{index, record, sites, Allocator};
 use crate::sync::statics::Ordering;
@@ -25,7 +25,7 @@ impl<A: GlobalAlloc> Allocator<A> {
             l.claim_now();
         }
         let reserved = match l.table() {
-            Some(st) if !l.heapspan_own.get() => index::reserve(st.id(), &st.index),
+            Some(st) if !l.heapspan_own.get() => index::reserve(st.id()),
             _ => None,
         };
         let Some(r) = reserved else {
@@ -57,9 +57,14 @@ impl<A: GlobalAlloc> Allocator<A> {
 
     /// Which `in_free` flag this thread raises, and its table (if it has one).
     #[inline(always)]
-    fn marker(l: &Local) -> (index::Marker<'static>, Option<&'static ThreadState>) {
+    fn marker(l: &Local) -> (index::Marker<'static>, Option<usize>) {
         match l.table() {
-            Some(st) => (index::Marker::Own(&st.index), Some(st)),
+            // SAFETY: an indexed block is being freed, so the index is configured; the id is
+            // the caller's own table.
+            Some(st) => (
+                index::Marker::Own(unsafe { index::table(st.id()) }),
+                Some(st.id()),
+            ),
             None => (index::Marker::Orphan, None),
         }
     }
@@ -102,7 +107,7 @@ impl<A: GlobalAlloc> Allocator<A> {
         if scanning {
             // SAFETY: a live extended block of this allocator being freed; the global
             // allocator lives for the whole process.
-            unsafe { index::defer(self, user) };
+            unsafe { index::defer(ptr::from_ref(self).cast(), release_deferred::<A>, user) };
         } else {
             // SAFETY: the block is ours to free; its layout is the caller's.
             unsafe { self.release_ext(user, layout) };
@@ -136,7 +141,7 @@ impl<A: GlobalAlloc> Allocator<A> {
         let l = local();
         let new_user = if to_ext {
             let st = l.table().filter(|_| !l.heapspan_own.get())?;
-            let r = index::reserve(st.id(), &st.index)?;
+            let r = index::reserve(st.id())?;
             let Some((new_outer, off)) = index::outer_ext(new_layout) else {
                 r.cancel();
                 return None;
@@ -315,9 +320,23 @@ impl<A: GlobalAlloc> Allocator<A> {
         if scanning {
             // SAFETY: the old block, no longer named by its entry, is freed by the realloc;
             // deferred until the scans that may have read it are over.
-            unsafe { index::defer(self, user) };
+            unsafe { index::defer(ptr::from_ref(self).cast(), release_deferred::<A>, user) };
         }
         record::on_resize(Key::new(task, span), layout.size(), new_size);
         new_user
+    }
+}
+
+/// Releases deferred block `user` through the allocator `this` points to (what
+/// [`index::defer`] calls after the scan).
+///
+/// # Safety
+/// `this` must point to the live `Allocator<A>` that allocated `user`; `user` an extended block
+/// on the deferred stack, no longer reachable by anyone else.
+unsafe fn release_deferred<A: GlobalAlloc>(this: *const (), user: *mut u8) {
+    // SAFETY: by the caller's contract.
+    unsafe {
+        let layout = index::deferred_layout(user);
+        (*this.cast::<Allocator<A>>()).release_ext(user, layout);
     }
 }

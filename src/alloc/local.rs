@@ -32,7 +32,7 @@ pub(crate) struct Local {
     /// The name of the task being polled.
     pub(crate) task_name: TaskName,
     /// Byte countdown of the sampled live index.
-    pub(crate) sampler: super::index::Sampler,
+    pub(crate) sampler: super::sampler::Sampler,
 }
 
 thread_local! {
@@ -47,7 +47,7 @@ thread_local! {
             last_table: Cell::new(0),
             spans: SpanStack::new(),
             task_name: TaskName::new(),
-            sampler: super::index::Sampler::new(),
+            sampler: super::sampler::Sampler::new(),
         }
     };
     // Its destructor hands the thread's table back to the pool when the thread exits.

@@ -33,6 +33,7 @@ pub(crate) mod local;
 pub(crate) mod pages;
 pub(crate) mod record;
 pub(crate) mod ring;
+pub(crate) mod sampler;
 pub(crate) mod scan;
 pub mod sites;
 pub(crate) mod slots;
@@ -42,6 +43,7 @@ pub(crate) mod state;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::ptr;
 
+use crate::sync::statics::Ordering;
 pub use header::HEADER_BYTES;
 use header::{Key, TASK_HEAPSPAN, TASK_UNTRACKED};
 #[doc(hidden)]
@@ -54,7 +56,7 @@ pub(crate) use local::{
 use local::{local, ORPHAN};
 use slots::Op;
 use state::Mode;
-pub(crate) use state::{next_span_instance, start, stop, IndexStart, Pool};
+pub(crate) use state::{next_span_instance, stop, Pool};
 
 /// heapspan's global allocator: a wrapper around any [`GlobalAlloc`] (the system allocator by
 /// default; mimalloc and jemalloc work the same way).
@@ -81,6 +83,31 @@ impl<A> Allocator<A> {
     pub const fn new(inner: A) -> Self {
         Allocator { inner }
     }
+}
+
+/// The live index's settings at start.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct IndexStart {
+    /// [`Mode::Counting`] (no index), [`Mode::Indexed`] or [`Mode::Sampled`].
+    pub(crate) mode: Mode,
+    pub(crate) sample_mean: u64,
+    pub(crate) capacity: usize,
+    pub(crate) sites: bool,
+}
+
+/// Configures the live index (if on), maps the thread tables and turns counting on. Fails if
+/// heapspan already runs or a mapping cannot be made.
+pub(crate) fn start(max_threads: usize, index: IndexStart) -> Result<&'static Pool, ()> {
+    let mut mode = index.mode;
+    if mode >= Mode::Indexed {
+        sampler::SAMPLE_MEAN.store(index.sample_mean.max(1), Ordering::Relaxed);
+        let sites = index.sites && cfg!(unix);
+        sites::ON.store(u8::from(sites), Ordering::Relaxed);
+        if !index::configure(max_threads, index.capacity, sites) {
+            mode = Mode::Counting;
+        }
+    }
+    state::start(max_threads, mode)
 }
 
 const UNTRACKED: Key = Key {

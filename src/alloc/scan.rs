@@ -120,12 +120,12 @@ pub(crate) fn scan(caps: Caps) -> Option<Scanned> {
     let pool = super::state::pool()?;
     let _one = SCAN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let sampled = super::state::mode() == super::state::Mode::Sampled;
-    let mean = index::SAMPLE_MEAN.load(Ordering::Relaxed);
+    let mean = super::sampler::SAMPLE_MEAN.load(Ordering::Relaxed);
     let high = pool.high.load(Ordering::Acquire) as usize;
     let mut out = Scanned::default();
-    let reserve: usize = pool.all()[..high]
+    let reserve: usize = index::tables(high)
         .iter()
-        .map(|t| t.index.published().len())
+        .map(|t| t.published().len())
         .sum();
     out.nodes.reserve(reserve.min(caps.max_nodes));
     out.heap.ranges.reserve(reserve.min(caps.max_nodes));
@@ -140,7 +140,7 @@ pub(crate) fn scan(caps: Caps) -> Option<Scanned> {
     let mut scratch_budget = caps.max_bytes;
 
     let began = Instant::now();
-    if !index::begin_scan(pool) {
+    if !index::begin_scan(|| pool.claimed().len()) {
         return None;
     }
     // Ends the scan (and releases deferred frees) however this function is left.
@@ -152,8 +152,8 @@ pub(crate) fn scan(caps: Caps) -> Option<Scanned> {
     }
     let mut deferred = 0;
     let end = EndScan(&mut deferred);
-    for (table, t) in pool.all()[..high].iter().enumerate() {
-        index::visit(&t.index, |entry, addr, meta| {
+    for (table, t) in index::tables(high).iter().enumerate() {
+        index::visit(t, |entry, addr, meta| {
             out.indexed += 1;
             let user = addr as *const u8;
             // SAFETY: `addr` was read from a published entry after `begin_scan`: the block it
@@ -193,7 +193,7 @@ pub(crate) fn scan(caps: Caps) -> Option<Scanned> {
             }
             // SAFETY: the first `n` spare elements were just written.
             unsafe { out.heap.words.set_len(start + n) };
-            let site = t.index.site(entry);
+            let site = t.site(entry);
             fence(Ordering::Acquire);
             // SAFETY: as above.
             if unsafe { index::word(user, 24).load(Ordering::Relaxed) } != sw {
@@ -217,7 +217,7 @@ pub(crate) fn scan(caps: Caps) -> Option<Scanned> {
                 realloc_from: (index::reallocs_of(sw) > 0)
                     .then(|| AllocId((id & !0xFF_FFFF) | (gen.wrapping_sub(1) & 0xFF_FFFF))),
                 weight: if sampled {
-                    index::sample_weight(size, mean)
+                    super::sampler::sample_weight(size, mean)
                 } else {
                     1.0
                 },
@@ -227,9 +227,9 @@ pub(crate) fn scan(caps: Caps) -> Option<Scanned> {
     drop(end);
     out.deferred_frees = deferred;
     out.pause = began.elapsed();
-    out.unindexed = pool.all()[..high]
+    out.unindexed = index::tables(high)
         .iter()
-        .map(|t| t.index.unindexed.load(Ordering::Relaxed))
+        .map(|t| t.unindexed.load(Ordering::Relaxed))
         .sum();
     out.heap.finish();
     Some(out)

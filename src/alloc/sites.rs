@@ -38,12 +38,12 @@ static SITES: [SiteSlot; TABLE] = [const {
 
 /// The site of the calling code: a non-zero hash of the innermost [`FRAMES`] return addresses
 /// (heapspan's and the allocation API's own frames included; they are the same for every
-/// allocation made the same way). Runs in an [`InternalScope`](super::InternalScope), so an
+/// allocation made the same way). Runs in an [`InternalScope`](super::local::InternalScope), so an
 /// allocation the unwinder makes is heapspan's own and never recurses here.
 #[cold]
 #[inline(never)]
 pub(crate) fn capture() -> u64 {
-    let _own = super::InternalScope::enter();
+    let _own = super::local::InternalScope::enter();
     let mut ips = [0usize; FRAMES];
     let mut n = 0;
     // SAFETY: `trace_unsynchronized` is unsafe because some platforms' unwinders (Windows'
@@ -165,7 +165,7 @@ const RESOLVED_CACHE: usize = 4096;
 /// code: where the allocation was asked for. Symbolizing takes a lock and allocates (it reads
 /// debug info); results are cached. `None` when the site is unknown or nothing resolves.
 pub fn location(site: u64) -> Option<SiteLocation> {
-    let _own = super::InternalScope::enter();
+    let _own = super::local::InternalScope::enter();
     {
         let cache = RESOLVED.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(l) = cache.as_ref().and_then(|c| c.get(&site)) {

@@ -241,8 +241,6 @@ pub(crate) struct ThreadState {
     /// This table's position in the pool (the table part of allocation ids), written by each
     /// owner when it claims the table.
     id: AtomicUsize,
-    /// The live index's part of this table.
-    pub(crate) index: super::index::ThreadIndex,
     /// Allocation-size histogram of this thread's allocations (cumulative).
     sizes: [AtomicU64; SIZE_BUCKETS],
     /// Bytes realloc grew allocations by (rare path): the histogram's sum is the allocated
@@ -260,7 +258,6 @@ impl ThreadState {
         ThreadState {
             status: AtomicU8::new(FREE),
             id: AtomicUsize::new(0),
-            index: super::index::ThreadIndex::new(),
             sizes: std::array::from_fn(|_| AtomicU64::new(0)),
             grown: AtomicU64::new(0),
             ring: Ring::new(),

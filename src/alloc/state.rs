@@ -46,16 +46,6 @@ pub(crate) fn indexing() -> bool {
     mode() >= Mode::Indexed
 }
 
-/// The live index's settings at start.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct IndexStart {
-    /// [`Mode::Counting`] (no index), [`Mode::Indexed`] or [`Mode::Sampled`].
-    pub(crate) mode: Mode,
-    pub(crate) sample_mean: u64,
-    pub(crate) capacity: usize,
-    pub(crate) sites: bool,
-}
-
 /// The thread tables, created once at start and never freed.
 #[derive(Debug)]
 pub(crate) struct Pool {
@@ -90,16 +80,6 @@ impl Pool {
         unsafe { std::slice::from_raw_parts(self.tables, self.capacity) }
     }
 
-    /// Table `i`.
-    ///
-    /// # Safety
-    /// `i` is below the pool's capacity (a table part of an allocation id made by this pool).
-    #[inline]
-    pub(crate) unsafe fn table_unchecked(&self, i: usize) -> &ThreadState {
-        // SAFETY: by the caller's contract `i < capacity`.
-        unsafe { &*self.tables.add(i) }
-    }
-
     /// Bytes of the pool's mapping that are resident right now.
     pub(crate) fn resident_bytes(&self) -> u64 {
         super::pages::resident(
@@ -125,10 +105,9 @@ pub(crate) fn pool() -> Option<&'static Pool> {
     unsafe { p.as_ref() }
 }
 
-/// Maps the pool and turns counting on. Fails if heapspan already runs, or if the mapping
-/// cannot be made.
-pub(crate) fn start(max_threads: usize, index: IndexStart) -> Result<&'static Pool, ()> {
-    let _g = super::local::InternalScope::enter();
+/// Maps the pool and turns counting on in `mode` (the live index, if on, is configured
+/// already). Fails if heapspan already runs, or if the mapping cannot be made.
+pub(crate) fn start(max_threads: usize, mode: Mode) -> Result<&'static Pool, ()> {
     let bytes = max_threads * std::mem::size_of::<ThreadState>();
     let tables = super::pages::map_zeroed(bytes).ok_or(())?;
     let pool: &'static Pool = Box::leak(Box::new(Pool {
@@ -148,13 +127,7 @@ pub(crate) fn start(max_threads: usize, index: IndexStart) -> Result<&'static Po
     {
         return Err(());
     }
-    if index.mode >= Mode::Indexed {
-        super::index::register_membarrier();
-        super::index::SAMPLE_MEAN.store(index.sample_mean.max(1), Ordering::Relaxed);
-        super::index::CAPACITY.store(index.capacity as u64, Ordering::Relaxed);
-        super::sites::ON.store(u8::from(index.sites && cfg!(unix)), Ordering::Relaxed);
-    }
-    MODE.store(index.mode.max(Mode::Counting) as u8, Ordering::Release);
+    MODE.store(mode.max(Mode::Counting) as u8, Ordering::Release);
     Ok(pool)
 }
 
