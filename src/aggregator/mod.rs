@@ -14,7 +14,9 @@
 //! - tasks: running ones (created by their start event or their first allocation), the most
 //!   recent `ended_task_retention` ended ones, and tasks whose end heapspan cannot see (no
 //!   wrapper, no `tokio_unstable`) until they have been idle for `idle_task_eviction`, whether
-//!   or not they still hold memory;
+//!   or not they still hold memory; when more than `4 × ended_task_retention` (at least 4096)
+//!   such tasks are held, only the `ended_task_retention` most recently active of the idle
+//!   ones are kept;
 //! - span instances: open ones and the most recent `closed_span_retention` closed ones.
 //!
 //! A free of a forgotten owner's block still counts for its names (and the totals), never
@@ -572,17 +574,38 @@ impl Aggregator {
                 self.spans.remove(&sw);
             }
         }
-        // The idle scan walks every task: once a second is enough for a 30 s threshold.
-        if now.duration_since(self.last_idle_scan) < Duration::from_secs(1) {
+        // The idle scan walks every task: once a second is enough for a 30 s threshold, but
+        // a churn of tasks with no visible end (plain `tokio::spawn` without
+        // `tokio_unstable`) must not pile up for that long either.
+        let observed = self.tasks.len().saturating_sub(self.ended_tasks.len());
+        let crowded = observed > self.limits.ended_task_retention.saturating_mul(4).max(4096);
+        if !crowded && now.duration_since(self.last_idle_scan) < Duration::from_secs(1) {
             return;
         }
         self.last_idle_scan = now;
         let idle = self.limits.idle_task_eviction;
-        self.tasks.retain(|_, t| {
-            t.ended.is_some()
-                || t.source != TaskSource::Observed
-                || t.last.is_none_or(|l| now.duration_since(l) < idle)
-        });
+        let unended_idle = |t: &TaskRec| t.ended.is_none() && t.source == TaskSource::Observed;
+        self.tasks
+            .retain(|_, t| !unended_idle(t) || t.last.is_none_or(|l| now.duration_since(l) < idle));
+        if !crowded {
+            return;
+        }
+        // Too many tasks with no visible end: keep the `ended_task_retention` most recently
+        // active of those not active in this fold, as for ended tasks.
+        let mut quiet: Vec<(Instant, u64)> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| unended_idle(t) && t.last.is_some_and(|l| l < now))
+            .map(|(k, t)| (t.last.unwrap_or(now), *k))
+            .collect();
+        let keep = self.limits.ended_task_retention;
+        if quiet.len() > keep {
+            let drop_n = quiet.len() - keep;
+            quiet.select_nth_unstable_by_key(drop_n, |q| q.0);
+            for (_, k) in &quiet[..drop_n] {
+                self.tasks.remove(k);
+            }
+        }
     }
 
     fn task_name_string(&mut self, n: u16) -> String {

@@ -16,8 +16,10 @@ const NAME_STACK: usize = 8;
 #[derive(Debug)]
 pub(crate) struct SpanStack {
     spans: [Cell<u64>; SPAN_STACK],
-    /// May exceed the capacity (the excess is not tracked).
-    depth: Cell<usize>,
+    /// Spans tracked in `spans`.
+    len: Cell<usize>,
+    /// Spans entered while `spans` was full: not tracked, only counted.
+    untracked: Cell<usize>,
     /// The innermost tracked span word (0 for none), kept up to date by push and pop.
     current: Cell<u64>,
 }
@@ -26,7 +28,8 @@ impl SpanStack {
     pub(crate) const fn new() -> Self {
         SpanStack {
             spans: [const { Cell::new(0) }; SPAN_STACK],
-            depth: Cell::new(0),
+            len: Cell::new(0),
+            untracked: Cell::new(0),
             current: Cell::new(0),
         }
     }
@@ -39,48 +42,33 @@ impl SpanStack {
 
     /// Span `word` was entered. False if the stack was too deep to track it.
     pub(crate) fn push(&self, word: u64) -> bool {
-        let d = self.depth.get();
-        self.depth.set(d + 1);
-        if d < SPAN_STACK {
-            self.spans[d].set(word);
+        let n = self.len.get();
+        if n < SPAN_STACK {
+            self.spans[n].set(word);
+            self.len.set(n + 1);
             self.current.set(word);
             true
         } else {
+            self.untracked.set(self.untracked.get() + 1);
             false
         }
     }
 
-    /// Span `word` was exited (spans may exit out of order).
+    /// Span `word` was exited (spans may exit in any order). A span not among the tracked
+    /// ones is one of the untracked (if any are entered); every exit of an entered span
+    /// undoes exactly one enter, so the stack never gets stuck.
     pub(crate) fn pop(&self, word: u64) {
-        let d = self.depth.get();
-        if d == 0 {
-            return;
-        }
-        let tracked = d.min(SPAN_STACK);
-        if let Some(pos) = (0..tracked).rev().find(|&i| self.spans[i].get() == word) {
-            for i in pos..tracked - 1 {
+        let n = self.len.get();
+        if let Some(pos) = (0..n).rev().find(|&i| self.spans[i].get() == word) {
+            for i in pos..n - 1 {
                 self.spans[i].set(self.spans[i + 1].get());
             }
-            // Past the capacity the next deeper span was never recorded: its slot reads as
-            // none.
-            self.spans[tracked - 1].set(if d > SPAN_STACK {
-                0
-            } else {
-                self.spans[tracked - 1].get()
-            });
-            self.depth.set(d - 1);
-            self.refresh();
-        } else if d > SPAN_STACK {
-            // One of the untracked, deeper spans.
-            self.depth.set(d - 1);
-            self.refresh();
+            self.len.set(n - 1);
+            self.current
+                .set(if n > 1 { self.spans[n - 2].get() } else { 0 });
+        } else if self.untracked.get() > 0 {
+            self.untracked.set(self.untracked.get() - 1);
         }
-    }
-
-    fn refresh(&self) {
-        let d = self.depth.get().min(SPAN_STACK);
-        self.current
-            .set(if d == 0 { 0 } else { self.spans[d - 1].get() });
     }
 }
 
@@ -158,12 +146,26 @@ mod tests {
         assert_eq!(s.current(), 3);
         s.pop(3);
         assert_eq!(s.current(), 1);
-        for w in 10..(10 + SPAN_STACK as u64) {
-            s.push(w);
+        s.pop(1);
+        assert_eq!(s.current(), 0);
+        // Twice the capacity nested, then exited outermost first: the stack must come back
+        // to empty and track spans again.
+        let n = 2 * SPAN_STACK as u64;
+        for w in 1..=n {
+            assert_eq!(s.push(w), w <= SPAN_STACK as u64);
         }
-        assert!(!s.push(99), "one past the capacity is not tracked");
+        assert_eq!(s.current(), SPAN_STACK as u64);
+        for w in 1..=n {
+            s.pop(w);
+        }
+        assert_eq!(s.current(), 0);
+        assert!(s.push(7), "tracked again");
+        assert_eq!(s.current(), 7);
+        s.pop(7);
+        // A span exited that was never entered here changes nothing.
         s.pop(99);
-        assert_eq!(s.current(), 10 + SPAN_STACK as u64 - 2);
+        assert!(s.push(8));
+        assert_eq!(s.current(), 8);
     }
 
     #[test]
