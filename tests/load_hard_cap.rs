@@ -68,7 +68,11 @@ struct Lives {
 
 fn lives(s: &heapspan::Snapshot) -> Lives {
     Lives {
-        tasks: s.tasks.iter().map(|t| (t.key.id, t.mem.live_bytes())).collect(),
+        tasks: s
+            .tasks
+            .iter()
+            .map(|t| (t.key.id, t.mem.live_bytes()))
+            .collect(),
         task_names: s
             .task_names
             .iter()
@@ -95,7 +99,11 @@ fn past_the_hard_cap_allocations_overflow_counted_and_nothing_drifts() {
     // measured part.
     drop(run(&rt, 100));
     let s0 = guard.snapshot();
-    assert_eq!(s0.buckets.overflow, heapspan::MemStats::default(), "no overflow before the churn");
+    assert_eq!(
+        s0.buckets.overflow,
+        heapspan::MemStats::default(),
+        "no overflow before the churn"
+    );
     let base = lives(&s0);
     let span0 = s0.span_name("cap_span").map(|n| n.mem).unwrap_or_default();
 
@@ -115,13 +123,22 @@ fn past_the_hard_cap_allocations_overflow_counted_and_nothing_drifts() {
         s1.is_exact(),
         s1.tracker_bytes
     );
-    assert!(over.allocations > 0, "the churn went past the cap: some allocations overflowed");
+    assert!(
+        over.allocations > 0,
+        "the churn went past the cap: some allocations overflowed"
+    );
     assert_eq!(
         s1.dropped.overflow_allocations, over.allocations,
         "every overflowed allocation is counted as such"
     );
-    assert!(!s1.is_exact(), "the snapshot says its figures are lower bounds");
-    assert_eq!(s1.dropped.lost_operations, 0, "no operation lost: frees are always recorded");
+    assert!(
+        !s1.is_exact(),
+        "the snapshot says its figures are lower bounds"
+    );
+    assert_eq!(
+        s1.dropped.lost_operations, 0,
+        "no operation lost: frees are always recorded"
+    );
     assert_total_adds_up(&s1, "after the churn");
     // The span's figures are lower bounds: each of its allocations is either charged to it or
     // in the overflow bucket (which holds other owners' overflowed allocations too).
@@ -163,7 +180,10 @@ fn past_the_hard_cap_allocations_overflow_counted_and_nothing_drifts() {
     let now = lives(&s2);
     let drift = |what: &str, got: &dyn Fn() -> Vec<String>| {
         let d = got();
-        assert!(d.is_empty(), "{what} whose live bytes drifted from the baseline: {d:?}");
+        assert!(
+            d.is_empty(),
+            "{what} whose live bytes drifted from the baseline: {d:?}"
+        );
     };
     drift("tasks", &|| {
         now.tasks

@@ -183,17 +183,18 @@ fn service_load_is_exact_per_span_name_and_task_name() {
     assert_lossless(&s1, "after the load");
 
     let r = tally.requests;
-    for (name, want) in [
-        ("request", tally.request),
-        ("handler", tally.handler),
-    ] {
+    for (name, want) in [("request", tally.request), ("handler", tally.handler)] {
         let (d, instances, closed) = span_delta(&s0, &s1, name);
         assert_eq!(
             d,
             [want[0], want[1], want[0], want[1]],
             "{name}: [allocations, allocated, frees, freed] are exactly the requests' own, all freed"
         );
-        assert_eq!((instances, closed), (r, r), "{name}: one instance per request, all closed");
+        assert_eq!(
+            (instances, closed),
+            (r, r),
+            "{name}: one instance per request, all closed"
+        );
         assert_eq!(s1.span_name(name).unwrap().mem.live_bytes(), 0, "{name}");
     }
     let (d, instances, closed) = span_delta(&s0, &s1, "db");
@@ -202,14 +203,20 @@ fn service_load_is_exact_per_span_name_and_task_name() {
         tally.db,
         "db: [allocations, allocated] are exactly the requests' own"
     );
-    assert_eq!((instances, closed), (r, r), "db: one instance per request, all closed");
+    assert_eq!(
+        (instances, closed),
+        (r, r),
+        "db: one instance per request, all closed"
+    );
     let db = s1.span_name("db").unwrap().mem;
     assert_eq!(
         db.live_bytes(),
         held as i64,
         "db: live bytes are the rows still in the cache (every other block freed, whoever freed it)"
     );
-    let w0 = s0.task_name("svc-worker").map(|n| (four(&n.mem), n.tasks, n.ended));
+    let w0 = s0
+        .task_name("svc-worker")
+        .map(|n| (four(&n.mem), n.tasks, n.ended));
     let w1 = s1.task_name("svc-worker").expect("the workers are named");
     let (m0, t0, e0) = w0.unwrap_or(([0; 4], 0, 0));
     let dw = sub4(four(&w1.mem), m0);
@@ -226,7 +233,11 @@ fn service_load_is_exact_per_span_name_and_task_name() {
         ],
         "svc-worker: [allocations, allocated] are its requests' (nothing outside the spans)"
     );
-    assert_eq!(w1.mem.live_bytes(), held as i64, "svc-worker: what the cache holds");
+    assert_eq!(
+        w1.mem.live_bytes(),
+        held as i64,
+        "svc-worker: what the cache holds"
+    );
 
     // The cache is emptied by this thread: every row's free goes to the `db` span (and the
     // worker task) that allocated it.

@@ -34,7 +34,13 @@ fn spawn_storm_of_plain_tasks_is_exact_and_matches_the_inner_allocator() {
     {
         let rt = load::runtime(2);
         let mb = storm::Mailbox::new(storm::parcels(1000));
-        let out = storm::run(&rt, 1000, None, &mb, Vec::with_capacity(storm::parcels(1000)));
+        let out = storm::run(
+            &rt,
+            1000,
+            None,
+            &mb,
+            Vec::with_capacity(storm::parcels(1000)),
+        );
         assert_eq!(out.received, storm::parcels(1000));
         drop(rt);
     }
@@ -50,7 +56,11 @@ fn spawn_storm_of_plain_tasks_is_exact_and_matches_the_inner_allocator() {
 
     let rt = load::runtime(2);
     let out = storm::run(&rt, N, None, &mb, batch);
-    assert_eq!(out.received, storm::parcels(N), "every parcel reached the consumer");
+    assert_eq!(
+        out.received,
+        storm::parcels(N),
+        "every parcel reached the consumer"
+    );
 
     // All tasks have completed and the consumer has freed every parcel (its completion was
     // awaited): every task's figures are final.

@@ -62,7 +62,11 @@ fn spawn_storm_of_named_tasks_is_exact_per_name_and_matches_the_inner_allocator(
 
     let rt = load::runtime(2);
     let out = storm::run(&rt, N, Some(NAMES), &mb, batch);
-    assert_eq!(out.received, storm::parcels(N), "every parcel reached the consumer");
+    assert_eq!(
+        out.received,
+        storm::parcels(N),
+        "every parcel reached the consumer"
+    );
 
     // Every task has ended and the consumer has freed every parcel: the figures are final.
     let snap = guard.snapshot();

@@ -99,7 +99,9 @@ fn a_held_aggregator_loses_nothing_of_millions_of_operations() {
 
     let want = expected_spans(TASKS);
     let kept_bytes = want[1] - want[3];
-    let span0 = s0.span_name("stall_span").map(|s| (four(&s.mem), s.instances, s.closed));
+    let span0 = s0
+        .span_name("stall_span")
+        .map(|s| (four(&s.mem), s.instances, s.closed));
     let (m0, i0, c0) = span0.unwrap_or(([0; 4], 0, 0));
     let span1 = s1.span_name("stall_span").cloned();
     let task1 = s1.task_name("stall-task").cloned();
@@ -122,9 +124,17 @@ fn a_held_aggregator_loses_nothing_of_millions_of_operations() {
         want,
         "stall_span: [allocations, allocated, frees, freed] exactly as made"
     );
-    assert_eq!(span1.mem.live_bytes(), kept_bytes as i64, "stall_span: live = the kept blocks");
+    assert_eq!(
+        span1.mem.live_bytes(),
+        kept_bytes as i64,
+        "stall_span: live = the kept blocks"
+    );
     let task1 = task1.expect("the task name is known");
-    assert_eq!((task1.tasks, task1.ended), (n, n), "stall-task: all named, all ended");
+    assert_eq!(
+        (task1.tasks, task1.ended),
+        (n, n),
+        "stall-task: all named, all ended"
+    );
     assert_eq!(
         four(&task1.mem),
         [want[0] + n, want[1] + n * KEPT_VEC_BYTES, want[2], want[3]],

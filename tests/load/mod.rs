@@ -257,12 +257,12 @@ pub fn assert_lossless(snap: &Snapshot, when: &str) {
 pub fn assert_total_adds_up(snap: &Snapshot, when: &str) {
     let mut sum = [0u64; 4];
     let b = &snap.buckets;
-    for m in snap
-        .task_names
-        .iter()
-        .map(|n| &n.mem)
-        .chain([&b.unattributed, &b.heapspan, &b.untracked, &b.overflow])
-    {
+    for m in snap.task_names.iter().map(|n| &n.mem).chain([
+        &b.unattributed,
+        &b.heapspan,
+        &b.untracked,
+        &b.overflow,
+    ]) {
         for (s, v) in sum.iter_mut().zip(four(m)) {
             *s += v;
         }

@@ -44,7 +44,7 @@ pub fn scratch_len(i: usize) -> usize {
 
 /// Whether task `i` also sends its `Vec<u64>` to the consumer.
 pub fn sends_words(i: usize) -> bool {
-    i % 4 == 0
+    i.is_multiple_of(4)
 }
 
 /// Parcels the consumer receives from `n` tasks.
@@ -60,7 +60,10 @@ pub fn map_table_bytes() -> u64 {
         let m: HashMap<u64, String> = HashMap::with_capacity(4);
         black_box(m)
     });
-    assert_eq!(allocs, 1, "an empty map with room for 4 allocates its table once");
+    assert_eq!(
+        allocs, 1,
+        "an empty map with room for 4 allocates its table once"
+    );
     drop(m);
     bytes
 }
@@ -153,7 +156,11 @@ pub async fn storm_task(i: usize, mb: Arc<Mailbox>) {
 
 /// Receives `expected` parcels and frees them; gives its buffer back (it was allocated by the
 /// caller and is freed by the caller).
-pub async fn consume(mb: Arc<Mailbox>, expected: usize, mut batch: Vec<Parcel>) -> (usize, Vec<Parcel>) {
+pub async fn consume(
+    mb: Arc<Mailbox>,
+    expected: usize,
+    mut batch: Vec<Parcel>,
+) -> (usize, Vec<Parcel>) {
     let mut got = 0;
     while got < expected {
         mb.notify.notified().await;
