@@ -179,6 +179,16 @@ fn service_load_is_exact_per_span_name_and_task_name() {
         tally.requests as f64 / elapsed.as_secs_f64(),
         s1.dropped
     );
+    for n in &s1.span_names {
+        eprintln!(
+            "  span name {}::{}: {} instances ({} closed), {:?}",
+            n.target, n.name, n.instances, n.closed, n.mem
+        );
+    }
+    eprintln!(
+        "  expected: request {:?}, handler {:?}, db {:?} ([allocations, bytes]); no_span {:?}",
+        tally.request, tally.handler, tally.db, s1.no_span
+    );
     assert!(tally.requests > 0);
     assert_lossless(&s1, "after the load");
 
