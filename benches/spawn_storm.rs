@@ -240,6 +240,39 @@ fn rss_child(mode: &str) {
     drop(guard);
 }
 
+/// CPU seconds used by every process of the machine (`/proc/stat`) and by this one and its
+/// waited-for children (`getrusage`): their difference over a run is what other processes took
+/// from the cores the storm needs.
+fn cpu_seconds() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    // user nice system idle iowait irq softirq steal: all but idle and iowait are busy.
+    let f: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let busy = f.iter().take(8).sum::<f64>() - f.get(3).unwrap_or(&0.0) - f.get(4).unwrap_or(&0.0);
+    // SAFETY: `sysconf` has no memory-safety preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let ours = [libc::RUSAGE_SELF, libc::RUSAGE_CHILDREN]
+        .into_iter()
+        .map(|who| {
+            // SAFETY: `getrusage` writes a `rusage` into the zeroed value it is given.
+            let ru = unsafe {
+                let mut ru: libc::rusage = std::mem::zeroed();
+                libc::getrusage(who, &mut ru);
+                ru
+            };
+            let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+            t(ru.ru_utime) + t(ru.ru_stime)
+        })
+        .sum();
+    (busy / hz, ours)
+}
+
 /// Runs this binary as a `mode` child and returns its stdout.
 fn child(mode: &str) -> String {
     let exe = std::env::current_exe().expect("bench executable");
@@ -285,6 +318,7 @@ fn main() {
         return;
     }
     let began = Instant::now();
+    let cpu_before = cpu_seconds();
     let rounds = if quick { 3 } else { 11 };
     println!(
         "spawn storm: {N} tasks on 2 workers, {rounds} rounds of {} child processes",
@@ -414,9 +448,22 @@ fn main() {
     } else {
         println!("exact: nothing dropped, every wrapped task named");
     }
+    let wall = began.elapsed().as_secs_f64();
+    let cpu_after = cpu_seconds();
+    let others = ((cpu_after.0 - cpu_before.0) - (cpu_after.1 - cpu_before.1)).max(0.0);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     println!(
         "\n(ratios: each round's figure over System's, or wrapped's over unwrapped's, in the same \
-         round; median and middle half of {rounds} rounds; {:.1} s in all)",
-        began.elapsed().as_secs_f64()
+         round; median and middle half of {rounds} rounds; {wall:.1} s in all)"
+    );
+    let share = others / (wall * cores);
+    println!(
+        "other processes used {others:.1} CPU-seconds during the run ({:.0}% of {cores} cores){}",
+        share * 100.0,
+        if share > 0.05 {
+            "  <<< NOISY: the figures are not clean, run again on an idle machine"
+        } else {
+            ""
+        }
     );
 }
