@@ -356,11 +356,18 @@ impl Builder {
                 while !stop.load(Ordering::Acquire) {
                     alloc::index::NOW_MS
                         .store(began.elapsed().as_millis() as u64, Ordering::Relaxed);
-                    {
+                    let held = {
                         let mut a = aggregator::lock(&shared);
-                        if !HOLD.load(Ordering::Acquire) {
+                        let held = HOLD.load(Ordering::Acquire);
+                        if !held {
                             a.fold();
                         }
+                        held
+                    };
+                    if held {
+                        // Held still by a test: no fold, and no busy wait on full queues.
+                        std::thread::park_timeout(PRESSURE_CHECK);
+                        continue;
                     }
                     alloc::scan::drain_if_idle();
                     // Sleep until the next fold, waking early when a ring fills up.

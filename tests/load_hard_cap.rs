@@ -94,6 +94,7 @@ fn past_the_hard_cap_allocations_overflow_counted_and_nothing_drifts() {
         .expect("heapspan starts");
     tracing::subscriber::set_global_default(tracing_subscriber::registry().with(heapspan::layer()))
         .expect("the subscriber is installed");
+    let threads_before = load::thread_count();
     let rt = load::runtime_with_warm_registry(2);
     // The workload once, small: callsites and the runtime's lazy parts are set up outside the
     // measured part.
@@ -157,7 +158,7 @@ fn past_the_hard_cap_allocations_overflow_counted_and_nothing_drifts() {
 
     // Everything the churn kept is freed, and the runtime's threads are joined.
     drop(kept);
-    drop(rt);
+    load::drop_runtime_and_join(rt, threads_before);
     let s2 = guard.snapshot();
     eprintln!(
         "hard cap, after the frees: overflow bucket {:?}; dropped {:?}",

@@ -11,18 +11,23 @@
 //! Every delta carries the name indices of its task and span (they travel in each block's
 //! header), so per-name figures are exact by construction and need no record per owner.
 //! Records of single tasks and span instances are detail, kept for a bounded set:
-//! - tasks: running ones (created by their start event or their first allocation), the most
-//!   recent `ended_task_retention` ended ones, and tasks whose end heapspan cannot see (no
-//!   wrapper, no `tokio_unstable`) until they have been idle for `idle_task_eviction`, whether
-//!   or not they still hold memory; when more than `4 × ended_task_retention` (at least 4096)
-//!   such tasks are held, only the `ended_task_retention` most recently active of the idle
-//!   ones are kept;
+//! - tasks: running ones (created by their start event or their first allocation) and the
+//!   most recent `ended_task_retention` ended ones. A task whose end heapspan cannot see (no
+//!   wrapper, no `tokio_unstable`) may still be running: its record is kept while it holds
+//!   memory, and forgotten once it holds nothing and has been idle for `idle_task_eviction`
+//!   (or, when more than `4 × ended_task_retention`, at least 4096, such tasks are held, at
+//!   once, but for the `ended_task_retention` most recently active). So with plain
+//!   `tokio::spawn`, tasks that ended holding memory keep a record each; wrap them
+//!   ([`crate::spawn`]) or build with `tokio_unstable` and they cost nothing once ended;
 //! - span instances: open ones and the most recent `closed_span_retention` closed ones.
 //!
-//! A free of a forgotten owner's block still counts for its names (and the totals), never
-//! for a record: a record is only ever created by an event or an allocation. A task whose
-//! record was forgotten while idle and that allocates again gets a fresh record, counted from
-//! then on. So heapspan's memory grows with what is live and recent, not with history.
+//! A free of a forgotten owner's block still counts for its names (and the totals); the
+//! record it makes is forgotten again two folds later unless an allocation or an event makes
+//! it a real one (a task's deltas come from several threads' tables, so a free may be read
+//! before the allocation it frees, and the record must already count it then). A task whose
+//! record was forgotten while idle (holding nothing) and that allocates again gets a fresh
+//! record, counted from then on. So heapspan's memory grows with what is live and recent, not
+//! with history.
 
 pub(crate) mod events;
 pub mod snapshot;
@@ -100,6 +105,10 @@ pub(crate) struct Limits {
 struct TaskRec {
     /// Its name index (what its blocks' headers carry).
     name: u16,
+    /// Counted among its name's tasks: it started (an event) or allocated. A record made by a
+    /// free alone (read before the allocation it frees, or a late free of a forgotten task)
+    /// is not, and is forgotten after two folds unless it becomes one.
+    counted: bool,
     location: Option<Loc>,
     source: TaskSource,
     mem: MemStats,
@@ -113,6 +122,7 @@ impl TaskRec {
     fn new(name: u16) -> Self {
         TaskRec {
             name,
+            counted: false,
             location: None,
             source: TaskSource::Observed,
             mem: MemStats::default(),
@@ -224,6 +234,13 @@ fn op_counters(op: Op) -> Counters {
     c
 }
 
+/// Gives a table's memory back once it holds far fewer entries than it has room for.
+fn shrink<V>(m: &mut FastMap<u64, V>) {
+    if m.capacity() > 4 * m.len().max(1024) {
+        m.shrink_to(2 * m.len());
+    }
+}
+
 /// A delta that attributes memory (an allocation or a growth): only these create records.
 fn attributes(d: &Counters) -> bool {
     d.allocs > 0 || d.alloc_bytes > 0
@@ -239,12 +256,16 @@ pub(crate) struct Aggregator {
     /// Per thread table: what has been applied of it (grown as tables are claimed).
     applied: Vec<Applied>,
     tasks: FastMap<u64, TaskRec>,
-    ended_tasks: VecDeque<u64>,
+    /// Ended tasks, oldest first, with the fold that saw the end.
+    ended_tasks: VecDeque<(u64, u64)>,
     spans: FastMap<u64, SpanRec>,
-    closed_spans: VecDeque<u64>,
+    /// Closed spans, oldest first, with the fold that saw the close.
+    closed_spans: VecDeque<(u64, u64)>,
     /// Span records made by a delta before their creation event, with the fold that made
     /// them: forgotten after two folds without one (a late delta of a forgotten instance).
     pending_spans: VecDeque<(u64, u64)>,
+    /// The same for task records made by a free alone.
+    pending_tasks: VecDeque<(u64, u64)>,
     task_names: Names,
     span_names: Names,
     /// Display names of task name indices, as far as looked up.
@@ -281,6 +302,7 @@ impl Aggregator {
             spans: FastMap::default(),
             closed_spans: VecDeque::new(),
             pending_spans: VecDeque::new(),
+            pending_tasks: VecDeque::new(),
             task_names: Names::default(),
             span_names: Names::default(),
             task_name_strings: Vec::new(),
@@ -306,7 +328,9 @@ impl Aggregator {
 
     /// The figures of span instance `id` (its span word) now: as of the last fold, plus what
     /// the calling thread recorded for it since (read from its table without applying it).
-    /// Allocations the span made on other threads since the last fold are not included.
+    /// Allocations the span made on other threads since the last fold are not included, nor,
+    /// while the aggregator is far behind (the thread's queue holds more than 4096 entries),
+    /// those of its tenancies the thread retired since.
     #[allow(dead_code)] // used by the tracing-opentelemetry feature
     pub(crate) fn span_mem_now(&self, id: u64) -> MemStats {
         let mut mem = self.spans.get(&id).map(|s| s.mem).unwrap_or_default();
@@ -353,6 +377,23 @@ impl Aggregator {
                 }
             });
         }
+        // The fold allocates (these vectors, the maps) on the calling thread, whose own table
+        // it reads too: an allocation made while that table is read may evict a tenancy the
+        // read had not reached yet into its ring. Reading that ring again until it stays
+        // empty takes those in now, so that a snapshot holds everything its caller recorded
+        // before it.
+        if let Some(own) = crate::alloc::current_table() {
+            if let Some(i) = tables.iter().position(|t| std::ptr::eq(t, own)) {
+                let applied = &mut self.applied[i];
+                while own.ring_len() > 0 {
+                    own.read_retired(|r| {
+                        if let Some(d) = applied.delta(&r) {
+                            deltas.push((r.key, d));
+                        }
+                    });
+                }
+            }
+        }
         pool.fallback.drain(|k, op| {
             match op {
                 Op::Alloc(n) => {
@@ -386,6 +427,7 @@ impl Aggregator {
             .saturating_sub(self.fallback_grown);
         self.sizes = sizes;
         self.note_peaks();
+        self.forget_finished();
         if now.duration_since(self.last_eviction) >= Duration::from_millis(100) {
             self.evict(now);
             self.last_eviction = now;
@@ -446,16 +488,27 @@ impl Aggregator {
                 let name = key.task_name();
                 add_counters(&mut self.task_names.get(name).mem, d);
                 let id = key.task_id();
-                let t = match self.tasks.get_mut(&id) {
-                    Some(t) => Some(t),
-                    None if attributes(d) => {
-                        self.task_names.get(name).owners += 1;
-                        Some(self.tasks.entry(id).or_insert_with(|| TaskRec::new(name)))
+                // A named task's record is made by its start event, sent before its first
+                // allocation; a delta of a named task without a record is a late one of a
+                // forgotten task (a free, or a realloc of its block by another task) and only
+                // counts for its name. An unnamed task has no events: any delta makes its
+                // record (a free may be read before the allocation it frees: deltas of one task
+                // come from several threads' tables), counted as a task once it allocates; it
+                // is only ever forgotten while it holds nothing, so no late delta of a forgotten
+                // one can come.
+                let t = match self.tasks.entry(id) {
+                    std::collections::hash_map::Entry::Occupied(o) => Some(o.into_mut()),
+                    std::collections::hash_map::Entry::Vacant(v) if name == names::UNNAMED => {
+                        self.pending_tasks.push_back((id, self.folds));
+                        Some(v.insert(TaskRec::new(name)))
                     }
-                    // A late free of a forgotten task: its name has it.
-                    None => None,
+                    std::collections::hash_map::Entry::Vacant(_) => None,
                 };
                 if let Some(t) = t {
+                    if !t.counted && attributes(d) {
+                        t.counted = true;
+                        self.task_names.get(t.name).owners += 1;
+                    }
                     add_counters(&mut t.mem, d);
                     t.first.get_or_insert(now);
                     t.last = Some(now);
@@ -468,13 +521,16 @@ impl Aggregator {
             return add_counters(&mut self.no_span, d);
         }
         add_counters(&mut self.span_names.get(key.span_group()).mem, d);
-        let s = match self.spans.get_mut(&sw) {
-            Some(s) => s,
-            None if attributes(d) => {
+        // A span's record is made by its creation event (sent before its first allocation);
+        // an allocation read first makes a pending one, a late free of a forgotten instance
+        // none (it counts for the span's name only).
+        let s = match self.spans.entry(sw) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) if attributes(d) => {
                 self.pending_spans.push_back((sw, self.folds));
-                self.spans.entry(sw).or_insert_with(SpanRec::new)
+                v.insert(SpanRec::new())
             }
-            None => return,
+            std::collections::hash_map::Entry::Vacant(_) => return,
         };
         add_counters(&mut s.mem, d);
         self.touched_spans.push(sw);
@@ -500,7 +556,7 @@ impl Aggregator {
                 if let Some(s) = self.spans.get_mut(&id) {
                     if s.closed.is_none() && s.meta.is_some() {
                         s.closed = Some(at);
-                        self.closed_spans.push_back(id);
+                        self.closed_spans.push_back((id, self.folds));
                         self.span_names.get(Key::new(0, id).span_group()).ended += 1;
                     }
                 }
@@ -512,13 +568,14 @@ impl Aggregator {
                 source,
                 at,
             } => {
-                let t = match self.tasks.entry(task.id) {
-                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        self.task_names.get(name).owners += 1;
-                        v.insert(TaskRec::new(name))
-                    }
-                };
+                let t = self
+                    .tasks
+                    .entry(task.id)
+                    .or_insert_with(|| TaskRec::new(name));
+                if !t.counted {
+                    t.counted = true;
+                    self.task_names.get(t.name).owners += 1;
+                }
                 // tokio's spawn span and heapspan's wrapper may both describe a task: the
                 // wrapper's name wins (it is the one its polls' allocations carry), then the
                 // first location.
@@ -544,7 +601,7 @@ impl Aggregator {
                 if let Some(t) = self.tasks.get_mut(&task.id) {
                     if t.ended.is_none() {
                         t.ended = Some(at);
-                        self.ended_tasks.push_back(task.id);
+                        self.ended_tasks.push_back((task.id, self.folds));
                         self.task_names.get(t.name).ended += 1;
                     }
                 }
@@ -552,27 +609,68 @@ impl Aggregator {
         }
     }
 
-    fn evict(&mut self, now: Instant) {
+    /// Every fold: forgets ended tasks and closed spans beyond their retention, and span
+    /// records that never got their creation event.
+    fn forget_finished(&mut self) {
+        // A delta recorded before an end or a close may be read one fold after the event
+        // (the fold reads the tables before it drains the events): a record is kept for two
+        // folds after its end, so that such a delta still finds it.
+        let settled = |fold: u64, now: u64| fold + 2 <= now;
         while self.ended_tasks.len() > self.limits.ended_task_retention {
-            let Some(k) = self.ended_tasks.pop_front() else {
-                break;
-            };
-            self.tasks.remove(&k);
+            match self.ended_tasks.front() {
+                Some(&(k, fold)) if settled(fold, self.folds) => {
+                    self.ended_tasks.pop_front();
+                    self.tasks.remove(&k);
+                }
+                _ => break,
+            }
         }
         while self.closed_spans.len() > self.limits.closed_span_retention {
-            let Some(id) = self.closed_spans.pop_front() else {
+            match self.closed_spans.front() {
+                Some(&(id, fold)) if settled(fold, self.folds) => {
+                    self.closed_spans.pop_front();
+                    self.spans.remove(&id);
+                }
+                _ => break,
+            }
+        }
+        while let Some(&(id, fold)) = self.pending_tasks.front() {
+            if !settled(fold, self.folds) {
                 break;
-            };
-            self.spans.remove(&id);
+            }
+            self.pending_tasks.pop_front();
+            if self.tasks.get(&id).is_some_and(|t| !t.counted) {
+                self.tasks.remove(&id);
+            }
         }
         while let Some(&(sw, fold)) = self.pending_spans.front() {
-            if fold + 2 > self.folds {
+            if !settled(fold, self.folds) {
                 break;
             }
             self.pending_spans.pop_front();
             if self.spans.get(&sw).is_some_and(|s| s.meta.is_none()) {
                 self.spans.remove(&sw);
             }
+        }
+    }
+
+    /// Every 100 ms: tasks idle too long, and tables shrunk back after a burst (a hash map
+    /// keeps its largest capacity otherwise).
+    fn evict(&mut self, now: Instant) {
+        shrink(&mut self.tasks);
+        shrink(&mut self.spans);
+        for q in [&mut self.ended_tasks, &mut self.closed_spans] {
+            if q.capacity() > 4 * q.len().max(1024) {
+                q.shrink_to(2 * q.len());
+            }
+        }
+        for q in [&mut self.pending_spans, &mut self.pending_tasks] {
+            if q.capacity() > 4 * q.len().max(1024) {
+                q.shrink_to(2 * q.len());
+            }
+        }
+        if self.scratch.capacity() > 4 * self.scratch.len().max(4096) {
+            self.scratch.shrink_to(4096);
         }
         // The idle scan walks every task: once a second is enough for a 30 s threshold, but
         // a churn of tasks with no visible end (plain `tokio::spawn` without
@@ -584,18 +682,26 @@ impl Aggregator {
         }
         self.last_idle_scan = now;
         let idle = self.limits.idle_task_eviction;
-        let unended_idle = |t: &TaskRec| t.ended.is_none() && t.source == TaskSource::Observed;
+        // A task whose end heapspan cannot see may still be running: its record is forgotten
+        // only while it holds nothing, so that if it comes back its fresh record never meets
+        // a free of a block it allocated before (which would take it below zero).
+        let forgettable = |t: &TaskRec| {
+            t.ended.is_none()
+                && t.source == TaskSource::Observed
+                && t.mem.live_bytes() == 0
+                && t.mem.live_allocations() == 0
+        };
         self.tasks
-            .retain(|_, t| !unended_idle(t) || t.last.is_none_or(|l| now.duration_since(l) < idle));
+            .retain(|_, t| !forgettable(t) || t.last.is_none_or(|l| now.duration_since(l) < idle));
         if !crowded {
             return;
         }
         // Too many tasks with no visible end: keep the `ended_task_retention` most recently
-        // active of those not active in this fold, as for ended tasks.
+        // active of those that hold nothing and were not active in this fold.
         let mut quiet: Vec<(Instant, u64)> = self
             .tasks
             .iter()
-            .filter(|(_, t)| unended_idle(t) && t.last.is_some_and(|l| l < now))
+            .filter(|(_, t)| forgettable(t) && t.last.is_some_and(|l| l < now))
             .map(|(k, t)| (t.last.unwrap_or(now), *k))
             .collect();
         let keep = self.limits.ended_task_retention;
@@ -638,7 +744,13 @@ impl Aggregator {
 
     fn snapshot_inner(&mut self) -> Snapshot {
         self.fold();
-        let keys: Vec<u64> = self.tasks.keys().copied().collect();
+        // Records made by a free alone are not tasks (yet).
+        let keys: Vec<u64> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.counted)
+            .map(|(k, _)| *k)
+            .collect();
         let mut tasks = Vec::with_capacity(keys.len());
         for id in keys {
             let n = self.tasks[&id].name;

@@ -208,6 +208,11 @@ fn take_table(pool: &'static Pool, near: usize) -> Option<&'static ThreadState> 
     Some(st)
 }
 
+/// The calling thread's own table, if it has one.
+pub(crate) fn current_table() -> Option<&'static ThreadState> {
+    local().table()
+}
+
 /// The calling thread's table (its index in the pool) and the attribution key an allocation
 /// in span `span` would get right now; `None` if the thread has no table.
 pub(crate) fn current_key_for_span(span: u64) -> Option<(usize, Key)> {

@@ -62,6 +62,9 @@ const PROBE: usize = if SLOTS < 4 { SLOTS } else { 4 };
 /// an all-zero slot (fresh, untouched memory) is an empty one.
 const EMPTY: u64 = u64::MAX - 7;
 
+/// The longest ring [`ThreadState::peek`] walks.
+pub(crate) const PEEK_RING_MAX: usize = 4096;
+
 /// Where a key's probe window starts: Fibonacci hashing of both words (cheap, and spreads
 /// sequential ids).
 #[inline]
@@ -412,13 +415,19 @@ impl ThreadState {
     /// Every tenancy of `key` not yet consumed by the aggregator: retired ones still in the
     /// ring and the current one in the table. For the aggregator's lock holder only (the ring
     /// is read without being consumed, so the consumer must not advance meanwhile).
+    ///
+    /// The ring is only looked at while it holds at most [`PEEK_RING_MAX`] entries (a fold's
+    /// worth at most, normally): a stalled aggregator must not make every peek walk its whole
+    /// backlog. Past that, tenancies retired since the last fold are left out.
     pub(crate) fn peek(&self, key: Key, mut f: impl FnMut(Reading)) {
-        self.ring.peek(|w| {
-            let r = retired(w);
-            if r.key == key {
-                f(r);
-            }
-        });
+        if self.ring.len() <= PEEK_RING_MAX {
+            self.ring.peek(|w| {
+                let r = retired(w);
+                if r.key == key {
+                    f(r);
+                }
+            });
+        }
         let start = hash(key);
         for i in 0..PROBE {
             let idx = (start + i) & (SLOTS - 1);
@@ -431,6 +440,12 @@ impl ThreadState {
     /// How many retired tenancies wait in the ring (the aggregator folds early when many do).
     pub(crate) fn ring_len(&self) -> usize {
         self.ring.len()
+    }
+
+    /// Aggregator only (single consumer): the retired tenancies published since the last
+    /// read, without the slots.
+    pub(crate) fn read_retired(&self, mut f: impl FnMut(Reading)) {
+        self.ring.drain(|w| f(retired(w)));
     }
 
     /// Aggregator only (single consumer): every retired tenancy first, then every occupied

@@ -301,3 +301,25 @@ pub fn vm_rss_bytes() -> u64 {
         .expect("VmRSS in kB");
     kb * 1024
 }
+
+/// Threads of this process (`Threads:` of /proc/self/status).
+pub fn thread_count() -> usize {
+    let s = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    s.lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("Threads line")
+}
+
+/// Drops `rt` and waits until its worker threads are gone. Dropping a runtime returns once
+/// its workers have left their loops, before their thread-local destructors run; those free
+/// what tasks allocated into thread-locals (tracing's per-thread span stack, tokio's
+/// scheduler context), charged to the tasks that allocated it. Waiting for the threads to
+/// exit (the kernel's thread count: the event itself, not a time) makes those frees part of
+/// what comes before.
+pub fn drop_runtime_and_join(rt: tokio::runtime::Runtime, threads_before: usize) {
+    drop(rt);
+    while thread_count() > threads_before {
+        std::thread::yield_now();
+    }
+}
