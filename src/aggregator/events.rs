@@ -5,7 +5,6 @@
 
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::OnceLock;
-use std::time::Instant;
 
 use super::snapshot::{Location, TaskKey, TaskSource};
 use crate::sync::statics::AtomicU64;
@@ -29,7 +28,9 @@ impl Loc {
     }
 }
 
-/// One lifecycle event.
+/// One lifecycle event. Events carry no time: the aggregator stamps them with the time of the
+/// fold that takes them in (a `clock_gettime` per event would be most of a task start's cost),
+/// so starts, ends, opens and closes are known to the fold interval.
 #[derive(Debug)]
 pub(crate) enum Event {
     SpanNew {
@@ -37,11 +38,9 @@ pub(crate) enum Event {
         id: u64,
         meta: &'static tracing_core::Metadata<'static>,
         parent: u64,
-        at: Instant,
     },
     SpanClose {
         id: u64,
-        at: Instant,
     },
     TaskStart {
         task: TaskKey,
@@ -49,11 +48,9 @@ pub(crate) enum Event {
         name: u16,
         location: Option<Loc>,
         source: TaskSource,
-        at: Instant,
     },
     TaskEnd {
         task: TaskKey,
-        at: Instant,
     },
 }
 

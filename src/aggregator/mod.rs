@@ -409,7 +409,7 @@ impl Aggregator {
         // Events after the tables: a span or task whose allocations were just read was
         // created before them, so its event is (normally) in by now.
         while let Ok(e) = self.events.try_recv() {
-            self.on_event(e);
+            self.on_event(e, now);
         }
         for (k, d) in deltas.drain(..) {
             self.apply(k, &d, now);
@@ -536,14 +536,9 @@ impl Aggregator {
         self.touched_spans.push(sw);
     }
 
-    fn on_event(&mut self, e: Event) {
+    fn on_event(&mut self, e: Event, at: Instant) {
         match e {
-            Event::SpanNew {
-                id,
-                meta,
-                parent,
-                at,
-            } => {
+            Event::SpanNew { id, meta, parent } => {
                 let s = self.spans.entry(id).or_insert_with(SpanRec::new);
                 if s.meta.is_none() {
                     self.span_names.get(Key::new(0, id).span_group()).owners += 1;
@@ -552,7 +547,7 @@ impl Aggregator {
                 s.parent = parent;
                 s.opened = Some(at);
             }
-            Event::SpanClose { id, at } => {
+            Event::SpanClose { id } => {
                 if let Some(s) = self.spans.get_mut(&id) {
                     if s.closed.is_none() && s.meta.is_some() {
                         s.closed = Some(at);
@@ -566,7 +561,6 @@ impl Aggregator {
                 name,
                 location,
                 source,
-                at,
             } => {
                 let t = self
                     .tasks
@@ -597,7 +591,7 @@ impl Aggregator {
                 }
                 t.started = Some(t.started.map_or(at, |s| s.min(at)));
             }
-            Event::TaskEnd { task, at } => {
+            Event::TaskEnd { task } => {
                 if let Some(t) = self.tasks.get_mut(&task.id) {
                     if t.ended.is_none() {
                         t.ended = Some(at);

@@ -9,8 +9,6 @@
 pub(crate) mod names;
 pub mod task;
 
-use std::time::Instant;
-
 use tracing_core::span::{Attributes, Id};
 use tracing_core::{field, Subscriber};
 use tracing_subscriber::layer::Context;
@@ -118,7 +116,6 @@ where
                 name,
                 location: location.map(Loc::Owned),
                 source: TaskSource::SpawnSpan,
-                at: Instant::now(),
             });
             SpanMark::Task(task, name)
         } else if is_tokio_internal(meta) {
@@ -140,7 +137,6 @@ where
                     id: sid,
                     meta,
                     parent,
-                    at: Instant::now(),
                 });
             }
             SpanMark::User(sid)
@@ -172,7 +168,6 @@ where
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
         let _scope = InternalScope::enter();
-        let at = Instant::now();
         match mark(&ctx, &id) {
             Some(SpanMark::User(sid)) => {
                 #[cfg(feature = "tracing-opentelemetry")]
@@ -181,9 +176,9 @@ where
                         Some(a.span_mem_now(sid))
                     });
                 }
-                events::send(Event::SpanClose { id: sid, at });
+                events::send(Event::SpanClose { id: sid });
             }
-            Some(SpanMark::Task(task, _)) => events::send(Event::TaskEnd { task, at }),
+            Some(SpanMark::Task(task, _)) => events::send(Event::TaskEnd { task }),
             Some(SpanMark::Transparent) | None => {}
         }
     }

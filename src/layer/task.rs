@@ -14,6 +14,7 @@ use std::future::Future;
 use std::panic::Location as StdLocation;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+#[cfg(feature = "tokio-metrics")]
 use std::time::Instant;
 
 use pin_project::{pin_project, pinned_drop};
@@ -119,7 +120,6 @@ impl<F: Future> Future for Instrumented<F> {
                         name,
                         location: Some(Loc::Static(this.location)),
                         source: TaskSource::Wrapper,
-                        at: Instant::now(),
                     });
                 }
             }
@@ -150,10 +150,7 @@ impl<F> PinnedDrop for Instrumented<F> {
         this.inner.set(None);
         drop(named);
         if let Some((task, _)) = *this.task {
-            events::send(Event::TaskEnd {
-                task,
-                at: Instant::now(),
-            });
+            events::send(Event::TaskEnd { task });
         }
     }
 }
