@@ -1,7 +1,14 @@
-//! Lifecycle events from the layer and the task wrapper to the aggregator: an unbounded
-//! channel (std's lock-free list channel), so no event is ever dropped. Senders never block;
-//! a slow aggregator costs memory (charged to the `heapspan` bucket, and so to
-//! `tracker_bytes`), not events.
+//! Lifecycle events from the layer and the task wrapper to the aggregator, never dropped and
+//! never waited for.
+//!
+//! Ends (a task's end, a span's close) go into the sending thread's own queue, behind the
+//! operations it recorded, when it has a table: an owner-only append of one entry, no atomic
+//! read-modify-write. Starts (which must reach the aggregator before any delta of their
+//! owner: they make its record) and the events of threads without a table go through an
+//! unbounded channel (std's lock-free list channel). An end may so be read before its start
+//! (a task polled first on one thread and dropped on another): the aggregator keeps such an
+//! end for two folds, for its start to find. A slow aggregator costs memory (the channel's is
+//! charged to the `heapspan` bucket, the queues' to the queue bound), not events.
 
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::OnceLock;
@@ -54,6 +61,34 @@ pub(crate) enum Event {
     },
 }
 
+/// Queue-entry kinds of the events that travel in a thread's queue (first word, with
+/// [`EVENT`](crate::alloc::slots::EVENT)).
+const QUEUED_TASK_END: u64 = 1;
+const QUEUED_SPAN_CLOSE: u64 = 2;
+
+impl Event {
+    /// The event as a queue entry, if it is one of those that travel in a thread's queue.
+    fn queued(&self) -> Option<crate::alloc::ring::Words> {
+        use crate::alloc::slots::EVENT;
+        match self {
+            Event::TaskEnd { task } => Some([EVENT | QUEUED_TASK_END, task.id, 0, 0, 0, 0, 0, 0]),
+            Event::SpanClose { id } => Some([EVENT | QUEUED_SPAN_CLOSE, *id, 0, 0, 0, 0, 0, 0]),
+            _ => None,
+        }
+    }
+
+    /// The event a queue entry holds.
+    pub(crate) fn from_queued(w: crate::alloc::ring::Words) -> Option<Event> {
+        match w[0] & !crate::alloc::slots::EVENT {
+            QUEUED_TASK_END => Some(Event::TaskEnd {
+                task: TaskKey { id: w[1] },
+            }),
+            QUEUED_SPAN_CLOSE => Some(Event::SpanClose { id: w[1] }),
+            _ => None,
+        }
+    }
+}
+
 static SENDER: OnceLock<Sender<Event>> = OnceLock::new();
 pub(crate) static SPAN_STACK_OVERFLOW: AtomicU64 = AtomicU64::new(0);
 
@@ -68,10 +103,14 @@ pub(crate) fn enabled() -> bool {
     SENDER.get().is_some()
 }
 
-/// Sends without ever blocking or dropping. The channel's memory (a block per 31 events) is
-/// heapspan's, whichever task sends.
+/// Sends without ever blocking or dropping: an end into the calling thread's queue, the rest
+/// (and ends of threads without a table) through the channel, whose memory (a block per 31
+/// events) is heapspan's, whichever task sends.
 pub(crate) fn send(e: Event) {
     if let Some(tx) = SENDER.get() {
+        if e.queued().is_some_and(crate::alloc::push_event) {
+            return;
+        }
         let _own = crate::alloc::InternalScope::enter();
         // Fails only once the aggregator is gone (heapspan stopped): nothing wants it then.
         let _ = tx.send(e);

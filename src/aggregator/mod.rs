@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::alloc::header::{Key, TASK_HEAPSPAN, TASK_NONE, TASK_OVERFLOW, TASK_UNTRACKED};
-use crate::alloc::slots::{Applied, Counters, Op, SIZE_BUCKETS};
+use crate::alloc::slots::{Applied, Counters, Op, Queued, SIZE_BUCKETS};
 use crate::alloc::Pool;
 use crate::layer::names;
 use crate::sync::statics::Ordering;
@@ -234,6 +234,24 @@ fn op_counters(op: Op) -> Counters {
     c
 }
 
+/// One entry of a thread's queue or table: a tenancy's new delta goes to `deltas`, an event to
+/// `events`.
+fn take(
+    q: Queued,
+    applied: &mut Applied,
+    deltas: &mut Vec<(Key, Counters)>,
+    events: &mut Vec<crate::alloc::ring::Words>,
+) {
+    match q {
+        Queued::Tenancy(r) => {
+            if let Some(d) = applied.delta(&r) {
+                deltas.push((r.key, d));
+            }
+        }
+        Queued::Event(w) => events.push(w),
+    }
+}
+
 /// Gives a table's memory back once it holds far fewer entries than it has room for.
 fn shrink<V>(m: &mut FastMap<u64, V>) {
     if m.capacity() > 4 * m.len().max(1024) {
@@ -282,8 +300,14 @@ pub(crate) struct Aggregator {
     sizes: SizeHistogram,
     touched_tasks: Vec<u64>,
     touched_spans: Vec<u64>,
-    /// Reused buffer of the fold.
+    /// Reused buffers of the fold.
     scratch: Vec<(Key, Counters)>,
+    scratch_events: Vec<crate::alloc::ring::Words>,
+    /// Ends read before their start (a task first polled on one thread and dropped on
+    /// another, whose queue was read first), with the fold that read them: kept two folds for
+    /// the start to find.
+    early_task_ends: FastMap<u64, u64>,
+    early_span_closes: FastMap<u64, u64>,
     folds: u64,
     last_eviction: Instant,
     last_idle_scan: Instant,
@@ -316,6 +340,9 @@ impl Aggregator {
             touched_tasks: Vec::new(),
             touched_spans: Vec::new(),
             scratch: Vec::new(),
+            scratch_events: Vec::new(),
+            early_task_ends: FastMap::default(),
+            early_span_closes: FastMap::default(),
             folds: 0,
             last_eviction: Instant::now(),
             last_idle_scan: Instant::now(),
@@ -366,16 +393,13 @@ impl Aggregator {
         let mut sizes = SizeHistogram::default();
         let mut grown = 0u64;
         let mut deltas = std::mem::take(&mut self.scratch);
+        let mut queued_events = std::mem::take(&mut self.scratch_events);
         for (st, applied) in tables.iter().zip(&mut self.applied) {
             // Read in the same pass as the slots: at a quiet moment the histogram's count
             // equals the allocations folded; under concurrent allocation they may differ by
             // the operations in flight.
             st.add_sizes(&mut sizes.counts, &mut grown);
-            st.read(|r| {
-                if let Some(d) = applied.delta(&r) {
-                    deltas.push((r.key, d));
-                }
-            });
+            st.read(|q| take(q, applied, &mut deltas, &mut queued_events));
         }
         // The fold allocates (these vectors, the maps) on the calling thread, whose own table
         // it reads too: an allocation made while that table is read may evict a tenancy the
@@ -386,11 +410,7 @@ impl Aggregator {
             if let Some(i) = tables.iter().position(|t| std::ptr::eq(t, own)) {
                 let applied = &mut self.applied[i];
                 while own.ring_len() > 0 {
-                    own.read_retired(|r| {
-                        if let Some(d) = applied.delta(&r) {
-                            deltas.push((r.key, d));
-                        }
-                    });
+                    own.read_queued(|q| take(q, applied, &mut deltas, &mut queued_events));
                 }
             }
         }
@@ -411,6 +431,13 @@ impl Aggregator {
         while let Ok(e) = self.events.try_recv() {
             self.on_event(e, now);
         }
+        // Ends from the threads' queues after the channel's starts.
+        for w in queued_events.drain(..) {
+            if let Some(e) = Event::from_queued(w) {
+                self.on_event(e, now);
+            }
+        }
+        self.scratch_events = queued_events;
         for (k, d) in deltas.drain(..) {
             self.apply(k, &d, now);
         }
@@ -546,16 +573,22 @@ impl Aggregator {
                 s.meta = Some(meta);
                 s.parent = parent;
                 s.opened = Some(at);
+                if self.early_span_closes.remove(&id).is_some() {
+                    self.on_event(Event::SpanClose { id }, at);
+                }
             }
-            Event::SpanClose { id } => {
-                if let Some(s) = self.spans.get_mut(&id) {
-                    if s.closed.is_none() && s.meta.is_some() {
+            Event::SpanClose { id } => match self.spans.get_mut(&id) {
+                Some(s) if s.meta.is_some() => {
+                    if s.closed.is_none() {
                         s.closed = Some(at);
                         self.closed_spans.push_back((id, self.folds));
                         self.span_names.get(Key::new(0, id).span_group()).ended += 1;
                     }
                 }
-            }
+                _ => {
+                    self.early_span_closes.insert(id, self.folds);
+                }
+            },
             Event::TaskStart {
                 task,
                 name,
@@ -590,16 +623,22 @@ impl Aggregator {
                     t.location = location;
                 }
                 t.started = Some(t.started.map_or(at, |s| s.min(at)));
+                if self.early_task_ends.remove(&task.id).is_some() {
+                    self.on_event(Event::TaskEnd { task }, at);
+                }
             }
-            Event::TaskEnd { task } => {
-                if let Some(t) = self.tasks.get_mut(&task.id) {
+            Event::TaskEnd { task } => match self.tasks.get_mut(&task.id) {
+                Some(t) if t.counted => {
                     if t.ended.is_none() {
                         t.ended = Some(at);
                         self.ended_tasks.push_back((task.id, self.folds));
                         self.task_names.get(t.name).ended += 1;
                     }
                 }
-            }
+                _ => {
+                    self.early_task_ends.insert(task.id, self.folds);
+                }
+            },
         }
     }
 
@@ -648,9 +687,15 @@ impl Aggregator {
         }
     }
 
-    /// Every 100 ms: tasks idle too long, and tables shrunk back after a burst (a hash map
-    /// keeps its largest capacity otherwise).
+    /// Every 100 ms: ends whose start never came (tasks and spans begun before heapspan
+    /// started), tasks idle too long, and tables shrunk back after a burst (a hash map keeps
+    /// its largest capacity otherwise).
     fn evict(&mut self, now: Instant) {
+        let folds = self.folds;
+        self.early_task_ends.retain(|_, f| *f + 2 > folds);
+        self.early_span_closes.retain(|_, f| *f + 2 > folds);
+        shrink(&mut self.early_task_ends);
+        shrink(&mut self.early_span_closes);
         shrink(&mut self.tasks);
         shrink(&mut self.spans);
         for q in [&mut self.ended_tasks, &mut self.closed_spans] {

@@ -208,6 +208,13 @@ fn take_table(pool: &'static Pool, near: usize) -> Option<&'static ThreadState> 
     Some(st)
 }
 
+/// Queues lifecycle event `w` behind the calling thread's recorded operations, in its own
+/// table; false if the thread has none (the caller sends it another way). Never called from
+/// inside the allocator.
+pub(crate) fn push_event(w: super::ring::Words) -> bool {
+    local().table().is_some_and(|st| st.push_event(w))
+}
+
 /// The calling thread's own table, if it has one.
 pub(crate) fn current_table() -> Option<&'static ThreadState> {
     local().table()

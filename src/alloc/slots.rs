@@ -422,9 +422,10 @@ impl ThreadState {
     pub(crate) fn peek(&self, key: Key, mut f: impl FnMut(Reading)) {
         if self.ring.len() <= PEEK_RING_MAX {
             self.ring.peek(|w| {
-                let r = retired(w);
-                if r.key == key {
-                    f(r);
+                if let Queued::Tenancy(r) = queued(w) {
+                    if r.key == key {
+                        f(r);
+                    }
                 }
             });
         }
@@ -442,22 +443,49 @@ impl ThreadState {
         self.ring.len()
     }
 
-    /// Aggregator only (single consumer): the retired tenancies published since the last
-    /// read, without the slots.
-    pub(crate) fn read_retired(&self, mut f: impl FnMut(Reading)) {
-        self.ring.drain(|w| f(retired(w)));
+    /// Owner only: queues lifecycle event `w` (its first word has [`EVENT`] set) behind the
+    /// tenancies retired so far. Always queued (beyond the queue bound if need be); false only
+    /// if the system allocator refused a chunk.
+    pub(crate) fn push_event(&self, w: super::ring::Words) -> bool {
+        debug_assert!(w[0] & EVENT != 0);
+        self.ring.push(w, true)
     }
 
-    /// Aggregator only (single consumer): every retired tenancy first, then every occupied
-    /// slot as it is now. A slot being rewritten at this instant is skipped (it is read next
-    /// time).
-    pub(crate) fn read(&self, mut f: impl FnMut(Reading)) {
-        self.ring.drain(|w| f(retired(w)));
+    /// Aggregator only (single consumer): what was queued since the last read (retired
+    /// tenancies and events), without the slots.
+    pub(crate) fn read_queued(&self, mut f: impl FnMut(Queued)) {
+        self.ring.drain(|w| f(queued(w)));
+    }
+
+    /// Aggregator only (single consumer): everything queued first (retired tenancies and
+    /// events, in the order the owner queued them), then every occupied slot as it is now. A
+    /// slot being rewritten at this instant is skipped (it is read next time).
+    pub(crate) fn read(&self, mut f: impl FnMut(Queued)) {
+        self.ring.drain(|w| f(queued(w)));
         for (idx, slot) in self.slots.iter().enumerate() {
             if let Some(r) = read_slot(idx, slot) {
-                f(r);
+                f(Queued::Tenancy(r));
             }
         }
+    }
+}
+
+/// First-word flag of a queue entry that is a lifecycle event (a retired tenancy's first word
+/// is its slot number, below [`SLOTS`]).
+pub(crate) const EVENT: u64 = 1 << 63;
+
+/// What a thread's queue holds: a tenancy's counters, or an event the thread sent.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Queued {
+    Tenancy(Reading),
+    Event(super::ring::Words),
+}
+
+fn queued(w: super::ring::Words) -> Queued {
+    if w[0] & EVENT != 0 {
+        Queued::Event(w)
+    } else {
+        Queued::Tenancy(retired(w))
     }
 }
 
@@ -599,7 +627,8 @@ mod tests {
         applied: &mut Applied,
         out: &mut std::collections::HashMap<Key, Counters>,
     ) {
-        ts.read(|r| {
+        ts.read(|q| {
+            let Queued::Tenancy(r) = q else { return };
             if let Some(d) = applied.delta(&r) {
                 let e = out.entry(r.key).or_default();
                 e.alloc_bytes += d.alloc_bytes;
@@ -716,9 +745,14 @@ mod loom_tests {
             };
             let mut applied = Applied::default();
             let mut total = 0u64;
-            ts.read(|r| total += applied.delta(&r).map_or(0, |d| d.alloc_bytes));
+            let mut add = |q: Queued| {
+                if let Queued::Tenancy(r) = q {
+                    total += applied.delta(&r).map_or(0, |d| d.alloc_bytes);
+                }
+            };
+            ts.read(&mut add);
             owner.join().unwrap();
-            ts.read(|r| total += applied.delta(&r).map_or(0, |d| d.alloc_bytes));
+            ts.read(&mut add);
             assert_eq!(total, 21, "each byte applied exactly once");
         });
     }
