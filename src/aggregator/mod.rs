@@ -116,9 +116,21 @@ struct TaskRec {
     ended: Option<Instant>,
     first: Option<Instant>,
     last: Option<Instant>,
+    /// The fold that last applied a delta to it.
+    last_fold: u64,
 }
 
 impl TaskRec {
+    /// A task whose end heapspan cannot see may still be running: its record may be forgotten
+    /// only while it holds nothing, so that if it comes back its fresh record never meets a
+    /// free of a block it allocated before (which would take it below zero).
+    fn forgettable(&self) -> bool {
+        self.ended.is_none()
+            && self.source == TaskSource::Observed
+            && self.mem.live_bytes() == 0
+            && self.mem.live_allocations() == 0
+    }
+
     fn new(name: u16) -> Self {
         TaskRec {
             name,
@@ -130,6 +142,7 @@ impl TaskRec {
             ended: None,
             first: None,
             last: None,
+            last_fold: 0,
         }
     }
 }
@@ -284,6 +297,10 @@ pub(crate) struct Aggregator {
     pending_spans: VecDeque<(u64, u64)>,
     /// The same for task records made by a free alone.
     pending_tasks: VecDeque<(u64, u64)>,
+    /// Tasks with no visible end that came to hold nothing, with the fold they did, oldest
+    /// first (some may have allocated again since): the ones forgotten first when such tasks
+    /// crowd the table.
+    quiet_tasks: VecDeque<(u64, u64)>,
     task_names: Names,
     span_names: Names,
     /// Display names of task name indices, as far as looked up.
@@ -327,6 +344,7 @@ impl Aggregator {
             closed_spans: VecDeque::new(),
             pending_spans: VecDeque::new(),
             pending_tasks: VecDeque::new(),
+            quiet_tasks: VecDeque::new(),
             task_names: Names::default(),
             span_names: Names::default(),
             task_name_strings: Vec::new(),
@@ -539,6 +557,11 @@ impl Aggregator {
                     add_counters(&mut t.mem, d);
                     t.first.get_or_insert(now);
                     t.last = Some(now);
+                    t.last_fold = self.folds;
+                    if t.forgettable() {
+                        // A candidate for forgetting, should such tasks crowd the table.
+                        self.quiet_tasks.push_back((id, self.folds));
+                    }
                     self.touched_tasks.push(id);
                 }
             }
@@ -703,7 +726,11 @@ impl Aggregator {
                 q.shrink_to(2 * q.len());
             }
         }
-        for q in [&mut self.pending_spans, &mut self.pending_tasks] {
+        for q in [
+            &mut self.pending_spans,
+            &mut self.pending_tasks,
+            &mut self.quiet_tasks,
+        ] {
             if q.capacity() > 4 * q.len().max(1024) {
                 q.shrink_to(2 * q.len());
             }
@@ -711,46 +738,41 @@ impl Aggregator {
         if self.scratch.capacity() > 4 * self.scratch.len().max(4096) {
             self.scratch.shrink_to(4096);
         }
-        // The idle scan walks every task: once a second is enough for a 30 s threshold, but
-        // a churn of tasks with no visible end (plain `tokio::spawn` without
-        // `tokio_unstable`) must not pile up for that long either.
-        let observed = self.tasks.len().saturating_sub(self.ended_tasks.len());
-        let crowded = observed > self.limits.ended_task_retention.saturating_mul(4).max(4096);
-        if !crowded && now.duration_since(self.last_idle_scan) < Duration::from_secs(1) {
+        // Too many tasks with no visible end (plain `tokio::spawn` without `tokio_unstable`):
+        // forget those that came to hold nothing longest ago (and have not been active since),
+        // down to `ended_task_retention` of them.
+        let keep = self.limits.ended_task_retention;
+        let mut observed = self.tasks.len().saturating_sub(self.ended_tasks.len());
+        if observed > keep.saturating_mul(4).max(4096) {
+            while observed > keep {
+                let Some(&(id, fold)) = self.quiet_tasks.front() else {
+                    break;
+                };
+                if fold >= self.folds {
+                    break;
+                }
+                self.quiet_tasks.pop_front();
+                if self
+                    .tasks
+                    .get(&id)
+                    .is_some_and(|t| t.forgettable() && t.last_fold <= fold)
+                {
+                    self.tasks.remove(&id);
+                    observed -= 1;
+                }
+            }
+        }
+        // The idle scan walks every task: once a second is enough for a 30 s threshold.
+        if now.duration_since(self.last_idle_scan) < Duration::from_secs(1) {
             return;
         }
         self.last_idle_scan = now;
         let idle = self.limits.idle_task_eviction;
-        // A task whose end heapspan cannot see may still be running: its record is forgotten
-        // only while it holds nothing, so that if it comes back its fresh record never meets
-        // a free of a block it allocated before (which would take it below zero).
-        let forgettable = |t: &TaskRec| {
-            t.ended.is_none()
-                && t.source == TaskSource::Observed
-                && t.mem.live_bytes() == 0
-                && t.mem.live_allocations() == 0
-        };
         self.tasks
-            .retain(|_, t| !forgettable(t) || t.last.is_none_or(|l| now.duration_since(l) < idle));
-        if !crowded {
-            return;
-        }
-        // Too many tasks with no visible end: keep the `ended_task_retention` most recently
-        // active of those that hold nothing and were not active in this fold.
-        let mut quiet: Vec<(Instant, u64)> = self
-            .tasks
-            .iter()
-            .filter(|(_, t)| forgettable(t) && t.last.is_some_and(|l| l < now))
-            .map(|(k, t)| (t.last.unwrap_or(now), *k))
-            .collect();
-        let keep = self.limits.ended_task_retention;
-        if quiet.len() > keep {
-            let drop_n = quiet.len() - keep;
-            quiet.select_nth_unstable_by_key(drop_n, |q| q.0);
-            for (_, k) in &quiet[..drop_n] {
-                self.tasks.remove(k);
-            }
-        }
+            .retain(|_, t| !t.forgettable() || t.last.is_none_or(|l| now.duration_since(l) < idle));
+        let tasks = &self.tasks;
+        self.quiet_tasks
+            .retain(|(id, fold)| tasks.get(id).is_some_and(|t| t.last_fold <= *fold));
     }
 
     fn task_name_string(&mut self, n: u16) -> String {

@@ -46,6 +46,10 @@ pub(crate) fn indexing() -> bool {
     mode() >= Mode::Indexed
 }
 
+/// Queue entries (two 16 KiB chunks) past which a thread's queue makes the
+/// aggregator fold early.
+pub(crate) const PRESSURE: usize = 2 * super::ring::CHUNK;
+
 /// The thread tables, created once at start and never freed.
 #[derive(Debug)]
 pub(crate) struct Pool {
@@ -88,12 +92,11 @@ impl Pool {
         )
     }
 
-    /// True when some thread's queue holds more than a fold usually drains: the aggregator
-    /// should fold now.
+    /// True when some thread's queue holds more than [`PRESSURE`] entries: the aggregator
+    /// should fold now rather than at its next interval (to keep queue memory small; nothing
+    /// is lost either way).
     pub(crate) fn under_pressure(&self) -> bool {
-        self.claimed()
-            .iter()
-            .any(|t| t.ring_len() > super::ring::CHUNK / 2)
+        self.claimed().iter().any(|t| t.ring_len() > PRESSURE)
     }
 }
 
