@@ -167,14 +167,15 @@ impl Builder {
     /// exited threads are reused). A thread beyond it borrows a free table for each
     /// operation, or, when every table is claimed by a live thread, goes through a slower
     /// lock-free fallback (one node per operation); nothing is dropped either way. The tables
-    /// are one mapping of about 20 KiB of address space each, resident only once used.
+    /// are one mapping of about 17 KiB of address space each, resident only once used.
     pub fn max_threads(mut self, n: usize) -> Self {
         self.max_threads = n;
         self
     }
 
     /// Ended tasks kept individually (default [`DEFAULT_ENDED_TASK_RETENTION`]); older ones
-    /// are summarised into their name's totals.
+    /// are forgotten, their figures staying in their name's (exact: the name travels in each
+    /// block's header).
     pub fn ended_task_retention(mut self, n: usize) -> Self {
         self.ended_task_retention = n;
         self
@@ -187,7 +188,10 @@ impl Builder {
     }
 
     /// Tasks with no visible end (no wrapper, no `tokio_unstable`) that hold nothing are
-    /// summarised after this long without activity (default [`DEFAULT_IDLE_TASK_EVICTION`]).
+    /// forgotten (their figures stay in their name's) after this long without activity
+    /// (default [`DEFAULT_IDLE_TASK_EVICTION`]); when more than `4 × ended_task_retention`
+    /// (at least 4096) such tasks are held, those that came to hold nothing longest ago go at
+    /// once, down to `ended_task_retention`.
     pub fn idle_task_eviction(mut self, d: Duration) -> Self {
         self.idle_task_eviction = d;
         self
@@ -212,13 +216,16 @@ impl Builder {
     /// The hard bound on the memory heapspan's operation queues may hold while the aggregator
     /// has not drained them (default [`DEFAULT_MAX_QUEUE_BYTES`]; allowed 1 MiB ..= 64 GiB).
     ///
-    /// Below it nothing is ever dropped: a thread's queue grows by 64 KiB chunks taken from the
+    /// Below it nothing is ever dropped: a thread's queue grows by 16 KiB chunks taken from the
     /// system allocator. At the bound heapspan fails conservatively: a new allocation that
     /// would need a queue entry goes to [`Buckets::overflow`](crate::Buckets::overflow)
     /// (counted, with its later free) instead of its task and span, and
     /// [`Snapshot::is_exact`](crate::Snapshot::is_exact) turns false; frees and reallocs of
-    /// blocks already attributed are still recorded (so no owner's live bytes drift), which
-    /// can take the queues past the bound by at most one 64-byte entry per such block.
+    /// blocks already attributed are still recorded (so no owner's live bytes drift), past the
+    /// bound if need be: a 64-byte entry per free or realloc that evicts a slot (in 16 KiB
+    /// chunks), or a 40-byte node on a thread without a table. The unbounded event channel
+    /// (task starts, span creations) is not counted here: its memory is in the `heapspan`
+    /// bucket and [`Snapshot::tracker_bytes`](crate::Snapshot::tracker_bytes).
     pub fn max_queue_bytes(mut self, n: usize) -> Self {
         self.max_queue_bytes = n;
         self

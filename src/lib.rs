@@ -16,9 +16,10 @@
 //!   in a table owned by the current thread (a relaxed load and store of a cache line nobody
 //!   else writes). The tables are one anonymous mapping made at start and never unmapped: a
 //!   table is atomics only and all-zero when fresh, so a page becomes resident only when a
-//!   thread that claimed its table writes to it. The uncommon paths never block either: they
-//!   take memory from the *system* allocator (never the global one, so they cannot recurse)
-//!   and use atomic read-modify-writes, never a lock.
+//!   thread that claimed its table writes to it. The uncommon paths take no lock of heapspan's
+//!   and never wait for another thread's progress: they use atomic read-modify-writes, and
+//!   take queue memory from the *system* allocator (never the global one, so they cannot
+//!   recurse; glibc's malloc takes its arena lock there, as the inner allocator does anyway).
 //! - **Re-entrancy.** The one step that calls out is a thread's claim of its table
 //!   (registering the thread-exit hook). The table is set before that call, so an allocation
 //!   made inside it is recorded in it (no table operation is in progress then) and charged to
@@ -51,9 +52,10 @@
 //!   key, it is counted in [`Buckets::overflow`] (shared counters), and its later free, under
 //!   that key, is counted there too, so no owner's live bytes drift and the buckets still add
 //!   up to [`Snapshot::total`]. Frees and reallocs of blocks already attributed are still
-//!   recorded, beyond the bound (at most one 64-byte entry per such block). From the first
+//!   recorded, beyond the bound (a 64-byte entry per free or realloc that evicts a slot, or a
+//!   40-byte node per operation of a thread without a table). From the first
 //!   overflow on, [`Snapshot::is_exact`] is false, the report marks owners' figures as lower
-//!   bounds, and the export counts `heapspan.tracker.dropped{reason="overflow_allocation"}`.
+//!   bounds, and the export counts `heapspan.tracker.dropped{heapspan.drop.reason="overflow_allocation"}`.
 //!   Only if the system allocator refuses heapspan a chunk or a node for a free or a realloc
 //!   (the process is out of memory) is that operation lost, and counted
 //!   ([`Dropped::lost_operations`]).

@@ -33,6 +33,7 @@ impl<T> std::ops::Deref for CacheLine<T> {
 /// # Safety
 /// All-zero bytes must be a valid `T` equal to `init()`.
 pub(crate) unsafe fn alloc_zeroed<T>(init: fn() -> T) -> *mut T {
+    const { assert!(std::mem::size_of::<T>() != 0, "no zero-sized allocations") };
     #[cfg(loom)]
     {
         Box::into_raw(Box::new(init()))
@@ -41,8 +42,8 @@ pub(crate) unsafe fn alloc_zeroed<T>(init: fn() -> T) -> *mut T {
     {
         let _ = init;
         let layout = std::alloc::Layout::new::<T>();
-        // SAFETY: `T` is not zero-sized here (queue chunks and nodes); all-zero is a valid `T`
-        // by the caller's contract.
+        // SAFETY: `T` is not zero-sized (asserted at compile time above); all-zero is a valid
+        // `T` by the caller's contract.
         unsafe { std::alloc::GlobalAlloc::alloc_zeroed(&std::alloc::System, layout).cast() }
     }
 }
@@ -50,6 +51,7 @@ pub(crate) unsafe fn alloc_zeroed<T>(init: fn() -> T) -> *mut T {
 /// `v`, moved into memory straight from the system allocator (under loom, a `Box`); null (and
 /// `v` dropped) if the system allocator refuses.
 pub(crate) fn alloc_value<T>(v: T) -> *mut T {
+    const { assert!(std::mem::size_of::<T>() != 0, "no zero-sized allocations") };
     #[cfg(loom)]
     {
         Box::into_raw(Box::new(v))
@@ -57,7 +59,7 @@ pub(crate) fn alloc_value<T>(v: T) -> *mut T {
     #[cfg(not(loom))]
     {
         let layout = std::alloc::Layout::new::<T>();
-        // SAFETY: `T` is not zero-sized here (fallback nodes).
+        // SAFETY: `T` is not zero-sized (asserted at compile time above).
         let p: *mut T =
             unsafe { std::alloc::GlobalAlloc::alloc(&std::alloc::System, layout) }.cast();
         if !p.is_null() {

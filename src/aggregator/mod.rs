@@ -534,8 +534,9 @@ impl Aggregator {
                 add_counters(&mut self.task_names.get(name).mem, d);
                 let id = key.task_id();
                 // A named task's record is made by its start event, sent before its first
-                // allocation; a delta of a named task without a record is a late one of a
-                // forgotten task (a free, or a realloc of its block by another task) and only
+                // allocation, or by an allocation read first (or of a task started before
+                // heapspan); any other delta of a named task without a record is a late one of
+                // a forgotten task (a free, or a realloc of its block by another task) and only
                 // counts for its name. An unnamed task has no events: any delta makes its
                 // record (a free may be read before the allocation it frees: deltas of one task
                 // come from several threads' tables), counted as a task once it allocates; it
@@ -543,7 +544,11 @@ impl Aggregator {
                 // one can come.
                 let t = match self.tasks.entry(id) {
                     std::collections::hash_map::Entry::Occupied(o) => Some(o.into_mut()),
-                    std::collections::hash_map::Entry::Vacant(v) if name == names::UNNAMED => {
+                    // A named task's allocation without a record: it started before heapspan
+                    // did (no start event), or its start event is not read yet.
+                    std::collections::hash_map::Entry::Vacant(v)
+                        if name == names::UNNAMED || d.allocs > 0 =>
+                    {
                         self.pending_tasks.push_back((id, self.folds));
                         Some(v.insert(TaskRec::new(name)))
                     }
@@ -668,6 +673,10 @@ impl Aggregator {
     /// Every fold: forgets ended tasks and closed spans beyond their retention, and span
     /// records that never got their creation event.
     fn forget_finished(&mut self) {
+        // After a burst the tables are sparse: give their memory back (cheap to check; a hash
+        // map or a vector keeps its largest capacity otherwise).
+        shrink(&mut self.tasks);
+        shrink(&mut self.spans);
         // A delta recorded before an end or a close may be read one fold after the event
         // (the fold reads the tables before it drains the events): a record is kept for two
         // folds after its end, so that such a delta still finds it.
@@ -708,19 +717,6 @@ impl Aggregator {
                 self.spans.remove(&sw);
             }
         }
-    }
-
-    /// Every 100 ms: ends whose start never came (tasks and spans begun before heapspan
-    /// started), tasks idle too long, and tables shrunk back after a burst (a hash map keeps
-    /// its largest capacity otherwise).
-    fn evict(&mut self, now: Instant) {
-        let folds = self.folds;
-        self.early_task_ends.retain(|_, f| *f + 2 > folds);
-        self.early_span_closes.retain(|_, f| *f + 2 > folds);
-        shrink(&mut self.early_task_ends);
-        shrink(&mut self.early_span_closes);
-        shrink(&mut self.tasks);
-        shrink(&mut self.spans);
         for q in [&mut self.ended_tasks, &mut self.closed_spans] {
             if q.capacity() > 4 * q.len().max(1024) {
                 q.shrink_to(2 * q.len());
@@ -738,6 +734,19 @@ impl Aggregator {
         if self.scratch.capacity() > 4 * self.scratch.len().max(4096) {
             self.scratch.shrink_to(4096);
         }
+        if self.scratch_events.capacity() > 4 * self.scratch_events.len().max(4096) {
+            self.scratch_events.shrink_to(4096);
+        }
+    }
+
+    /// Every 100 ms: ends whose start never came (tasks and spans begun before heapspan
+    /// started), and tasks idle too long.
+    fn evict(&mut self, now: Instant) {
+        let folds = self.folds;
+        self.early_task_ends.retain(|_, f| *f + 2 > folds);
+        self.early_span_closes.retain(|_, f| *f + 2 > folds);
+        shrink(&mut self.early_task_ends);
+        shrink(&mut self.early_span_closes);
         // Too many tasks with no visible end (plain `tokio::spawn` without `tokio_unstable`):
         // forget those that came to hold nothing longest ago (and have not been active since),
         // down to `ended_task_retention` of them.
@@ -804,7 +813,12 @@ impl Aggregator {
     }
 
     fn snapshot_inner(&mut self) -> Snapshot {
-        self.fold();
+        // Three folds: everything recorded before the call is in after the first; the next
+        // two let the records of owners that ended in it settle (they are kept two folds for
+        // a delta read late) and be forgotten as they would be in the background.
+        for _ in 0..3 {
+            self.fold();
+        }
         // Records made by a free alone are not tasks (yet).
         let keys: Vec<u64> = self
             .tasks

@@ -198,8 +198,9 @@ pub struct Buckets {
     pub overflow: MemStats,
 }
 
-/// What heapspan could not attribute exactly; each is counted, never waited for. All zero
-/// means every figure of the snapshot is exact.
+/// What heapspan could not attribute exactly; each is counted, never waited for. With the first
+/// two at zero every figure of the snapshot is exact ([`Snapshot::is_exact`]); the third only
+/// says that some spans nested too deep went to their deepest tracked ancestor.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Dropped {
     /// Allocations that went to [`Buckets::overflow`] instead of their task and span, because
@@ -207,8 +208,8 @@ pub struct Dropped {
     /// (or the system allocator refused heapspan memory). Their frees follow them there.
     pub overflow_allocations: u64,
     /// Frees or reallocs that could not be recorded at all: only when the system allocator
-    /// refused heapspan a few bytes for its queue (the process is out of memory). Owners'
-    /// live figures are then upper bounds.
+    /// refused heapspan a 16 KiB queue chunk or a 40-byte fallback node (the process is out
+    /// of memory). Owners' live figures are then upper bounds.
     pub lost_operations: u64,
     /// Span enters nested deeper than heapspan tracks (their allocations go to the deepest
     /// tracked span).
@@ -337,8 +338,9 @@ impl Snapshot {
     }
 
     /// True when every figure is exact: nothing went to the overflow bucket and no operation
-    /// was lost. When false, task and span figures are lower bounds (the report and the export
-    /// say so).
+    /// was lost. When false, task and span figures are bounds, and the report and the export
+    /// say so: after an overflow they are lower bounds (some allocations are in the overflow
+    /// bucket instead); after a lost free, live figures are upper bounds.
     pub fn is_exact(&self) -> bool {
         self.dropped.overflow_allocations == 0 && self.dropped.lost_operations == 0
     }

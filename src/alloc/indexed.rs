@@ -19,7 +19,7 @@ impl<A: GlobalAlloc> Allocator<A> {
     #[inline(never)]
     pub(super) unsafe fn alloc_indexed(&self, layout: Layout, zeroed: bool) -> *mut u8 {
         let l = local();
-        if l.state.get().is_null() && !l.busy.get() {
+        if l.may_claim() {
             // The thread's first operation since start: claim its table now, so that this
             // allocation is indexed too.
             l.claim_now();

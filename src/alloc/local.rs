@@ -10,12 +10,16 @@ use super::span_stack::{SpanStack, TaskName};
 use super::state::{self, Pool};
 use crate::sync::statics::Ordering;
 
-/// `Local::state` of a thread that has no table of its own: torn down at its exit, or none
-/// was free when it claimed one.
+/// `Local::state` of a thread whose table was given back at its exit (it borrows one per
+/// operation from then on). Real tables are above it (it is the tables' alignment).
 pub(crate) const ORPHAN: *const ThreadState = ptr::dangling();
+/// `Local::state` of a thread that found no free table when it tried to claim one: it tries
+/// again at its next operation (below [`ORPHAN`], so no table test mistakes it for a table).
+const NO_TABLE: *const ThreadState = ptr::without_provenance(1);
 
 pub(crate) struct Local {
-    /// This thread's table: null until claimed, [`ORPHAN`] once torn down or if none was free.
+    /// This thread's table: null until claimed, [`NO_TABLE`] while none was free, [`ORPHAN`]
+    /// once given back at the thread's exit.
     pub(crate) state: Cell<*const ThreadState>,
     /// Claiming a table (the one step that calls out: registering the exit hook).
     pub(crate) busy: Cell<bool>,
@@ -106,6 +110,14 @@ impl Local {
         }
     }
 
+    /// Whether this thread should try to claim a table of its own now: it never had one, or
+    /// none was free when it last tried, and it is not claiming one already.
+    #[inline]
+    pub(crate) fn may_claim(&self) -> bool {
+        let st = self.state.get();
+        (st.is_null() || st == NO_TABLE) && !self.busy.get()
+    }
+
     pub(crate) fn set_busy(&self, busy: bool) {
         self.busy.set(busy);
         self.heapspan_own.set(busy || self.internal.get() > 0);
@@ -154,8 +166,8 @@ impl Local {
     #[cold]
     pub(crate) fn claim(&self, pool: &'static Pool) -> *const ThreadState {
         let Some(st) = take_table(pool, self.last_table.get()) else {
-            self.state.set(ORPHAN);
-            return ORPHAN;
+            self.state.set(NO_TABLE);
+            return NO_TABLE;
         };
         self.last_table.set(st.id());
         self.state.set(st);

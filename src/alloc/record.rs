@@ -26,13 +26,15 @@ fn record_cold(l: &Local, key: Key, op: Op) -> bool {
     let Some(pool) = state::pool() else {
         return true;
     };
-    if l.state.get().is_null() && !l.busy.get() {
+    if l.may_claim() {
         l.set_busy(true);
         l.claim(pool);
         l.set_busy(false);
         if let Some(st) = l.table() {
             return st.record(key, op, &l.hint);
         }
+        // Every table is claimed by a live thread: none to borrow either.
+        return pool.fallback.push(key, op);
     }
     if let Some(recorded) = l.with_borrowed(|st, hint| st.record(key, op, hint)) {
         return recorded;

@@ -44,8 +44,11 @@ impl Chunk {
     }
 }
 
-/// See the module docs.
+/// See the module docs. The producer's fields come first; the consumer's start on a cache
+/// line of their own (`head` is aligned), so a push never shares a line with what a drain
+/// writes.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Ring {
     /// Entries published (producer).
     tail: AtomicUsize,
@@ -53,12 +56,12 @@ pub(crate) struct Ring {
     tail_chunk: AtomicPtr<Chunk>,
     /// The first chunk, for the consumer's first read.
     first: AtomicPtr<Chunk>,
-    /// A chunk the consumer is done with, for the producer to reuse.
-    spare: AtomicPtr<Chunk>,
     /// Entries consumed (consumer).
     head: CacheLine<AtomicUsize>,
     /// Consumer only: the chunk entry `head` is in.
     head_chunk: AtomicPtr<Chunk>,
+    /// A chunk the consumer is done with, for the producer to reuse.
+    spare: AtomicPtr<Chunk>,
 }
 
 impl Ring {
@@ -69,9 +72,9 @@ impl Ring {
             tail: AtomicUsize::new(0),
             tail_chunk: AtomicPtr::new(std::ptr::null_mut()),
             first: AtomicPtr::new(std::ptr::null_mut()),
-            spare: AtomicPtr::new(std::ptr::null_mut()),
             head: CacheLine(AtomicUsize::new(0)),
             head_chunk: AtomicPtr::new(std::ptr::null_mut()),
+            spare: AtomicPtr::new(std::ptr::null_mut()),
         }
     }
 

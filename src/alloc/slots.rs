@@ -327,7 +327,7 @@ impl ThreadState {
     }
 
     /// The size histogram and realloc growth, for operations recorded here (a refused one is
-    /// counted by the aggregator when it takes it from the fallback).
+    /// counted by whoever records it: the fallback's consumer, or the overflow counters).
     #[inline(always)]
     fn count_size(&self, op: Op) {
         match op {
