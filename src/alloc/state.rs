@@ -68,6 +68,17 @@ unsafe impl Sync for Pool {}
 unsafe impl Send for Pool {}
 
 impl Pool {
+    /// A pool of `tables` (loom models build their tables; the process's pool is a mapping).
+    #[cfg(loom)]
+    pub(crate) fn of(tables: &'static [ThreadState]) -> Pool {
+        Pool {
+            tables: tables.as_ptr(),
+            capacity: tables.len(),
+            high: AtomicU64::new(0),
+            fallback: super::fallback::Fallback::new(),
+        }
+    }
+
     /// Every table that was ever claimed (and the never-claimed ones below the highest, which
     /// read as empty).
     pub(crate) fn claimed(&self) -> &[ThreadState] {
