@@ -10,7 +10,7 @@ mod load;
 use std::collections::HashMap;
 
 use load::storm::{self, ALLOCS_PER_TASK};
-use load::{assert_lossless, assert_total_adds_up, four, inner_reallocs, quiescent_point, sub4};
+use load::{assert_lossless, four, quiescent_point};
 
 #[global_allocator]
 static ALLOC: heapspan::Allocator<load::Counting> = heapspan::Allocator::new(load::Counting);
@@ -143,31 +143,7 @@ fn spawn_storm_of_named_tasks_is_exact_per_name_and_matches_the_inner_allocator(
     drop(rt);
 
     // Comparison point 2.
-    let (s2, c2, a2) = quiescent_point(&guard);
-    let counted = sub4(c2, c1);
-    let heapspan = sub4(four(&s2.total), four(&s1.total));
-    eprintln!(
-        "storm of {N} named: inner allocator [allocations, bytes, frees, freed] {counted:?} \
-         ({} reallocs in all), heapspan {heapspan:?}, dropped {:?}",
-        inner_reallocs(),
-        s2.dropped
-    );
-    assert_lossless(&s2, "at the end");
-    // Comparable: every call heapspan forwarded to the inner allocator between the two points
-    // (its own included: the wrapper's and the aggregator's, charged to its bucket) against
-    // every operation heapspan recorded between the two points' folds, in the caller's bytes
-    // on both sides and with reallocs as growth and shrinkage only (see `quiescent_point`).
-    assert_eq!(
-        heapspan, counted,
-        "[allocations, allocated bytes, frees, freed bytes] between the two points: heapspan's \
-         total equals the inner allocator's count"
-    );
-    assert_total_adds_up(&s2, "at the end");
-    assert_eq!(
-        load::user_live(&s2),
-        load::user_live(&s1),
-        "(live bytes, live blocks) outside heapspan's own bucket: back to the baseline"
-    );
+    let (s2, a2) = load::assert_second_point(&guard, &s1, c1, "storm of named tasks");
     let spawner = s2.task_name(NAMES.2).expect("the spawner is named");
     assert_eq!((spawner.tasks, spawner.ended), (1, 1));
     assert_eq!(

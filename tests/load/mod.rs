@@ -323,3 +323,43 @@ pub fn drop_runtime_and_join(rt: tokio::runtime::Runtime, threads_before: usize)
         std::thread::yield_now();
     }
 }
+
+/// The second comparison point of a workload that began at `(s1, c1)`: heapspan's total
+/// between the two points equals the counting inner allocator's, nothing was dropped, the
+/// figures add up, and the live bytes outside heapspan's own bucket are back to the baseline.
+/// Returns the second point's snapshots (`b`, then `a`, as [`quiescent_point`]).
+#[track_caller]
+pub fn assert_second_point(
+    guard: &Guard,
+    s1: &Snapshot,
+    c1: [u64; 4],
+    what: &str,
+) -> (Snapshot, Snapshot) {
+    let (s2, c2, a2) = quiescent_point(guard);
+    let counted = sub4(c2, c1);
+    let heapspan = sub4(four(&s2.total), four(&s1.total));
+    eprintln!(
+        "{what}: inner allocator [allocations, bytes, frees, freed] {counted:?} \
+         ({} reallocs in all), heapspan {heapspan:?}, dropped {:?}",
+        inner_reallocs(),
+        s2.dropped
+    );
+    assert_lossless(&s2, "at the end");
+    // Comparable: every call heapspan forwarded to the inner allocator between the two points
+    // (its own included: the wrapper's and the aggregator's, charged to its bucket) against
+    // every operation heapspan recorded between the two points' folds, in the caller's bytes
+    // on both sides (the inner allocator takes the header off) and with reallocs as growth and
+    // shrinkage only (see `quiescent_point`).
+    assert_eq!(
+        heapspan, counted,
+        "[allocations, allocated bytes, frees, freed bytes] between the two points: heapspan's \
+         total equals the inner allocator's count"
+    );
+    assert_total_adds_up(&s2, "at the end");
+    assert_eq!(
+        user_live(&s2),
+        user_live(s1),
+        "(live bytes, live blocks) outside heapspan's own bucket: back to the baseline"
+    );
+    (s2, a2)
+}
