@@ -147,6 +147,13 @@ fn exported_values_are_exact() {
                     let a = &s.attributes;
                     assert!(int_attr(a, n::TOKIO_TASK_ID).is_some());
                     assert!(int_attr(a, n::WINDOW_END) >= int_attr(a, n::WINDOW_START));
+                    assert!(
+                        matches!(
+                            attr(a, n::WINDOW_EXACT),
+                            Some(any_value::Value::BoolValue(true))
+                        ),
+                        "nothing overflowed: the window's figures are marked exact"
+                    );
                     assert_eq!(
                         int_attr(a, n::WINDOW_START),
                         Some(s.start_time_unix_nano as i64)

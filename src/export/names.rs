@@ -145,6 +145,10 @@ pub const CODE_LINE_NUMBER: &str = "code.line.number";
 pub const WINDOW_START: &str = "heapspan.window.start";
 /// i64: window end, nanoseconds since the Unix epoch.
 pub const WINDOW_END: &str = "heapspan.window.end";
+/// bool: the window span's memory figures are exact; false once heapspan's queues reached
+/// their bound and allocations went to the overflow bucket (the figures are lower bounds then)
+/// or an operation was lost (see [`DROP_REASON_OVERFLOW_ALLOCATION`]).
+pub const WINDOW_EXACT: &str = "heapspan.window.exact";
 /// i64 bytes. On a window span: bytes allocated during the window. On a user span: bytes
 /// allocated inside it.
 pub const MEMORY_ALLOCATED: &str = "heapspan.memory.allocated";

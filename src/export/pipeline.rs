@@ -913,7 +913,13 @@ impl Exporter {
         });
         let taken_at = graph.and_then(|g| g.taken_at).unwrap_or(now);
         for (t, st, end) in &due {
-            self.window_span(t, st, *end, split.as_ref().map(|s| (s, taken_at)));
+            self.window_span(
+                t,
+                st,
+                *end,
+                snap.is_exact(),
+                split.as_ref().map(|s| (s, taken_at)),
+            );
         }
         if let Some(g) = graph {
             let ins = &self.instruments;
@@ -934,10 +940,11 @@ impl Exporter {
         t: &crate::TaskStats,
         st: &WindowState,
         end: SystemTime,
+        exact: bool,
         graph: Option<(&GraphWindow<'_>, SystemTime)>,
     ) {
         let (a, f, c, _) = delta(&t.mem, &st.at_start);
-        let mut attrs = Vec::with_capacity(19);
+        let mut attrs = Vec::with_capacity(20);
         attrs.push(KeyValue::new(n::TOKIO_TASK_NAME, t.display_name()));
         attrs.push(KeyValue::new(n::TOKIO_TASK_ID, i64_of(t.key.id)));
         if let Some(l) = &t.location {
@@ -951,6 +958,7 @@ impl Exporter {
         attrs.push(KeyValue::new(n::MEMORY_LIVE, t.mem.live_bytes()));
         attrs.push(KeyValue::new(n::MEMORY_PEAK, i64_of(t.mem.peak_bytes)));
         attrs.push(KeyValue::new(n::ALLOCATIONS, i64_of(c)));
+        attrs.push(KeyValue::new(n::WINDOW_EXACT, exact));
         let mut edges: &[usize] = &[];
         let mut events_at = end;
         if let Some((g, taken_at)) = graph {
