@@ -136,7 +136,8 @@ pub(crate) struct Entry {
     pub(crate) meta: AtomicU64,
 }
 
-/// A thread table's index (part of its `ThreadState`).
+/// The live index's part of a thread table, in the index's own mapping (numbered as the
+/// pool's tables); all-zero (empty) until its table's thread indexes an allocation.
 #[derive(Debug)]
 pub(crate) struct ThreadIndex {
     entries: AtomicPtr<Entry>,
@@ -158,8 +159,8 @@ pub(crate) struct ThreadIndex {
 }
 
 impl ThreadIndex {
-    /// A table's index as all-zero memory holds it, for loom models (the pool maps tables
-    /// zeroed; its entries are allocated on first use).
+    /// A table's index as all-zero memory holds it, for loom models ([`configure`] maps them
+    /// zeroed; the entries are allocated on first use).
     #[cfg(loom)]
     pub(crate) fn new() -> Self {
         ThreadIndex {
