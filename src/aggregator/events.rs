@@ -1,14 +1,17 @@
 //! Lifecycle events from the layer and the task wrapper to the aggregator, never dropped and
 //! never waited for.
 //!
-//! Ends (a task's end, a span's close) go into the sending thread's own queue, behind the
-//! operations it recorded, when it has a table: an owner-only append of one entry, no atomic
-//! read-modify-write. Starts (which must reach the aggregator before any delta of their
-//! owner: they make its record) and the events of threads without a table go through an
-//! unbounded channel (std's lock-free list channel). An end may so be read before its start
-//! (a task polled first on one thread and dropped on another): the aggregator keeps such an
-//! end for two folds, for its start to find. A slow aggregator costs memory (the channel's is
-//! charged to the `heapspan` bucket, the queues' to the queue bound), not events.
+//! An event goes into the sending thread's own queue, behind the operations it recorded, when
+//! the thread has a table: an owner-only append of one entry, no atomic read-modify-write,
+//! nothing allocated. The events of threads without a table, and tokio's spawn-span starts
+//! (their names and locations are owned strings), go through an unbounded channel (std's
+//! lock-free list channel). Events of one owner may so be read out of order (a task polled
+//! first on one thread and dropped on another, whose queue was read first; a task's first
+//! allocation on a thread read before its start on another): the aggregator keeps an end
+//! read before its start for two folds, for the start to find, and makes an owner's record
+//! from its first allocation, which the start then completes. A slow aggregator costs memory
+//! (the channel's is charged to the `heapspan` bucket, the queues' to the queue bound), not
+//! events.
 
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::OnceLock;
@@ -65,6 +68,24 @@ pub(crate) enum Event {
 /// [`EVENT`](crate::alloc::slots::EVENT)).
 const QUEUED_TASK_END: u64 = 1;
 const QUEUED_SPAN_CLOSE: u64 = 2;
+const QUEUED_TASK_START: u64 = 3;
+const QUEUED_SPAN_NEW: u64 = 4;
+
+fn source_code(s: TaskSource) -> u64 {
+    match s {
+        TaskSource::Observed => 0,
+        TaskSource::Wrapper => 1,
+        TaskSource::SpawnSpan => 2,
+    }
+}
+
+fn source_of(code: u64) -> TaskSource {
+    match code {
+        1 => TaskSource::Wrapper,
+        2 => TaskSource::SpawnSpan,
+        _ => TaskSource::Observed,
+    }
+}
 
 impl Event {
     /// The event as a queue entry, if it is one of those that travel in a thread's queue.
@@ -73,7 +94,40 @@ impl Event {
         match self {
             Event::TaskEnd { task } => Some([EVENT | QUEUED_TASK_END, task.id, 0, 0, 0, 0, 0, 0]),
             Event::SpanClose { id } => Some([EVENT | QUEUED_SPAN_CLOSE, *id, 0, 0, 0, 0, 0, 0]),
-            _ => None,
+            Event::SpanNew { id, meta, parent } => Some([
+                EVENT | QUEUED_SPAN_NEW,
+                *id,
+                std::ptr::from_ref(*meta) as u64,
+                *parent,
+                0,
+                0,
+                0,
+                0,
+            ]),
+            Event::TaskStart {
+                task,
+                name,
+                location,
+                source,
+            } => {
+                // A static location (the wrapper's) fits an entry; owned strings (tokio's
+                // spawn span) go through the channel.
+                let loc = match location {
+                    None => 0,
+                    Some(Loc::Static(l)) => std::ptr::from_ref(*l) as u64,
+                    Some(Loc::Owned(_)) => return None,
+                };
+                Some([
+                    EVENT | QUEUED_TASK_START,
+                    task.id,
+                    u64::from(*name),
+                    loc,
+                    source_code(*source),
+                    0,
+                    0,
+                    0,
+                ])
+            }
         }
     }
 
@@ -84,6 +138,23 @@ impl Event {
                 task: TaskKey { id: w[1] },
             }),
             QUEUED_SPAN_CLOSE => Some(Event::SpanClose { id: w[1] }),
+            QUEUED_SPAN_NEW => Some(Event::SpanNew {
+                id: w[1],
+                // SAFETY: `queued` wrote this word from a `&'static Metadata<'static>` of this
+                // process, and the queue gives back exactly the words it was given; a
+                // reference to a static is valid for the rest of the process.
+                meta: unsafe { &*(w[2] as *const tracing_core::Metadata<'static>) },
+                parent: w[3],
+            }),
+            QUEUED_TASK_START => Some(Event::TaskStart {
+                task: TaskKey { id: w[1] },
+                name: w[2] as u16,
+                location: (w[3] != 0).then(|| {
+                    // SAFETY: as above, from a `&'static Location<'static>`.
+                    Loc::Static(unsafe { &*(w[3] as *const std::panic::Location<'static>) })
+                }),
+                source: source_of(w[4]),
+            }),
             _ => None,
         }
     }
@@ -103,9 +174,9 @@ pub(crate) fn enabled() -> bool {
     SENDER.get().is_some()
 }
 
-/// Sends without ever blocking or dropping: an end into the calling thread's queue, the rest
-/// (and ends of threads without a table) through the channel, whose memory (a block per 31
-/// events) is heapspan's, whichever task sends.
+/// Sends without ever blocking or dropping: into the calling thread's queue, or (spawn-span
+/// starts, threads without a table) through the channel, whose memory (a block per 31 events)
+/// is heapspan's, whichever task sends.
 pub(crate) fn send(e: Event) {
     if let Some(tx) = SENDER.get() {
         if e.queued().is_some_and(crate::alloc::push_event) {

@@ -449,7 +449,7 @@ impl Aggregator {
         while let Ok(e) = self.events.try_recv() {
             self.on_event(e, now);
         }
-        // Ends from the threads' queues after the channel's starts.
+        // The threads' queued events after the channel's (starts there come first).
         for w in queued_events.drain(..) {
             if let Some(e) = Event::from_queued(w) {
                 self.on_event(e, now);
@@ -533,9 +533,9 @@ impl Aggregator {
                 let name = key.task_name();
                 add_counters(&mut self.task_names.get(name).mem, d);
                 let id = key.task_id();
-                // A named task's record is made by its start event, sent before its first
-                // allocation, or by an allocation read first (or of a task started before
-                // heapspan); any other delta of a named task without a record is a late one of
+                // A named task's record is made by its start event, or by an allocation read
+                // before it (the start was queued on another thread, or came before heapspan
+                // started); any other delta of a named task without a record is a late one of
                 // a forgotten task (a free, or a realloc of its block by another task) and only
                 // counts for its name. An unnamed task has no events: any delta makes its
                 // record (a free may be read before the allocation it frees: deltas of one task

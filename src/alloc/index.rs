@@ -159,22 +159,6 @@ pub(crate) struct ThreadIndex {
 }
 
 impl ThreadIndex {
-    /// A table's index as all-zero memory holds it, for loom models ([`configure`] maps them
-    /// zeroed; the entries are allocated on first use).
-    #[cfg(loom)]
-    pub(crate) fn new() -> Self {
-        ThreadIndex {
-            entries: AtomicPtr::new(ptr::null_mut()),
-            sites: AtomicPtr::new(ptr::null_mut()),
-            bump: AtomicU64::new(0),
-            free_head: AtomicU64::new(0),
-            remote_head: AtomicU64::new(0),
-            unindexed: AtomicU64::new(0),
-            failed: AtomicU8::new(0),
-            in_free: crate::sync::CacheLine(crate::sync::AtomicU64::new(0)),
-        }
-    }
-
     /// The entries, allocated on first use (zeroed, straight from the system allocator so it
     /// never re-enters heapspan; kept for the life of the process, reused by later threads).
     /// The first use per table is a cold path that maps `16 × capacity` bytes of address
