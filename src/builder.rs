@@ -221,11 +221,12 @@ impl Builder {
     /// would need a queue entry goes to [`Buckets::overflow`](crate::Buckets::overflow)
     /// (counted, with its later free) instead of its task and span, and
     /// [`Snapshot::is_exact`](crate::Snapshot::is_exact) turns false; frees and reallocs of
-    /// blocks already attributed are still recorded (so no owner's live bytes drift), past the
-    /// bound if need be: a 64-byte entry per free or realloc that evicts a slot (in 16 KiB
-    /// chunks), or a 40-byte node on a thread without a table. The unbounded event channel
-    /// (task starts, span creations) is not counted here: its memory is in the `heapspan`
-    /// bucket and [`Snapshot::tracker_bytes`](crate::Snapshot::tracker_bytes).
+    /// blocks already attributed, and task and span events, are still recorded (so no owner's
+    /// live bytes drift and no event is lost), past the bound if need be: a 64-byte entry per
+    /// event and per free or realloc that evicts a slot (in 16 KiB chunks), or a 40-byte node
+    /// on a thread without a table. The unbounded event channel (tokio's spawn-span starts,
+    /// events of threads without a table) is not counted here: its memory is in the
+    /// `heapspan` bucket and [`Snapshot::tracker_bytes`](crate::Snapshot::tracker_bytes).
     pub fn max_queue_bytes(mut self, n: usize) -> Self {
         self.max_queue_bytes = n;
         self

@@ -41,7 +41,10 @@
 //!   for reuse, the others freed). A thread for which no table is free at all (more live
 //!   threads than [`Builder::max_threads`]) pushes each operation as a node onto a lock-free
 //!   stack that the aggregator takes whole. Lifecycle events (task starts and ends, span
-//!   creations and closes) go through std's unbounded channel. So nothing is lost to a slow or
+//!   creations and closes) go into the sending thread's queue too, behind its operations, or,
+//!   for tokio's spawn spans and threads without a table, through std's unbounded channel; the
+//!   aggregator tolerates an end read before its start and an allocation read before its
+//!   owner's start. So nothing is lost to a slow or
 //!   stalled aggregator, a churn of tasks and spans, frees on other threads, or task
 //!   migration. These protocols are model-checked with loom on the real code (the tables'
 //!   record/evict/read, the queue across chunk boundaries, the fallback stack, the scan
