@@ -301,11 +301,7 @@ impl ThreadState {
                 return true;
             }
         }
-        let recorded = self.record_cold(key, op, hint);
-        if recorded {
-            self.count_size(op);
-        }
-        recorded
+        self.record_cold(key, op, hint)
     }
 
     /// Owner only: records `op` if `key` is in the slot the thread used last; false (and
@@ -348,6 +344,7 @@ impl ThreadState {
             if slot.holds(key) {
                 hint.0.set(slot);
                 slot.apply(op);
+                self.count_size(op);
                 return true;
             }
             if empty.is_none() && slot.is_empty() {
@@ -379,6 +376,7 @@ impl ThreadState {
         slot.reassign(key);
         hint.0.set(slot);
         slot.apply(op);
+        self.count_size(op);
         true
     }
 
