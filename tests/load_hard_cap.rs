@@ -100,11 +100,11 @@ fn past_the_hard_cap_allocations_overflow_counted_and_nothing_drifts() {
     // measured part.
     drop(run(&rt, 100));
     let s0 = guard.snapshot();
-    assert_eq!(
-        s0.buckets.overflow,
-        heapspan::MemStats::default(),
-        "no overflow before the churn"
-    );
+    // The runtime's threads warm their span registries at start (4096 spans each, their
+    // creations and closes queued as events): with the cap at its minimum, that burst alone
+    // may already have sent a few allocations to the overflow bucket. The churn's are counted
+    // from here.
+    let over0 = s0.buckets.overflow;
     let base = lives(&s0);
     let span0 = s0.span_name("cap_span").map(|n| n.mem).unwrap_or_default();
 
@@ -125,7 +125,7 @@ fn past_the_hard_cap_allocations_overflow_counted_and_nothing_drifts() {
         s1.tracker_bytes
     );
     assert!(
-        over.allocations > 0,
+        over.allocations > over0.allocations,
         "the churn went past the cap: some allocations overflowed"
     );
     assert_eq!(
