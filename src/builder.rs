@@ -13,7 +13,7 @@ use crate::export::ExportConfig;
 use crate::graph::live::{CaptureConfig, IndexMode, LiveGraph};
 use crate::Snapshot;
 
-/// How often the aggregator checks whether a thread's retired ring is filling up.
+/// How often the aggregator checks whether a thread's queue is growing (it folds early then).
 const PRESSURE_CHECK: Duration = Duration::from_millis(5);
 /// The same, right after a fold that a filling ring triggered.
 const PRESSURE_CHECK_BUSY: Duration = Duration::from_millis(1);
@@ -357,8 +357,9 @@ impl Builder {
             let stop = stop.clone();
             spawn_heapspan_thread("heapspan-aggregator", move || {
                 let pool = aggregator::lock(&shared).pool();
-                // Checks come every PRESSURE_CHECK, and every PRESSURE_CHECK_BUSY while rings
-                // keep filling (key churn): a ring absorbs a bounded number of evictions.
+                // Checks come every PRESSURE_CHECK, and every PRESSURE_CHECK_BUSY while queues
+                // keep growing (key churn): nothing is lost either way, early folds keep the
+                // queues' memory small.
                 let mut check = PRESSURE_CHECK;
                 let began = Instant::now();
                 while !stop.load(Ordering::Acquire) {
@@ -378,7 +379,7 @@ impl Builder {
                         continue;
                     }
                     alloc::scan::drain_if_idle();
-                    // Sleep until the next fold, waking early when a ring fills up.
+                    // Sleep until the next fold, waking early when a queue grows.
                     let deadline = Instant::now() + fold_interval;
                     let mut pressed = false;
                     loop {

@@ -2,7 +2,7 @@
 //! span and name tables, keeps them bounded, and answers snapshots.
 //!
 //! # Fold
-//! Every `fold_interval`, and as soon as a thread's queue holds half a chunk (checked every
+//! Every `fold_interval`, and as soon as a thread's queue holds two chunks (checked every
 //! 5 ms), the aggregator reads every thread's slot table and queue, the fallback stack and the
 //! overflow counters, turning cumulative counters into exact deltas (`Applied`); then it
 //! drains the lifecycle events, applies each delta, and records peaks.

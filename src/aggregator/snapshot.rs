@@ -148,7 +148,7 @@ pub struct SpanStats {
     pub closed: Option<SystemTime>,
 }
 
-/// All tasks of one name (live ones and those already summarised), added up.
+/// All tasks of one name (those held individually and those already forgotten), added up.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TaskNameStats {
     /// The name (see [`TaskStats::display_name`]).
@@ -263,17 +263,17 @@ pub struct Snapshot {
     pub taken_at: SystemTime,
     /// Tasks held individually (running ones, and recently ended ones).
     pub tasks: Vec<TaskStats>,
-    /// Per task name, including summarised (evicted) tasks.
+    /// Per task name, including tasks no longer held individually.
     pub task_names: Vec<TaskNameStats>,
     /// Span instances held individually (open ones, and recently closed ones).
     pub spans: Vec<SpanStats>,
-    /// Per span name, including summarised (evicted) instances.
+    /// Per span name, including instances no longer held individually.
     pub span_names: Vec<SpanNameStats>,
     /// Allocations inside a task but outside any span.
     pub no_span: MemStats,
     /// Memory outside tasks.
     pub buckets: Buckets,
-    /// Sum over every task (held or summarised) and every bucket: the process total since
+    /// Sum over every task (held or forgotten) and every bucket: the process total since
     /// start.
     pub total: MemStats,
     /// Sizes of single allocations (every allocation counted in [`Snapshot::total`], reallocs

@@ -25,7 +25,7 @@
 //!   the window, `.peak` its peak so far. A task idle for a whole window gets a span only if it
 //!   still holds memory (the 500 largest such tasks per window: a task sitting on a leak stays
 //!   visible). A task
-//!   that ends and is summarised by the aggregator (beyond `ended_task_retention`) between two
+//!   that ends and is forgotten by the aggregator (beyond `ended_task_retention`) between two
 //!   windows gets no final span.
 //! - **The relation graph**, with the live index on
 //!   ([`Builder::live_index`](crate::Builder::live_index)): every window heapspan takes the
