@@ -36,22 +36,8 @@ fn spawn_storm_of_named_tasks_is_exact_per_name_and_matches_the_inner_allocator(
         .max()
         .unwrap();
 
-    // A small storm first, under other names, on a runtime of its own: whatever is set up
-    // lazily is set up before the comparison opens.
-    {
-        let rt = load::runtime(2);
-        let mb = storm::Mailbox::new(storm::parcels(1000));
-        let warm = ("warm-storm", "warm-consumer", "warm-spawner");
-        let out = storm::run(
-            &rt,
-            1000,
-            Some(warm),
-            &mb,
-            Vec::with_capacity(storm::parcels(1000)),
-        );
-        assert_eq!(out.received, storm::parcels(1000));
-        drop(rt);
-    }
+    // A small storm first: lazy set-up happens before the comparison opens.
+    storm::warm_up(Some(("warm-storm", "warm-consumer", "warm-spawner")));
 
     let mb = storm::Mailbox::new(storm::parcels(N));
     let batch = Vec::with_capacity(storm::parcels(N));

@@ -233,3 +233,13 @@ pub fn run(
         batch,
     }
 }
+
+/// A small storm of 1000 tasks on a runtime of its own, before a comparison opens: whatever
+/// tokio, std or heapspan set up lazily, once per process or per thread, is set up by then.
+pub fn warm_up(named: Option<(&'static str, &'static str, &'static str)>) {
+    let rt = super::runtime(2);
+    let mb = Mailbox::new(parcels(1000));
+    let out = run(&rt, 1000, named, &mb, Vec::with_capacity(parcels(1000)));
+    assert_eq!(out.received, parcels(1000));
+    drop(rt);
+}
