@@ -46,6 +46,7 @@ fn spawn_storm_of_named_tasks_is_exact_per_name_and_matches_the_inner_allocator(
     let (s1, c1, a1) = quiescent_point(&guard);
     drop(a1);
 
+    let threads = load::thread_count();
     let rt = load::runtime(2);
     let out = storm::run(&rt, N, Some(NAMES), &mb, batch);
     assert_eq!(
@@ -125,8 +126,9 @@ fn spawn_storm_of_named_tasks_is_exact_per_name_and_matches_the_inner_allocator(
 
     let batch = out.batch;
     drop(out.ids);
-    // Joins the workers: after this nothing but this thread runs.
-    drop(rt);
+    // Waits until the workers' threads are gone (their exit frees what tasks left in
+    // thread-locals): after this nothing but this thread runs.
+    load::drop_runtime_and_join(rt, threads);
 
     // Comparison point 2.
     let (s2, a2) = load::assert_second_point(&guard, &s1, c1, "storm of named tasks");

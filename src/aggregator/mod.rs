@@ -670,13 +670,34 @@ impl Aggregator {
         }
     }
 
-    /// Every fold: forgets ended tasks and closed spans beyond their retention, and span
-    /// records that never got their creation event.
+    /// Every fold: forgets ended tasks and closed spans beyond their retention, tasks with no
+    /// visible end beyond it when they crowd the table, and records that never became an
+    /// owner's; then gives sparse tables' memory back.
     fn forget_finished(&mut self) {
-        // After a burst the tables are sparse: give their memory back (cheap to check; a hash
-        // map or a vector keeps its largest capacity otherwise).
-        shrink(&mut self.tasks);
-        shrink(&mut self.spans);
+        // Too many tasks with no visible end (plain `tokio::spawn` without `tokio_unstable`):
+        // forget those that came to hold nothing longest ago (and have not been active since),
+        // down to `ended_task_retention` of them.
+        let keep = self.limits.ended_task_retention;
+        let mut observed = self.tasks.len().saturating_sub(self.ended_tasks.len());
+        if observed > keep.saturating_mul(4).max(4096) {
+            while observed > keep {
+                let Some(&(id, fold)) = self.quiet_tasks.front() else {
+                    break;
+                };
+                if fold >= self.folds {
+                    break;
+                }
+                self.quiet_tasks.pop_front();
+                if self
+                    .tasks
+                    .get(&id)
+                    .is_some_and(|t| t.forgettable() && t.last_fold <= fold)
+                {
+                    self.tasks.remove(&id);
+                    observed -= 1;
+                }
+            }
+        }
         // A delta recorded before an end or a close may be read one fold after the event
         // (the fold reads the tables before it drains the events): a record is kept for two
         // folds after its end, so that such a delta still finds it.
@@ -717,6 +738,10 @@ impl Aggregator {
                 self.spans.remove(&sw);
             }
         }
+        // After a burst the tables are sparse: give their memory back (cheap to check; a hash
+        // map or a vector keeps its largest capacity otherwise).
+        shrink(&mut self.tasks);
+        shrink(&mut self.spans);
         for q in [&mut self.ended_tasks, &mut self.closed_spans] {
             if q.capacity() > 4 * q.len().max(1024) {
                 q.shrink_to(2 * q.len());
@@ -747,30 +772,6 @@ impl Aggregator {
         self.early_span_closes.retain(|_, f| *f + 2 > folds);
         shrink(&mut self.early_task_ends);
         shrink(&mut self.early_span_closes);
-        // Too many tasks with no visible end (plain `tokio::spawn` without `tokio_unstable`):
-        // forget those that came to hold nothing longest ago (and have not been active since),
-        // down to `ended_task_retention` of them.
-        let keep = self.limits.ended_task_retention;
-        let mut observed = self.tasks.len().saturating_sub(self.ended_tasks.len());
-        if observed > keep.saturating_mul(4).max(4096) {
-            while observed > keep {
-                let Some(&(id, fold)) = self.quiet_tasks.front() else {
-                    break;
-                };
-                if fold >= self.folds {
-                    break;
-                }
-                self.quiet_tasks.pop_front();
-                if self
-                    .tasks
-                    .get(&id)
-                    .is_some_and(|t| t.forgettable() && t.last_fold <= fold)
-                {
-                    self.tasks.remove(&id);
-                    observed -= 1;
-                }
-            }
-        }
         // The idle scan walks every task: once a second is enough for a 30 s threshold.
         if now.duration_since(self.last_idle_scan) < Duration::from_secs(1) {
             return;

@@ -122,7 +122,7 @@ pub fn sub4(a: [u64; 4], b: [u64; 4]) -> [u64; 4] {
 /// the moment the second value was read, for a process in which nothing but the calling
 /// thread runs (the caller makes sure of that: no runtime, or one whose threads were joined).
 ///
-/// Why the two snapshots: a snapshot folds everything recorded up to its fold, then builds the
+/// Why two snapshots around the count: a snapshot folds everything recorded up to its fold, then builds the
 /// tables it returns, and that building allocates (charged to the `heapspan` bucket, folded by
 /// the *next* snapshot). So the inner count read right after snapshot `a` is "everything up to
 /// `a`'s fold, plus `a`'s own building"; snapshot `b`, taken next, folds exactly that. The
@@ -132,9 +132,15 @@ pub fn sub4(a: [u64; 4], b: [u64; 4]) -> [u64; 4] {
 /// was read and is not in `b.total` either (it is recorded after its thread's table was read,
 /// or, at a quiescent moment, not at all: there are no events to take in and no new keys).
 ///
+/// A snapshot also forgets the records of owners that ended two folds before and gives sparse
+/// tables' memory back (allocations of heapspan's own, folded by its later folds): a first
+/// snapshot, dropped before `a`, does that work after the workload, so that `b`'s folds have
+/// none of it left to do after the count.
+///
 /// Returns `(b, count, a)`; drop `a` when convenient (after the comparison).
 pub fn quiescent_point(guard: &Guard) -> (Snapshot, [u64; 4], Snapshot) {
     let hold = guard.hold_aggregator();
+    drop(guard.snapshot());
     let a = guard.snapshot();
     let count = inner();
     let b = guard.snapshot();

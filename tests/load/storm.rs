@@ -236,10 +236,14 @@ pub fn run(
 
 /// A small storm of 1000 tasks on a runtime of its own, before a comparison opens: whatever
 /// tokio, std or heapspan set up lazily, once per process or per thread, is set up by then.
+///
+/// The runtime's threads are gone when it returns (their exit frees what tasks left in
+/// thread-locals, which must not happen inside the comparison).
 pub fn warm_up(named: Option<(&'static str, &'static str, &'static str)>) {
+    let threads = super::thread_count();
     let rt = super::runtime(2);
     let mb = Mailbox::new(parcels(1000));
     let out = run(&rt, 1000, named, &mb, Vec::with_capacity(parcels(1000)));
     assert_eq!(out.received, parcels(1000));
-    drop(rt);
+    super::drop_runtime_and_join(rt, threads);
 }
