@@ -5,18 +5,19 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::aggregator::run::HOLD;
 use crate::aggregator::{self, events, Aggregator, Limits, Shared};
 use crate::alloc::{self, InternalScope};
 use crate::error::{Error, Result};
 use crate::export::pipeline::{self, ExportHandle};
 use crate::export::ExportConfig;
+use crate::findings::{Finding, FindingsConfig};
 use crate::graph::live::{CaptureConfig, IndexMode, LiveGraph};
+use crate::windows::{self, Stage};
 use crate::Snapshot;
 
-/// How often the aggregator checks whether a thread's queue is growing (it folds early then).
-const PRESSURE_CHECK: Duration = Duration::from_millis(5);
-/// The same, right after a fold that a filling ring triggered.
-const PRESSURE_CHECK_BUSY: Duration = Duration::from_millis(1);
+/// How long [`Guard::cut_window`] waits for its window at most.
+const CUT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Default for [`Builder::fold_interval`].
 pub const DEFAULT_FOLD_INTERVAL: Duration = Duration::from_millis(10);
@@ -52,6 +53,7 @@ pub struct Builder {
     capture_sites: bool,
     capture: CaptureConfig,
     export: ExportConfig,
+    findings: FindingsConfig,
 }
 
 impl Default for Builder {
@@ -68,6 +70,7 @@ impl Default for Builder {
             capture_sites: false,
             capture: CaptureConfig::default(),
             export: ExportConfig::default(),
+            findings: FindingsConfig::default(),
         }
     }
 }
@@ -99,8 +102,9 @@ impl Builder {
     /// Defaults, overridden by `HEAPSPAN_*` environment variables:
     /// `HEAPSPAN_FOLD_INTERVAL_MS`, `HEAPSPAN_MAX_THREADS`, `HEAPSPAN_LIVE_INDEX` (`off`,
     /// `full`, `sampled`), `HEAPSPAN_SAMPLE_MEAN_BYTES` (with `sampled`) and
-    /// `HEAPSPAN_CAPTURE_SITES` (`0` or `1`). A malformed value is an error that
-    /// names the variable and the accepted values.
+    /// `HEAPSPAN_CAPTURE_SITES` (`0` or `1`), and the findings' `HEAPSPAN_FINDINGS` (`on`,
+    /// `off`) and `HEAPSPAN_GROWTH_WINDOWS` ([`FindingsConfig`]). A malformed value is an error
+    /// that names the variable and the accepted values.
     pub fn from_env() -> Result<Self> {
         let mut b = Builder::default();
         if let Some(ms) = env_u64(
@@ -153,6 +157,7 @@ impl Builder {
                 *mean_bytes = n;
             }
         }
+        b.findings = b.findings.apply_env(|k| std::env::var(k).ok())?;
         Ok(b)
     }
 
@@ -259,6 +264,15 @@ impl Builder {
         self
     }
 
+    /// Thresholds of the danger findings (default [`FindingsConfig::default`]: every
+    /// `DEFAULT_*` of [`crate::findings`]). Findings are judged once per window
+    /// ([`ExportConfig::window`]), whether export is on or not; read them with
+    /// [`Guard::findings`], in [`Guard::report`], and as `heapspan.finding` spans.
+    pub fn findings(mut self, config: FindingsConfig) -> Self {
+        self.findings = config;
+        self
+    }
+
     fn index_start(&self) -> alloc::IndexStart {
         use alloc::state::Mode;
         let (mode, sample_mean) = match self.live_index {
@@ -321,7 +335,7 @@ impl Builder {
                 );
             }
         }
-        Ok(())
+        self.findings.validate()
     }
 
     /// Starts counting and the aggregator thread. Add [`crate::layer()`] to your subscriber for
@@ -331,7 +345,22 @@ impl Builder {
         let _scope = InternalScope::enter();
         // Export settings and exporters are checked before anything starts, so that a bad
         // setting leaves heapspan startable.
-        let export = pipeline::prepare(self.export.resolve()?)?;
+        let resolved = self.export.resolve()?;
+        let window_settings = windows::Settings {
+            window: resolved.window,
+            shutdown_timeout: resolved.shutdown_timeout,
+            // With the live index on, the window stage takes a graph every window.
+            capture: (self.live_index != IndexMode::Off).then(|| self.capture.clone()),
+            findings: self.findings.clone(),
+        };
+        let shutdown_timeout = resolved.shutdown_timeout;
+        let export = pipeline::prepare(resolved)?;
+        if export.as_ref().is_some_and(|e| e.writes_dot()) && self.live_index == IndexMode::Off {
+            eprintln!(
+                "heapspan: a graph DOT directory is set, but the live index is off \
+                 (Builder::live_index): no graph will be written"
+            );
+        }
         let rx = events::open().ok_or(Error::AlreadyStarted)?;
         alloc::budget::set_max(self.max_queue_bytes);
         let pool = alloc::start(self.max_threads, self.index_start())
@@ -351,67 +380,39 @@ impl Builder {
         #[cfg(feature = "tracing-opentelemetry")]
         crate::export::user_spans::register(&shared);
         let stop = Arc::new(AtomicBool::new(false));
-        let fold_interval = self.fold_interval;
-        let thread = {
-            let shared = shared.clone();
-            let stop = stop.clone();
-            spawn_heapspan_thread("heapspan-aggregator", move || {
-                let pool = aggregator::lock(&shared).pool();
-                // Checks come every PRESSURE_CHECK, and every PRESSURE_CHECK_BUSY while queues
-                // keep growing (key churn): nothing is lost either way, early folds keep the
-                // queues' memory small.
-                let mut check = PRESSURE_CHECK;
-                let began = Instant::now();
-                while !stop.load(Ordering::Acquire) {
-                    alloc::index::NOW_MS
-                        .store(began.elapsed().as_millis() as u64, Ordering::Relaxed);
-                    let held = {
-                        let mut a = aggregator::lock(&shared);
-                        let held = HOLD.load(Ordering::Acquire);
-                        if !held {
-                            a.fold();
-                        }
-                        held
-                    };
-                    if held {
-                        // Held still by a test: no fold, and no busy wait on full queues.
-                        std::thread::park_timeout(PRESSURE_CHECK);
-                        continue;
-                    }
-                    alloc::scan::drain_if_idle();
-                    // Sleep until the next fold, waking early when a queue grows.
-                    let deadline = Instant::now() + fold_interval;
-                    let mut pressed = false;
-                    loop {
-                        let now = Instant::now();
-                        if now >= deadline || stop.load(Ordering::Acquire) {
-                            break;
-                        }
-                        if pool.under_pressure() {
-                            pressed = true;
-                            break;
-                        }
-                        std::thread::park_timeout((deadline - now).min(check));
-                    }
-                    check = if pressed {
-                        PRESSURE_CHECK_BUSY
-                    } else {
-                        PRESSURE_CHECK
-                    };
-                }
-            })
-            .inspect_err(|_| alloc::stop())?
+        let thread = aggregator::run::spawn(shared.clone(), stop.clone(), self.fold_interval)
+            .inspect_err(|_| alloc::stop())?;
+        let stop_aggregator = |thread: JoinHandle<()>| {
+            stop.store(true, Ordering::Release);
+            thread.thread().unpark();
+            let _ = thread.join();
+            // Nobody will fold the tables: back to pass-through.
+            alloc::stop();
         };
-        // With the live index on, the exporter takes a graph every window.
-        let graph = (self.live_index != IndexMode::Off).then(|| self.capture.clone());
-        let export = match export.map(|e| e.spawn(shared.clone(), graph)).transpose() {
+        // The window stage feeds the export; both run from here on.
+        let (tx, win_rx) = match export {
+            Some(_) => {
+                let (tx, rx) = windows::channel();
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
+        let stage = match Stage::spawn(shared.clone(), window_settings, tx) {
+            Ok(s) => s,
+            Err(e) => {
+                stop_aggregator(thread);
+                return Err(e);
+            }
+        };
+        let export = match export
+            .zip(win_rx)
+            .map(|(e, rx)| e.spawn(shared.clone(), rx, stage.control.clone()))
+            .transpose()
+        {
             Ok(e) => e,
             Err(e) => {
-                stop.store(true, Ordering::Release);
-                thread.thread().unpark();
-                let _ = thread.join();
-                // Nobody will fold the tables: back to pass-through.
-                alloc::stop();
+                stage.shutdown(Instant::now() + shutdown_timeout);
+                stop_aggregator(thread);
                 return Err(e);
             }
         };
@@ -420,33 +421,12 @@ impl Builder {
             capture: self.capture,
             stop,
             thread: Some(thread),
+            windows: Some(stage),
             export,
+            shutdown_timeout,
         })
     }
 }
-
-/// Starts one of heapspan's own threads: named, its allocations charged to the `heapspan`
-/// bucket, and with no tracing subscriber (no telemetry about telemetry).
-pub(crate) fn spawn_heapspan_thread(
-    name: &'static str,
-    f: impl FnOnce() + Send + 'static,
-) -> Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
-            alloc::mark_internal_thread();
-            let _no =
-                tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default());
-            f();
-        })
-        .map_err(|source| Error::Thread {
-            thread: name,
-            source,
-        })
-}
-
-/// Set while a test holds the aggregator still ([`Guard::hold_aggregator`]).
-static HOLD: AtomicBool = AtomicBool::new(false);
 
 /// Releases the aggregator when dropped (see [`Guard::hold_aggregator`]).
 #[doc(hidden)]
@@ -468,7 +448,9 @@ pub struct Guard {
     capture: CaptureConfig,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    windows: Option<Stage>,
     export: Option<ExportHandle>,
+    shutdown_timeout: Duration,
 }
 
 impl Guard {
@@ -489,6 +471,31 @@ impl Guard {
     pub fn graph_with(&self, config: &CaptureConfig) -> Option<LiveGraph> {
         let _scope = InternalScope::enter();
         crate::graph::live::capture(config)
+    }
+
+    /// The danger findings of the latest window, highest score first (hints below the
+    /// reporting score included: filter on [`Finding::score`] or [`Finding::severity`]). See
+    /// [`crate::findings`].
+    pub fn findings(&self) -> Vec<Finding> {
+        let _scope = InternalScope::enter();
+        self.windows
+            .as_ref()
+            .map(|w| w.control.findings())
+            .unwrap_or_default()
+    }
+
+    /// Cuts a window now (as the window timer would: task windows, the graph with the live
+    /// index on, the findings, and their export) and returns its findings. For tests and
+    /// tools that pace windows themselves; waits for the window at most a minute (then returns
+    /// the latest findings).
+    pub fn cut_window(&self) -> Vec<Finding> {
+        let _scope = InternalScope::enter();
+        let Some(w) = &self.windows else {
+            return Vec::new();
+        };
+        w.control
+            .cut(CUT_TIMEOUT)
+            .unwrap_or_else(|| w.control.findings())
     }
 
     /// heapspan's own OpenTelemetry tracer provider, when it exports to a collector or a file
@@ -516,19 +523,27 @@ impl Guard {
         self.shared.clone()
     }
 
-    /// The terminal report of the top `n` tasks and spans (what the quickstart prints).
+    /// The terminal report: the findings of the latest window, then the top `n` tasks and
+    /// spans (what the quickstart prints).
     pub fn report(&self, n: usize) -> String {
         let snap = self.snapshot();
+        let findings = self.findings();
         let _scope = InternalScope::enter();
-        crate::export::report::render(&snap, n)
+        crate::export::report::render_with_findings(&snap, &findings, n)
     }
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
         let _scope = InternalScope::enter();
+        // The last window first (its spans go to the export), then the export's last flush,
+        // within one shutdown timeout in all.
+        let deadline = Instant::now() + self.shutdown_timeout;
+        if let Some(w) = self.windows.take() {
+            w.shutdown(deadline);
+        }
         if let Some(e) = self.export.take() {
-            e.shutdown();
+            e.shutdown(deadline);
         }
         self.stop.store(true, Ordering::Release);
         if let Some(t) = self.thread.take() {

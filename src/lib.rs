@@ -154,9 +154,12 @@ pub mod alloc;
 mod builder;
 mod error;
 pub mod export;
+pub mod findings;
 pub mod graph;
 pub mod layer;
 mod sync;
+mod thread;
+mod windows;
 
 pub use aggregator::snapshot::{
     Buckets, Dropped, Location, MemStats, SizeHistogram, Snapshot, SortBy, SpanNameStats,

@@ -58,6 +58,8 @@ pub(crate) enum Event {
         name: u16,
         location: Option<Loc>,
         source: TaskSource,
+        /// The size of the task's future in bytes (0: unknown).
+        future_size: u64,
     },
     TaskEnd {
         task: TaskKey,
@@ -109,6 +111,7 @@ impl Event {
                 name,
                 location,
                 source,
+                future_size,
             } => {
                 // A static location (the wrapper's) fits an entry; owned strings (tokio's
                 // spawn span) go through the channel.
@@ -123,7 +126,7 @@ impl Event {
                     u64::from(*name),
                     loc,
                     source_code(*source),
-                    0,
+                    *future_size,
                     0,
                     0,
                 ])
@@ -154,6 +157,7 @@ impl Event {
                     Loc::Static(unsafe { &*(w[3] as *const std::panic::Location<'static>) })
                 }),
                 source: source_of(w[4]),
+                future_size: w[5],
             }),
             _ => None,
         }

@@ -30,6 +30,7 @@
 //! with history.
 
 pub(crate) mod events;
+pub(crate) mod run;
 pub mod snapshot;
 
 use std::collections::{HashMap, VecDeque};
@@ -116,6 +117,8 @@ struct TaskRec {
     ended: Option<Instant>,
     first: Option<Instant>,
     last: Option<Instant>,
+    /// The size of its future in bytes (0: unknown): the wrapper's, else tokio's spawn span's.
+    future_size: u64,
     /// The fold that last applied a delta to it.
     last_fold: u64,
 }
@@ -142,6 +145,7 @@ impl TaskRec {
             ended: None,
             first: None,
             last: None,
+            future_size: 0,
             last_fold: 0,
         }
     }
@@ -622,6 +626,7 @@ impl Aggregator {
                 name,
                 location,
                 source,
+                future_size,
             } => {
                 let t = self
                     .tasks
@@ -649,6 +654,9 @@ impl Aggregator {
                 }
                 if t.location.is_none() {
                     t.location = location;
+                }
+                if future_size != 0 && (t.future_size == 0 || source == TaskSource::Wrapper) {
+                    t.future_size = future_size;
                 }
                 t.started = Some(t.started.map_or(at, |s| s.min(at)));
                 if self.early_task_ends.remove(&task.id).is_some() {
@@ -845,6 +853,11 @@ impl Aggregator {
                 ended: t.ended.map(|i| self.wall(i)),
                 first_activity: t.first.map(|i| self.wall(i)),
                 last_activity: t.last.map(|i| self.wall(i)),
+                future_size: (t.future_size != 0).then_some(t.future_size),
+                last_poll: (t.source == TaskSource::Wrapper && t.ended.is_none())
+                    .then(|| crate::layer::polls::last_poll_ms(id))
+                    .flatten()
+                    .map(|ms| self.epoch.1 + Duration::from_millis(ms)),
             });
         }
         let accs: Vec<(u16, NameAcc)> = self.task_names.iter().map(|(n, a)| (n, *a)).collect();

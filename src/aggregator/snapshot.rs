@@ -112,6 +112,13 @@ pub struct TaskStats {
     pub first_activity: Option<SystemTime>,
     /// Last fold that saw one.
     pub last_activity: Option<SystemTime>,
+    /// The size of the task's future in bytes, when known: the wrapper's
+    /// ([`crate::spawn`], [`crate::instrument`]) or tokio's spawn span's `size.bytes`
+    /// (`tokio_unstable`).
+    pub future_size: Option<u64>,
+    /// When it was last polled (to the fold interval), for tasks of the wrapper that are still
+    /// running; `None` when unknown (see `task.stalled`).
+    pub last_poll: Option<SystemTime>,
 }
 
 impl TaskStats {

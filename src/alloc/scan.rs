@@ -102,6 +102,8 @@ pub(crate) struct Caps {
 #[derive(Debug, Default)]
 pub(crate) struct Scanned {
     pub(crate) nodes: Vec<Node>,
+    /// Per node (same order): the allocating task's name index (0: unnamed or no task).
+    pub(crate) task_names: Vec<u16>,
     pub(crate) heap: CopiedHeap,
     pub(crate) indexed: u64,
     pub(crate) over_budget_nodes: u64,
@@ -128,6 +130,7 @@ pub(crate) fn scan(caps: Caps) -> Option<Scanned> {
         .map(|t| t.published().len())
         .sum();
     out.nodes.reserve(reserve.min(caps.max_nodes));
+    out.task_names.reserve(reserve.min(caps.max_nodes));
     out.heap.ranges.reserve(reserve.min(caps.max_nodes));
     // A first guess of the words (64 bytes a node), so the copy phase rarely grows the buffer.
     out.heap
@@ -135,6 +138,7 @@ pub(crate) fn scan(caps: Caps) -> Option<Scanned> {
         .reserve((reserve.saturating_mul(8)).min(caps.max_bytes / WORD));
     // Fault the buffers' pages in now, not during the copy phase (frees are deferred then).
     prefault(out.nodes.spare_capacity_mut());
+    prefault(out.task_names.spare_capacity_mut());
     prefault(out.heap.ranges.spare_capacity_mut());
     prefault(out.heap.words.spare_capacity_mut());
     let mut scratch_budget = caps.max_bytes;
@@ -206,6 +210,7 @@ pub(crate) fn scan(caps: Caps) -> Option<Scanned> {
             out.scanned_bytes += take as u64;
             out.heap.ranges.push((addr, start, take / WORD));
             let gen = id & 0xFF_FFFF;
+            out.task_names.push(Key::new(task, span).task_name());
             out.nodes.push(Node {
                 id: AllocId(id),
                 addr,

@@ -399,6 +399,7 @@ pub(crate) mod tests {
                 unindexed: 5,
                 ..ScanStats::default()
             },
+            task_names: Vec::new(),
         }
     }
 
@@ -428,6 +429,7 @@ pub(crate) mod tests {
             graph: build(&nodes, &heap, &[], &GraphConfig::default()),
             taken_at: None,
             scan: ScanStats::default(),
+            task_names: Vec::new(),
         }
     }
 
@@ -495,6 +497,7 @@ pub(crate) mod tests {
             graph: build(&nodes, &heap, &[], &GraphConfig::default()),
             taken_at: None,
             scan: ScanStats::default(),
+            task_names: Vec::new(),
         };
         let snap = snapshot(SystemTime::UNIX_EPOCH, Vec::new(), Vec::new());
         for k in [1, 5, 17, 40, 100] {

@@ -79,7 +79,7 @@ pub const ALLOCATION_SIZE_BUCKETS: [f64; 11] = [
 /// Gauge, [`UNIT_EDGES`], attribute [`EDGE_KIND`]: edges of the live graph per kind, recorded
 /// every window a graph is taken (only with the live index on: see [`GRAPH_METRICS`]).
 pub const GRAPH_EDGES: &str = "heapspan.graph.edges";
-/// Counter, [`UNIT_FINDINGS`], attributes [`FINDING_KIND`], [`FINDING_SEVERITY`]. Reserved.
+/// Counter, [`UNIT_FINDINGS`], attributes [`FINDING_KIND`], [`FINDING_SEVERITY`]: findings reported (new ones, and again when one changes severity).
 pub const FINDINGS: &str = "heapspan.findings";
 /// Gauge, [`UNIT_BYTES`], no attributes: heapspan's own bookkeeping memory
 /// ([`Snapshot::tracker_bytes`](crate::Snapshot::tracker_bytes)).
@@ -123,7 +123,17 @@ pub const EDGE_EVENT: &str = "heapspan.edge";
 /// Child spans of a window span carrying its [`EDGE_EVENT`]s when they are too many for one
 /// span (at most 1000 events each). Attributes: [`TOKIO_TASK_NAME`], [`TOKIO_TASK_ID`].
 pub const WINDOW_EDGES_SPAN: &str = "heapspan.window.edges";
-/// One span per finding. Reserved.
+/// One span per finding, when it is first found and when its severity or bytes change (by
+/// more than 10 %): a child of the window span of its task in the window it was found in
+/// (else of its task's last window span, else a root), with links to the window spans of the
+/// tasks involved. Status Error for high and critical, unset otherwise. Attributes:
+/// [`FINDING_KIND`], [`FINDING_SEVERITY`], [`FINDING_SCORE`], [`FINDING_CONFIDENCE`],
+/// [`FINDING_VERDICT`], [`FINDING_BYTES`], [`FINDING_ALLOCATIONS`], [`FINDING_ID`],
+/// [`FINDING_WINDOWS`], [`FINDING_SUMMARY`], [`FINDING_FROM_GRAPH`], [`TOKIO_TASK_NAME`] and
+/// [`SPAN_NAME`] where it has them, [`CODE_FILE_PATH`]/[`CODE_LINE_NUMBER`] (the allocating
+/// site with sites on, else the spawn location), [`FINDING_HOLDER`] and
+/// [`FINDING_HOLDER_CLASS`] where the kind has a holder, and the kind's evidence (the
+/// `heapspan.finding.*` evidence constants below).
 pub const FINDING_SPAN: &str = "heapspan.finding";
 
 // ---- Attributes ----
@@ -216,10 +226,71 @@ pub const EDGE_TO_SPAN: &str = "heapspan.edge.to.span";
 pub const EDGE_FROM_LOCATION: &str = "heapspan.edge.from.location";
 /// Code location of the target's allocation (see [`EDGE_FROM_LOCATION`]).
 pub const EDGE_TO_LOCATION: &str = "heapspan.edge.to.location";
-/// Finding kind. Reserved.
+/// Finding kind: one of [`crate::findings::Kind::as_str`] (`task.escaped_allocation`, …).
 pub const FINDING_KIND: &str = "heapspan.finding.kind";
-/// Finding severity (info, low, medium, high, critical). Reserved.
+/// Finding severity: `info`, `low`, `medium`, `high`, `critical`.
 pub const FINDING_SEVERITY: &str = "heapspan.finding.severity";
+/// f64, 0..1: the ranking's score.
+pub const FINDING_SCORE: &str = "heapspan.finding.score";
+/// f64, 0..1: how likely the claim is true.
+pub const FINDING_CONFIDENCE: &str = "heapspan.finding.confidence";
+/// `confirmed`, `probable` or `diagnostic`.
+pub const FINDING_VERDICT: &str = "heapspan.finding.verdict";
+/// i64: the bytes concerned.
+pub const FINDING_BYTES: &str = "heapspan.finding.bytes";
+/// i64: the allocations concerned (0 when unknown).
+pub const FINDING_ALLOCATIONS: &str = "heapspan.finding.allocations";
+/// The stable id (16 hex digits): the same problem keeps it across windows.
+pub const FINDING_ID: &str = "heapspan.finding.id";
+/// i64: windows the finding was found in so far.
+pub const FINDING_WINDOWS: &str = "heapspan.finding.windows";
+/// The finding in plain words.
+pub const FINDING_SUMMARY: &str = "heapspan.finding.summary";
+/// bool: the relation graph (live index) backed it.
+pub const FINDING_FROM_GRAPH: &str = "heapspan.finding.from_graph";
+/// What keeps the memory alive, in words.
+pub const FINDING_HOLDER: &str = "heapspan.finding.holder";
+/// The holder's class: `unowned`, `transferred`, `retained`, `cycle`, `allocation`, `unknown`.
+pub const FINDING_HOLDER_CLASS: &str = "heapspan.finding.holder.class";
+/// Evidence, i64: how much a series grew over the growth windows.
+pub const FINDING_GROWTH_BYTES: &str = "heapspan.finding.growth.bytes";
+/// Evidence, f64: the robust (Theil–Sen) slope of the series, bytes per window.
+pub const FINDING_GROWTH_SLOPE: &str = "heapspan.finding.growth.slope";
+/// Evidence, f64: the share of positive window deltas.
+pub const FINDING_GROWTH_POSITIVE_FRACTION: &str = "heapspan.finding.growth.positive_fraction";
+/// Evidence, i64: the windows of the growth test.
+pub const FINDING_GROWTH_WINDOWS: &str = "heapspan.finding.growth.windows";
+/// Evidence, i64: instances of the span closed during the growth windows.
+pub const FINDING_INSTANCES: &str = "heapspan.finding.instances";
+/// Evidence, i64: bytes left per closed instance over the growth windows.
+pub const FINDING_PER_INSTANCE_BYTES: &str = "heapspan.finding.per_instance.bytes";
+/// Evidence, i64: tasks concerned.
+pub const FINDING_TASKS: &str = "heapspan.finding.tasks";
+/// Evidence, f64: seconds since the task was last polled (or, without poll times, last
+/// allocated or freed).
+pub const FINDING_IDLE_SECONDS: &str = "heapspan.finding.idle.seconds";
+/// Evidence: what the idle time is measured from: `poll` or `allocation`.
+pub const FINDING_IDLE_BASIS: &str = "heapspan.finding.idle.basis";
+/// Evidence, f64: the task's age in seconds.
+pub const FINDING_AGE_SECONDS: &str = "heapspan.finding.age.seconds";
+/// Evidence, i64: allocations in the cycle.
+pub const FINDING_CYCLE_MEMBERS: &str = "heapspan.finding.cycle.members";
+/// Evidence, i64: `Rc`/`Arc` blocks in the cycle.
+pub const FINDING_CYCLE_REFCOUNTED: &str = "heapspan.finding.cycle.refcounted";
+/// Evidence, i64: strong references of the cycle's `Rc`/`Arc` blocks (all from inside it).
+pub const FINDING_CYCLE_STRONG: &str = "heapspan.finding.cycle.strong";
+/// Evidence, i64: clone edges of the group.
+pub const FINDING_CLONES: &str = "heapspan.finding.clones";
+/// Evidence, i64: size of each copy.
+pub const FINDING_CLONE_SIZE: &str = "heapspan.finding.clone.size";
+/// Evidence, i64: the future's size in bytes.
+pub const FINDING_FUTURE_SIZE: &str = "heapspan.finding.future.size";
+/// Evidence, f64: allocations per second.
+pub const FINDING_RATE: &str = "heapspan.finding.rate";
+/// Evidence, f64: the share of the window's allocated bytes freed again in it.
+pub const FINDING_FREED_FRACTION: &str = "heapspan.finding.freed_fraction";
+/// Evidence, i64: the threshold the figure was compared with.
+pub const FINDING_THRESHOLD: &str = "heapspan.finding.threshold";
 /// Why something was dropped: one of the `DROP_REASON_*` values.
 pub const DROP_REASON: &str = "heapspan.drop.reason";
 
@@ -285,13 +356,16 @@ pub const METRICS: &[MetricName] = &[
 /// index is on: [`Builder::live_index`](crate::Builder::live_index)).
 pub const GRAPH_METRICS: &[MetricName] = &[m(GRAPH_EDGES, "gauge", UNIT_EDGES)];
 
+/// The metrics of the findings (every window, with or without the live index).
+pub const FINDING_METRICS: &[MetricName] = &[m(FINDINGS, "counter", UNIT_FINDINGS)];
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn names_follow_the_rules() {
-        for m in METRICS.iter().chain(GRAPH_METRICS) {
+        for m in METRICS.iter().chain(GRAPH_METRICS).chain(FINDING_METRICS) {
             assert!(m.name.starts_with("heapspan."), "{}", m.name);
             assert!(!m.name.ends_with("_total"), "{}", m.name);
             assert!(

@@ -1,15 +1,16 @@
 //! The export thread: every metric interval it takes a snapshot, turns the per-name figures
-//! into instrument updates and exports what heapspan's reader collected; every window it diffs
-//! each task against the previous window and emits `heapspan.window` spans, and, with the live
-//! index on, takes the relation graph and puts each task's share of it on its window span
-//! ([`super::graph`]).
+//! into instrument updates and exports what heapspan's reader collected; for each window the
+//! window stage ([`crate::windows`]) hands over, it emits the `heapspan.window` spans (with the
+//! live index on, each task's share of the relation graph: [`super::graph`]), the
+//! `heapspan.finding` spans and the `heapspan.findings` counter. It encodes; the cutting, the
+//! graph and the judging happen in the window stage.
 //!
 //! Everything runs on one named thread (`heapspan-export`) that counts its allocations to the
 //! `heapspan` bucket, has no tracing subscriber, and calls exporters inside OpenTelemetry's
 //! suppression scope. heapspan's own providers have no background thread: metrics go through a
 //! [`ManualReader`] collected here, spans through a bounded queue drained here.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
@@ -17,7 +18,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use opentelemetry::metrics::{Counter, Gauge, Meter, MeterProvider as _, UpDownCounter};
 use opentelemetry::trace::{
-    Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _, TracerProvider as _,
+    Link, Span as _, SpanContext, SpanKind, Status, TraceContextExt as _, Tracer as _,
+    TracerProvider as _,
 };
 use opentelemetry::{Array, Context, InstrumentationScope, KeyValue, Value};
 use opentelemetry_sdk::error::OTelSdkResult;
@@ -36,8 +38,9 @@ use super::sink::{ExportFailed, Sink};
 use crate::aggregator::{self, Shared};
 use crate::alloc::InternalScope;
 use crate::error::Result;
-use crate::graph::live::{CaptureConfig, LiveGraph};
+use crate::findings::{EvidenceValue, Finding, Severity};
 use crate::graph::EdgeKind;
+use crate::windows::{Control, TaskWindow, Window};
 use crate::{MemStats, Snapshot, TaskKey};
 
 /// Spans per export request at most.
@@ -61,6 +64,10 @@ const MAX_EDGE_EVENTS_PER_WINDOW: usize = 50_000;
 const _: () = assert!(EDGE_EVENTS_PER_SPAN <= MAX_EVENTS_PER_SPAN as usize);
 /// At most one warning per this interval.
 const WARN_EVERY: Duration = Duration::from_secs(60);
+/// How often the export thread checks for the stop flag while it waits for a window.
+const STOP_CHECK: Duration = Duration::from_millis(100);
+/// Tasks whose latest window span a finding can still hang from (the most recent kept).
+const MAX_TASK_SPANS: usize = 10_000;
 
 /// The running export thread; [`ExportHandle::shutdown`] flushes and stops it.
 #[derive(Debug)]
@@ -77,12 +84,17 @@ pub(crate) struct ExportHandle {
 impl ExportHandle {
     /// Asks the thread for a last snapshot and export, and waits for it at most the configured
     /// shutdown timeout (then leaves it behind: a stuck collector never blocks the process).
-    pub(crate) fn shutdown(mut self) {
+    pub(crate) fn shutdown(mut self, deadline: Instant) {
         self.stop.store(true, Ordering::Release);
         if let Some(t) = self.thread.take() {
             t.thread().unpark();
             let done = self.done.lock().unwrap_or_else(|p| p.into_inner());
-            if done.recv_timeout(self.shutdown_timeout).is_ok() {
+            // At least a tenth of the timeout for the last export, whatever the window stage
+            // took of the deadline.
+            let wait = deadline
+                .saturating_duration_since(Instant::now())
+                .max(self.shutdown_timeout / 10);
+            if done.recv_timeout(wait).is_ok() {
                 let _ = t.join();
             }
         }
@@ -156,6 +168,7 @@ struct Instruments {
     tracker_memory: Gauge<u64>,
     tracker_dropped: Counter<u64>,
     graph_edges: Gauge<u64>,
+    findings: Counter<u64>,
     /// `heapspan.edge.kind` attributes, in [`EdgeKind::ALL`] order.
     edge_kinds: [[KeyValue; 1]; 8],
 }
@@ -222,6 +235,11 @@ impl Instruments {
                 .u64_gauge(n::GRAPH_EDGES)
                 .with_unit(n::UNIT_EDGES)
                 .with_description("Edges of the live relation graph, per kind.")
+                .build(),
+            findings: m
+                .u64_counter(n::FINDINGS)
+                .with_unit(n::UNIT_FINDINGS)
+                .with_description("Danger findings reported, per kind and severity.")
                 .build(),
             edge_kinds: EdgeKind::ALL.map(|k| [KeyValue::new(n::EDGE_KIND, k.as_str())]),
         }
@@ -384,12 +402,6 @@ fn i64_of(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-#[derive(Clone, Copy)]
-struct WindowState {
-    at_start: MemStats,
-    start: SystemTime,
-}
-
 /// Providers and sink, built and checked before heapspan starts.
 pub(crate) struct Prepared(Exporter);
 
@@ -400,10 +412,6 @@ impl std::fmt::Debug for Prepared {
             .finish()
     }
 }
-
-/// At most this many idle tasks that hold memory get a window span per window (the largest by
-/// live bytes), so that a window stays within the span queue.
-const IDLE_HOLDER_WINDOWS: usize = 500;
 
 /// The state of the export thread.
 struct Exporter {
@@ -424,9 +432,14 @@ struct Exporter {
     prev_queue_dropped: u64,
     export_failed: u64,
     prev_export_failed: u64,
-    windows: HashMap<TaskKey, WindowState>,
-    finished: HashSet<TaskKey>,
-    last_window: SystemTime,
+    /// The windows from the window stage, and its counters.
+    rx: Option<std::sync::mpsc::Receiver<Arc<Window>>>,
+    control: Option<Arc<Control>>,
+    /// Cuts the windows of the pipeline's unit tests.
+    #[cfg(test)]
+    test_windower: crate::windows::Windower,
+    /// Per task, its latest window span and the window it was in (findings hang from it).
+    task_spans: HashMap<TaskKey, (SpanContext, u64)>,
     last_warn: Option<Instant>,
     /// Start of the cumulative allocation-size histogram, and its latest value.
     sizes_start: SystemTime,
@@ -435,10 +448,6 @@ struct Exporter {
     runtime: Option<super::runtime::RuntimeMetrics>,
     #[cfg(feature = "tokio-metrics")]
     task_polls: super::task_polls::TaskPolls,
-    /// Set when the live index is on: a graph is taken every window.
-    capture: Option<CaptureConfig>,
-    /// How long the last graph capture took.
-    last_capture: Duration,
     /// `heapspan.edge` events per span (more go on child spans).
     edge_events_per_span: usize,
     /// `heapspan.edge` events per window.
@@ -534,9 +543,16 @@ pub(crate) fn prepare(cfg: Resolved) -> Result<Option<Prepared>> {
         prev_queue_dropped: 0,
         export_failed: 0,
         prev_export_failed: 0,
-        windows: HashMap::new(),
-        finished: HashSet::new(),
-        last_window: SystemTime::now(),
+        rx: None,
+        control: None,
+        #[cfg(test)]
+        test_windower: crate::windows::Windower::new(crate::windows::Settings {
+            window: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(5),
+            capture: None,
+            findings: crate::findings::FindingsConfig::default(),
+        }),
+        task_spans: HashMap::new(),
         last_warn: None,
         sizes_start: SystemTime::now(),
         sizes: None,
@@ -544,8 +560,6 @@ pub(crate) fn prepare(cfg: Resolved) -> Result<Option<Prepared>> {
         runtime: super::runtime::RuntimeMetrics::new(&meter, rt_handle.as_ref()),
         #[cfg(feature = "tokio-metrics")]
         task_polls: super::task_polls::TaskPolls::new(&meter),
-        capture: None,
-        last_capture: Duration::ZERO,
         edge_events_per_span,
         edge_event_budget: MAX_EDGE_EVENTS_PER_WINDOW,
         dot,
@@ -554,29 +568,30 @@ pub(crate) fn prepare(cfg: Resolved) -> Result<Option<Prepared>> {
 }
 
 impl Prepared {
-    /// Starts the export thread on the aggregator's tables; with `capture` (the live index is
-    /// on), it takes a relation graph every window.
+    /// Whether a graph DOT directory is set.
+    pub(crate) fn writes_dot(&self) -> bool {
+        self.0.dot.is_some()
+    }
+
+    /// Starts the export thread on the aggregator's tables (for the metrics) and the window
+    /// stage's windows.
     pub(crate) fn spawn(
         self,
         shared: Shared,
-        capture: Option<CaptureConfig>,
+        windows: std::sync::mpsc::Receiver<Arc<Window>>,
+        control: Arc<Control>,
     ) -> Result<ExportHandle> {
         let mut exporter = self.0;
         exporter.shared = Some(shared);
-        if capture.is_none() && exporter.dot.is_some() {
-            eprintln!(
-                "heapspan: a graph DOT directory is set, but the live index is off \
-                 (Builder::live_index): no graph will be written"
-            );
-        }
-        exporter.capture = capture;
+        exporter.rx = Some(windows);
+        exporter.control = Some(control);
         let tracer_provider = exporter.own_tracer.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let (done_tx, done) = std::sync::mpsc::sync_channel(1);
         let shutdown_timeout = exporter.cfg.shutdown_timeout;
         let thread = {
             let stop = stop.clone();
-            crate::builder::spawn_heapspan_thread("heapspan-export", move || {
+            crate::thread::spawn("heapspan-export", move || {
                 exporter.run(&stop);
                 let _ = done_tx.send(());
             })?
@@ -593,39 +608,59 @@ impl Prepared {
 
 impl Exporter {
     fn run(mut self, stop: &AtomicBool) {
-        let start = Instant::now();
-        let mut next_metrics = start + self.cfg.metric_interval;
-        let mut next_window = start + self.cfg.window;
-        self.last_window = SystemTime::now();
+        let mut next_metrics = Instant::now() + self.cfg.metric_interval;
         loop {
             let stopping = stop.load(Ordering::Acquire);
+            // Windows: those waiting, and when not stopping, the next one until the metrics are
+            // due (the stop flag checked every STOP_CHECK).
+            loop {
+                let wait = if stopping {
+                    Duration::ZERO
+                } else {
+                    next_metrics
+                        .saturating_duration_since(Instant::now())
+                        .min(STOP_CHECK)
+                };
+                let got = match &self.rx {
+                    Some(rx) if wait.is_zero() => rx.try_recv().map_err(|e| match e {
+                        std::sync::mpsc::TryRecvError::Empty => None,
+                        std::sync::mpsc::TryRecvError::Disconnected => Some(()),
+                    }),
+                    Some(rx) => rx.recv_timeout(wait).map_err(|e| match e {
+                        std::sync::mpsc::RecvTimeoutError::Timeout => None,
+                        std::sync::mpsc::RecvTimeoutError::Disconnected => Some(()),
+                    }),
+                    None => Err(Some(())),
+                };
+                match got {
+                    Ok(w) => {
+                        self.window(&w);
+                        self.export_spans();
+                    }
+                    Err(Some(())) => {
+                        // The window stage has ended (its last window is in).
+                        if !stopping {
+                            std::thread::park_timeout(wait.max(STOP_CHECK));
+                        }
+                        break;
+                    }
+                    Err(None) => break,
+                }
+            }
             let now = Instant::now();
-            let metrics_due = stopping || now >= next_metrics;
-            let window_due = stopping || now >= next_window;
-            if metrics_due || window_due {
+            if stopping || now >= next_metrics {
                 let snap = match &self.shared {
                     Some(s) => aggregator::lock(s).snapshot(),
                     None => return,
                 };
-                if window_due {
-                    self.windows(&snap, stopping);
-                    self.export_spans();
-                    next_window = now + self.cfg.window;
-                }
-                if metrics_due {
-                    self.metrics(&snap);
-                    self.export_metrics();
-                    next_metrics = now + self.cfg.metric_interval;
-                }
+                self.metrics(&snap);
+                self.export_metrics();
+                next_metrics = now + self.cfg.metric_interval;
             }
             if stopping {
                 self.shutdown();
                 return;
             }
-            let wait = next_metrics
-                .min(next_window)
-                .saturating_duration_since(Instant::now());
-            std::thread::park_timeout(wait);
         }
     }
 
@@ -713,7 +748,12 @@ impl Exporter {
         ins.tracker_memory.record(snap.tracker_bytes, &[]);
         let d = snap.dropped;
         let p = self.prev_dropped;
-        let queue_dropped = self.queue.dropped.load(Ordering::Relaxed);
+        // Spans the queue had no room for, and windows the window stage could not hand over.
+        let queue_dropped = self.queue.dropped.load(Ordering::Relaxed)
+            + self
+                .control
+                .as_ref()
+                .map_or(0, |c| c.dropped.load(Ordering::Relaxed));
         let dot_failed = self.dot.as_ref().map_or(0, |d| d.failed);
         for (reason, cur, prev) in [
             (
@@ -790,136 +830,27 @@ impl Exporter {
         }
     }
 
-    /// Emits one `heapspan.window` span per task active in the window, and a final one for
-    /// each task that ended; with the live index on, takes the window's relation graph first,
-    /// the last window's too (a short run may have no other). The guard waits for the last
-    /// window only `shutdown_timeout`; returning the allocator to pass-through meanwhile is
-    /// safe for a scan in progress (frees of indexed blocks keep their handshake whatever the
-    /// state), and a scan that starts after it finds the index off.
-    ///
-    /// At shutdown the capture is skipped when the previous one took more than a quarter of
-    /// `shutdown_timeout`, so that the last window's spans and metrics still go out in time.
-    fn windows(&mut self, snap: &Snapshot, stopping: bool) {
-        let slow = self.last_capture > self.cfg.shutdown_timeout / 4;
-        let graph = if stopping && slow {
-            None
-        } else {
-            let began = Instant::now();
-            let g = self.capture_graph();
-            self.last_capture = began.elapsed();
-            g
-        };
-        self.windows_with(snap, stopping, graph.as_ref());
-    }
-
-    /// Takes the live graph when the live index is on. A panic in the capture turns graph
-    /// capture off for the rest of the run (export goes on).
-    fn capture_graph(&mut self) -> Option<LiveGraph> {
-        let cfg = self.capture.as_ref()?;
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            crate::graph::live::capture(cfg)
-        })) {
-            Ok(g) => g,
-            Err(_) => {
-                self.capture = None;
-                eprintln!(
-                    "heapspan: taking the relation graph panicked; graph export is off for the \
-                     rest of the run"
-                );
-                None
-            }
-        }
-    }
-
-    /// [`Exporter::windows`] with the window's graph, if one was taken.
-    fn windows_with(&mut self, snap: &Snapshot, stopping: bool, graph: Option<&LiveGraph>) {
-        let now = snap.taken_at;
-        let window_start = self.last_window;
-        let mut seen: HashSet<TaskKey> = HashSet::with_capacity(snap.tasks.len());
-        // Idle tasks that still hold memory get a window too (a task holding a leak must stay
-        // visible), the largest IDLE_HOLDER_WINDOWS of them by live bytes.
-        let mut idle_holders: Vec<(i64, TaskKey)> = snap
-            .tasks
-            .iter()
-            .filter(|t| t.ended.is_none() && t.mem.live_bytes() > 0)
-            .filter(|t| {
-                self.windows
-                    .get(&t.key)
-                    .is_some_and(|st| st.at_start == t.mem)
-            })
-            .map(|t| (t.mem.live_bytes(), t.key))
-            .collect();
-        idle_holders.sort_unstable_by(|a, b| b.cmp(a));
-        let idle_holders: HashSet<TaskKey> = idle_holders
-            .into_iter()
-            .take(IDLE_HOLDER_WINDOWS)
-            .map(|(_, k)| k)
-            .collect();
-        // The window spans due: (task, its window, the window's end).
-        let mut due: Vec<(&crate::TaskStats, WindowState, SystemTime)> = Vec::new();
-        for t in &snap.tasks {
-            seen.insert(t.key);
-            if self.finished.contains(&t.key) {
-                continue;
-            }
-            let st = self.windows.get(&t.key).copied().unwrap_or_else(|| {
-                let began = t.started.or(t.first_activity).unwrap_or(window_start);
-                WindowState {
-                    at_start: MemStats::default(),
-                    start: began.max(window_start),
-                }
-            });
-            let ended = t.ended;
-            let changed = st.at_start != t.mem;
-            if ended.is_none() && !changed && !stopping && !idle_holders.contains(&t.key) {
-                self.windows.insert(
-                    t.key,
-                    WindowState {
-                        at_start: st.at_start,
-                        start: now,
-                    },
-                );
-                continue;
-            }
-            let end = ended.unwrap_or(now).max(st.start);
-            due.push((t, st, end));
-            if ended.is_some() {
-                self.windows.remove(&t.key);
-                self.finished.insert(t.key);
-            } else {
-                self.windows.insert(
-                    t.key,
-                    WindowState {
-                        at_start: t.mem,
-                        start: now,
-                    },
-                );
-            }
-        }
-        self.windows.retain(|k, _| seen.contains(k));
-        self.finished.retain(|k| seen.contains(k));
-        self.last_window = now;
-
+    /// Encodes one window: a `heapspan.window` span per task window (with the live index on,
+    /// each with its share of the graph), the graph gauge and DOT file, a `heapspan.finding`
+    /// span per new or changed finding, and the findings counter.
+    fn window(&mut self, w: &Window) {
+        let snap = &w.snapshot;
+        let graph = w.graph.as_ref();
         // Each task's share of the graph goes on its window span (an ended task's on its final
         // one); the graph's totals go to the gauge and, if asked, to a DOT file.
         let split = graph.map(|g| {
             GraphWindow::new(
                 g,
                 snap,
-                due.iter().map(|(t, _, _)| t.key.id),
+                w.tasks.iter().map(|t| t.task.key.id),
                 self.cfg.graph_top_edges,
                 self.edge_event_budget,
             )
         });
-        let taken_at = graph.and_then(|g| g.taken_at).unwrap_or(now);
-        for (t, st, end) in &due {
-            self.window_span(
-                t,
-                st,
-                *end,
-                snap.is_exact(),
-                split.as_ref().map(|s| (s, taken_at)),
-            );
+        let taken_at = graph.and_then(|g| g.taken_at).unwrap_or(snap.taken_at);
+        for tw in &w.tasks {
+            let cx = self.window_span(tw, snap.is_exact(), split.as_ref().map(|s| (s, taken_at)));
+            self.task_spans.insert(tw.task.key, (cx, w.seq));
         }
         if let Some(g) = graph {
             let ins = &self.instruments;
@@ -930,6 +861,101 @@ impl Exporter {
                 dot.write(g, taken_at);
             }
         }
+        for id in &w.findings.emit {
+            if let Some(f) = w.findings.current.iter().find(|f| f.id == *id) {
+                self.finding_span(f, w);
+            }
+        }
+        for (kind, severity) in &w.findings.counted {
+            self.instruments.findings.add(
+                1,
+                &[
+                    KeyValue::new(n::FINDING_KIND, kind.as_str()),
+                    KeyValue::new(n::FINDING_SEVERITY, severity.as_str()),
+                ],
+            );
+        }
+        // Forget the spans of tasks the snapshot no longer has, then the oldest beyond the cap.
+        let live: std::collections::HashSet<TaskKey> = snap.tasks.iter().map(|t| t.key).collect();
+        self.task_spans.retain(|k, _| live.contains(k));
+        if self.task_spans.len() > MAX_TASK_SPANS {
+            let mut by_age: Vec<(u64, TaskKey)> =
+                self.task_spans.iter().map(|(k, (_, s))| (*s, *k)).collect();
+            by_age.sort_unstable();
+            for (_, k) in &by_age[..by_age.len() - MAX_TASK_SPANS] {
+                self.task_spans.remove(k);
+            }
+        }
+    }
+
+    /// Emits the `heapspan.finding` span of `f`, found in window `w`: a child of its first
+    /// task's window span of this window (else of that task's latest one, else a root), linked
+    /// to the window spans of every task involved.
+    fn finding_span(&self, f: &Finding, w: &Window) {
+        let mut attrs = Vec::with_capacity(20 + f.evidence.len());
+        attrs.push(KeyValue::new(n::FINDING_KIND, f.kind.as_str()));
+        attrs.push(KeyValue::new(n::FINDING_SEVERITY, f.severity.as_str()));
+        attrs.push(KeyValue::new(n::FINDING_SCORE, f.score));
+        attrs.push(KeyValue::new(n::FINDING_CONFIDENCE, f.confidence));
+        attrs.push(KeyValue::new(n::FINDING_VERDICT, f.verdict.as_str()));
+        attrs.push(KeyValue::new(n::FINDING_BYTES, i64_of(f.bytes)));
+        attrs.push(KeyValue::new(n::FINDING_ALLOCATIONS, i64_of(f.allocations)));
+        attrs.push(KeyValue::new(n::FINDING_ID, f.id.to_string()));
+        attrs.push(KeyValue::new(n::FINDING_WINDOWS, i64::from(f.windows)));
+        attrs.push(KeyValue::new(n::FINDING_SUMMARY, f.summary.clone()));
+        attrs.push(KeyValue::new(n::FINDING_FROM_GRAPH, f.from_graph));
+        if let Some(t) = &f.task_name {
+            attrs.push(KeyValue::new(n::TOKIO_TASK_NAME, t.clone()));
+        }
+        if let Some(s) = &f.span_name {
+            attrs.push(KeyValue::new(n::SPAN_NAME, s.clone()));
+        }
+        if let Some(l) = &f.location {
+            attrs.push(KeyValue::new(n::CODE_FILE_PATH, l.file.clone()));
+            attrs.push(KeyValue::new(n::CODE_LINE_NUMBER, i64::from(l.line)));
+        }
+        if let Some(h) = &f.holder {
+            attrs.push(KeyValue::new(n::FINDING_HOLDER, h.to_string()));
+            attrs.push(KeyValue::new(n::FINDING_HOLDER_CLASS, h.class()));
+        }
+        for (key, v) in &f.evidence {
+            attrs.push(KeyValue::new(
+                *key,
+                match v {
+                    EvidenceValue::Int(i) => Value::I64(*i),
+                    EvidenceValue::Float(x) => Value::F64(*x),
+                    EvidenceValue::Text(t) => Value::from(t.clone()),
+                },
+            ));
+        }
+        let spans: Vec<&(SpanContext, u64)> = f
+            .tasks
+            .iter()
+            .filter_map(|k| self.task_spans.get(k))
+            .collect();
+        let parent = spans
+            .iter()
+            .find(|(_, seq)| *seq == w.seq)
+            .or_else(|| spans.iter().max_by_key(|(_, seq)| *seq))
+            .map(|(cx, _)| Context::new().with_remote_span_context(cx.clone()))
+            .unwrap_or_default();
+        let links = spans
+            .iter()
+            .map(|(cx, _)| Link::with_context(cx.clone()))
+            .collect();
+        let end = w.snapshot.taken_at;
+        let mut span = self
+            .tracer
+            .span_builder(n::FINDING_SPAN)
+            .with_kind(SpanKind::Internal)
+            .with_start_time(w.start.min(end))
+            .with_attributes(attrs)
+            .with_links(links)
+            .start_with_context(&self.tracer, &parent);
+        if f.severity >= Severity::High {
+            span.set_status(Status::error(f.summary.clone()));
+        }
+        span.end_with_timestamp(end);
     }
 
     /// Emits `t`'s window span; with a graph, its share of it: figures as attributes and top
@@ -937,13 +963,12 @@ impl Exporter {
     /// `heapspan.window.edges` children.
     fn window_span(
         &self,
-        t: &crate::TaskStats,
-        st: &WindowState,
-        end: SystemTime,
+        tw: &TaskWindow,
         exact: bool,
         graph: Option<(&GraphWindow<'_>, SystemTime)>,
-    ) {
-        let (a, f, c, _) = delta(&t.mem, &st.at_start);
+    ) -> SpanContext {
+        let (t, end) = (&tw.task, tw.end);
+        let (a, f, c, _) = delta(&t.mem, &tw.at_start);
         let mut attrs = Vec::with_capacity(20);
         attrs.push(KeyValue::new(n::TOKIO_TASK_NAME, t.display_name()));
         attrs.push(KeyValue::new(n::TOKIO_TASK_ID, i64_of(t.key.id)));
@@ -951,7 +976,7 @@ impl Exporter {
             attrs.push(KeyValue::new(n::CODE_FILE_PATH, l.file.clone()));
             attrs.push(KeyValue::new(n::CODE_LINE_NUMBER, i64::from(l.line)));
         }
-        attrs.push(KeyValue::new(n::WINDOW_START, unix_nanos(st.start)));
+        attrs.push(KeyValue::new(n::WINDOW_START, unix_nanos(tw.start)));
         attrs.push(KeyValue::new(n::WINDOW_END, unix_nanos(end)));
         attrs.push(KeyValue::new(n::MEMORY_ALLOCATED, i64_of(a)));
         attrs.push(KeyValue::new(n::MEMORY_FREED, i64_of(f)));
@@ -965,7 +990,7 @@ impl Exporter {
             g.push_task_attributes(t.key.id, &mut attrs);
             edges = g.top_edges(t.key.id);
             // Events inside the span: the capture time, within the window.
-            events_at = taken_at.max(st.start).min(end);
+            events_at = taken_at.max(tw.start).min(end);
         }
         let per_span = self.edge_events_per_span.max(1);
         let on_window = edges.len() <= per_span;
@@ -973,7 +998,7 @@ impl Exporter {
             .tracer
             .span_builder(n::WINDOW_SPAN)
             .with_kind(SpanKind::Internal)
-            .with_start_time(st.start)
+            .with_start_time(tw.start)
             .with_attributes(attrs);
         if let Some((g, _)) = graph.filter(|_| on_window && !edges.is_empty()) {
             builder = builder.with_events(edges.iter().map(|&i| g.event(i, events_at)).collect());
@@ -988,7 +1013,7 @@ impl Exporter {
                     .tracer
                     .span_builder(n::WINDOW_EDGES_SPAN)
                     .with_kind(SpanKind::Internal)
-                    .with_start_time(st.start)
+                    .with_start_time(tw.start)
                     .with_attributes([
                         KeyValue::new(n::TOKIO_TASK_NAME, t.display_name()),
                         KeyValue::new(n::TOKIO_TASK_ID, i64_of(t.key.id)),
@@ -998,7 +1023,9 @@ impl Exporter {
                 child.end_with_timestamp(end);
             }
         }
+        let cx = span.span_context().clone();
         span.end_with_timestamp(end);
+        cx
     }
 
     fn export_spans(&mut self) {
@@ -1109,8 +1136,23 @@ mod tests {
     fn exporter(cfg: ExportConfig) -> Exporter {
         let cfg = cfg.enabled(true).resolve_with(|_| None).unwrap();
         let mut e = prepare(cfg).unwrap().unwrap().0;
-        e.last_window = at(0);
+        e.test_windower.restart_at(at(0));
         e
+    }
+
+    impl Exporter {
+        /// Cuts the window ending at `snap` (with `graph`) and encodes it.
+        fn windows_with(
+            &mut self,
+            snap: &Snapshot,
+            stopping: bool,
+            graph: Option<&crate::LiveGraph>,
+        ) {
+            let w = self
+                .test_windower
+                .window_with(snap.clone(), stopping, graph.cloned());
+            self.window(&w);
+        }
     }
 
     /// A task that allocated `live` bytes, ended at `ended` if given.
@@ -1129,6 +1171,8 @@ mod tests {
             ended,
             first_activity: Some(at(0)),
             last_activity: Some(at(0)),
+            future_size: None,
+            last_poll: None,
         }
     }
 

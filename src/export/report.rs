@@ -1,8 +1,14 @@
-//! The terminal report: top tasks and spans by live and peak bytes.
+//! The terminal report: the danger findings, then top tasks and spans by live and peak bytes.
 
 use std::fmt::Write;
 
+use crate::findings::{EvidenceValue, Finding, Severity};
 use crate::{MemStats, Snapshot, SortBy};
+
+/// Info-level hints the report shows at most.
+const REPORT_HINTS: usize = 3;
+/// Findings (low and above) the report shows at most.
+const REPORT_FINDINGS: usize = 20;
 
 /// Bytes for humans: `512 B`, `1.5 KiB`, `3.0 MiB`.
 pub fn human_bytes(n: i64) -> String {
@@ -73,6 +79,86 @@ fn clip(s: &str, n: usize) -> String {
             .collect();
         format!("…{tail}")
     }
+}
+
+/// The report's "Findings" section: one line per finding at or above the reporting score
+/// (severity, kind, where, bytes, the claim in words), its evidence on the next line; then at
+/// most three info-level hints. Empty when there are none.
+pub fn render_findings(findings: &[Finding]) -> String {
+    let mut out = String::new();
+    let (hints, main): (Vec<&Finding>, Vec<&Finding>) = findings
+        .iter()
+        .filter(|f| f.score >= crate::findings::DEFAULT_MIN_SCORE || f.severity == Severity::Info)
+        .partition(|f| f.severity == Severity::Info);
+    if main.is_empty() && hints.is_empty() {
+        return out;
+    }
+    let _ = writeln!(out, "Findings");
+    if main.is_empty() {
+        let _ = writeln!(out, "  none of low severity or above");
+    }
+    let mut main = main;
+    main.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then(b.score.total_cmp(&a.score))
+            .then(b.bytes.cmp(&a.bytes))
+    });
+    for f in main.iter().take(REPORT_FINDINGS) {
+        let _ = writeln!(
+            out,
+            "  {:<8} {:<26} {:>10}  {}",
+            f.severity.as_str().to_uppercase(),
+            f.kind.as_str(),
+            human_bytes(i64::try_from(f.bytes).unwrap_or(i64::MAX)),
+            f.place()
+        );
+        let _ = writeln!(out, "           {}", f.summary);
+        let ev = evidence_line(f);
+        if !ev.is_empty() {
+            let _ = writeln!(out, "           evidence: {ev}");
+        }
+    }
+    if main.len() > REPORT_FINDINGS {
+        let _ = writeln!(
+            out,
+            "  … and {} more (Guard::findings)",
+            main.len() - REPORT_FINDINGS
+        );
+    }
+    for f in hints.iter().take(REPORT_HINTS) {
+        let _ = writeln!(out, "  hint     {:<26} {}", f.kind.as_str(), f.summary);
+    }
+    out.push('\n');
+    out
+}
+
+/// A finding's evidence as `key=value` pairs, without the `heapspan.finding.` prefix.
+fn evidence_line(f: &Finding) -> String {
+    let mut parts: Vec<String> = vec![
+        format!("confidence={:.2}", f.confidence),
+        format!("verdict={}", f.verdict.as_str()),
+        format!("windows={}", f.windows),
+    ];
+    if let Some(h) = &f.holder {
+        parts.push(format!("holder={}", h.class()));
+    }
+    for (k, v) in &f.evidence {
+        let k = k.strip_prefix("heapspan.finding.").unwrap_or(k);
+        parts.push(match v {
+            EvidenceValue::Int(i) => format!("{k}={i}"),
+            EvidenceValue::Float(x) => format!("{k}={x:.2}"),
+            EvidenceValue::Text(t) => format!("{k}={t}"),
+        });
+    }
+    parts.join(" ")
+}
+
+/// [`render`] with the "Findings" section ([`render_findings`]) on top.
+pub fn render_with_findings(s: &Snapshot, findings: &[Finding], n: usize) -> String {
+    let mut out = render_findings(findings);
+    out.push_str(&render(s, n));
+    out
 }
 
 /// Renders the top `n` tasks by live and by peak bytes, the top span names, and the buckets.

@@ -68,9 +68,41 @@ pub struct LiveGraph {
     pub taken_at: Option<SystemTime>,
     /// The scan's figures.
     pub scan: ScanStats,
+    /// Per node of `graph` (same order): the allocating task's name index (0: unnamed); empty
+    /// for graphs not taken from the live index.
+    pub(crate) task_names: Vec<u16>,
 }
 
 impl LiveGraph {
+    /// The name of the task that allocated node `i` (`None` when unknown: no task, or a graph
+    /// not taken from the live index).
+    pub(crate) fn task_name_of(&self, i: usize) -> Option<String> {
+        let n = *self.task_names.get(i)?;
+        (self.graph.nodes.get(i)?.task != 0).then(|| crate::layer::names::task_name(n))
+    }
+
+    /// The `(target, name)` of the span current when node `i` was allocated (`None`: no span).
+    pub(crate) fn span_name_of(&self, i: usize) -> Option<(&'static str, &'static str)> {
+        let word = self.graph.nodes.get(i)?.span;
+        let group = (word >> crate::alloc::header::SPAN_BITS) as u16;
+        (word != 0 && group != 0).then(|| crate::layer::names::span_name(group))
+    }
+
+    /// The code location of allocation site `site` (`None`: unknown, or sites off).
+    pub(crate) fn site_location(&self, site: u64) -> Option<crate::Location> {
+        if site == 0 {
+            return None;
+        }
+        // A file and line when debug info has them, else the function's name.
+        site_location(site).map(|l| match (l.file, l.line) {
+            (Some(file), Some(line)) => crate::Location { file, line },
+            _ => crate::Location {
+                file: l.function,
+                line: 0,
+            },
+        })
+    }
+
     /// The node whose allocation contains `addr` (for tests and debuggers; addresses never
     /// leave the process).
     pub fn node_at(&self, addr: usize) -> Option<&Node> {
@@ -270,7 +302,9 @@ pub(crate) fn capture(cfg: &CaptureConfig) -> Option<LiveGraph> {
         pause: scanned.pause,
         duration: Duration::ZERO,
     };
+    let mut task_names = scanned.task_names;
     let mut graph = super::build_owned(scanned.nodes, &scanned.heap, &annotations, &cfg.graph);
+    task_names.truncate(graph.nodes.len());
     // Nodes the scan's budget left out are skipped nodes like those past the node cap.
     graph.skipped.nodes += scanned.over_budget_nodes;
     graph.skipped.bytes += scanned.over_budget_bytes;
@@ -281,5 +315,6 @@ pub(crate) fn capture(cfg: &CaptureConfig) -> Option<LiveGraph> {
             duration: began.elapsed(),
             ..scan
         },
+        task_names,
     })
 }

@@ -581,12 +581,27 @@ impl Graph {
     /// breadth-first, at most `max_nodes` of them. `None` if `root` is not a node. Costs
     /// `O(visited nodes + their edges)`, not `O(graph)`.
     pub fn ownership_closure(&self, root: AllocId, max_nodes: usize) -> Option<Closure> {
-        let start = self.index_of(root)? as u32;
+        self.index_of(root)?;
+        Some(self.ownership_closure_of(&[root], max_nodes))
+    }
+
+    /// The union of the ownership closures of `roots` (those that are nodes), each node once,
+    /// the roots first, at most `max_nodes` nodes.
+    pub fn ownership_closure_of(&self, roots: &[AllocId], max_nodes: usize) -> Closure {
         let mut seen = std::collections::HashSet::new();
-        let mut order = vec![start];
-        seen.insert(start);
-        let mut next = 0;
+        let mut order = Vec::new();
         let mut truncated = false;
+        for &r in roots {
+            let Some(i) = self.index_of(r) else { continue };
+            if order.len() >= max_nodes.max(1) {
+                truncated = true;
+                break;
+            }
+            if seen.insert(i as u32) {
+                order.push(i as u32);
+            }
+        }
+        let mut next = 0;
         'walk: while next < order.len() {
             let v = order[next];
             next += 1;
@@ -602,15 +617,22 @@ impl Graph {
                 order.push(t);
             }
         }
-        order.truncate(max_nodes.max(1));
-        Some(Closure {
+        Closure {
             bytes: order
                 .iter()
                 .map(|&i| self.nodes[i as usize].weighted_size())
                 .sum(),
             nodes: order.iter().map(|&i| self.nodes[i as usize].id).collect(),
             truncated,
-        })
+        }
+    }
+
+    /// The `ArcInner`/`RcBox` counts of block `id`, if the graph took it for one.
+    pub fn refcount_of(&self, id: AllocId) -> Option<&Refcount> {
+        self.refcounts
+            .binary_search_by_key(&id, |r| r.id)
+            .ok()
+            .map(|k| &self.refcounts[k])
     }
 
     /// Edges of one kind.

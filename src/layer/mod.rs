@@ -7,6 +7,7 @@
 //! right when a task migrates between threads.
 
 pub(crate) mod names;
+pub(crate) mod polls;
 pub mod task;
 
 use tracing_core::span::{Attributes, Id};
@@ -53,6 +54,8 @@ struct SpawnFields {
     name: Option<String>,
     file: Option<String>,
     line: Option<u32>,
+    /// `size.bytes`: the spawned future's size (tokio 1.41 and later).
+    size: Option<u64>,
 }
 
 impl field::Visit for SpawnFields {
@@ -60,6 +63,7 @@ impl field::Visit for SpawnFields {
         match f.name() {
             "task.id" => self.id = Some(v),
             "loc.line" => self.line = u32::try_from(v).ok(),
+            "size.bytes" | "original_size.bytes" if self.size.is_none() => self.size = Some(v),
             _ => {}
         }
     }
@@ -116,6 +120,7 @@ where
                 name,
                 location: location.map(Loc::Owned),
                 source: TaskSource::SpawnSpan,
+                future_size: f.size.unwrap_or(0),
             });
             SpanMark::Task(task, name)
         } else if is_tokio_internal(meta) {

@@ -120,9 +120,13 @@ impl<F: Future> Future for Instrumented<F> {
                         name,
                         location: Some(Loc::Static(this.location)),
                         source: TaskSource::Wrapper,
+                        future_size: std::mem::size_of::<F>() as u64,
                     });
                 }
             }
+        }
+        if let Some((task, _)) = *this.task {
+            super::polls::record(task.id);
         }
         // The task's allocations carry its name while it is polled here.
         let _named = this.task.map(|(task, name)| NamedPoll::enter(task, name));

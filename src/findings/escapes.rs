@@ -1,0 +1,310 @@
+//! Allocations that outlive their task (`task.escaped_allocation`), and frees of a task's
+//! allocations after it ended (`alloc.cross_task_free`).
+//!
+//! Per task name whose tasks' ends heapspan sees (the wrapper, `tokio_unstable`): the
+//! *residue* is the name's live bytes minus those of its running tasks, what its ended tasks
+//! left. It counts as escaped once it has stayed at least [`FindingsConfig::escape_min_bytes`]
+//! for `escape_grace_windows` windows (the smallest figure of those windows is the one
+//! reported). With the relation graph, the ended tasks' live allocations are classified by
+//! what points at them: memory of a running task (transferred: info), memory no running task
+//! allocated (retained: low), nothing on the heap (unowned: medium); an allocation pointed at
+//! only by other survivors gets the class of the survivor it hangs from. Without the graph the
+//! holder is unknown and the finding is low.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use super::{human, Draft, EvidenceValue, FindingsConfig, Holder, Input, Kind, Severity, Verdict};
+use crate::export::names as n;
+use crate::graph::{AllocId, EdgeKind};
+use crate::{TaskKey, TaskStats};
+
+#[derive(Default)]
+pub(crate) struct State {
+    /// Per task name, its residue at the last windows (newest last).
+    residue: HashMap<String, VecDeque<u64>>,
+}
+
+/// A survivor's class while classifying.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Class {
+    Unowned,
+    Transferred(String),
+    Retained(Option<String>),
+}
+
+impl State {
+    pub(crate) fn run(&mut self, cfg: &FindingsConfig, input: &Input<'_>, out: &mut Vec<Draft>) {
+        let snap = input.snap;
+        // Running tasks' live bytes per name, and the ended ones' keys.
+        let mut running: HashMap<String, i64> = HashMap::new();
+        let mut ended: HashMap<String, Vec<&TaskStats>> = HashMap::new();
+        for t in &snap.tasks {
+            let name = t.display_name();
+            if t.ended.is_none() {
+                *running.entry(name).or_default() += t.mem.live_bytes();
+            } else {
+                ended.entry(name).or_default().push(t);
+            }
+        }
+        let keep = cfg.escape_grace_windows as usize + 1;
+        let mut seen = HashSet::new();
+        for nm in &snap.task_names {
+            if nm.ended == 0 {
+                // No end seen for any task of the name: nothing is known to have escaped.
+                continue;
+            }
+            let residue =
+                (nm.mem.live_bytes() - running.get(&nm.name).copied().unwrap_or(0)).max(0) as u64;
+            seen.insert(nm.name.clone());
+            let series = self.residue.entry(nm.name.clone()).or_default();
+            series.push_back(residue);
+            while series.len() > keep {
+                series.pop_front();
+            }
+            if series.len() < keep {
+                continue;
+            }
+            let lasting = series.iter().copied().min().unwrap_or(0);
+            if lasting < cfg.escape_min_bytes {
+                continue;
+            }
+            let tasks = ended.get(&nm.name).map(Vec::as_slice).unwrap_or(&[]);
+            let location = tasks.iter().find_map(|t| t.location.clone());
+            let keys: Vec<TaskKey> = tasks.iter().rev().take(8).map(|t| t.key).collect();
+            match input.graph {
+                Some(g) => {
+                    for (class, bytes, allocations) in classify(input, &nm.name, g) {
+                        if bytes < cfg.escape_min_bytes {
+                            continue;
+                        }
+                        let (severity, holder, what) = match class {
+                            Class::Unowned => {
+                                (Severity::Medium, Holder::Nothing, "that nothing points to")
+                            }
+                            Class::Transferred(t) => (
+                                Severity::Info,
+                                Holder::Task(t),
+                                "now held by a running task",
+                            ),
+                            Class::Retained(t) => (
+                                Severity::Low,
+                                Holder::Container { allocated_by: t },
+                                "held by a container no running task owns",
+                            ),
+                        };
+                        let mut d = Draft::new(
+                            Kind::EscapedAllocation,
+                            severity,
+                            if severity == Severity::Info {
+                                Verdict::Diagnostic
+                            } else {
+                                Verdict::Probable
+                            },
+                            format!(
+                                "tasks named {} ended and left {} in {} allocations {what} \
+                                 (holder: {holder})",
+                                nm.name,
+                                human(bytes),
+                                allocations
+                            ),
+                        );
+                        d.confidence = 0.8;
+                        d.bytes = bytes;
+                        d.allocations = allocations;
+                        d.from_graph = true;
+                        d.task_name = Some(nm.name.clone());
+                        d.tasks = keys.clone();
+                        d.location = location.clone();
+                        d.ev(n::FINDING_TASKS, nm.ended);
+                        d.ev(n::FINDING_THRESHOLD, cfg.escape_min_bytes);
+                        d.holder = Some(holder);
+                        out.push(d);
+                    }
+                }
+                None => {
+                    let mut d = Draft::new(
+                        Kind::EscapedAllocation,
+                        Severity::Low,
+                        Verdict::Probable,
+                        format!(
+                            "tasks named {} ended and left {} still allocated for {} window(s) \
+                             (who holds it is unknown: the live index is off)",
+                            nm.name,
+                            human(lasting),
+                            keep - 1
+                        ),
+                    );
+                    d.confidence = 0.4;
+                    d.bytes = lasting;
+                    d.task_name = Some(nm.name.clone());
+                    d.tasks = keys;
+                    d.location = location;
+                    d.holder = Some(Holder::Unknown);
+                    d.ev(n::FINDING_TASKS, nm.ended);
+                    d.ev(n::FINDING_THRESHOLD, cfg.escape_min_bytes);
+                    out.push(d);
+                }
+            }
+        }
+        self.residue.retain(|k, _| seen.contains(k));
+        cross_task_frees(cfg, input, out);
+    }
+}
+
+/// The live allocations of the ended tasks named `name`, by class: `(class, bytes,
+/// allocations)`, largest first.
+fn classify(
+    input: &Input<'_>,
+    name: &str,
+    g: &crate::graph::live::LiveGraph,
+) -> Vec<(Class, u64, u64)> {
+    let graph = &g.graph;
+    let mut by_id: HashMap<u64, &TaskStats> = HashMap::new();
+    for t in &input.snap.tasks {
+        by_id.insert(t.key.id, t);
+    }
+    let running = |task: u64| by_id.get(&task).is_some_and(|t| t.ended.is_none());
+    // Survivors: allocated by a task of the name that is not running, ended before the
+    // window started (the grace) or no longer in the tables.
+    let survivor = |i: usize| {
+        let node = &graph.nodes[i];
+        node.task != 0
+            && g.task_name_of(i).as_deref() == Some(name)
+            && match by_id.get(&node.task) {
+                Some(t) => t.ended.is_some_and(|e| e <= input.start),
+                None => true,
+            }
+    };
+    let survivors: Vec<usize> = (0..graph.nodes.len()).filter(|&i| survivor(i)).collect();
+    if survivors.is_empty() {
+        return Vec::new();
+    }
+    let members: HashSet<AllocId> = survivors.iter().map(|&i| graph.nodes[i].id).collect();
+    // Per survivor: the class from its holders outside the set, and its holders inside it.
+    let mut class: HashMap<AllocId, Class> = HashMap::new();
+    let mut inside: HashMap<AllocId, Vec<AllocId>> = HashMap::new();
+    for e in &graph.edges {
+        if !members.contains(&e.to) || !holds(e.kind) {
+            continue;
+        }
+        if members.contains(&e.from) {
+            inside.entry(e.to).or_default().push(e.from);
+            continue;
+        }
+        let Some(from) = graph.node(e.from) else {
+            continue;
+        };
+        let from_idx = graph.index_of(e.from).unwrap_or(usize::MAX);
+        let c = if from.task != 0 && running(from.task) {
+            Class::Transferred(
+                by_id
+                    .get(&from.task)
+                    .map_or_else(|| "unnamed".to_owned(), |t| t.display_name()),
+            )
+        } else {
+            Class::Retained((from.task != 0).then(|| {
+                g.task_name_of(from_idx)
+                    .unwrap_or_else(|| "unnamed".to_owned())
+            }))
+        };
+        // Transferred beats retained: a running task's memory is the likelier owner.
+        let slot = class.entry(e.to).or_insert(c.clone());
+        if matches!(c, Class::Transferred(_)) && !matches!(slot, Class::Transferred(_)) {
+            *slot = c;
+        }
+    }
+    // Survivors held only from inside take the class of what they hang from (a fixed point
+    // over the inside edges, bounded by the set's size).
+    let mut changed = true;
+    let mut rounds = 0;
+    while changed && rounds < 64 {
+        changed = false;
+        rounds += 1;
+        for (to, froms) in &inside {
+            if class.contains_key(to) {
+                continue;
+            }
+            if let Some(c) = froms.iter().find_map(|f| class.get(f)).cloned() {
+                class.insert(*to, c);
+                changed = true;
+            }
+        }
+    }
+    let mut sums: HashMap<Class, (u64, u64)> = HashMap::new();
+    for &i in &survivors {
+        let node = &graph.nodes[i];
+        let c = class.get(&node.id).cloned().unwrap_or(Class::Unowned);
+        let s = sums.entry(c).or_default();
+        s.0 += node.weighted_size();
+        s.1 += 1;
+    }
+    let mut v: Vec<(Class, u64, u64)> = sums.into_iter().map(|(c, (b, a))| (c, b, a)).collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1));
+    v
+}
+
+/// Edge kinds that keep their target alive.
+fn holds(k: EdgeKind) -> bool {
+    k.is_ownership() || k == EdgeKind::Slice
+}
+
+/// `alloc.cross_task_free`: per task name, bytes of its tasks' allocations freed this window
+/// after those tasks had ended (so while another task, or none, ran). A lower bound of the
+/// hand-offs (frees by another task while the allocating one still runs are not seen without a
+/// check on the free path), and never a problem by itself: info, diagnostic.
+fn cross_task_frees(cfg: &FindingsConfig, input: &Input<'_>, out: &mut Vec<Draft>) {
+    let Some(prev) = input.prev else {
+        return;
+    };
+    let prev_names: HashMap<&str, u64> = prev
+        .task_names
+        .iter()
+        .map(|t| (t.name.as_str(), t.mem.freed_bytes))
+        .collect();
+    let prev_tasks: HashMap<u64, u64> = prev
+        .tasks
+        .iter()
+        .map(|t| (t.key.id, t.mem.freed_bytes))
+        .collect();
+    // Frees of tasks still running at the window's start, per name: their own, probably.
+    let mut own: HashMap<String, u64> = HashMap::new();
+    for t in &input.snap.tasks {
+        if t.ended.is_some_and(|e| e <= input.start) {
+            continue;
+        }
+        let before = prev_tasks.get(&t.key.id).copied().unwrap_or(0);
+        *own.entry(t.display_name()).or_default() += t.mem.freed_bytes.saturating_sub(before);
+    }
+    for nm in &input.snap.task_names {
+        if nm.ended == 0 {
+            continue;
+        }
+        let freed = nm
+            .mem
+            .freed_bytes
+            .saturating_sub(prev_names.get(nm.name.as_str()).copied().unwrap_or(0));
+        let after_end = freed.saturating_sub(own.get(&nm.name).copied().unwrap_or(0));
+        if after_end < cfg.cross_task_min_bytes {
+            continue;
+        }
+        let mut d = Draft::new(
+            Kind::CrossTaskFree,
+            Severity::Info,
+            Verdict::Diagnostic,
+            format!(
+                "{} allocated by tasks named {} was freed this window after those tasks ended \
+                 (handed off to other tasks)",
+                human(after_end),
+                nm.name
+            ),
+        );
+        d.confidence = 0.9;
+        d.bytes = after_end;
+        d.task_name = Some(nm.name.clone());
+        d.ev(
+            n::FINDING_THRESHOLD,
+            EvidenceValue::from(cfg.cross_task_min_bytes),
+        );
+        out.push(d);
+    }
+}

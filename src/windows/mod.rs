@@ -1,0 +1,319 @@
+//! The window stage: once per window (and at the last one) it takes a snapshot, cuts each
+//! task's window ([`cut`]), takes the relation graph when the live index is on, judges the
+//! danger findings ([`crate::findings`]) and hands the window to the export, which only encodes
+//! it.
+//!
+//! It runs on its own thread (`heapspan-windows`), whether export is on or not (the findings
+//! feed [`Guard::findings`](crate::Guard::findings) and the report too). A window goes to the
+//! export through a bounded channel without waiting: when the export is that far behind (8
+//! windows), the window's spans are dropped and counted (`export_queue_full`), its findings
+//! still judged and kept. [`Guard::cut_window`](crate::Guard::cut_window) cuts one now, for
+//! tests and tools that want windows of their own pace.
+
+pub(crate) mod cut;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+pub(crate) use cut::TaskWindow;
+
+use crate::aggregator::{self, Shared};
+use crate::error::Result;
+use crate::findings::{Engine, Finding, FindingsConfig, Input, Judged};
+use crate::graph::live::{CaptureConfig, LiveGraph};
+use crate::Snapshot;
+
+/// Windows the export may be behind before one is dropped.
+const EXPORT_BACKLOG: usize = 8;
+
+/// One window, as the export encodes it.
+#[derive(Debug)]
+pub(crate) struct Window {
+    /// Counts from 1.
+    pub(crate) seq: u64,
+    /// When the window started (the previous window's end).
+    pub(crate) start: SystemTime,
+    /// The snapshot at its end.
+    pub(crate) snapshot: Snapshot,
+    /// The task windows due.
+    pub(crate) tasks: Vec<TaskWindow>,
+    /// The relation graph, when the live index is on.
+    pub(crate) graph: Option<LiveGraph>,
+    /// The findings judged on it.
+    pub(crate) findings: Judged,
+}
+
+/// Settings of the stage.
+pub(crate) struct Settings {
+    /// Window length.
+    pub(crate) window: Duration,
+    /// The bound of the last window's work at shutdown.
+    pub(crate) shutdown_timeout: Duration,
+    /// Set when the live index is on: a graph every window.
+    pub(crate) capture: Option<CaptureConfig>,
+    pub(crate) findings: FindingsConfig,
+}
+
+/// What the guard and the stage share.
+#[derive(Debug, Default)]
+pub(crate) struct Control {
+    state: Mutex<Ctl>,
+    cv: Condvar,
+    /// The findings of the latest window.
+    findings: Mutex<Vec<Finding>>,
+    /// Windows the export was too far behind to take.
+    pub(crate) dropped: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Ctl {
+    /// Cuts asked for by [`Control::cut`].
+    requested: u64,
+    /// Cuts done (of those asked for).
+    done: u64,
+    stop: bool,
+    /// The stage thread has ended.
+    ended: bool,
+}
+
+impl Control {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Ctl> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The findings of the latest window, highest score first.
+    pub(crate) fn findings(&self) -> Vec<Finding> {
+        self.findings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Asks for a window now and waits for it (at most `timeout`); its findings, or `None` if
+    /// the stage did not cut it in time (or has stopped).
+    pub(crate) fn cut(&self, timeout: Duration) -> Option<Vec<Finding>> {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.lock();
+        if st.stop || st.ended {
+            return None;
+        }
+        st.requested += 1;
+        let target = st.requested;
+        self.cv.notify_all();
+        while st.done < target {
+            let now = Instant::now();
+            if now >= deadline || st.ended {
+                return None;
+            }
+            st = self
+                .cv
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        drop(st);
+        Some(self.findings())
+    }
+}
+
+/// The running stage; [`Stage::shutdown`] cuts the last window and stops it.
+#[derive(Debug)]
+pub(crate) struct Stage {
+    pub(crate) control: Arc<Control>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Stage {
+    /// Starts the stage on the aggregator's tables; windows go to `export` when it is set.
+    pub(crate) fn spawn(
+        shared: Shared,
+        settings: Settings,
+        export: Option<SyncSender<Arc<Window>>>,
+    ) -> Result<Stage> {
+        let control = Arc::new(Control::default());
+        let thread = {
+            let control = control.clone();
+            crate::thread::spawn("heapspan-windows", move || {
+                let mut w = Windower::new(settings);
+                w.run(&shared, &control, export);
+                control.lock().ended = true;
+                control.cv.notify_all();
+            })?
+        };
+        Ok(Stage {
+            control,
+            thread: Some(thread),
+        })
+    }
+
+    /// Cuts the last window and waits for the stage to end, until `deadline` at most (then
+    /// leaves it behind: a slow graph capture never blocks the process's exit).
+    pub(crate) fn shutdown(mut self, deadline: Instant) {
+        self.control.lock().stop = true;
+        self.control.cv.notify_all();
+        let mut st = self.control.lock();
+        while !st.ended {
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            st = self
+                .control
+                .cv
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        drop(st);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The stage's state across windows.
+pub(crate) struct Windower {
+    settings: Settings,
+    cutter: cut::Cutter,
+    engine: Engine,
+    prev: Option<Snapshot>,
+    seq: u64,
+    /// How long the last graph capture took.
+    last_capture: Duration,
+}
+
+impl Windower {
+    pub(crate) fn new(settings: Settings) -> Self {
+        let engine = Engine::new(settings.findings.clone());
+        Windower {
+            settings,
+            cutter: cut::Cutter::new(SystemTime::now()),
+            engine,
+            prev: None,
+            seq: 0,
+            last_capture: Duration::ZERO,
+        }
+    }
+
+    /// Starts the next window at `start` (for tests).
+    #[cfg(test)]
+    pub(crate) fn restart_at(&mut self, start: SystemTime) {
+        self.cutter = cut::Cutter::new(start);
+    }
+
+    fn run(&mut self, shared: &Shared, control: &Control, export: Option<SyncSender<Arc<Window>>>) {
+        let mut next = Instant::now() + self.settings.window;
+        loop {
+            let (stopping, asked) = {
+                let mut st = control.lock();
+                loop {
+                    if st.stop || st.requested > st.done {
+                        break;
+                    }
+                    let now = Instant::now();
+                    if now >= next {
+                        break;
+                    }
+                    st = control
+                        .cv
+                        .wait_timeout(st, next - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                (st.stop, st.requested)
+            };
+            let snap = aggregator::lock(shared).snapshot();
+            let w = self.window(snap, stopping);
+            *control.findings.lock().unwrap_or_else(|p| p.into_inner()) =
+                w.findings.current.clone();
+            if let Some(tx) = &export {
+                match tx.try_send(Arc::new(w)) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) => {
+                        control.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(TrySendError::Disconnected(_)) => {}
+                }
+            }
+            {
+                let mut st = control.lock();
+                st.done = st.done.max(asked);
+                control.cv.notify_all();
+            }
+            if stopping {
+                return;
+            }
+            next = Instant::now() + self.settings.window;
+        }
+    }
+
+    /// Cuts the window that ends at `snap`: task windows, graph, findings.
+    pub(crate) fn window(&mut self, snap: Snapshot, last: bool) -> Window {
+        // At shutdown the capture is skipped when the previous one took more than a quarter of
+        // `shutdown_timeout`, so that the last window still goes out in time.
+        let slow = self.last_capture > self.settings.shutdown_timeout / 4;
+        let graph = if last && slow {
+            None
+        } else {
+            let began = Instant::now();
+            let g = self.capture_graph();
+            self.last_capture = began.elapsed();
+            g
+        };
+        self.window_with(snap, last, graph)
+    }
+
+    /// [`Windower::window`] with the graph given.
+    pub(crate) fn window_with(
+        &mut self,
+        snap: Snapshot,
+        last: bool,
+        graph: Option<LiveGraph>,
+    ) -> Window {
+        let start = self.cutter.last();
+        let tasks = self.cutter.cut(&snap, last);
+        let findings = self.engine.judge(&Input {
+            snap: &snap,
+            prev: self.prev.as_ref(),
+            start,
+            graph: graph.as_ref(),
+        });
+        self.seq += 1;
+        self.prev = Some(snap.clone());
+        Window {
+            seq: self.seq,
+            start,
+            snapshot: snap,
+            tasks,
+            graph,
+            findings,
+        }
+    }
+
+    /// Takes the live graph when the live index is on. A panic in the capture turns graph
+    /// capture off for the rest of the run (windows and findings go on without it).
+    fn capture_graph(&mut self) -> Option<LiveGraph> {
+        let cfg = self.settings.capture.as_ref()?;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            crate::graph::live::capture(cfg)
+        })) {
+            Ok(g) => g,
+            Err(_) => {
+                self.settings.capture = None;
+                eprintln!(
+                    "heapspan: taking the relation graph panicked; the graph is off for the \
+                     rest of the run"
+                );
+                None
+            }
+        }
+    }
+}
+
+/// The export's end of the window channel.
+pub(crate) fn channel() -> (SyncSender<Arc<Window>>, Receiver<Arc<Window>>) {
+    std::sync::mpsc::sync_channel(EXPORT_BACKLOG)
+}
