@@ -1,14 +1,29 @@
 //! heapspan's quickstart: a small service-like program (an ingest task, a few request workers,
-//! a cache that keeps memory) that prints, on exit, which tasks and spans hold memory.
+//! a cache that keeps memory) that prints, on exit, which tasks and spans hold memory and what
+//! is wrong with it.
 //!
 //! ```text
 //! cargo run --release --example quickstart
 //! ```
-//! Needs no collector. `QUICKSTART_REQUESTS` sets how many requests it serves (default 2000).
-//! With `HEAPSPAN_LIVE_INDEX=full` it also prints the strongest edges of the relation graph:
-//! what the live memory is made of (see `examples/graph.rs` for more).
+//! Needs no collector. `QUICKSTART_REQUESTS` sets how many requests it serves (default 2400).
+//!
+//! It plants three real problems, which its report's "Findings" section names:
+//! - the `loader` task leaks a 1 MiB table that nothing points to when it ends
+//!   (`task.escaped_allocation`, holder: nothing on the heap);
+//! - every `request` span leaves a 1 KiB audit record in a global `Vec`
+//!   (`span.residue_growth`: a per-request leak);
+//! - the `cache` task builds two `Rc`s that point at each other and drops its handles
+//!   (`refcount.unreachable_cycle`).
+//!
+//! The live index is on (the relation graph tells who holds what). A service keeps the default
+//! 10-second window; the quickstart cuts its windows itself ([`heapspan::Guard::cut_window`]),
+//! one per batch of requests, so that a second of work spans the dozen windows a growth test
+//! needs.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -17,6 +32,12 @@ use tracing::{info_span, Instrument};
 // 1. Count every allocation.
 #[global_allocator]
 static ALLOC: heapspan::Allocator = heapspan::Allocator::system();
+
+/// Audit records kept for ever: the per-request leak.
+static AUDIT: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// Windows the quickstart cuts (one per batch of requests).
+const WINDOWS: u64 = 12;
 
 /// A request as the ingest task hands it to a worker.
 struct Request {
@@ -50,6 +71,12 @@ async fn worker(mut rx: mpsc::Receiver<Request>, cache: mpsc::Sender<(String, Ve
             let fields = info_span!("parse").in_scope(|| parse(&req.body));
             let response = info_span!("render").in_scope(|| render(&fields));
             tokio::task::yield_now().await;
+            // The planted per-request leak: an audit record nobody ever removes.
+            AUDIT.lock().unwrap().push(
+                format!("{} {}", req.id, req.path)
+                    .into_bytes()
+                    .repeat(1024 / 16),
+            );
             let len = response.len();
             // Every tenth response is cached: that memory outlives the request.
             if req.id % 10 == 0 {
@@ -62,8 +89,27 @@ async fn worker(mut rx: mpsc::Receiver<Request>, cache: mpsc::Sender<(String, Ve
     }
 }
 
-/// Keeps everything it is sent: the task that holds memory.
+/// A graph node that can point at another (for the planted cycle).
+struct Peer {
+    payload: Vec<u8>,
+    next: RefCell<Option<Rc<Peer>>>,
+}
+
+/// Keeps what it is sent, up to 500 paths: the task that holds memory (and plateaus).
 async fn cache(mut rx: mpsc::Receiver<(String, Vec<u8>)>) -> usize {
+    {
+        // The planted cycle: two Rcs that point at each other, their handles dropped.
+        let a = Rc::new(Peer {
+            payload: vec![1; 64 << 10],
+            next: RefCell::new(None),
+        });
+        let b = Rc::new(Peer {
+            payload: vec![2; 64 << 10],
+            next: RefCell::new(Some(a.clone())),
+        });
+        *a.next.borrow_mut() = Some(b.clone());
+        let _ = (a.payload.len(), b.payload.len());
+    }
     let mut entries: HashMap<String, Vec<u8>> = HashMap::new();
     while let Some((k, v)) = rx.recv().await {
         entries.insert(k, v);
@@ -73,12 +119,29 @@ async fn cache(mut rx: mpsc::Receiver<(String, Vec<u8>)>) -> usize {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // 2. Start heapspan: aggregator thread plus a global subscriber with heapspan's layer.
-    let guard = heapspan::init()?;
+    // 2. Start heapspan with the live index on (the relation graph says who holds what), and
+    //    install a subscriber with heapspan's layer.
+    use tracing_subscriber::layer::SubscriberExt;
+    let guard = heapspan::Builder::from_env()?
+        .live_index(heapspan::IndexMode::Full)
+        // Windows are cut below, one per batch; the timer would cut one an hour.
+        .export(heapspan::export::ExportConfig::default().window(Duration::from_secs(3600)))
+        .start()?;
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::registry().with(heapspan::layer()),
+    )?;
     let requests: u64 = std::env::var("QUICKSTART_REQUESTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2000);
+        .unwrap_or(2400)
+        .max(WINDOWS);
+
+    // The planted escape: a loader whose table outlives it, pointed at by nothing.
+    heapspan::spawn("loader", async {
+        let table: &'static mut [u8] = Box::leak(vec![7u8; 1 << 20].into_boxed_slice());
+        table.len()
+    })
+    .await?;
 
     // 3. Name the tasks you spawn (with `--cfg tokio_unstable`, tokio's own names work too).
     let (cache_tx, cache_rx) = mpsc::channel(256);
@@ -91,8 +154,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     // Held until the report, so the cache is still alive (and holding memory) when it prints.
     let cache_open = cache_tx;
+    let (batch_tx, mut batch_done) = mpsc::channel::<()>(1);
     let ingest = heapspan::spawn("ingest", async move {
         let mut served = 0usize;
+        let per_window = requests / WINDOWS;
         for id in 0..requests {
             let (reply, answer) = oneshot::channel();
             let body = vec![b'a' + (id % 26) as u8; 512 + (id as usize % 7) * 256];
@@ -106,16 +171,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 break;
             }
             served += answer.await.unwrap_or(0);
-            if id % 500 == 499 {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            if id % per_window == per_window - 1 && batch_tx.send(()).await.is_err() {
+                break;
             }
         }
         served
     });
+    // One window per batch of requests.
+    let mut windows = 0;
+    while batch_done.recv().await.is_some() {
+        guard.cut_window();
+        windows += 1;
+    }
     let served = ingest.await?;
     // Let the workers see their queues close and end.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    println!("served {requests} requests ({served} response bytes)");
+    println!("served {requests} requests ({served} response bytes) in {windows} windows");
     println!("{}", guard.report(8));
     if let Some(g) = guard.graph() {
         println!(

@@ -279,6 +279,8 @@ pub const FINDING_CYCLE_MEMBERS: &str = "heapspan.finding.cycle.members";
 pub const FINDING_CYCLE_REFCOUNTED: &str = "heapspan.finding.cycle.refcounted";
 /// Evidence, i64: strong references of the cycle's `Rc`/`Arc` blocks (all from inside it).
 pub const FINDING_CYCLE_STRONG: &str = "heapspan.finding.cycle.strong";
+/// Evidence, i64: consecutive windows the cycle was found unreachable in, with the same members.
+pub const FINDING_CYCLE_WINDOWS: &str = "heapspan.finding.cycle.windows";
 /// Evidence, i64: clone edges of the group.
 pub const FINDING_CLONES: &str = "heapspan.finding.clones";
 /// Evidence, i64: size of each copy.

@@ -18,11 +18,14 @@ use crate::graph::EdgeKind;
 /// do not count.
 const MIN_CONFIDENCE: f32 = 0.5;
 
+/// A group of copies: (site, span group, task name, size); its value: (copies, bytes, a copy's
+/// node index).
+type GroupKey = (u64, u64, Option<String>, usize);
+
 pub(crate) fn run(cfg: &FindingsConfig, input: &Input<'_>, out: &mut Vec<Draft>) {
     let Some(g) = input.graph else { return };
     let graph = &g.graph;
-    // (site, span group, task name, size) → (copies, bytes, a copy's node index)
-    let mut groups: HashMap<(u64, u64, Option<String>, usize), (u64, u64, usize)> = HashMap::new();
+    let mut groups: HashMap<GroupKey, (u64, u64, usize)> = HashMap::new();
     for e in graph
         .edges_of(EdgeKind::Clone)
         .filter(|e| e.confidence >= MIN_CONFIDENCE)

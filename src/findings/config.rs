@@ -241,7 +241,7 @@ impl FindingsConfig {
         if self.cycle_confirm_windows == 0 {
             return Err(bad("findings.cycle_confirm_windows", "0", "at least 1"));
         }
-        if !(self.churn_allocations_per_sec > 0.0) {
+        if self.churn_allocations_per_sec.is_nan() || self.churn_allocations_per_sec <= 0.0 {
             return Err(bad(
                 "findings.churn_allocations_per_sec",
                 &self.churn_allocations_per_sec.to_string(),

@@ -167,7 +167,7 @@ fn draft(cfg: &FindingsConfig, g: &LiveGraph, members: &[AllocId], windows: u32)
     d.ev(n::FINDING_CYCLE_MEMBERS, members.len());
     d.ev(n::FINDING_CYCLE_REFCOUNTED, refcounted);
     d.ev(n::FINDING_CYCLE_STRONG, strong);
-    d.ev(n::FINDING_WINDOWS, u64::from(windows));
+    d.ev(n::FINDING_CYCLE_WINDOWS, u64::from(windows));
     d
 }
 

@@ -239,7 +239,7 @@ fn classify(
         s.1 += 1;
     }
     let mut v: Vec<(Class, u64, u64)> = sums.into_iter().map(|(c, (b, a))| (c, b, a)).collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1));
+    v.sort_by_key(|c| std::cmp::Reverse(c.1));
     v
 }
 

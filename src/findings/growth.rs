@@ -132,11 +132,7 @@ impl State {
             let label = format!("{}::{}", s.target, s.name);
             let instances =
                 closed.back().copied().unwrap_or(0) - closed.front().copied().unwrap_or(0);
-            let per = if instances > 0 {
-                g.bytes / instances
-            } else {
-                0
-            };
+            let per = g.bytes.checked_div(instances).unwrap_or(0);
             let severity = if g.bytes >= cfg.growth_high_bytes {
                 Severity::High
             } else {
@@ -241,6 +237,43 @@ impl State {
             out.push(d);
         }
         self.tasks.retain(|k, _| live.contains_key(k));
+    }
+}
+
+/// A task's growth that the residue growth of spans found this window accounts for (the task
+/// grew by no more than the growing spans' residue did) is the same leak seen from the task:
+/// the span finding is the precise one, so the task's is kept as an info-level hint that
+/// points at it. A task growing for a reason of its own while a span leaks, by less than the
+/// span's growth, is so shown as a hint only (visible in [`crate::Guard::findings`]).
+pub(crate) fn explain_task_growth(drafts: &mut [Draft]) {
+    let growth = |d: &Draft| {
+        d.evidence.iter().find_map(|(k, v)| match v {
+            super::EvidenceValue::Int(b) if *k == n::FINDING_GROWTH_BYTES => Some(*b),
+            _ => None,
+        })
+    };
+    let spans: Vec<(String, i64)> = drafts
+        .iter()
+        .filter(|d| d.kind == Kind::SpanResidueGrowth)
+        .filter_map(|d| Some((d.span_name.clone()?, growth(d)?)))
+        .collect();
+    let total: i64 = spans.iter().map(|(_, b)| b).sum();
+    if total <= 0 {
+        return;
+    }
+    let names: Vec<&str> = spans.iter().map(|(s, _)| s.as_str()).collect();
+    for d in drafts
+        .iter_mut()
+        .filter(|d| d.kind == Kind::TaskMemoryGrowth)
+    {
+        if growth(d).is_some_and(|g| g <= total + total / 10) {
+            d.severity = Severity::Info;
+            d.verdict = Verdict::Diagnostic;
+            d.summary.push_str(&format!(
+                "; the residue growth of span {} accounts for it (reported there)",
+                names.join(", ")
+            ));
+        }
     }
 }
 

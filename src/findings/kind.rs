@@ -332,7 +332,7 @@ impl Finding {
         }
         if let Some(l) = self.location_str() {
             if !s.is_empty() {
-                s.push_str(" ");
+                s.push(' ');
             }
             s.push_str("at ");
             s.push_str(&l);

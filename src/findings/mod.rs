@@ -206,6 +206,7 @@ impl Engine {
         self.cycles.run(cfg, input, &mut drafts);
         clones::run(cfg, input, &mut drafts);
         churn::run(cfg, input, &mut drafts);
+        growth::explain_task_growth(&mut drafts);
         self.merge(drafts, input.snap.taken_at)
     }
 
