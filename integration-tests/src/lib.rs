@@ -468,6 +468,8 @@ pub fn eventually<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
 
 /// Bytes the test app's `holder` task holds (see `src/bin/export_app.rs`).
 pub const HOLD: i64 = 3 << 20;
+/// Bytes the test app's `leaker` task leaks with `APP_LEAK=1`.
+pub const LEAK: i64 = 1 << 20;
 /// Bytes the test app allocates inside its `request` span (half freed inside it).
 pub const REQUEST_BYTES: i64 = 100_000;
 /// The `heapspan.span.name` of the test app's `request` span.

@@ -6,7 +6,8 @@
 //! Configuration comes from the environment (`OTEL_*`, `HEAPSPAN_*`), as in a real deployment;
 //! `APP_EXPORT=0` turns export off (the baseline of the throughput comparison),
 //! `APP_USER_SPANS=1` exports the app's own spans too (with their memory attributes),
-//! `APP_RUNTIME=current` uses a current-thread runtime. Prints `HOLDING <bytes>` when the hold
+//! `APP_RUNTIME=current` uses a current-thread runtime, `APP_LEAK=1` plants an escaped
+//! allocation (a `leaker` task leaks [`LEAK`] bytes that nothing points to, then ends). Prints `HOLDING <bytes>` when the hold
 //! starts, `DONE iterations=<n>` at the end, and `ERROR: <message>` (exit code 2) if heapspan
 //! refuses its configuration.
 
@@ -20,6 +21,8 @@ static ALLOC: heapspan::Allocator = heapspan::Allocator::system();
 
 /// Bytes the `holder` task holds.
 pub const HOLD: usize = 3 << 20;
+/// Bytes the `leaker` task leaks with `APP_LEAK=1`.
+pub const LEAK: usize = 1 << 20;
 /// Bytes allocated inside the `request` span.
 pub const REQUEST_BYTES: usize = 100_000;
 
@@ -71,6 +74,14 @@ fn main() {
 
     println!("HOLDING {HOLD}");
     let iterations = rt.block_on(async move {
+        if std::env::var("APP_LEAK").as_deref() == Ok("1") {
+            heapspan::spawn("leaker", async {
+                let leaked: &'static mut [u8] = Box::leak(vec![9u8; LEAK].into_boxed_slice());
+                black_box(leaked.len())
+            })
+            .await
+            .expect("leaker");
+        }
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let holder = heapspan::spawn("holder", async move {
             let v = vec![7u8; HOLD];
