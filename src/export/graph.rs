@@ -299,9 +299,10 @@ impl DotFiles {
 
     /// Writes `live` (taken at `at`); a failure is counted, and the first one reported on
     /// stderr.
-    pub(crate) fn write(&mut self, live: &LiveGraph, at: SystemTime) {
+    /// The danger surfaces of `highlight` (the window's findings' roots) are highlighted.
+    pub(crate) fn write(&mut self, live: &LiveGraph, at: SystemTime, highlight: &[AllocId]) {
         let path = Self::path(&self.dir, at);
-        match self.try_write(live, &path) {
+        match self.try_write(live, &path, highlight) {
             Ok(()) => {
                 if self.written.back() != Some(&path) {
                     self.written.push_back(path);
@@ -330,14 +331,22 @@ impl DotFiles {
 
     /// Writes a hidden temporary file and renames it, so that a reader never sees half a
     /// graph.
-    fn try_write(&self, live: &LiveGraph, path: &Path) -> std::io::Result<()> {
+    fn try_write(
+        &self,
+        live: &LiveGraph,
+        path: &Path,
+        highlight: &[AllocId],
+    ) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
         let name = path.file_name().map(|f| f.to_string_lossy().into_owned());
         let tmp = self.dir.join(format!(
             ".{}.tmp",
             name.as_deref().unwrap_or("heapspan-graph")
         ));
-        let dot = live.to_dot(&DotOptions::default());
+        let dot = live.to_dot(&DotOptions {
+            highlight: highlight.to_vec(),
+            ..DotOptions::default()
+        });
         let r = std::fs::write(&tmp, dot).and_then(|()| std::fs::rename(&tmp, path));
         if r.is_err() {
             let _ = std::fs::remove_file(&tmp);
@@ -654,7 +663,7 @@ pub(crate) mod tests {
         files.keep = 2;
         let at = |ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
         for ms in [1000, 2000, 2000, 3000] {
-            files.write(&live, at(ms));
+            files.write(&live, at(ms), &[]);
         }
         let mut names: Vec<String> = std::fs::read_dir(&dir)
             .unwrap()

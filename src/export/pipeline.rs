@@ -858,7 +858,8 @@ impl Exporter {
                 ins.graph_edges.record(count as u64, attrs);
             }
             if let Some(dot) = &mut self.dot {
-                dot.write(g, taken_at);
+                // The danger surfaces of the window's reportable findings.
+                dot.write(g, taken_at, &w.findings.surface_roots);
             }
         }
         for id in &w.findings.emit {

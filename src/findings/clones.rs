@@ -12,20 +12,20 @@ use std::collections::HashMap;
 
 use super::{human, raise, Draft, FindingsConfig, Input, Kind, Severity, Verdict};
 use crate::export::names as n;
-use crate::graph::EdgeKind;
+use crate::graph::{AllocId, EdgeKind};
 
 /// Clone edges below this confidence (contents that only look alike, such as zeroed buffers)
 /// do not count.
 const MIN_CONFIDENCE: f32 = 0.5;
 
 /// A group of copies: (site, span group, task name, size); its value: (copies, bytes, a copy's
-/// node index).
+/// node index, the first copies' ids).
 type GroupKey = (u64, u64, Option<String>, usize);
 
 pub(crate) fn run(cfg: &FindingsConfig, input: &Input<'_>, out: &mut Vec<Draft>) {
     let Some(g) = input.graph else { return };
     let graph = &g.graph;
-    let mut groups: HashMap<GroupKey, (u64, u64, usize)> = HashMap::new();
+    let mut groups: HashMap<GroupKey, (u64, u64, usize, Vec<AllocId>)> = HashMap::new();
     for e in graph
         .edges_of(EdgeKind::Clone)
         .filter(|e| e.confidence >= MIN_CONFIDENCE)
@@ -46,11 +46,14 @@ pub(crate) fn run(cfg: &FindingsConfig, input: &Input<'_>, out: &mut Vec<Draft>)
         } else {
             (0, 0, g.task_name_of(i), node.size)
         };
-        let s = groups.entry(key).or_insert((0, 0, i));
+        let s = groups.entry(key).or_insert((0, 0, i, Vec::new()));
         s.0 += 1;
         s.1 += node.weighted_size();
+        if s.3.len() < super::MAX_ROOTS {
+            s.3.push(node.id);
+        }
     }
-    for ((_, _, _, size), (copies, bytes, i)) in groups {
+    for ((_, _, _, size), (copies, bytes, i, roots)) in groups {
         if (copies as usize) < cfg.clone_storm_min_clones && bytes < cfg.clone_storm_min_bytes {
             continue;
         }
@@ -84,6 +87,7 @@ pub(crate) fn run(cfg: &FindingsConfig, input: &Input<'_>, out: &mut Vec<Draft>)
         d.span_name = span_name;
         d.location = location;
         d.from_graph = true;
+        d.roots = roots;
         d.ev(n::FINDING_CLONES, copies);
         d.ev(n::FINDING_CLONE_SIZE, size);
         d.ev(n::FINDING_THRESHOLD, cfg.clone_storm_min_clones);

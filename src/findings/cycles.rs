@@ -163,6 +163,7 @@ fn draft(cfg: &FindingsConfig, g: &LiveGraph, members: &[AllocId], windows: u32)
     d.tasks = tasks;
     d.location = g.site_location(graph.nodes.get(first).map_or(0, |nd| nd.site));
     d.holder = Some(Holder::Cycle);
+    d.roots = members.iter().copied().take(super::MAX_ROOTS).collect();
     d.from_graph = true;
     d.ev(n::FINDING_CYCLE_MEMBERS, members.len());
     d.ev(n::FINDING_CYCLE_REFCOUNTED, refcounted);

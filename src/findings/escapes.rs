@@ -73,7 +73,13 @@ impl State {
             let keys: Vec<TaskKey> = tasks.iter().rev().take(8).map(|t| t.key).collect();
             match input.graph {
                 Some(g) => {
-                    for (class, bytes, allocations) in classify(input, &nm.name, g) {
+                    for Escaped {
+                        class,
+                        bytes,
+                        allocations,
+                        roots,
+                    } in classify(input, &nm.name, g)
+                    {
                         if bytes < cfg.escape_min_bytes {
                             continue;
                         }
@@ -118,6 +124,7 @@ impl State {
                         d.ev(n::FINDING_TASKS, nm.ended);
                         d.ev(n::FINDING_THRESHOLD, cfg.escape_min_bytes);
                         d.holder = Some(holder);
+                        d.roots = roots;
                         out.push(d);
                     }
                 }
@@ -151,13 +158,8 @@ impl State {
     }
 }
 
-/// The live allocations of the ended tasks named `name`, by class: `(class, bytes,
-/// allocations)`, largest first.
-fn classify(
-    input: &Input<'_>,
-    name: &str,
-    g: &crate::graph::live::LiveGraph,
-) -> Vec<(Class, u64, u64)> {
+/// The live allocations of the ended tasks named `name`, by class, largest first.
+fn classify(input: &Input<'_>, name: &str, g: &crate::graph::live::LiveGraph) -> Vec<Escaped> {
     let graph = &g.graph;
     let mut by_id: HashMap<u64, &TaskStats> = HashMap::new();
     for t in &input.snap.tasks {
@@ -230,17 +232,42 @@ fn classify(
             }
         }
     }
-    let mut sums: HashMap<Class, (u64, u64)> = HashMap::new();
+    // Each class's survivors as (bytes, id).
+    let mut sums: HashMap<Class, Vec<(u64, AllocId)>> = HashMap::new();
     for &i in &survivors {
         let node = &graph.nodes[i];
         let c = class.get(&node.id).cloned().unwrap_or(Class::Unowned);
-        let s = sums.entry(c).or_default();
-        s.0 += node.weighted_size();
-        s.1 += 1;
+        sums.entry(c)
+            .or_default()
+            .push((node.weighted_size(), node.id));
     }
-    let mut v: Vec<(Class, u64, u64)> = sums.into_iter().map(|(c, (b, a))| (c, b, a)).collect();
-    v.sort_by_key(|c| std::cmp::Reverse(c.1));
+    let mut v: Vec<Escaped> = sums
+        .into_iter()
+        .map(|(class, mut ids)| {
+            ids.sort_unstable_by(|a, b| b.cmp(a));
+            Escaped {
+                class,
+                bytes: ids.iter().map(|&(b, _)| b).sum(),
+                allocations: ids.len() as u64,
+                roots: ids
+                    .into_iter()
+                    .take(super::MAX_ROOTS)
+                    .map(|(_, id)| id)
+                    .collect(),
+            }
+        })
+        .collect();
+    v.sort_by_key(|c| std::cmp::Reverse(c.bytes));
     v
+}
+
+/// One class of an ended task name's surviving allocations.
+struct Escaped {
+    class: Class,
+    bytes: u64,
+    allocations: u64,
+    /// The largest of them.
+    roots: Vec<AllocId>,
 }
 
 /// Edge kinds that keep their target alive.

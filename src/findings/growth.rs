@@ -228,7 +228,10 @@ impl State {
             d.location = t.location.clone();
             if let Some(gr) = input.graph {
                 d.from_graph = true;
-                d.holder = largest_of_task(gr, t.key.id);
+                if let Some((h, id)) = largest_of_task(gr, t.key.id) {
+                    d.holder = Some(h);
+                    d.roots = vec![id];
+                }
             }
             d.ev(n::FINDING_GROWTH_BYTES, g.bytes);
             d.ev(n::FINDING_GROWTH_SLOPE, g.slope);
@@ -300,7 +303,10 @@ fn top_site_of_span(
 }
 
 /// The node of task `task` that keeps the most bytes alive (its retained size), as a holder.
-pub(crate) fn largest_of_task(g: &crate::graph::live::LiveGraph, task: u64) -> Option<Holder> {
+pub(crate) fn largest_of_task(
+    g: &crate::graph::live::LiveGraph,
+    task: u64,
+) -> Option<(Holder, crate::graph::AllocId)> {
     let graph = &g.graph;
     let (i, bytes) = graph
         .nodes
@@ -320,12 +326,15 @@ pub(crate) fn largest_of_task(g: &crate::graph::live::LiveGraph, task: u64) -> O
         })
         .max_by_key(|&(_, b)| b)?;
     let node = &graph.nodes[i];
-    Some(Holder::Allocation {
-        bytes,
-        location: (node.site != 0)
-            .then(|| g.site_location(node.site).map(|l| l.to_string()))
-            .flatten(),
-    })
+    Some((
+        Holder::Allocation {
+            bytes,
+            location: (node.site != 0)
+                .then(|| g.site_location(node.site).map(|l| l.to_string()))
+                .flatten(),
+        },
+        node.id,
+    ))
 }
 
 #[cfg(test)]

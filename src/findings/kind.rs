@@ -306,6 +306,12 @@ pub struct Finding {
     pub last_seen: SystemTime,
     /// Windows it was found in.
     pub windows: u32,
+    /// With the graph: the allocations at the root of its danger surface (the largest 64 of
+    /// them: escaped blocks, a cycle's members, a task's
+    /// largest holder, the copies of a storm). Allocation ids stay valid while the allocations
+    /// live, so a later graph can draw their surface:
+    /// `graph.to_dot(&DotOptions { highlight: finding.roots.clone(), ..Default::default() })`.
+    pub roots: Vec<crate::graph::AllocId>,
 }
 
 impl Finding {

@@ -2,12 +2,12 @@
 //! per request"), judged once per window from what the window stage hands over (the snapshot,
 //! the previous one, and the relation graph when the live index is on).
 //!
-//! One file per family: [`escapes`] (allocations that outlive their task, frees after a task's
-//! end), [`growth`] (span residue and task memory that keep growing), [`stalls`] (tasks
-//! suspended or stalled while holding memory, large futures), [`cycles`] (unreachable `Rc`/`Arc`
-//! cycles), [`clones`] (clone storms), [`churn`] (temporary allocations at high rates).
+//! One file per family: `escapes` (allocations that outlive their task, frees after a task's
+//! end), `growth` (span residue and task memory that keep growing), `stalls` (tasks
+//! suspended or stalled while holding memory, large futures), `cycles` (unreachable `Rc`/`Arc`
+//! cycles), `clones` (clone storms), `churn` (temporary allocations at high rates).
 //!
-//! Each detector returns drafts; the [`Engine`] gives each its stable id (kind, code location,
+//! Each detector returns drafts; the `Engine` gives each its stable id (kind, code location,
 //! task or span name, holder), merges it with the same problem found in earlier windows (one
 //! finding per problem, with counts, never one per window), scores it
 //! (`base(kind) × verdict`, plus 0.05 for each window it was found in again, at most 0.15) and
@@ -29,10 +29,13 @@ pub use config::*;
 pub use kind::{EvidenceValue, Finding, FindingId, Holder, Kind, Severity, Verdict};
 
 use crate::graph::live::LiveGraph;
+use crate::graph::AllocId;
 use crate::{Location, Snapshot, TaskKey};
 
 /// Findings kept at once; beyond it the lowest scored are forgotten.
 const MAX_ACTIVE: usize = 1000;
+/// Root allocations a finding names at most (the largest).
+pub(crate) const MAX_ROOTS: usize = 64;
 
 /// What one window hands to the detectors.
 pub(crate) struct Input<'a> {
@@ -74,6 +77,7 @@ pub(crate) struct Draft {
     pub(crate) summary: String,
     pub(crate) evidence: Vec<(&'static str, EvidenceValue)>,
     pub(crate) from_graph: bool,
+    pub(crate) roots: Vec<AllocId>,
 }
 
 impl Draft {
@@ -93,6 +97,7 @@ impl Draft {
             summary,
             evidence: Vec::new(),
             from_graph: false,
+            roots: Vec::new(),
         }
     }
 
@@ -171,6 +176,9 @@ pub(crate) struct Judged {
     pub(crate) emit: Vec<FindingId>,
     /// Findings that are new at their severity (reportable ones): the counter's increments.
     pub(crate) counted: Vec<(Kind, Severity)>,
+    /// The roots of the reportable findings' danger surfaces (what the DOT output
+    /// highlights).
+    pub(crate) surface_roots: Vec<AllocId>,
 }
 
 /// The detectors' state across windows.
@@ -219,6 +227,8 @@ impl Engine {
                 // Two drafts of one problem in a window: add them up.
                 f.bytes += d.bytes;
                 f.allocations += d.allocations;
+                let room = MAX_ROOTS.saturating_sub(f.roots.len());
+                f.roots.extend(d.roots.into_iter().take(room));
                 continue;
             }
             let prev = self.active.get(&id);
@@ -247,6 +257,7 @@ impl Engine {
                 summary: d.summary,
                 evidence: d.evidence,
                 from_graph: d.from_graph,
+                roots: d.roots,
                 first_seen: prev.map_or(now, |p| p.first_seen),
                 last_seen: now,
                 windows,
@@ -274,6 +285,11 @@ impl Engine {
                 out.emit.retain(|&i| i != f.id);
             }
         }
+        out.surface_roots = current
+            .iter()
+            .filter(|f| f.score >= self.cfg.min_score)
+            .flat_map(|f| f.roots.iter().copied())
+            .collect();
         out.current = current;
         self.active = next;
         out

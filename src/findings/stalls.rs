@@ -37,14 +37,15 @@ pub(crate) fn run(cfg: &FindingsConfig, input: &Input<'_>, out: &mut Vec<Draft>)
         if !stalled && idle < cfg.suspended_after {
             continue;
         }
-        let (held, holder, from_graph) = match (input.graph, &by_task) {
-            (Some(g), Some(map)) => {
-                let roots = map.get(&t.key.id).map(Vec::as_slice).unwrap_or(&[]);
-                let (bytes, holder) = held_through_graph(g, roots);
-                (bytes, holder, true)
-            }
-            _ => (t.mem.live_bytes().max(0) as u64, None, false),
-        };
+        let (held, holder, from_graph): (u64, Option<(Holder, AllocId)>, bool) =
+            match (input.graph, &by_task) {
+                (Some(g), Some(map)) => {
+                    let roots = map.get(&t.key.id).map(Vec::as_slice).unwrap_or(&[]);
+                    let (bytes, holder) = held_through_graph(g, roots);
+                    (bytes, holder, true)
+                }
+                _ => (t.mem.live_bytes().max(0) as u64, None, false),
+            };
         let name = t.display_name();
         let mut d = if stalled && held >= cfg.stalled_min_bytes {
             let severity = if held >= cfg.high_bytes {
@@ -92,6 +93,11 @@ pub(crate) fn run(cfg: &FindingsConfig, input: &Input<'_>, out: &mut Vec<Draft>)
         d.tasks = vec![t.key];
         d.location = t.location.clone();
         d.from_graph = from_graph;
+        let (holder, root) = match holder {
+            Some((h, id)) => (Some(h), Some(id)),
+            None => (None, None),
+        };
+        d.roots = root.into_iter().collect();
         d.holder = Some(holder.unwrap_or(if from_graph {
             Holder::Task(t.display_name())
         } else {
@@ -156,7 +162,7 @@ fn nodes_by_task(g: &LiveGraph) -> HashMap<u64, Vec<AllocId>> {
 
 /// Bytes reachable from `roots` over ownership edges, a block behind `strong` references
 /// counted `1 / strong`; and the allocation among them that holds the most, as a holder.
-fn held_through_graph(g: &LiveGraph, roots: &[AllocId]) -> (u64, Option<Holder>) {
+fn held_through_graph(g: &LiveGraph, roots: &[AllocId]) -> (u64, Option<(Holder, AllocId)>) {
     let graph = &g.graph;
     let closure = graph.ownership_closure_of(roots, MAX_WALK);
     let bytes = closure
@@ -179,10 +185,13 @@ fn held_through_graph(g: &LiveGraph, roots: &[AllocId]) -> (u64, Option<Holder>)
         .max_by_key(|&(_, b)| b)
         .and_then(|(id, b)| {
             let node = graph.node(id)?;
-            Some(Holder::Allocation {
-                bytes: b,
-                location: g.site_location(node.site).map(|l| l.to_string()),
-            })
+            Some((
+                Holder::Allocation {
+                    bytes: b,
+                    location: g.site_location(node.site).map(|l| l.to_string()),
+                },
+                id,
+            ))
         });
     (bytes, holder)
 }

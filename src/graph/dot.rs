@@ -2,7 +2,9 @@
 //!
 //! Nodes show their id, size, task and retained size; edges their kind and confidence, styled
 //! by capability (exclusive: solid, shared: bold, borrow: dashed) and coloured by kind; cycle
-//! members are red. Raw addresses appear only with [`DotOptions::show_addresses`]
+//! members are red. With [`DotOptions::highlight`], the danger surface of those roots (their
+//! ownership closure, findings.md) is drawn whatever the edge cap: its nodes filled, the
+//! roots with a double border, its edges thick. Raw addresses appear only with [`DotOptions::show_addresses`]
 //! (telemetry.md, Privacy). Render with `dot -Tsvg graph.dot > graph.svg`.
 
 use std::collections::BTreeSet;
@@ -23,7 +25,14 @@ pub struct DotOptions {
     /// empty; [`LiveGraph::to_dot`](super::live::LiveGraph::to_dot) fills it when sites are
     /// captured.
     pub site_labels: std::collections::BTreeMap<u64, String>,
+    /// Roots whose danger surface (ownership closure, at most [`HIGHLIGHT_NODES`] nodes) is
+    /// highlighted and always drawn, such as a finding's
+    /// [`roots`](crate::findings::Finding::roots). Default empty.
+    pub highlight: Vec<AllocId>,
 }
+
+/// Nodes of the highlighted danger surface drawn at most.
+pub const HIGHLIGHT_NODES: usize = 2000;
 
 impl Default for DotOptions {
     fn default() -> Self {
@@ -32,6 +41,7 @@ impl Default for DotOptions {
             min_confidence: 0.0,
             show_addresses: false,
             site_labels: std::collections::BTreeMap::new(),
+            highlight: Vec::new(),
         }
     }
 }
@@ -81,15 +91,48 @@ pub fn to_dot(graph: &Graph, opts: &DotOptions) -> String {
         .filter(|e| e.confidence >= opts.min_confidence)
         .copied()
         .collect();
-    let edges = top_k_edges(&kept, opts.max_edges);
+    let mut edges = top_k_edges(&kept, opts.max_edges);
     let in_cycle: BTreeSet<AllocId> = graph.cycles.iter().flatten().copied().collect();
-    let mut ids: BTreeSet<AllocId> = BTreeSet::new();
+    let surface = (!opts.highlight.is_empty())
+        .then(|| graph.ownership_closure_of(&opts.highlight, HIGHLIGHT_NODES));
+    let in_surface: BTreeSet<AllocId> = surface
+        .iter()
+        .flat_map(|c| c.nodes.iter().copied())
+        .collect();
+    let roots: BTreeSet<AllocId> = opts
+        .highlight
+        .iter()
+        .copied()
+        .filter(|id| in_surface.contains(id))
+        .collect();
+    // The surface's own ownership edges, whatever the cap.
+    let drawn: BTreeSet<(AllocId, AllocId, EdgeKind)> =
+        edges.iter().map(|e| (e.from, e.to, e.kind)).collect();
+    let extra: Vec<_> = graph
+        .edges
+        .iter()
+        .filter(|e| e.kind.is_ownership())
+        .filter(|e| in_surface.contains(&e.from) && in_surface.contains(&e.to))
+        .filter(|e| !drawn.contains(&(e.from, e.to, e.kind)))
+        .collect();
+    edges.extend(extra);
+    let mut ids: BTreeSet<AllocId> = in_surface.clone();
     for e in &edges {
         ids.insert(e.from);
         ids.insert(e.to);
     }
     let mut out = String::new();
     out.push_str("digraph heapspan {\n");
+    if let Some(c) = &surface {
+        let _ = writeln!(
+            out,
+            "  // danger surface of {} root(s): {} nodes, {}{}",
+            roots.len(),
+            c.nodes.len(),
+            bytes(c.bytes),
+            if c.truncated { " (truncated)" } else { "" }
+        );
+    }
     out.push_str("  rankdir=LR;\n  node [shape=box, fontname=\"Helvetica\", fontsize=10];\n");
     out.push_str("  edge [fontname=\"Helvetica\", fontsize=9];\n");
     for id in &ids {
@@ -122,12 +165,31 @@ pub fn to_dot(graph: &Graph, opts: &DotOptions) -> String {
         } else {
             "black"
         };
-        let _ = writeln!(out, "  n{} [label=\"{label}\", color={colour}];", id.0);
-    }
-    for e in &edges {
+        let fill = if in_surface.contains(id) {
+            ", style=filled, fillcolor=\"#ffd6d6\""
+        } else {
+            ""
+        };
+        let border = if roots.contains(id) {
+            ", peripheries=2, penwidth=2"
+        } else {
+            ""
+        };
         let _ = writeln!(
             out,
-            "  n{} -> n{} [label=\"{} {:.2}\", color={}, style={}];",
+            "  n{} [label=\"{label}\", color={colour}{fill}{border}];",
+            id.0
+        );
+    }
+    for e in &edges {
+        let thick = if in_surface.contains(&e.from) && in_surface.contains(&e.to) {
+            ", penwidth=2.5"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "  n{} -> n{} [label=\"{} {:.2}\", color={}, style={}{thick}];",
             e.from.0,
             e.to.0,
             e.kind,

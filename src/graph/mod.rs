@@ -69,7 +69,7 @@ mod tests;
 
 use std::fmt;
 
-pub use dot::{to_dot, DotOptions};
+pub use dot::{to_dot, DotOptions, HIGHLIGHT_NODES};
 pub use scc::retained_sizes;
 
 const WORD: usize = std::mem::size_of::<usize>();

@@ -631,6 +631,50 @@ fn top_k_and_dot() {
 }
 
 #[test]
+fn dot_highlights_the_danger_surface_of_its_roots_whatever_the_cap() {
+    let (s, _, _) = every_shape(0);
+    let graph = s.build();
+    // The root with the largest ownership closure.
+    let (root, closure) = graph
+        .nodes
+        .iter()
+        .map(|n| (n.id, graph.ownership_closure(n.id, 1000).unwrap()))
+        .max_by_key(|(_, c)| c.nodes.len())
+        .unwrap();
+    assert!(closure.nodes.len() >= 3, "{closure:?}");
+    let dot = to_dot(
+        &graph,
+        &DotOptions {
+            max_edges: 0,
+            highlight: vec![root],
+            ..DotOptions::default()
+        },
+    );
+    assert!(dot.contains(&format!(
+        "danger surface of 1 root(s): {} nodes",
+        closure.nodes.len()
+    )));
+    for id in &closure.nodes {
+        let line = dot
+            .lines()
+            .find(|l| l.starts_with(&format!("  n{} [", id.0)))
+            .unwrap_or_else(|| panic!("surface node {id} drawn:\n{dot}"));
+        assert!(line.contains("fillcolor"), "{line}");
+        assert_eq!(line.contains("peripheries=2"), *id == root, "{line}");
+    }
+    // Every ownership edge inside the surface is drawn (thick), though the cap is 0.
+    let inside = graph
+        .edges
+        .iter()
+        .filter(|e| e.kind.is_ownership())
+        .filter(|e| closure.nodes.contains(&e.from) && closure.nodes.contains(&e.to))
+        .count();
+    assert!(inside >= 2);
+    assert_eq!(dot.matches("penwidth=2.5").count(), inside);
+    assert_eq!(dot.matches(" -> ").count(), inside);
+}
+
+#[test]
 fn kind_and_capability_values_match_the_telemetry_contract() {
     let kinds: Vec<&str> = EdgeKind::ALL.iter().map(|k| k.as_str()).collect();
     assert_eq!(
