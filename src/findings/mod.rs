@@ -21,6 +21,8 @@ mod escapes;
 mod growth;
 mod kind;
 mod stalls;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::time::SystemTime;
