@@ -53,8 +53,10 @@ fn test(s: &Series, cfg: &FindingsConfig) -> Option<Growth> {
         .copied()
         .collect();
     let positive = pts.windows(2).filter(|w| w[1] > w[0]).count() as f64 / k as f64;
-    let grown = pts[k] - pts[0];
-    if positive < cfg.growth_positive_fraction || grown < cfg.growth_min_bytes as i64 {
+    let grown = pts[k].saturating_sub(pts[0]);
+    // Compared as u64: a threshold past i64::MAX (growth findings off) must not wrap.
+    let enough = u64::try_from(grown).is_ok_and(|g| g >= cfg.growth_min_bytes);
+    if positive < cfg.growth_positive_fraction || !enough {
         return None;
     }
     let slope = theil_sen(&pts);
@@ -280,8 +282,17 @@ pub(crate) fn explain_task_growth(drafts: &mut [Draft]) {
     }
 }
 
-/// The allocating site holding the most bytes among the graph's nodes of span `target::name`
+/// Distinct allocation sites of a span symbolized at most per growth finding (the largest by
+/// bytes): symbolizing reads debug info.
+const MAX_SYMBOLIZED_SITES: usize = 64;
+
+/// The code location holding the most bytes among the graph's nodes of span `target::name`
 /// (with sites captured), and those bytes.
+///
+/// A site is a hash of the whole stack, so one line of code is several sites when it is
+/// reached through different callers (a task polled from the worker's run queue or from its
+/// LIFO slot, say): the sites are added up per symbolized location (file and line), so that
+/// the holder's bytes are the line's, not those of its most frequent stack.
 fn top_site_of_span(
     g: &crate::graph::live::LiveGraph,
     target: &str,
@@ -298,8 +309,27 @@ fn top_site_of_span(
             *by_site.entry(node.site).or_default() += node.weighted_size();
         }
     }
-    let (site, bytes) = by_site.into_iter().max_by_key(|&(_, b)| b)?;
-    g.site_location(site).map(|l| (l, bytes))
+    let mut sites: Vec<(u64, u64)> = by_site.into_iter().collect();
+    sites.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    sites.truncate(MAX_SYMBOLIZED_SITES);
+    let mut by_location: Vec<(crate::Location, u64)> = Vec::new();
+    for (site, bytes) in sites {
+        let Some(l) = g.site_location(site) else {
+            continue;
+        };
+        match by_location.iter_mut().find(|(k, _)| *k == l) {
+            Some((_, b)) => *b += bytes,
+            None => by_location.push((l, bytes)),
+        }
+    }
+    // The first of the largest (sites come largest first): deterministic.
+    let mut best: Option<(crate::Location, u64)> = None;
+    for (l, b) in by_location {
+        if best.as_ref().is_none_or(|(_, top)| b > *top) {
+            best = Some((l, b));
+        }
+    }
+    best
 }
 
 /// The node of task `task` that keeps the most bytes alive (its retained size), as a holder.
