@@ -506,7 +506,9 @@ fn an_arc_held_by_three_tasks_is_arc_cloned() {
                     strong: 3,
                     weak: 1,
                     heap_pointers: 3,
+                    surplus: 0,
                     kind: EdgeKind::ArcClone,
+                    kind_proven: true,
                 }
             );
         }
@@ -546,7 +548,7 @@ fn rc_cycle<const N: usize>(tag: u64) -> Vec<Hidden> {
 }
 
 #[test]
-fn rc_cycles_are_rc_cloned_and_found_as_cycles() {
+fn rc_cycles_are_read_as_refcounted_and_found_as_cycles() {
     let rt = runtime();
     let turn = turn();
     // Sixty-four cycles, of two to five Rcs: 224 edges.
@@ -572,11 +574,13 @@ fn rc_cycles_are_rc_cloned_and_found_as_cycles() {
         .iter()
         .flat_map(|c| (0..c.len()).map(|k| (c[k], c[(k + 1) % c.len()])))
         .collect();
-    let (s, right) = score(&g, EdgeKind::RcClone, &expected, within(&fixture));
-    assert_score("Rc cycles", EdgeKind::RcClone, &s);
-    // RcClone: a single in-cycle pointer scores 0.6, times 0.6 for a holder of the block's
-    // own task.
-    assert_rules("Rc cycles", &right, 0.6 * 0.6, Capability::Shared);
+    // Sites are off here: in one task an `Rc` and an `Arc` are laid out alike, so the reading
+    // is the likelier `arc_clone`, unproven (tests/graph_refcount_flavour.rs proves the
+    // flavour from the allocation site). A single in-cycle pointer scores 0.6, times 0.8 for
+    // the unproven flavour.
+    let (s, right) = score(&g, EdgeKind::ArcClone, &expected, within(&fixture));
+    assert_score("Rc cycles", EdgeKind::ArcClone, &s);
+    assert_rules("Rc cycles", &right, 0.6 * 0.8, Capability::Shared);
     for c in &cycles {
         let mut sorted = c.clone();
         sorted.sort_unstable();
@@ -593,7 +597,9 @@ fn rc_cycles_are_rc_cloned_and_found_as_cycles() {
                         strong: 1,
                         weak: 1,
                         heap_pointers: 1,
-                        kind: EdgeKind::RcClone,
+                        surplus: 0,
+                        kind: EdgeKind::ArcClone,
+                        kind_proven: false,
                     }
                 );
             }

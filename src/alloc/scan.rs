@@ -108,6 +108,9 @@ pub(crate) struct Scanned {
     pub(crate) indexed: u64,
     pub(crate) over_budget_nodes: u64,
     pub(crate) over_budget_bytes: u64,
+    /// Nodes bigger than the per-node cap, copied only up to it, and the bytes left out.
+    pub(crate) truncated_nodes: u64,
+    pub(crate) truncated_bytes: u64,
     pub(crate) scanned_bytes: u64,
     pub(crate) deferred_frees: u64,
     pub(crate) unindexed: u64,
@@ -208,6 +211,10 @@ pub(crate) fn scan(caps: Caps) -> Option<Scanned> {
             }
             scratch_budget -= take;
             out.scanned_bytes += take as u64;
+            if take < size {
+                out.truncated_nodes += 1;
+                out.truncated_bytes += (size - take) as u64;
+            }
             out.heap.ranges.push((addr, start, take / WORD));
             let gen = id & 0xFF_FFFF;
             out.task_names.push(Key::new(task, span).task_name());

@@ -157,7 +157,23 @@ fn is_plumbing(name: &str) -> bool {
     .any(|p| name.starts_with(p))
 }
 
-type Cache = Option<std::collections::HashMap<u64, Option<SiteLocation>>>;
+/// Which refcounted box the allocation API on a site's stack makes, when it shows one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flavour {
+    /// `alloc::sync` (`Arc::new` and friends).
+    Arc,
+    /// `alloc::rc` (`Rc::new` and friends).
+    Rc,
+}
+
+/// What symbolizing a site found.
+#[derive(Clone, Debug, Default)]
+struct Resolved {
+    location: Option<SiteLocation>,
+    flavour: Option<Flavour>,
+}
+
+type Cache = Option<std::collections::HashMap<u64, Resolved>>;
 static RESOLVED: Mutex<Cache> = Mutex::new(None);
 const RESOLVED_CACHE: usize = 4096;
 
@@ -165,38 +181,56 @@ const RESOLVED_CACHE: usize = 4096;
 /// code: where the allocation was asked for. Symbolizing takes a lock and allocates (it reads
 /// debug info); results are cached. `None` when the site is unknown or nothing resolves.
 pub fn location(site: u64) -> Option<SiteLocation> {
+    resolve(site).location
+}
+
+/// Whether the allocation API frames of site `site` (those before the caller's) are `Rc`'s or
+/// `Arc`'s: `Rc::new` and `Arc::new` lay their boxes out alike, only the stack tells them
+/// apart. `None` when neither shows (a release build inlines them, and without debug info
+/// the inlined frames have no names). Cached with [`location`].
+pub(crate) fn flavour(site: u64) -> Option<Flavour> {
+    resolve(site).flavour
+}
+
+fn resolve(site: u64) -> Resolved {
     let _own = super::local::InternalScope::enter();
     {
         let cache = RESOLVED.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(l) = cache.as_ref().and_then(|c| c.get(&site)) {
-            return l.clone();
+        if let Some(r) = cache.as_ref().and_then(|c| c.get(&site)) {
+            return r.clone();
         }
     }
     let ips = frames(site);
     if ips.is_empty() {
         // Not in the bounded table: nothing to symbolize, nothing worth caching.
-        return None;
+        return Resolved::default();
     }
-    let mut found = None;
+    let mut found = Resolved::default();
     for ip in ips {
         // The return address points after the call; one byte back is inside it.
         let ip = ip.saturating_sub(1) as *mut std::ffi::c_void;
         backtrace::resolve(ip, |sym| {
-            if found.is_some() {
+            if found.location.is_some() {
                 return;
             }
             let Some(name) = sym.name() else { return };
             let name = format!("{name:#}");
             if is_plumbing(&name) {
+                let bare = name.trim_start_matches('<');
+                if bare.starts_with("alloc::rc::") {
+                    found.flavour.get_or_insert(Flavour::Rc);
+                } else if bare.starts_with("alloc::sync::") {
+                    found.flavour.get_or_insert(Flavour::Arc);
+                }
                 return;
             }
-            found = Some(SiteLocation {
+            found.location = Some(SiteLocation {
                 function: name,
                 file: sym.filename().map(|p| p.display().to_string()),
                 line: sym.lineno(),
             });
         });
-        if found.is_some() {
+        if found.location.is_some() {
             break;
         }
     }

@@ -223,6 +223,14 @@ impl<'g> GraphWindow<'g> {
             i64_of(g.skipped.unreadable),
         ));
         attrs.push(KeyValue::new(
+            n::GRAPH_TRUNCATED_NODES,
+            i64_of(g.skipped.truncated_nodes),
+        ));
+        attrs.push(KeyValue::new(
+            n::GRAPH_TRUNCATED_BYTES,
+            i64_of(g.skipped.truncated_bytes),
+        ));
+        attrs.push(KeyValue::new(
             n::GRAPH_UNINDEXED,
             i64_of(self.live.scan.unindexed),
         ));
@@ -401,8 +409,12 @@ pub(crate) mod tests {
             node(4, 0x1040, 64, 7, 300),
             node(5, 0x1080, 16, 11, 0),
         ];
+        let mut graph = build(&nodes, &heap, &[], &GraphConfig::default());
+        // As a scan reports a node read only up to the per-node cap.
+        graph.skipped.truncated_nodes = 1;
+        graph.skipped.truncated_bytes = 4096;
         LiveGraph {
-            graph: build(&nodes, &heap, &[], &GraphConfig::default()),
+            graph,
             taken_at: Some(taken_at),
             scan: ScanStats {
                 unindexed: 5,
@@ -590,6 +602,8 @@ pub(crate) mod tests {
                 KeyValue::new(n::GRAPH_EDGES_ATTR, 2),
                 KeyValue::new(n::GRAPH_SKIPPED_NODES, 0),
                 KeyValue::new(n::GRAPH_UNSCANNED_NODES, 0),
+                KeyValue::new(n::GRAPH_TRUNCATED_NODES, 1),
+                KeyValue::new(n::GRAPH_TRUNCATED_BYTES, 4096),
                 KeyValue::new(n::GRAPH_UNINDEXED, 5),
             ]
         );

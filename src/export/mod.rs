@@ -37,6 +37,8 @@
 //!     [`names::GRAPH_EDGES_ATTR`] (edges with an end allocated by it), 0 when it has none,
 //!     and the graph's scan figures: [`names::GRAPH_SKIPPED_NODES`] (left out by the node
 //!     cap), [`names::GRAPH_UNSCANNED_NODES`] (in the graph, contents unread),
+//!     [`names::GRAPH_TRUNCATED_NODES`] and [`names::GRAPH_TRUNCATED_BYTES`] (nodes read only
+//!     up to the per-node scan cap, and the bytes left unread),
 //!     [`names::GRAPH_UNINDEXED`] (never indexed: an index table was full). A window span
 //!     without them means no graph was taken that window;
 //!   - [`names::EDGE_EVENT`] span events: the task's top

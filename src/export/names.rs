@@ -187,6 +187,14 @@ pub const GRAPH_SKIPPED_NODES: &str = "heapspan.graph.skipped.nodes";
 /// could not be read ([`Skipped::unreadable`](crate::graph::Skipped::unreadable)): edges out
 /// of them are missing.
 pub const GRAPH_UNSCANNED_NODES: &str = "heapspan.graph.unscanned.nodes";
+/// i64, on a window span, for the whole graph: nodes bigger than the per-node scan cap
+/// ([`GraphConfig::max_scan_bytes_per_node`](crate::graph::GraphConfig::max_scan_bytes_per_node);
+/// [`Skipped::truncated_nodes`](crate::graph::Skipped::truncated_nodes)), read only up to it:
+/// pointers in the rest are missing.
+pub const GRAPH_TRUNCATED_NODES: &str = "heapspan.graph.truncated.nodes";
+/// i64, on a window span, for the whole graph: the bytes of those nodes left unread
+/// ([`Skipped::truncated_bytes`](crate::graph::Skipped::truncated_bytes)).
+pub const GRAPH_TRUNCATED_BYTES: &str = "heapspan.graph.truncated.bytes";
 /// i64, on a window span, for the whole process: allocations not indexed since start because
 /// a thread's index table was full
 /// ([`ScanStats::unindexed`](crate::graph::live::ScanStats::unindexed); raise
@@ -281,6 +289,9 @@ pub const FINDING_CYCLE_REFCOUNTED: &str = "heapspan.finding.cycle.refcounted";
 pub const FINDING_CYCLE_STRONG: &str = "heapspan.finding.cycle.strong";
 /// Evidence, i64: consecutive windows the cycle was found unreachable in, with the same members.
 pub const FINDING_CYCLE_WINDOWS: &str = "heapspan.finding.cycle.windows";
+/// Evidence of `refcount.unreachable_cycle`: pointer words from outside the cycle set aside
+/// because the members' counts prove they are not references (stale words, borrows).
+pub const FINDING_CYCLE_SET_ASIDE: &str = "heapspan.finding.cycle.set_aside";
 /// Evidence, i64: clone edges of the group.
 pub const FINDING_CLONES: &str = "heapspan.finding.clones";
 /// Evidence, i64: size of each copy.

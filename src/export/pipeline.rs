@@ -1275,6 +1275,8 @@ mod tests {
             (n::GRAPH_EDGES_ATTR, 2),
             (n::GRAPH_SKIPPED_NODES, 0),
             (n::GRAPH_UNSCANNED_NODES, 0),
+            (n::GRAPH_TRUNCATED_NODES, 1),
+            (n::GRAPH_TRUNCATED_BYTES, 4096),
             (n::GRAPH_UNINDEXED, 5),
         ] {
             assert_eq!(attr(&w7.attributes, key), Some(&Value::I64(v)), "{key}");

@@ -209,7 +209,9 @@ impl FindingsConfig {
             self.growth_windows = v
                 .trim()
                 .parse()
-                .map_err(|_| bad("HEAPSPAN_GROWTH_WINDOWS", &v, "an integer from 2 to 1000"))?;
+                .ok()
+                .filter(|k| (2..=1000).contains(k))
+                .ok_or_else(|| bad("HEAPSPAN_GROWTH_WINDOWS", &v, "an integer from 2 to 1000"))?;
         }
         Ok(self)
     }

@@ -3,13 +3,15 @@
 //!
 //! A candidate is a strongly connected component of the graph's ownership edges
 //! ([`Graph::cycles`](crate::graph::Graph::cycles)) with at least one block taken for an
-//! `RcBox`/`ArcInner` ([`Graph::refcounts`](crate::graph::Graph::refcounts)). It is unreachable
-//! when every pointer found into its members comes from a member, and each refcounted member's
-//! counts are all accounted for by those pointers (`strong + weak − 1` of them: a reference on
-//! a stack, in a static or in an unindexed block is not seen, and leaves a count unaccounted
-//! for, so the cycle is not claimed). Counts are read while the application runs, so a cycle is
-//! reported only once found so in [`FindingsConfig::cycle_confirm_windows`] consecutive
-//! windows, with the same members.
+//! `RcBox`/`ArcInner` ([`Graph::refcounts`](crate::graph::Graph::refcounts)). Only a counted
+//! handle keeps a cycle alive, so it is unreachable when each refcounted member's counts are
+//! all accounted for by pointers from members (`strong + weak − 1` of them: a reference on a
+//! stack, in a static or in an unindexed block is not seen, and leaves a count unaccounted
+//! for, so the cycle is not claimed). Pointer words from outside into members whose counts are
+//! already accounted for cannot be handles (stale words in reused blocks, borrows): they are
+//! set aside, named in the evidence, and make the finding probable instead of confirmed.
+//! Counts are read while the application runs, so a cycle is reported only once found so in
+//! [`FindingsConfig::cycle_confirm_windows`] consecutive windows, with the same members.
 
 use std::collections::{HashMap, HashSet};
 
@@ -33,21 +35,35 @@ impl State {
             return;
         };
         let mut next = HashMap::new();
-        for members in unreachable(g) {
+        for Unreachable { members, set_aside } in unreachable(g) {
             let key = hash_ids(&members);
             let windows = self.seen.get(&key).copied().unwrap_or(0) + 1;
             next.insert(key, windows);
             if windows < cfg.cycle_confirm_windows {
                 continue;
             }
-            out.push(draft(cfg, g, &members, windows));
+            out.push(draft(cfg, g, &members, windows, set_aside));
         }
         self.seen = next;
     }
 }
 
-/// The cycles of `g` that nothing outside them holds, each sorted by id.
-pub(crate) fn unreachable(g: &LiveGraph) -> Vec<Vec<AllocId>> {
+/// A cycle nothing outside holds: its members, and the pointer words from outside it that the
+/// counts prove are not references (stale words in reused blocks, or borrows).
+pub(crate) struct Unreachable {
+    pub(crate) members: Vec<AllocId>,
+    pub(crate) set_aside: u64,
+}
+
+/// The cycles of `g` that nothing outside them holds, members sorted by id.
+///
+/// Only a counted reference (an `Rc`/`Arc`/`Weak` handle) keeps a cycle alive, and every such
+/// handle is in a count: so a cycle is unreachable when each refcounted member's
+/// `strong + weak − 1` references are all found as pointer words in members. Words from
+/// outside pointing into a member whose counts the members already account for cannot be
+/// handles: they are set aside (and lower the finding's confidence). Words from outside into
+/// a member whose counts are not all accounted for leave the cycle held.
+pub(crate) fn unreachable(g: &LiveGraph) -> Vec<Unreachable> {
     let graph = &g.graph;
     let mut found = Vec::new();
     for members in &graph.cycles {
@@ -55,24 +71,18 @@ pub(crate) fn unreachable(g: &LiveGraph) -> Vec<Vec<AllocId>> {
         if !members.iter().any(|&m| graph.refcount_of(m).is_some()) {
             continue;
         }
-        // Pointers into each member: from members, and from anywhere else.
+        // Pointer words into each member's start from members; words from anywhere else.
         let mut inside: HashMap<AllocId, u64> = HashMap::new();
-        let mut outside = false;
+        let mut outside: u64 = 0;
         for e in graph.edges.iter().filter(|e| set.contains(&e.to)) {
             if !points_at_start(e.kind) && e.kind != EdgeKind::Slice {
                 continue;
             }
-            if set.contains(&e.from) {
-                if points_at_start(e.kind) {
-                    *inside.entry(e.to).or_default() += u64::from(e.evidence);
-                }
-            } else {
-                outside = true;
-                break;
+            if !set.contains(&e.from) {
+                outside += u64::from(e.evidence);
+            } else if points_at_start(e.kind) {
+                *inside.entry(e.to).or_default() += u64::from(e.evidence);
             }
-        }
-        if outside {
-            continue;
         }
         let accounted = members.iter().all(|&m| match graph.refcount_of(m) {
             Some(r) => {
@@ -82,7 +92,10 @@ pub(crate) fn unreachable(g: &LiveGraph) -> Vec<Vec<AllocId>> {
             None => true,
         });
         if accounted {
-            found.push(members.clone());
+            found.push(Unreachable {
+                members: members.clone(),
+                set_aside: outside,
+            });
         }
     }
     found
@@ -96,7 +109,13 @@ fn points_at_start(k: EdgeKind) -> bool {
     )
 }
 
-fn draft(cfg: &FindingsConfig, g: &LiveGraph, members: &[AllocId], windows: u32) -> Draft {
+fn draft(
+    cfg: &FindingsConfig,
+    g: &LiveGraph,
+    members: &[AllocId],
+    windows: u32,
+    set_aside: u64,
+) -> Draft {
     let graph = &g.graph;
     let idx: Vec<usize> = members.iter().filter_map(|&m| graph.index_of(m)).collect();
     let own: u64 = idx.iter().map(|&i| graph.nodes[i].weighted_size()).sum();
@@ -110,10 +129,20 @@ fn draft(cfg: &FindingsConfig, g: &LiveGraph, members: &[AllocId], windows: u32)
         .filter_map(|&m| graph.refcount_of(m))
         .map(|r| r.strong)
         .sum();
-    let arc = members
+    // The flavour, where a member's holders in two tasks or its allocation site prove it.
+    let proven: Vec<EdgeKind> = members
         .iter()
         .filter_map(|&m| graph.refcount_of(m))
-        .any(|r| r.kind == EdgeKind::ArcClone);
+        .filter(|r| r.kind_proven)
+        .map(|r| r.kind)
+        .collect();
+    let flavour = if proven.contains(&EdgeKind::ArcClone) {
+        "Arc"
+    } else if !proven.is_empty() {
+        "Rc"
+    } else {
+        "Rc/Arc"
+    };
     // Named after the largest member: its task, span and site.
     let first = idx
         .iter()
@@ -141,9 +170,9 @@ fn draft(cfg: &FindingsConfig, g: &LiveGraph, members: &[AllocId], windows: u32)
         Verdict::Confirmed,
         format!(
             "{} {} blocks ({} in all) hold each other in a cycle that nothing else points to: \
-             every strong count is accounted for by pointers inside it{}",
+             every strong count is accounted for by pointers inside it{}{}",
             members.len(),
-            if arc { "Arc" } else { "Rc" },
+            flavour,
             human(bytes),
             match tasks.len() {
                 0 => String::new(),
@@ -152,10 +181,24 @@ fn draft(cfg: &FindingsConfig, g: &LiveGraph, members: &[AllocId], windows: u32)
                     task_name.as_deref().unwrap_or("?")
                 ),
                 k => format!(" (allocated by {k} tasks)"),
+            },
+            if set_aside > 0 {
+                format!(
+                    "; {set_aside} pointer word(s) from outside were set aside: the counts \
+                     prove they are not references (stale words in a reused block, or borrows)"
+                )
+            } else {
+                String::new()
             }
         ),
     );
-    d.confidence = 0.9;
+    // Words set aside rest on the counts alone: probable, not confirmed.
+    if set_aside > 0 {
+        d.verdict = Verdict::Probable;
+        d.confidence = 0.7;
+    } else {
+        d.confidence = 0.9;
+    }
     d.bytes = bytes;
     d.allocations = members.len() as u64;
     d.task_name = task_name;
@@ -169,6 +212,7 @@ fn draft(cfg: &FindingsConfig, g: &LiveGraph, members: &[AllocId], windows: u32)
     d.ev(n::FINDING_CYCLE_REFCOUNTED, refcounted);
     d.ev(n::FINDING_CYCLE_STRONG, strong);
     d.ev(n::FINDING_CYCLE_WINDOWS, u64::from(windows));
+    d.ev(n::FINDING_CYCLE_SET_ASIDE, set_aside);
     d
 }
 
@@ -182,4 +226,70 @@ fn hash_ids(ids: &[AllocId]) -> u64 {
         }
     }
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::{build, FlatHeap, GraphConfig, Node};
+
+    /// Two `RcBox`es `[strong 1, weak 1, next, value]` pointing at each other, and a 64-byte
+    /// block of another task whose word 3 points at the first: `stale` is a word left in a
+    /// reused block (the counts have no room for it); without it, the block holds nothing.
+    fn cycle_with_outside_word(stale: bool) -> LiveGraph {
+        let mut heap = FlatHeap::new(0x1000, 32);
+        for (at, next, v) in [(0x1000, 0x1040, 1), (0x1040, 0x1000, 2)] {
+            heap.write(at, 1);
+            heap.write(at + 8, 1);
+            heap.write(at + 16, next);
+            heap.write(at + 24, v);
+        }
+        if stale {
+            heap.write(0x1080 + 24, 0x1000);
+        }
+        let mut nodes = vec![
+            Node::new(AllocId(1), 0x1000, 32),
+            Node::new(AllocId(2), 0x1040, 32),
+            Node::new(AllocId(3), 0x1080, 64),
+        ];
+        nodes[0].task = 5;
+        nodes[1].task = 5;
+        nodes[2].task = 6;
+        LiveGraph {
+            graph: build(&nodes, &heap, &[], &GraphConfig::default()),
+            ..LiveGraph::default()
+        }
+    }
+
+    #[test]
+    fn an_outside_word_the_counts_have_no_room_for_is_set_aside() {
+        let clean = unreachable(&cycle_with_outside_word(false));
+        assert_eq!(clean.len(), 1);
+        assert_eq!(clean[0].members, [AllocId(1), AllocId(2)]);
+        assert_eq!(clean[0].set_aside, 0);
+
+        let g = cycle_with_outside_word(true);
+        let found = unreachable(&g);
+        assert_eq!(found.len(), 1, "a stale word does not hold the cycle");
+        assert_eq!(found[0].set_aside, 1);
+        let d = draft(&FindingsConfig::default(), &g, &found[0].members, 2, 1);
+        assert_eq!(d.verdict, Verdict::Probable, "resting on the counts alone");
+        assert!(d.summary.contains("set aside"), "{}", d.summary);
+    }
+
+    #[test]
+    fn an_outside_reference_the_counts_have_room_for_holds_the_cycle() {
+        // The first box's strong count is 2: the outside word is a real `Rc`.
+        let mut g = cycle_with_outside_word(true);
+        let mut heap = FlatHeap::new(0x1000, 32);
+        for (at, next, v, strong) in [(0x1000, 0x1040, 1, 2), (0x1040, 0x1000, 2, 1)] {
+            heap.write(at, strong);
+            heap.write(at + 8, 1);
+            heap.write(at + 16, next);
+            heap.write(at + 24, v);
+        }
+        heap.write(0x1080 + 24, 0x1000);
+        g.graph = build(&g.graph.nodes, &heap, &[], &GraphConfig::default());
+        assert!(unreachable(&g).is_empty());
+    }
 }

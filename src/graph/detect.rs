@@ -42,8 +42,8 @@ impl Hit {
     }
 }
 
-/// A clone candidate: `(group key, allocation time, node)`. The group key hashes size, site
-/// (or span) and the prefix; its lowest bit says every compared word is below 2^16
+/// A clone candidate: `(group key, allocation time, node)`. The group key hashes the size and
+/// the prefix; its lowest bit says every compared word is below 2^16
 /// (default-like contents).
 type CloneCandidate = (u64, u64, u32);
 
@@ -79,7 +79,11 @@ pub(crate) fn detect(
     drop(index);
 
     let start = merge_hits(scan.start);
-    let interior = merge_hits(scan.interior);
+    let mut interior = merge_hits(scan.interior);
+    // A holder with a pointer to a block's start owns or shares it; its words into the same
+    // block (a `bytes::Bytes` keeps both its buffer's start, tagged, and a cursor inside it)
+    // are within that relation, not a second edge. Both lists are sorted by key.
+    interior.retain(|h| start.binary_search_by_key(&h.key, |s| s.key).is_err());
     let mut buf = Vec::new();
     let mut pointed_at = vec![false; nodes.len()];
     for h in start.iter().chain(&interior) {
@@ -218,11 +222,10 @@ fn scan(
             if compared.windows(2).all(|w| w[0] == w[1]) {
                 stats.uniform_prefixes += 1;
             } else {
-                let (by_site, key) = clone_key(node);
-                let mut h = prefix_hash(compared);
-                h = mix(h, node.size as u64);
-                h = mix(h, key);
-                h = mix(h, u64::from(by_site));
+                // Keyed by contents and size only: the original of a run of clones was
+                // usually allocated elsewhere (`vec![..]`, a parser) than its copies
+                // (`.clone()`), and must land in the same group.
+                let h = mix(prefix_hash(compared), node.size as u64);
                 let small = compared.iter().all(|&w| w < 1 << 16);
                 out.clones
                     .push(((h & !1) | u64::from(small), node.alloc_time_ns, i as u32));
@@ -296,6 +299,10 @@ fn merge_hits(mut hits: Vec<Hit>) -> Vec<Hit> {
     hits
 }
 
+/// Pointer words into a refcounted cycle member beyond its counts that are still read as
+/// stale words (see `classify_start_hits`).
+const MAX_SURPLUS: usize = 2;
+
 /// Start hits, grouped by target: one owner → `Owns`; a plausible refcount header →
 /// `ArcClone`/`RcClone`; several owners otherwise → `Shares`.
 #[allow(clippy::too_many_arguments)]
@@ -332,16 +339,26 @@ fn classify_start_hits(
         } else {
             [0, 0]
         };
-        let refcounted = target.size >= 2 * WORD
+        let header = target.size >= 2 * WORD
             && (1..=cfg.max_refcount).contains(&strong)
             && (1..=cfg.max_refcount).contains(&weak)
+            && (words >= 2 || in_cycle);
+        // No `Weak` at all (the common case), or the counts account for the pointers
+        // exactly: two small integers at the start of a shared struct rarely do.
+        let exact = header
             && words < strong + weak
-            && (words >= 2 || in_cycle)
-            // No `Weak` at all (the common case), or the counts account for the pointers
-            // exactly: two small integers at the start of a shared struct rarely do.
             && (weak == 1 || words == strong || words == strong + weak - 1);
-        if refcounted {
-            let score: f32 = if words == 1 {
+        // In a cycle, words left behind in a freed-and-reused block (a finished future's
+        // storage) can add a pointer or two that no count has: with no `Weak`, a block whose
+        // strong count all but those surplus words account for is still taken for a
+        // refcounted block, at a lower score, and the surplus is recorded for the cycle
+        // detector (`Refcount::surplus`).
+        let stale =
+            header && in_cycle && weak == 1 && words > strong && words - strong <= MAX_SURPLUS;
+        if exact || stale {
+            let score: f32 = if stale {
+                0.5
+            } else if words == 1 {
                 0.6
             } else if words == strong {
                 0.95
@@ -350,20 +367,29 @@ fn classify_start_hits(
             } else {
                 0.7
             };
-            let cross = group
-                .iter()
-                .any(|h| nodes[h.from() as usize].task != target.task);
-            let (kind, confidence) = if cross {
-                (EdgeKind::ArcClone, score)
+            // An `Rc` is `!Send`: holders in two or more tasks make it an `Arc`. In one task
+            // the layouts are identical; a tokio task's state must be `Send`, so `Arc` is the
+            // likelier reading, at 0.8 × the score, until the allocation site says otherwise
+            // (`Graph::set_refcount_kind`).
+            // A surplus word's holder proves nothing: it may be another task's stale block.
+            let cross = !stale
+                && group
+                    .iter()
+                    .any(|h| nodes[h.from() as usize].task != target.task);
+            let confidence = if cross {
+                score
             } else {
-                (EdgeKind::RcClone, score * 0.6)
+                score * super::UNPROVEN_FLAVOUR
             };
+            let kind = EdgeKind::ArcClone;
             refcounts.push(Refcount {
                 id: target.id,
                 strong,
                 weak,
                 heap_pointers: words,
+                surplus: words.saturating_sub(strong + weak - 1),
                 kind,
+                kind_proven: cross,
             });
             let share = target.weighted_size() / strong.max(owners) as u64;
             for h in group {
@@ -470,9 +496,11 @@ fn contains_edges(
     out
 }
 
-/// Clone candidates sorted by `(group key, time)`; in each run of equal keys the earliest
-/// node is the original, and each later node within the clone window of it is a clone of it
-/// (a node past the window starts a new run).
+/// Clone candidates sorted by `(group key, time)`: in each run of equal contents the earliest
+/// node is the original, whatever its site, and every later node of the same size is a clone
+/// of it. The clone window is evidence, not a cut: a copy made within it of the previous copy
+/// from its own site (or span) is part of a burst; a lone copy long after the original counts
+/// less.
 fn clone_edges(
     nodes: &[Node],
     mut cands: Vec<CloneCandidate>,
@@ -480,6 +508,8 @@ fn clone_edges(
     edges: &mut Vec<Edge>,
 ) {
     radix_sort_by_key(&mut cands, |c| c.0);
+    // Per clone key (site or span) of the current group: the time of its latest copy.
+    let mut latest: Vec<((bool, u64), u64)> = Vec::new();
     let mut g = 0;
     while g < cands.len() {
         let group = cands[g].0;
@@ -488,20 +518,30 @@ fn clone_edges(
             end += 1;
         }
         cands[g..end].sort_unstable();
-        let mut original = g;
-        for k in g + 1..end {
-            let (o, c) = (cands[original], cands[k]);
-            let (from, to) = (&nodes[o.2 as usize], &nodes[c.2 as usize]);
-            // A 64-bit group key collision between different sizes or sites: not clones.
-            if c.1 - o.1 > cfg.clone_window_ns
-                || from.size != to.size
-                || clone_key(from) != clone_key(to)
-            {
-                original = k;
+        latest.clear();
+        let o = cands[g];
+        let from = &nodes[o.2 as usize];
+        latest.push((clone_key(from), o.1));
+        for &c in &cands[g + 1..end] {
+            let to = &nodes[c.2 as usize];
+            // A 64-bit group key collision between different sizes: not clones.
+            if from.size != to.size {
                 continue;
             }
+            let key = clone_key(to);
+            let burst = match latest.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, t)) => {
+                    let near = c.1 - *t <= cfg.clone_window_ns;
+                    *t = c.1;
+                    near
+                }
+                None => {
+                    latest.push((key, c.1));
+                    c.1 - o.1 <= cfg.clone_window_ns
+                }
+            };
             let mut confidence: f32 = 0.5;
-            if clone_key(from).0 {
+            if key.0 {
                 confidence += 0.2;
             }
             if to.size <= cfg.clone_prefix_bytes {
@@ -509,6 +549,9 @@ fn clone_edges(
             }
             if group & 1 == 1 {
                 confidence -= 0.3;
+            }
+            if !burst {
+                confidence -= 0.2;
             }
             let confidence = confidence.clamp(0.05, 0.95);
             edges.push(edge(

@@ -141,6 +141,32 @@ impl LiveGraph {
     }
 }
 
+/// Distinct sites whose stacks one capture reads for the `Rc`/`Arc` flavour at most
+/// (symbolizing is slow the first time; results are cached).
+const FLAVOUR_SITES: usize = 256;
+
+/// With sites captured, labels the refcounted blocks whose allocation stack shows `Rc::new` or
+/// `Arc::new` (the layouts alike, only the stack tells; see
+/// [`Graph::set_refcount_kinds`](super::Graph::set_refcount_kinds)).
+fn prove_refcount_kinds(graph: &mut Graph) {
+    use super::EdgeKind;
+    use crate::alloc::sites::{flavour, Flavour};
+    let mut seen = std::collections::HashMap::new();
+    graph.set_refcount_kinds(|node| {
+        if node.site == 0 {
+            return None;
+        }
+        if !seen.contains_key(&node.site) && seen.len() >= FLAVOUR_SITES {
+            return None;
+        }
+        let f = *seen.entry(node.site).or_insert_with(|| flavour(node.site));
+        f.map(|f| match f {
+            Flavour::Arc => EdgeKind::ArcClone,
+            Flavour::Rc => EdgeKind::RcClone,
+        })
+    });
+}
+
 /// Distinct sites [`LiveGraph::to_dot`] symbolizes at most.
 const DOT_SITES: usize = 1000;
 
@@ -308,6 +334,10 @@ pub(crate) fn capture(cfg: &CaptureConfig) -> Option<LiveGraph> {
     // Nodes the scan's budget left out are skipped nodes like those past the node cap.
     graph.skipped.nodes += scanned.over_budget_nodes;
     graph.skipped.bytes += scanned.over_budget_bytes;
+    prove_refcount_kinds(&mut graph);
+    // The scan copied big nodes only up to the per-node cap (the build never saw the rest).
+    graph.skipped.truncated_nodes += scanned.truncated_nodes;
+    graph.skipped.truncated_bytes += scanned.truncated_bytes;
     Some(LiveGraph {
         graph,
         taken_at: Some(taken_at),

@@ -17,9 +17,9 @@
 //! |---|---|---|
 //! | [`owns`](EdgeKind::Owns) | a word equal to the start of exactly one owner's target | exclusive |
 //! | [`shares`](EdgeKind::Shares) | start pointers from two or more owners, no refcount header | shared |
-//! | [`arc_clone`](EdgeKind::ArcClone) / [`rc_clone`](EdgeKind::RcClone) | start pointers into a block whose first two words look like `strong, weak` counts | shared |
+//! | [`arc_clone`](EdgeKind::ArcClone) / [`rc_clone`](EdgeKind::RcClone) | start pointers into a block whose first two words look like `strong, weak` counts (the flavour proven by holders in two tasks or by the allocation site, else read as `arc_clone`) | shared |
 //! | [`slice`](EdgeKind::Slice) | a word pointing strictly inside another node | borrow |
-//! | [`clone`](EdgeKind::Clone) | same size and site (or span), equal leading bytes, allocated close in time | borrow |
+//! | [`clone`](EdgeKind::Clone) | same size and equal leading bytes, from the earliest (the original) | borrow |
 //! | [`contains`](EdgeKind::Contains) | an [`Annotation`]: explicit members, or temporal locality | exclusive |
 //! | [`evolution`](EdgeKind::Evolution) | [`Node::realloc_from`]: the allocator saw a realloc | exclusive |
 //!
@@ -73,14 +73,20 @@ pub use dot::{to_dot, DotOptions, HIGHLIGHT_NODES};
 pub use scc::retained_sizes;
 
 const WORD: usize = std::mem::size_of::<usize>();
+/// The factor on the score of a refcounted block's edges whose `Arc`/`Rc` flavour is a
+/// reading, not proven (see [`EdgeKind`]).
+const UNPROVEN_FLAVOUR: f32 = 0.8;
 
 /// Node indices are `u32`: a hard cap far beyond any sane [`GraphConfig::max_nodes`].
 const MAX_NODES_PER_BUILD: usize = u32::MAX as usize - 1;
 
 /// Default [`GraphConfig::max_nodes`]: 2 Mi nodes per build.
 pub const DEFAULT_MAX_NODES: usize = 2 << 20;
-/// Default [`GraphConfig::max_scan_bytes_per_node`]: the first 1 MiB of each allocation.
-pub const DEFAULT_MAX_SCAN_BYTES_PER_NODE: usize = 1 << 20;
+/// Default [`GraphConfig::max_scan_bytes_per_node`]: the first 16 MiB of each allocation,
+/// enough for the table of a hash map of a million 16-byte entries (a table cut short hides
+/// the pointers of its last entries, whose targets would look unowned). Bigger nodes are
+/// counted in [`Skipped::truncated_nodes`] and exported on the window spans.
+pub const DEFAULT_MAX_SCAN_BYTES_PER_NODE: usize = 16 << 20;
 /// Default [`GraphConfig::clone_window_ns`]: 100 ms.
 pub const DEFAULT_CLONE_WINDOW_NS: u64 = 100_000_000;
 /// Default [`GraphConfig::clone_prefix_bytes`]: 64 bytes, as in the `clone.storm` finding.
@@ -316,19 +322,29 @@ impl Default for GraphConfig {
 ///   (`Vec`, `String`, `Box<[T]>` layouts).
 /// - `Shares`: 0.6 (two or more owners, no refcount header: raw or leaked pointers).
 /// - `ArcClone` / `RcClone`: the target is at least two words, its first two words `strong,
-///   weak` are in `1..=max_refcount`, the `p` pointer words into it satisfy `p < strong +
-///   weak`, it has two or more pointers or is in a cycle, and either `weak == 1` (no `Weak`)
-///   or the counts account for the pointers exactly (`p == strong` or `p == strong + weak −
-///   1`). Then a refcount score: 0.95 when the heap pointers equal the strong
-///   count, 0.8 when fewer (the rest are on the stack), 0.7 when more (some are `Weak`), 0.6
-///   for a single in-cycle pointer. `ArcClone` when the holders and the block belong to two or
-///   more tasks (an `Rc` is `!Send`); otherwise `RcClone` at 0.6 × the score: the layouts are
-///   identical and only cross-task sharing tells them apart.
-/// - `Slice`: 0.5, 0.85 with a plausible length next to the pointer.
-/// - `Clone`: 0.5, + 0.2 when the sites match (not just the span), + 0.2 when the compared
-///   prefix is the whole allocation, − 0.3 when every compared word is a small integer
-///   (< 2^16: default-like contents); clamped to `0.05..=0.95`. Uniform prefixes (all words
-///   equal: zeroed or memset buffers) are never clones.
+///   weak` are in `1..=max_refcount`, it has two or more pointer words `p` into it or is in a
+///   cycle, `p < strong + weak`, and either `weak == 1` (no `Weak`) or the counts account for
+///   the pointers exactly (`p == strong` or `p == strong + weak − 1`). Then a refcount score:
+///   0.95 when the heap pointers equal the strong count, 0.8 when fewer (the rest are on the
+///   stack), 0.7 when more (some are `Weak`), 0.6 for a single in-cycle pointer. A cycle
+///   member with no `Weak` and one or two pointer words more than its strong count is still
+///   taken for a refcounted block, at 0.5: the surplus words are stale (left in a reused
+///   block; [`Refcount::surplus`]). The layouts of `ArcInner` and `RcBox` are identical:
+///   holders in two or more tasks prove an `Arc` (an `Rc` is `!Send`), and so does an
+///   allocation site that shows `Arc::new`, while one that shows `Rc::new` proves an `Rc`
+///   ([`Graph::set_refcount_kinds`]; the live graph does it when sites are captured).
+///   Unproven, the block is read as the likelier `ArcClone` (a tokio task's state is `Send`)
+///   at 0.8 × the score, and [`Refcount::kind_proven`] is false.
+/// - `Slice`: 0.5, 0.85 with a plausible length next to the pointer. A holder that also
+///   points at the block's start gets no `Slice` beside its start-pointer edge (a
+///   `bytes::Bytes` keeps its buffer's start and a cursor into it).
+/// - `Clone`: blocks of equal size and equal leading bytes are one group; the earliest is the
+///   original, wherever it was allocated, and each later one a clone of it: 0.5, + 0.2 when
+///   the clone's site is known, + 0.2 when the compared prefix is the whole allocation, − 0.3
+///   when every compared word is a small integer (< 2^16: default-like contents), − 0.2 when
+///   the clone is neither within the clone window of the previous copy from its own site (or
+///   span) nor, being the first, of the original; clamped to `0.05..=0.95`. Uniform prefixes
+///   (all words equal: zeroed or memset buffers) are never clones.
 /// - `Contains`: 1.0 for annotated members, 0.4 for members inferred by temporal locality.
 /// - `Evolution`: 1.0 (the allocator saw the realloc).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -495,8 +511,15 @@ pub struct Refcount {
     pub weak: usize,
     /// Pointer words to the block's start found in the heap.
     pub heap_pointers: usize,
-    /// `ArcClone` or `RcClone`: what the edges into it were labelled.
+    /// Of them, the words beyond `strong + weak − 1`: no count has them, so they are stale
+    /// (left in a freed-and-reused block), not references. Only a cycle member with no `Weak`
+    /// is taken for a refcounted block with a surplus, of at most two words.
+    pub surplus: usize,
+    /// `ArcClone` or `RcClone`: what the edges into it are labelled.
     pub kind: EdgeKind,
+    /// Whether `kind` is proven (holders in two tasks, or the allocation site), not the
+    /// likelier reading (`ArcClone` in one task).
+    pub kind_proven: bool,
 }
 
 /// The ownership closure of a node: see [`Graph::ownership_closure`].
@@ -558,6 +581,39 @@ pub struct Graph {
 }
 
 impl Graph {
+    /// Labels refcounted blocks by evidence the layouts lack: `kind_of(node)` answers
+    /// `Some(ArcClone)` or `Some(RcClone)` for a block whose flavour it knows (the live graph
+    /// reads it off the allocation site: `Rc::new` or `Arc::new` on the stack), `None`
+    /// otherwise. The edges into a block whose flavour was a reading get that kind and their
+    /// full score back (the 0.8 factor of an unproven reading goes).
+    pub fn set_refcount_kinds(&mut self, mut kind_of: impl FnMut(&Node) -> Option<EdgeKind>) {
+        let mut proven: Vec<(AllocId, EdgeKind)> = Vec::new();
+        for k in 0..self.refcounts.len() {
+            let r = self.refcounts[k];
+            let Some(node) = self.node(r.id).filter(|_| !r.kind_proven) else {
+                continue;
+            };
+            if let Some(kind @ (EdgeKind::ArcClone | EdgeKind::RcClone)) = kind_of(node) {
+                self.refcounts[k].kind = kind;
+                self.refcounts[k].kind_proven = true;
+                proven.push((r.id, kind));
+            }
+        }
+        if proven.is_empty() {
+            return;
+        }
+        // `refcounts` is sorted by id.
+        for e in &mut self.edges {
+            if !matches!(e.kind, EdgeKind::ArcClone | EdgeKind::RcClone) {
+                continue;
+            }
+            if let Ok(k) = proven.binary_search_by_key(&e.to, |&(id, _)| id) {
+                e.kind = proven[k].1;
+                e.confidence = (e.confidence / UNPROVEN_FLAVOUR).min(0.95);
+            }
+        }
+    }
+
     /// Index of the node with this id.
     pub fn index_of(&self, id: AllocId) -> Option<usize> {
         self.by_id

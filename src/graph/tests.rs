@@ -58,6 +58,9 @@ struct Synth {
     rng: Rng,
 }
 
+/// Sites of the synthetic `Rc::new` calls (the other refcounted blocks are `Arc`s).
+const RC_SITE: u64 = 33;
+const RC_CYCLE_SITE: u64 = 41;
 const BASE: usize = 0x5555_5555_0000;
 
 impl Synth {
@@ -170,15 +173,20 @@ impl Synth {
 
     /// An `ArcInner` `[strong, weak, value..]` held by one owner per task in `tasks`.
     fn arc_shared(&mut self, tasks: &[u64], kind: EdgeKind) {
-        let block = self.alloc(48, 100 + tasks[0], 31);
+        let site = if kind == EdgeKind::RcClone {
+            RC_SITE
+        } else {
+            31
+        };
+        let block = self.alloc(48, 100 + tasks[0], site);
         self.set(block, 0, tasks.len());
         self.set(block, 1, 1);
         for k in 2..6 {
             let w = self.rng.data_word();
             self.set(block, k, w);
         }
-        // The block is allocated by the first holder's task for Rc (single task).
-        if kind == EdgeKind::RcClone {
+        // The block is allocated by the holders' task when they are all in one.
+        if tasks.iter().all(|&t| t == tasks[0]) {
             self.nodes[block].task = tasks[0];
         }
         for (n, &task) in tasks.iter().enumerate() {
@@ -192,8 +200,8 @@ impl Synth {
 
     /// Two `RcBox`es `[strong, weak, borrow flag, next, value]` pointing at each other.
     fn rc_cycle(&mut self, task: u64) -> (usize, usize) {
-        let a = self.alloc(40, task, 41);
-        let b = self.alloc(40, task, 41);
+        let a = self.alloc(40, task, RC_CYCLE_SITE);
+        let b = self.alloc(40, task, RC_CYCLE_SITE);
         for (x, y, v) in [(a, b, 1), (b, a, 2)] {
             self.set(x, 0, 1);
             self.set(x, 1, 1);
@@ -321,13 +329,21 @@ impl Synth {
         FlatHeap::from_words(BASE, self.image.clone())
     }
 
+    /// The graph, with the `Rc` blocks' flavour proven by their sites (as the live graph does
+    /// from `Rc::new` on the allocation stack).
     fn build(&self) -> Graph {
-        build(
+        let mut g = build(
             &self.nodes,
             &self.heap(),
             &self.annotations,
             &GraphConfig::default(),
-        )
+        );
+        g.set_refcount_kinds(|n| {
+            [RC_SITE, RC_CYCLE_SITE]
+                .contains(&n.site)
+                .then_some(EdgeKind::RcClone)
+        });
+        g
     }
 }
 
@@ -412,12 +428,12 @@ fn confidences_follow_the_documented_rules() {
     let conf = |kind| -> Vec<f32> { graph.edges_of(kind).map(|e| e.confidence).collect() };
     // Arc: 3 heap pointers, strong 3, three tasks.
     assert!(conf(EdgeKind::ArcClone).iter().all(|&c| c == 0.95));
-    // Rc: the cycle (one pointer each, 0.6 × 0.6) and the 2-owner block (0.95 × 0.6).
+    // Rc, proven by the site: the cycle (one pointer each, 0.6) and the 2-owner block (0.95).
     let mut rc = conf(EdgeKind::RcClone);
     rc.sort_by(f32::total_cmp);
     assert_eq!(rc.len(), 4);
     assert!(
-        (rc[0] - 0.36).abs() < 1e-6 && (rc[3] - 0.57).abs() < 1e-6,
+        (rc[0] - 0.6).abs() < 1e-6 && (rc[3] - 0.95).abs() < 1e-6,
         "{rc:?}"
     );
     // Slices have a length next to the pointer.
@@ -910,8 +926,18 @@ mod live {
             assert_eq!(e.confidence, 0.95, "3 heap pointers = strong count 3");
             assert!(e.cross_task);
         }
-        assert!(has(ra, rb, EdgeKind::RcClone));
-        assert!(has(rb, ra, EdgeKind::RcClone));
+        // One task, no site: the layouts are identical, so the reading is the likelier `Arc`,
+        // unproven, at 0.8 × the score (0.6 for one in-cycle pointer).
+        for (from, to) in [(ra, rb), (rb, ra)] {
+            let e = graph
+                .edges
+                .iter()
+                .find(|e| e.from == from && e.to == to)
+                .unwrap();
+            assert_eq!(e.kind, EdgeKind::ArcClone);
+            assert!((e.confidence - 0.48).abs() < 1e-6, "{e:?}");
+            assert!(!graph.refcount_of(to).unwrap().kind_proven);
+        }
         let mut cycle = vec![ra, rb];
         cycle.sort();
         assert_eq!(graph.cycles, vec![cycle]);
@@ -930,7 +956,9 @@ mod live {
 }
 
 /// Clone traps: default-like contents (small integers only) get low confidence, span keys
-/// count less than sites, and equal contents from different sites or sizes are not clones.
+/// count less than sites, and equal contents of another size are not clones. Equal contents
+/// from another site are a copy of the earlier block (the original of a `.clone()` was made
+/// elsewhere).
 #[test]
 fn clone_confidence_for_default_like_contents_and_span_keys() {
     let mut s = Synth::new(3);
@@ -945,8 +973,121 @@ fn clone_confidence_for_default_like_contents_and_span_keys() {
     }
     let graph = s.build();
     let clones: Vec<&Edge> = graph.edges_of(EdgeKind::Clone).collect();
-    assert_eq!(clones.len(), 1, "{clones:?}");
+    assert_eq!(clones.len(), 2, "{clones:?}");
     assert_eq!((clones[0].from, clones[0].to), (ids[0], ids[1]));
     // 0.5, no site bonus, + 0.2 (64 bytes: whole contents compared), − 0.3 (small integers).
     assert!((clones[0].confidence - 0.4).abs() < 1e-6);
+    assert_eq!((clones[1].from, clones[1].to), (ids[0], ids[2]));
+    // The same, + 0.2 for the site.
+    assert!((clones[1].confidence - 0.6).abs() < 1e-6);
+}
+
+/// Clone edges run from the original, allocated at its own site and long before, not from the
+/// first copy: a config buffer built once and cloned per request.
+#[test]
+fn clone_edges_run_from_the_original_not_the_first_copy() {
+    let mut s = Synth::new(5);
+    let original = s.alloc(256, 1, 70);
+    s.fill_data(original);
+    let contents: Vec<usize> = (0..32)
+        .map(|k| s.image[(s.addr(original) - BASE) / WORD + k])
+        .collect();
+    s.time += 10 * DEFAULT_CLONE_WINDOW_NS; // long after
+    let mut copies = Vec::new();
+    for _ in 0..20 {
+        let c = s.alloc(256, 2, 71);
+        for (k, &w) in contents.iter().enumerate() {
+            s.set(c, k, w);
+        }
+        copies.push(s.id(c));
+    }
+    let graph = s.build();
+    let clones: Vec<&Edge> = graph.edges_of(EdgeKind::Clone).collect();
+    assert_eq!(clones.len(), copies.len(), "{clones:?}");
+    for (e, &c) in clones.iter().zip(&copies) {
+        assert_eq!((e.from, e.to), (s.id(original), c));
+    }
+    // The first copy is long after the original: 0.5 + 0.2 (site) − 0.2 (no burst); the
+    // rest are a burst from one site: 0.7.
+    assert!((clones[0].confidence - 0.5).abs() < 1e-6, "{:?}", clones[0]);
+    assert!(clones[1..]
+        .iter()
+        .all(|e| (e.confidence - 0.7).abs() < 1e-6));
+}
+
+/// An `Arc` held twice within one task is an `arc_clone` (a tokio task's state is `Send`: the
+/// likelier reading), unproven; a site that shows `Rc::new` makes it an `rc_clone`.
+#[test]
+fn an_arc_held_twice_in_one_task_is_an_arc_clone_until_a_site_says_rc() {
+    let mut s = Synth::new(9);
+    s.arc_shared(&[5, 5], EdgeKind::ArcClone);
+    s.arc_shared(&[6, 6], EdgeKind::RcClone);
+    let graph = s.build();
+    let arc = graph.edges_of(EdgeKind::ArcClone).collect::<Vec<_>>();
+    assert_eq!(arc.len(), 2, "{:?}", graph.edges);
+    assert!(arc.iter().all(|e| (e.confidence - 0.95 * 0.8).abs() < 1e-6));
+    assert!(!graph.refcount_of(arc[0].to).unwrap().kind_proven);
+    let rc = graph.edges_of(EdgeKind::RcClone).collect::<Vec<_>>();
+    assert_eq!(rc.len(), 2);
+    assert!(rc.iter().all(|e| (e.confidence - 0.95).abs() < 1e-6));
+    assert!(graph.refcount_of(rc[0].to).unwrap().kind_proven);
+}
+
+/// A word left in a freed-and-reused block (a finished future's storage) pointing at an `Rc`
+/// cycle's member: the member is still read as refcounted, the word is recorded as surplus.
+#[test]
+fn a_stale_word_into_a_cycle_is_surplus_not_a_reference() {
+    let mut s = Synth::new(11);
+    let (a, b) = s.rc_cycle(3);
+    let storage = s.alloc(128, 4, 80);
+    s.fill_data(storage);
+    s.set(storage, 5, s.addr(a));
+    let graph = s.build();
+    let r = graph.refcount_of(s.id(a)).expect("a is still an RcBox");
+    assert_eq!((r.strong, r.weak, r.heap_pointers, r.surplus), (1, 1, 2, 1));
+    assert_eq!(r.kind, EdgeKind::RcClone);
+    assert_eq!(graph.refcount_of(s.id(b)).unwrap().surplus, 0);
+    let into_a: Vec<&Edge> = graph.edges.iter().filter(|e| e.to == s.id(a)).collect();
+    assert!(
+        into_a.iter().all(|e| e.kind == EdgeKind::RcClone),
+        "{into_a:?}"
+    );
+}
+
+/// A `bytes::Bytes`-like holder `[cursor, len, data, vtable]` whose cursor is the buffer's
+/// start and whose data word is the start tagged with 1: one `owns` edge, no `slice` beside
+/// it; a second view that only points inside is a `slice`.
+#[test]
+fn a_start_and_an_interior_pointer_to_one_block_make_one_edge() {
+    let mut s = Synth::new(13);
+    let buf = s.alloc(256, 1, 90);
+    s.fill_data(buf);
+    let bytes = s.alloc(32, 1, 91);
+    s.set(bytes, 0, s.addr(buf));
+    s.set(bytes, 1, 200);
+    s.set(bytes, 2, s.addr(buf) | 1);
+    s.set(bytes, 3, 0x7f00_dead_beef_0000);
+    let view = s.alloc(16, 1, 92);
+    s.set(view, 0, s.addr(buf) + 64);
+    s.set(view, 1, 100);
+    let graph = s.build();
+    let into: Vec<(AllocId, EdgeKind)> = graph
+        .edges
+        .iter()
+        .filter(|e| e.to == s.id(buf))
+        .map(|e| (e.from, e.kind))
+        .collect();
+    assert_eq!(
+        into,
+        [(s.id(bytes), EdgeKind::Owns), (s.id(view), EdgeKind::Slice)]
+    );
+    let owns = graph
+        .edges
+        .iter()
+        .find(|e| e.kind == EdgeKind::Owns)
+        .unwrap();
+    assert_eq!(
+        owns.evidence, 1,
+        "the start word only: the tagged word was an interior hit"
+    );
 }
