@@ -13,19 +13,34 @@ use std::collections::HashMap;
 use super::{human, raise, Draft, FindingsConfig, Input, Kind, Severity, Verdict};
 use crate::export::names as n;
 use crate::graph::{AllocId, EdgeKind};
+use crate::TaskKey;
 
 /// Clone edges below this confidence (contents that only look alike, such as zeroed buffers)
 /// do not count.
 const MIN_CONFIDENCE: f32 = 0.5;
 
-/// A group of copies: (site, span group, task name, size); its value: (copies, bytes, a copy's
-/// node index, the first copies' ids).
+/// A group of copies: (site, span group, task name, size).
 type GroupKey = (u64, u64, Option<String>, usize);
+
+/// Tasks a storm lists at most (as every finding: links to their window spans).
+const MAX_TASKS: usize = 8;
+
+/// What a group of copies adds up to.
+struct Group {
+    copies: u64,
+    bytes: u64,
+    /// A copy's node index (the first seen).
+    first: usize,
+    /// The first copies' ids.
+    roots: Vec<AllocId>,
+    /// The tokio ids of the tasks that made copies (the first [`MAX_TASKS`]).
+    tasks: Vec<u64>,
+}
 
 pub(crate) fn run(cfg: &FindingsConfig, input: &Input<'_>, out: &mut Vec<Draft>) {
     let Some(g) = input.graph else { return };
     let graph = &g.graph;
-    let mut groups: HashMap<GroupKey, (u64, u64, usize, Vec<AllocId>)> = HashMap::new();
+    let mut groups: HashMap<GroupKey, Group> = HashMap::new();
     for e in graph
         .edges_of(EdgeKind::Clone)
         .filter(|e| e.confidence >= MIN_CONFIDENCE)
@@ -46,14 +61,33 @@ pub(crate) fn run(cfg: &FindingsConfig, input: &Input<'_>, out: &mut Vec<Draft>)
         } else {
             (0, 0, g.task_name_of(i), node.size)
         };
-        let s = groups.entry(key).or_insert((0, 0, i, Vec::new()));
-        s.0 += 1;
-        s.1 += node.weighted_size();
-        if s.3.len() < super::MAX_ROOTS {
-            s.3.push(node.id);
+        let s = groups.entry(key).or_insert(Group {
+            copies: 0,
+            bytes: 0,
+            first: i,
+            roots: Vec::new(),
+            tasks: Vec::new(),
+        });
+        s.copies += 1;
+        s.bytes += node.weighted_size();
+        if s.roots.len() < super::MAX_ROOTS {
+            s.roots.push(node.id);
+        }
+        if node.task != 0 && s.tasks.len() < MAX_TASKS && !s.tasks.contains(&node.task) {
+            s.tasks.push(node.task);
         }
     }
-    for ((_, _, _, size), (copies, bytes, i, roots)) in groups {
+    for (
+        (_, _, _, size),
+        Group {
+            copies,
+            bytes,
+            first: i,
+            roots,
+            tasks,
+        },
+    ) in groups
+    {
         if (copies as usize) < cfg.clone_storm_min_clones && bytes < cfg.clone_storm_min_bytes {
             continue;
         }
@@ -64,7 +98,8 @@ pub(crate) fn run(cfg: &FindingsConfig, input: &Input<'_>, out: &mut Vec<Draft>)
         };
         let node = &graph.nodes[i];
         let location = g.site_location(node.site);
-        let span_name = g.span_name_of(i).map(|(_, s)| s.to_owned());
+        // `target::name`, as every finding names a span.
+        let span_name = g.span_name_of(i).map(|(t, s)| format!("{t}::{s}"));
         let where_ = match (&location, &span_name) {
             (Some(l), _) => format!("at {l}"),
             (None, Some(s)) => format!("in span {s}"),
@@ -84,6 +119,7 @@ pub(crate) fn run(cfg: &FindingsConfig, input: &Input<'_>, out: &mut Vec<Draft>)
         d.bytes = bytes;
         d.allocations = copies;
         d.task_name = g.task_name_of(i);
+        d.tasks = tasks.into_iter().map(|id| TaskKey { id }).collect();
         d.span_name = span_name;
         d.location = location;
         d.from_graph = true;
