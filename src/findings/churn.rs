@@ -42,6 +42,8 @@ pub(crate) fn run(cfg: &FindingsConfig, input: &Input<'_>, out: &mut Vec<Draft>)
             continue;
         }
         let bytes = s.mem.allocated_bytes.saturating_sub(b0);
+        // `target::name`, as every finding names a span (two targets may share a name).
+        let label = format!("{}::{}", s.target, s.name);
         let mut d = Draft::new(
             Kind::TemporaryChurn,
             Severity::Info,
@@ -49,7 +51,7 @@ pub(crate) fn run(cfg: &FindingsConfig, input: &Input<'_>, out: &mut Vec<Draft>)
             format!(
                 "span {} allocates {:.0} times a second ({} this window) and frees nearly all \
                  of it again: temporary allocations a reused buffer could avoid",
-                s.name,
+                label,
                 rate,
                 human(bytes)
             ),
@@ -57,7 +59,7 @@ pub(crate) fn run(cfg: &FindingsConfig, input: &Input<'_>, out: &mut Vec<Draft>)
         d.confidence = 0.9;
         d.bytes = bytes;
         d.allocations = allocs;
-        d.span_name = Some(s.name.to_owned());
+        d.span_name = Some(label);
         d.ev(n::FINDING_RATE, rate);
         d.ev(n::FINDING_FREED_FRACTION, freed.min(1.0));
         d.ev(n::FINDING_THRESHOLD, cfg.churn_allocations_per_sec);
