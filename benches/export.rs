@@ -5,7 +5,11 @@
 //!
 //! `cargo bench --bench export` measures for `HEAPSPAN_BENCH_SECS` (default 35 s: three
 //! windows of the default 10 s); under `cargo test --benches` it runs a 3 s smoke version with
-//! a 1 s window. The load: every task wakes once a second, opens a span (cycling through its
+//! a 1 s window. `HEAPSPAN_BENCH_INDEX=full` runs it with the live index full (the relation
+//! graph taken every window, and the findings that need it). After the CPU figures it cuts
+//! five windows by hand ([`Guard::cut_window`](heapspan::Guard::cut_window): snapshot, graph
+//! when the index is on, findings, hand-off to the export) and reports their median wall
+//! time: the analysis cost of one window. The load: every task wakes once a second, opens a span (cycling through its
 //! own 10 span names), allocates two blocks, keeps one of them for a while and frees the other.
 
 use std::hint::black_box;
@@ -100,7 +104,13 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    let full = std::env::var("HEAPSPAN_BENCH_INDEX").is_ok_and(|v| v == "full");
     let guard = heapspan::builder()
+        .live_index(if full {
+            heapspan::IndexMode::Full
+        } else {
+            heapspan::IndexMode::Off
+        })
         .export(
             heapspan::export::ExportConfig::default()
                 .file(&file)
@@ -155,8 +165,10 @@ fn main() {
     let snap = guard.snapshot();
 
     println!(
-        "export bench: {TASKS} live tasks, {} span names, window {window:?}, {wall:.1} s",
-        snap.span_names.len()
+        "export bench: {TASKS} live tasks, {} span names, window {window:?}, live index {}, \
+         {wall:.1} s",
+        snap.span_names.len(),
+        if full { "full" } else { "off" }
     );
     let mut total = 0.0;
     for (name, end) in &c1 {
@@ -176,6 +188,21 @@ fn main() {
     println!(
         "  OTLP JSON written: {:.1} MiB",
         written as f64 / (1 << 20) as f64
+    );
+    let mut cuts: Vec<Duration> = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            black_box(guard.cut_window());
+            t.elapsed()
+        })
+        .collect();
+    cuts.sort();
+    println!(
+        "  a window's analysis (snapshot, graph, findings): median {:.1} ms of 5 (min {:.1}, \
+         max {:.1})",
+        cuts[2].as_secs_f64() * 1e3,
+        cuts[0].as_secs_f64() * 1e3,
+        cuts[4].as_secs_f64() * 1e3
     );
     assert!(written > 0, "nothing exported");
     assert!(snap.tasks.len() >= TASKS, "{} tasks", snap.tasks.len());

@@ -194,13 +194,10 @@ fn many_copies_from_one_line_are_a_clone_storm() {
     assert!(f.location.is_some(), "a code location (sites are on)");
 }
 
-/// The storm's location is the line that clones. `Vec::clone` allocates in
-/// `<T as alloc::slice::hack::ConvertVec>::to_vec`, a frame heapspan's site symbolizer
-/// (`is_plumbing` in src/alloc/sites.rs) does not take for the allocation API's (it matches
-/// `alloc::` at the start of the name, after `<`, not after `T as `), so the location is
-/// std's `library/alloc/src/slice.rs` line instead of this file's.
+/// The storm's location is the line that clones (`Vec::clone` allocates in
+/// `<T as alloc::slice::hack::ConvertVec>::to_vec`, which the site symbolizer skips as the
+/// allocation API's own frame).
 #[test]
-#[ignore = "src/alloc/sites.rs takes `<T as alloc::..>` frames for the caller's: the location is std's slice.rs"]
 fn the_storm_names_the_line_that_clones() {
     let f = storm();
     let clone_line = *CLONE_LINE.lock().unwrap();

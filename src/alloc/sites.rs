@@ -135,9 +135,23 @@ impl std::fmt::Display for SiteLocation {
     }
 }
 
-/// Frames of the allocator and of the allocation API, skipped to find the caller.
+/// Frames of the allocator and of the allocation API, skipped to find the caller. A trait
+/// method `<T as Trait>::f` is plumbing when `T` is (`<alloc::vec::Vec<u8> as
+/// core::clone::Clone>::clone`), or when `Trait` is and `T` is no path of the program's own
+/// (`<[T] as alloc::slice::hack::ConvertVec>::to_vec`); `<app::Config as Clone>::clone` is the
+/// program's.
 fn is_plumbing(name: &str) -> bool {
     let name = name.trim_start_matches('<');
+    let (ty, tr) = match name.split_once(" as ") {
+        Some((ty, tr)) => (ty, Some(tr)),
+        None => (name, None),
+    };
+    let own_path = ty.contains("::") && !is_plumbing_path(ty);
+    is_plumbing_path(ty) || (!own_path && tr.is_some_and(is_plumbing_path))
+}
+
+fn is_plumbing_path(path: &str) -> bool {
+    let path = path.trim_start_matches(['<', '&', '*']).trim_start_matches("mut ");
     [
         "heapspan::alloc",
         "heapspan::Allocator",
@@ -154,7 +168,7 @@ fn is_plumbing(name: &str) -> bool {
         "hashbrown::",
     ]
     .iter()
-    .any(|p| name.starts_with(p))
+    .any(|p| path.starts_with(p))
 }
 
 /// Which refcounted box the allocation API on a site's stack makes, when it shows one.
@@ -241,4 +255,31 @@ fn resolve(site: u64) -> Resolved {
     }
     cache.insert(site, found.clone());
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_plumbing;
+
+    #[test]
+    fn plumbing_frames_are_the_allocators_and_the_allocation_apis() {
+        for name in [
+            "alloc::raw_vec::RawVec<T,A>::grow_one",
+            "<alloc::vec::Vec<u8> as core::clone::Clone>::clone",
+            "<[T] as alloc::slice::hack::ConvertVec>::to_vec",
+            "<T as alloc::slice::hack::ConvertVec>::to_vec",
+            "<&str as alloc::string::ToString>::to_string",
+            "heapspan::alloc::dealloc_ext",
+            "alloc::rc::Rc<T>::new",
+        ] {
+            assert!(is_plumbing(name), "{name}");
+        }
+        for name in [
+            "quickstart::render",
+            "<quickstart::Config as core::clone::Clone>::clone",
+            "app::handlers::upload::{{closure}}",
+        ] {
+            assert!(!is_plumbing(name), "{name}");
+        }
+    }
 }

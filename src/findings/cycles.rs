@@ -59,10 +59,10 @@ pub(crate) struct Unreachable {
 ///
 /// Only a counted reference (an `Rc`/`Arc`/`Weak` handle) keeps a cycle alive, and every such
 /// handle is in a count: so a cycle is unreachable when each refcounted member's
-/// `strong + weak − 1` references are all found as pointer words in members. Words from
-/// outside pointing into a member whose counts the members already account for cannot be
-/// handles: they are set aside (and lower the finding's confidence). Words from outside into
-/// a member whose counts are not all accounted for leave the cycle held.
+/// `strong + weak − 1` references are all found as pointer words in members. When words from
+/// outside point into the cycle, each count must be met exactly, by that many members holding
+/// one word each; then the outside words cannot be handles and are set aside (lowering the
+/// finding's confidence). Otherwise words from outside leave the cycle held.
 pub(crate) fn unreachable(g: &LiveGraph) -> Vec<Unreachable> {
     let graph = &g.graph;
     let mut found = Vec::new();
@@ -71,8 +71,9 @@ pub(crate) fn unreachable(g: &LiveGraph) -> Vec<Unreachable> {
         if !members.iter().any(|&m| graph.refcount_of(m).is_some()) {
             continue;
         }
-        // Pointer words into each member's start from members; words from anywhere else.
-        let mut inside: HashMap<AllocId, u64> = HashMap::new();
+        // Per member: pointer words into its start from members, and the members they come
+        // from; words from anywhere else.
+        let mut inside: HashMap<AllocId, (u64, u64)> = HashMap::new();
         let mut outside: u64 = 0;
         for e in graph.edges.iter().filter(|e| set.contains(&e.to)) {
             if !points_at_start(e.kind) && e.kind != EdgeKind::Slice {
@@ -81,13 +82,24 @@ pub(crate) fn unreachable(g: &LiveGraph) -> Vec<Unreachable> {
             if !set.contains(&e.from) {
                 outside += u64::from(e.evidence);
             } else if points_at_start(e.kind) {
-                *inside.entry(e.to).or_default() += u64::from(e.evidence);
+                let s = inside.entry(e.to).or_default();
+                s.0 += u64::from(e.evidence);
+                s.1 += 1;
             }
         }
+        // With words from outside, the counts must be met exactly, one word per holding
+        // member: a stale copy inside a member would otherwise make room for a real handle
+        // outside.
         let accounted = members.iter().all(|&m| match graph.refcount_of(m) {
             Some(r) => {
                 let refs = (r.strong + r.weak.saturating_sub(1)) as u64;
-                r.strong > 0 && inside.get(&m).copied().unwrap_or(0) >= refs
+                let (words, holders) = inside.get(&m).copied().unwrap_or((0, 0));
+                r.strong > 0
+                    && if outside == 0 {
+                        words >= refs
+                    } else {
+                        words == refs && holders == refs
+                    }
             }
             None => true,
         });
@@ -291,5 +303,23 @@ mod tests {
         heap.write(0x1080 + 24, 0x1000);
         g.graph = build(&g.graph.nodes, &heap, &[], &GraphConfig::default());
         assert!(unreachable(&g).is_empty());
+    }
+
+    #[test]
+    fn a_stale_copy_inside_a_member_does_not_make_room_for_an_outside_handle() {
+        // The first box's strong count is 2; the second box holds its pointer twice (a real
+        // handle and a stale copy), and a block outside holds the other real handle.
+        let mut g = cycle_with_outside_word(true);
+        let mut heap = FlatHeap::new(0x1000, 32);
+        for (at, next, strong) in [(0x1000, 0x1040, 2), (0x1040, 0x1000, 1)] {
+            heap.write(at, strong);
+            heap.write(at + 8, 1);
+            heap.write(at + 16, next);
+            heap.write(at + 24, next);
+        }
+        heap.write(0x1080 + 24, 0x1000);
+        g.graph = build(&g.graph.nodes, &heap, &[], &GraphConfig::default());
+        assert_eq!(g.graph.cycles.len(), 1);
+        assert!(unreachable(&g).is_empty(), "held by the outside handle");
     }
 }
