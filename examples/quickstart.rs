@@ -138,7 +138,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The planted escape: a loader whose table outlives it, pointed at by nothing.
     heapspan::spawn("loader", async {
-        let table: &'static mut [u8] = Box::leak(vec![7u8; 1 << 20].into_boxed_slice());
+        // `black_box`: a release build may otherwise elide an allocation nothing reads.
+        let table: &'static mut [u8] =
+            Box::leak(std::hint::black_box(vec![7u8; 1 << 20]).into_boxed_slice());
         table.len()
     })
     .await?;
@@ -152,9 +154,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         workers.push(tx);
         heapspan::spawn(format!("worker-{w}"), worker(rx, cache_tx.clone()));
     }
-    // Held until the report, so the cache is still alive (and holding memory) when it prints.
+    // Held until the report, so the cache and the workers are still alive (a service keeps
+    // serving) when it prints.
     let cache_open = cache_tx;
-    let (batch_tx, mut batch_done) = mpsc::channel::<()>(1);
+    let workers_open = workers.clone();
+    // After each batch the ingest waits until its window is cut.
+    let (batch_tx, mut batch_done) = mpsc::channel::<oneshot::Sender<()>>(1);
     let ingest = heapspan::spawn("ingest", async move {
         let mut served = 0usize;
         let per_window = requests / WINDOWS;
@@ -171,21 +176,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 break;
             }
             served += answer.await.unwrap_or(0);
-            if id % per_window == per_window - 1 && batch_tx.send(()).await.is_err() {
-                break;
+            if id % per_window == per_window - 1 {
+                let (cut, window_cut) = oneshot::channel();
+                if batch_tx.send(cut).await.is_err() || window_cut.await.is_err() {
+                    break;
+                }
             }
         }
         served
     });
     // One window per batch of requests.
     let mut windows = 0;
-    while batch_done.recv().await.is_some() {
+    while let Some(cut) = batch_done.recv().await {
         guard.cut_window();
+        let _ = cut.send(());
         windows += 1;
     }
     let served = ingest.await?;
-    // Let the workers see their queues close and end.
-    tokio::time::sleep(Duration::from_millis(50)).await;
     println!("served {requests} requests ({served} response bytes) in {windows} windows");
     println!("{}", guard.report(8));
     if let Some(g) = guard.graph() {
@@ -218,7 +225,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
     }
-    drop(cache_open);
+    drop((cache_open, workers_open));
     let entries = cache_task.await?;
     println!("the cache held {entries} entries; it has ended and freed them");
     Ok(())

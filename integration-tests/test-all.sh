@@ -45,6 +45,12 @@ cargo test --benches --release
 step "the quickstart runs"
 cargo run --release --example quickstart > target/quickstart.out
 grep -q "Tasks by live bytes" target/quickstart.out
+# Its three planted problems are found, and nothing else of medium or above.
+loud=$(grep -E '^  (CRITICAL|HIGH|MEDIUM) ' target/quickstart.out | awk '{print $2}' | sort | tr '\n' ' ')
+if [ "$loud" != "refcount.unreachable_cycle span.residue_growth task.escaped_allocation " ]; then
+  echo "the quickstart's findings of medium or above are not its three planted problems: $loud"
+  exit 1
+fi
 passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')
 echo "all checks passed"
