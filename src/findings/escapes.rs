@@ -279,39 +279,93 @@ fn holds(k: EdgeKind) -> bool {
 /// after those tasks had ended (so while another task, or none, ran). A lower bound of the
 /// hand-offs (frees by another task while the allocating one still runs are not seen without a
 /// check on the free path), and never a problem by itself: info, diagnostic.
+///
+/// When every task of the name that ended in the window is still in the tables, the name's
+/// frees this window minus those of its tasks that were running at the window's start (or
+/// started in it) are the frees after an end: exact, tasks forgotten earlier included. When
+/// some of them were forgotten already (more tasks ended than
+/// [`crate::Builder::ended_task_retention`] keeps), their own frees would pass for hand-offs:
+/// then only the tasks that ended before the window and are still in the tables count, from
+/// their own figures.
 fn cross_task_frees(cfg: &FindingsConfig, input: &Input<'_>, out: &mut Vec<Draft>) {
     let Some(prev) = input.prev else {
         return;
     };
-    let prev_names: HashMap<&str, u64> = prev
+    // At the window's start: each name's (freed bytes, frees, ended tasks), each task's
+    // (freed bytes, frees).
+    let names_before: HashMap<&str, (u64, u64, u64)> = prev
         .task_names
         .iter()
-        .map(|t| (t.name.as_str(), t.mem.freed_bytes))
+        .map(|t| (t.name.as_str(), (t.mem.freed_bytes, t.mem.frees, t.ended)))
         .collect();
-    let prev_tasks: HashMap<u64, u64> = prev
+    let tasks_before: HashMap<u64, (u64, u64)> = prev
         .tasks
         .iter()
-        .map(|t| (t.key.id, t.mem.freed_bytes))
+        .map(|t| (t.key.id, (t.mem.freed_bytes, t.mem.frees)))
         .collect();
-    // Frees of tasks still running at the window's start, per name: their own, probably.
-    let mut own: HashMap<String, u64> = HashMap::new();
+    /// One name's tasks this window.
+    #[derive(Default)]
+    struct Tasks<'a> {
+        /// Frees (bytes, count) of the tasks that ran in the window: their own, probably.
+        own: (u64, u64),
+        /// Of those, the ones that ended in the window.
+        ended_in_window: u64,
+        /// Frees (bytes, count) of the tasks that ended before it, and those tasks.
+        after_end: (u64, u64),
+        ended_before: Vec<&'a TaskStats>,
+    }
+    let mut by_name: HashMap<String, Tasks<'_>> = HashMap::new();
     for t in &input.snap.tasks {
-        if t.ended.is_some_and(|e| e <= input.start) {
-            continue;
+        let ended_before = t.ended.is_some_and(|e| e <= input.start);
+        let (bytes0, frees0) = match tasks_before.get(&t.key.id) {
+            Some(&b) => b,
+            // Ended before the window yet not in its first snapshot: nothing to compare with.
+            None if ended_before => continue,
+            // Started in the window.
+            None => (0, 0),
+        };
+        let delta = (
+            t.mem.freed_bytes.saturating_sub(bytes0),
+            t.mem.frees.saturating_sub(frees0),
+        );
+        let e = by_name.entry(t.display_name()).or_default();
+        if ended_before {
+            e.after_end.0 += delta.0;
+            e.after_end.1 += delta.1;
+            if delta.0 > 0 {
+                e.ended_before.push(t);
+            }
+        } else {
+            e.own.0 += delta.0;
+            e.own.1 += delta.1;
+            e.ended_in_window += u64::from(t.ended.is_some());
         }
-        let before = prev_tasks.get(&t.key.id).copied().unwrap_or(0);
-        *own.entry(t.display_name()).or_default() += t.mem.freed_bytes.saturating_sub(before);
     }
     for nm in &input.snap.task_names {
         if nm.ended == 0 {
             continue;
         }
-        let freed = nm
-            .mem
-            .freed_bytes
-            .saturating_sub(prev_names.get(nm.name.as_str()).copied().unwrap_or(0));
-        let after_end = freed.saturating_sub(own.get(&nm.name).copied().unwrap_or(0));
-        if after_end < cfg.cross_task_min_bytes {
+        let tasks = by_name.remove(&nm.name).unwrap_or_default();
+        let (bytes0, frees0, ended0) = names_before
+            .get(nm.name.as_str())
+            .copied()
+            .unwrap_or((0, 0, 0));
+        let all_kept = nm.ended.saturating_sub(ended0) == tasks.ended_in_window;
+        let (bytes, frees) = if all_kept {
+            (
+                nm.mem
+                    .freed_bytes
+                    .saturating_sub(bytes0)
+                    .saturating_sub(tasks.own.0),
+                nm.mem
+                    .frees
+                    .saturating_sub(frees0)
+                    .saturating_sub(tasks.own.1),
+            )
+        } else {
+            tasks.after_end
+        };
+        if bytes < cfg.cross_task_min_bytes {
             continue;
         }
         let mut d = Draft::new(
@@ -321,13 +375,22 @@ fn cross_task_frees(cfg: &FindingsConfig, input: &Input<'_>, out: &mut Vec<Draft
             format!(
                 "{} allocated by tasks named {} was freed this window after those tasks ended \
                  (handed off to other tasks)",
-                human(after_end),
+                human(bytes),
                 nm.name
             ),
         );
-        d.confidence = 0.9;
-        d.bytes = after_end;
+        d.confidence = if all_kept { 0.9 } else { 0.7 };
+        d.bytes = bytes;
+        d.allocations = frees;
         d.task_name = Some(nm.name.clone());
+        d.location = tasks.ended_before.iter().find_map(|t| t.location.clone());
+        d.tasks = tasks
+            .ended_before
+            .iter()
+            .rev()
+            .take(8)
+            .map(|t| t.key)
+            .collect();
         d.ev(
             n::FINDING_THRESHOLD,
             EvidenceValue::from(cfg.cross_task_min_bytes),
