@@ -2,7 +2,8 @@
 //! every handle from outside is gone.
 //!
 //! - The `rc_maker` task builds two `Rc<RefCell<..>>` nodes (64 KiB payload each) that point at
-//!   each other, and drops its handles: a 2-member cycle of about 128 KiB, high.
+//!   each other in its `link_peers` span, and drops its handles: a 2-member cycle of about
+//!   128 KiB, high.
 //! - The `left` task makes an `Arc` node (768 KiB payload) and hands it to the `right` task,
 //!   which makes its own, links the two into a cycle and drops every handle: a cycle across
 //!   two tasks of about 1.5 MiB, above 1 MiB: critical.
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 use heapspan::findings::{EvidenceValue, Finding, Holder, Kind, Severity, Verdict};
 use tokio::sync::oneshot;
+use tracing::info_span;
 use tracing_subscriber::layer::SubscriberExt;
 
 #[global_allocator]
@@ -117,16 +119,18 @@ fn unreachable_rc_and_arc_cycles_are_found() {
 
     let (stop_keeper, keeper) = rt.block_on(async {
         heapspan::spawn("rc_maker", async {
-            let a = Rc::new(RcNode {
-                payload: buffer(RC_PAYLOAD, 1),
-                next: RefCell::new(None),
-            });
-            let b = Rc::new(RcNode {
-                payload: buffer(RC_PAYLOAD, 2),
-                next: RefCell::new(Some(a.clone())),
-            });
-            *a.next.borrow_mut() = Some(b.clone());
-            a.payload.len() + b.payload.len()
+            info_span!("link_peers").in_scope(|| {
+                let a = Rc::new(RcNode {
+                    payload: buffer(RC_PAYLOAD, 1),
+                    next: RefCell::new(None),
+                });
+                let b = Rc::new(RcNode {
+                    payload: buffer(RC_PAYLOAD, 2),
+                    next: RefCell::new(Some(a.clone())),
+                });
+                *a.next.borrow_mut() = Some(b.clone());
+                a.payload.len() + b.payload.len()
+            })
         })
         .await
         .unwrap();
@@ -199,6 +203,11 @@ fn unreachable_rc_and_arc_cycles_are_found() {
         Severity::High,
     );
     assert_eq!(rc.tasks, vec![key_of("rc_maker")]);
+    assert_eq!(
+        rc.span_name.as_deref(),
+        Some(format!("{}::link_peers", module_path!()).as_str()),
+        "the span its largest member was allocated in, as `target::name`"
+    );
 
     let arc = second
         .iter()
@@ -214,6 +223,7 @@ fn unreachable_rc_and_arc_cycles_are_found() {
         node_bytes(ARC_PAYLOAD, std::mem::size_of::<ArcNode>()),
         Severity::Critical,
     );
+    assert_eq!(arc.span_name, None);
     assert_eq!(
         arc.tasks.iter().copied().collect::<BTreeSet<_>>(),
         BTreeSet::from([key_of("left"), key_of("right")]),

@@ -175,7 +175,8 @@ fn draft(
         Severity::High
     };
     let task_name = g.task_name_of(first);
-    let span_name = g.span_name_of(first).map(|(_, s)| s.to_owned());
+    // `target::name`, as every finding names a span.
+    let span_name = g.span_name_of(first).map(|(t, s)| format!("{t}::{s}"));
     let mut d = Draft::new(
         Kind::UnreachableCycle,
         severity,
