@@ -141,7 +141,7 @@ fn unreachable_rc_and_arc_cycles_are_found() {
         });
         let right = heapspan::spawn("right", async move {
             let l = from_left.await.unwrap();
-            let r = arc_node(ARC_PAYLOAD, 4);
+            let r = arc_node(l.payload.len(), 4);
             *r.next.lock().unwrap() = Some(l.clone());
             *l.next.lock().unwrap() = Some(r.clone());
         });

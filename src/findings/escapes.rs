@@ -186,7 +186,7 @@ fn classify(input: &Input<'_>, name: &str, g: &crate::graph::live::LiveGraph) ->
     let mut class: HashMap<AllocId, Class> = HashMap::new();
     let mut inside: HashMap<AllocId, Vec<AllocId>> = HashMap::new();
     for e in &graph.edges {
-        if !members.contains(&e.to) || !holds(e.kind) {
+        if !members.contains(&e.to) || !holds(e) {
             continue;
         }
         if members.contains(&e.from) {
@@ -270,9 +270,15 @@ struct Escaped {
     roots: Vec<AllocId>,
 }
 
-/// Edge kinds that keep their target alive.
-fn holds(k: EdgeKind) -> bool {
-    k.is_ownership() || k == EdgeKind::Slice
+/// Least confidence of a `slice` edge that holds its target: a length or capacity next to the
+/// word (0.85 in the graph's rules). A bare word pointing inside a block is most often a stale
+/// one (uninitialised or reused memory): the larger an escaped block, the likelier one falls
+/// inside it, and a 256 KiB leak would pass for retained by whatever block the word is in.
+const MIN_SLICE_CONFIDENCE: f32 = 0.8;
+
+/// Edges that keep their target alive: the ownership kinds, and slices that carry a length.
+fn holds(e: &crate::graph::Edge) -> bool {
+    e.kind.is_ownership() || (e.kind == EdgeKind::Slice && e.confidence >= MIN_SLICE_CONFIDENCE)
 }
 
 /// `alloc.cross_task_free`: per task name, bytes of its tasks' allocations freed this window
