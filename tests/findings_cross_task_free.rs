@@ -79,7 +79,8 @@ fn frees_after_the_allocating_task_ended_are_a_hand_off_figure() {
         .build()
         .unwrap();
     let (tx, mut rx) = mpsc::channel::<Msg>(4);
-    let consumer = rt.block_on(async {
+    let consumer = {
+        let _runtime = rt.enter();
         heapspan::spawn("consumer", async move {
             let mut kept = Vec::new();
             let mut freed = 0;
@@ -96,7 +97,7 @@ fn frees_after_the_allocating_task_ended_are_a_hand_off_figure() {
             }
             freed
         })
-    });
+    };
     let free_all = |tx: &mpsc::Sender<Msg>| {
         rt.block_on(async {
             let (done, freed) = oneshot::channel();

@@ -155,6 +155,10 @@ fn unreachable_rc_and_arc_cycles_are_found() {
             let y = arc_node(KEPT_PAYLOAD, 6);
             *x.next.lock().unwrap() = Some(y.clone());
             *y.next.lock().unwrap() = Some(x.clone());
+            #[allow(
+                clippy::useless_vec,
+                reason = "the handle lives in a heap block of the keeper's own"
+            )]
             let handles = vec![x];
             drop(y);
             ready_tx.send(()).unwrap();
