@@ -151,7 +151,9 @@ fn is_plumbing(name: &str) -> bool {
 }
 
 fn is_plumbing_path(path: &str) -> bool {
-    let path = path.trim_start_matches(['<', '&', '*']).trim_start_matches("mut ");
+    let path = path
+        .trim_start_matches(['<', '&', '*'])
+        .trim_start_matches("mut ");
     [
         "heapspan::alloc",
         "heapspan::Allocator",

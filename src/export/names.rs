@@ -302,6 +302,11 @@ pub const FINDING_FUTURE_SIZE: &str = "heapspan.finding.future.size";
 pub const FINDING_RATE: &str = "heapspan.finding.rate";
 /// Evidence, f64: the share of the window's allocated bytes freed again in it.
 pub const FINDING_FREED_FRACTION: &str = "heapspan.finding.freed_fraction";
+/// Evidence of a graph-based finding whose claim rests on nothing pointing at a block: the
+/// nodes the window's graph did not read in full (left out by a cap, unreadable, or cut at the
+/// per-node scan cap), among which an owner may be. The finding is weakened (low, confidence
+/// 0.5) when it is not 0.
+pub const FINDING_GRAPH_UNSEEN_NODES: &str = "heapspan.finding.graph.unseen_nodes";
 /// Evidence, i64: the threshold the figure was compared with.
 pub const FINDING_THRESHOLD: &str = "heapspan.finding.threshold";
 /// Why something was dropped: one of the `DROP_REASON_*` values.

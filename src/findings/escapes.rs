@@ -83,7 +83,16 @@ impl State {
                         if bytes < cfg.escape_min_bytes {
                             continue;
                         }
+                        // "Nothing points to it" is only as good as the graph: an owner may be
+                        // among the nodes it left out, or in the unread part of a node.
+                        let unseen = unseen_nodes(g);
                         let (severity, holder, what) = match class {
+                            Class::Unowned if unseen > 0 => (
+                                Severity::Low,
+                                Holder::Nothing,
+                                "that nothing the graph read points to (it left nodes out or \
+                                 unread: an owner may be among them)",
+                            ),
                             Class::Unowned => {
                                 (Severity::Medium, Holder::Nothing, "that nothing points to")
                             }
@@ -123,6 +132,10 @@ impl State {
                         d.location = location.clone();
                         d.ev(n::FINDING_TASKS, nm.ended);
                         d.ev(n::FINDING_THRESHOLD, cfg.escape_min_bytes);
+                        if holder == Holder::Nothing && unseen > 0 {
+                            d.confidence = 0.5;
+                            d.ev(n::FINDING_GRAPH_UNSEEN_NODES, unseen);
+                        }
                         d.holder = Some(holder);
                         d.roots = roots;
                         out.push(d);
@@ -156,6 +169,13 @@ impl State {
         self.residue.retain(|k, _| seen.contains(k));
         cross_task_frees(cfg, input, out);
     }
+}
+
+/// Nodes of `g` whose pointers the graph did not read in full: left out by a cap, unreadable,
+/// or read only up to the per-node cap.
+fn unseen_nodes(g: &crate::graph::live::LiveGraph) -> u64 {
+    let s = &g.graph.skipped;
+    s.nodes + s.unreadable + s.truncated_nodes
 }
 
 /// The live allocations of the ended tasks named `name`, by class, largest first.

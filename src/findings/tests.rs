@@ -425,6 +425,28 @@ fn escape_min_bytes_moves_the_verdict_with_the_graph() {
     );
 }
 
+/// A graph that left nodes out (or read some only in part) cannot say nothing points at a
+/// block: the unowned escape is weakened to low, at confidence 0.5, and says how many nodes
+/// were unseen.
+#[test]
+fn an_unowned_escape_is_weaker_when_the_graph_left_nodes_unread() {
+    let name = "thresholds-escaper-unseen";
+    let w = residue_windows(name, 200_000, 2);
+    let mut g = unowned_blocks(5, name, 4, 25_000);
+    g.graph.skipped.truncated_nodes = 1;
+    g.graph.skipped.unreadable = 2;
+    let j = judge(&cfg().escape_min_bytes(100_000), &w, Some(&g));
+    let f = finding(&j, Kind::EscapedAllocation).expect("found");
+    assert_eq!(
+        (f.severity, f.holder.clone(), f.confidence),
+        (Severity::Low, Some(Holder::Nothing), 0.5)
+    );
+    assert!(f.evidence.iter().any(
+        |(k, v)| *k == crate::export::names::FINDING_GRAPH_UNSEEN_NODES
+            && *v == EvidenceValue::from(3u64)
+    ));
+}
+
 #[test]
 fn cross_task_min_bytes_moves_the_verdict() {
     // Tasks named `handoff` ended holding 2 MiB; the next window all of it is freed, by
