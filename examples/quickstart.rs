@@ -121,14 +121,19 @@ async fn cache(mut rx: mpsc::Receiver<(String, Vec<u8>)>) -> usize {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 2. Start heapspan with the live index on (the relation graph says who holds what), and
     //    install a subscriber with heapspan's layer.
-    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::{fmt, layer::SubscriberExt, EnvFilter, Layer};
     let guard = heapspan::Builder::from_env()?
         .live_index(heapspan::IndexMode::Full)
         // Windows are cut below, one per batch; the timer would cut one an hour.
         .export(heapspan::export::ExportConfig::default().window(Duration::from_secs(3600)))
         .start()?;
+    //    The log filter is the fmt layer's alone (a per-layer filter): a filter on the whole
+    //    stack would hide DEBUG spans from heapspan too.
+    let log_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
     tracing::subscriber::set_global_default(
-        tracing_subscriber::registry().with(heapspan::layer()),
+        tracing_subscriber::registry()
+            .with(fmt::layer().with_filter(log_filter))
+            .with(heapspan::layer()),
     )?;
     let requests: u64 = std::env::var("QUICKSTART_REQUESTS")
         .ok()
@@ -197,10 +202,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("{}", guard.report(8));
     if let Some(g) = guard.graph() {
         println!(
-            "relation graph: {} live indexed allocations, {} edges, {} cycles; strongest edges:",
+            "relation graph: {} live indexed allocations, {} edges, {} cycles ({:?}); strongest \
+             edges:",
             g.graph.nodes.len(),
             g.graph.edges.len(),
-            g.graph.cycles.len()
+            g.graph.cycles.len(),
+            g.graph.skipped,
         );
         let snap = guard.snapshot();
         let task = |id: heapspan::graph::AllocId| {

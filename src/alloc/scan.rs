@@ -211,7 +211,8 @@ pub(crate) fn scan(caps: Caps) -> Option<Scanned> {
             }
             scratch_budget -= take;
             out.scanned_bytes += take as u64;
-            if take < size {
+            // Cut at the per-node cap (a trailing partial word holds no aligned pointer).
+            if size > caps.max_bytes_per_node {
                 out.truncated_nodes += 1;
                 out.truncated_bytes += (size - take) as u64;
             }
