@@ -42,6 +42,9 @@ RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
 step "benches compile and run once"
 cargo test --benches --release
 
+step "the tracing-opentelemetry example runs (memory attributes on the user's spans)"
+cargo run --all-features --example otel_spans > target/otel_spans.out
+
 step "the quickstart runs"
 cargo run --release --example quickstart > target/quickstart.out
 grep -q "Tasks by live bytes" target/quickstart.out

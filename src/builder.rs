@@ -361,6 +361,15 @@ impl Builder {
                  (Builder::live_index): no graph will be written"
             );
         }
+        #[cfg(feature = "tracing-opentelemetry")]
+        if export.is_none() {
+            eprintln!(
+                "heapspan: feature tracing-opentelemetry is on, but heapspan exports no traces \
+                 (no OTLP endpoint, no file): Guard::tracer_provider() is None, so spans given \
+                 its tracer go nowhere; set OTEL_EXPORTER_OTLP_ENDPOINT, ExportConfig::file, or \
+                 bring your own provider (ExportConfig::tracer_provider)"
+            );
+        }
         let rx = events::open().ok_or(Error::AlreadyStarted)?;
         alloc::budget::set_max(self.max_queue_bytes);
         let pool = alloc::start(self.max_threads, self.index_start())
