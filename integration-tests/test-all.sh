@@ -31,9 +31,9 @@ RUSTDOCFLAGS="-D warnings" CARGO_TARGET_DIR=target/doc-private \
 step "unit, scenario, doc and integration tests"
 cargo test --workspace --all-features
 
-step "task identity through tokio's spawn spans (--cfg tokio_unstable)"
+step "task identity and span attribution through tokio's spawn spans (--cfg tokio_unstable)"
 RUSTFLAGS="--cfg tokio_unstable" CARGO_TARGET_DIR=target/unstable \
-  cargo test --test identity_paths
+  cargo test --test identity_paths --test span_instrumentation
 
 step "loom models of the lock-free tables, queues and the scan handshake"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \

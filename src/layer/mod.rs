@@ -94,11 +94,57 @@ fn is_tokio_internal(meta: &tracing_core::Metadata<'_>) -> bool {
     meta.name().starts_with("runtime.") && meta.target().starts_with("tokio")
 }
 
+std::thread_local! {
+    /// The layer's `enabled` opened a bookkeeping scope on this thread (see
+    /// [`begin_bookkeeping`]).
+    static BOOKKEEPING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// tokio is about to make one of its own spans (`tokio_unstable`): until the layer hears of it
+/// (`on_new_span`) the subscriber allocates its bookkeeping for it (tracing-subscriber's
+/// registry grows its slab of span data, and keeps the pages). That is not the user's span's
+/// memory: no span is current meanwhile, so it is charged to the task outside any span.
+fn begin_bookkeeping() {
+    end_bookkeeping();
+    // Word 0: no span. Beyond the tracked depth the push is counted and the pop undoes it.
+    let _ = alloc::push_span(0);
+    BOOKKEEPING.with(|b| b.set(true));
+}
+
+/// Closes the scope [`begin_bookkeeping`] opened, if any: on the span's creation, or on the
+/// layer's next callback on this thread if a filter dropped the span in between.
+fn end_bookkeeping() {
+    if BOOKKEEPING.with(|b| b.replace(false)) {
+        alloc::pop_span(0);
+    }
+}
+
 impl<S> Layer<S> for MemoryLayer
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
+    fn register_callsite(
+        &self,
+        meta: &'static tracing_core::Metadata<'static>,
+    ) -> tracing_core::subscriber::Interest {
+        // tokio's own spans: asked about each time, so that `enabled` can open the
+        // bookkeeping scope just before each is made.
+        if meta.is_span() && is_tokio_internal(meta) {
+            tracing_core::subscriber::Interest::sometimes()
+        } else {
+            tracing_core::subscriber::Interest::always()
+        }
+    }
+
+    fn enabled(&self, meta: &tracing_core::Metadata<'_>, _: Context<'_, S>) -> bool {
+        if meta.is_span() && is_tokio_internal(meta) {
+            begin_bookkeeping();
+        }
+        true
+    }
+
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        end_bookkeeping();
         let _scope = InternalScope::enter();
         let Some(span) = ctx.span(id) else { return };
         let meta = attrs.metadata();
@@ -150,6 +196,7 @@ where
     }
 
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
+        end_bookkeeping();
         match mark(&ctx, id) {
             Some(SpanMark::User(sid)) => {
                 let tracked = alloc::push_span(sid);
@@ -164,6 +211,7 @@ where
     }
 
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
+        end_bookkeeping();
         match mark(&ctx, id) {
             Some(SpanMark::User(sid)) => alloc::pop_span(sid),
             Some(SpanMark::Task(..)) => alloc::exit_task_name(),
@@ -172,6 +220,7 @@ where
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        end_bookkeeping();
         let _scope = InternalScope::enter();
         match mark(&ctx, &id) {
             Some(SpanMark::User(sid)) => {
