@@ -33,5 +33,8 @@ fn start_with_no_destination_says_spans_go_nowhere() {
         1,
         "said once: {stderr}"
     );
-    assert!(stderr.contains("Guard::tracer_provider() is None"), "{stderr}");
+    assert!(
+        stderr.contains("Guard::tracer_provider() is None"),
+        "{stderr}"
+    );
 }
