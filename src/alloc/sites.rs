@@ -146,7 +146,9 @@ fn is_plumbing(name: &str) -> bool {
         Some((ty, tr)) => (ty, Some(tr)),
         None => (name, None),
     };
-    let own_path = ty.contains("::") && !is_plumbing_path(ty);
+    // A slice, reference, pointer or tuple of the program's types is still std's impl.
+    let own_path =
+        !ty.starts_with(['[', '&', '*', '(']) && ty.contains("::") && !is_plumbing_path(ty);
     is_plumbing_path(ty) || (!own_path && tr.is_some_and(is_plumbing_path))
 }
 
@@ -269,6 +271,7 @@ mod tests {
             "alloc::raw_vec::RawVec<T,A>::grow_one",
             "<alloc::vec::Vec<u8> as core::clone::Clone>::clone",
             "<[T] as alloc::slice::hack::ConvertVec>::to_vec",
+            "<[app::Item] as alloc::slice::hack::ConvertVec>::to_vec",
             "<T as alloc::slice::hack::ConvertVec>::to_vec",
             "<&str as alloc::string::ToString>::to_string",
             "heapspan::alloc::dealloc_ext",

@@ -289,9 +289,13 @@ pub const FINDING_CYCLE_REFCOUNTED: &str = "heapspan.finding.cycle.refcounted";
 pub const FINDING_CYCLE_STRONG: &str = "heapspan.finding.cycle.strong";
 /// Evidence, i64: consecutive windows the cycle was found unreachable in, with the same members.
 pub const FINDING_CYCLE_WINDOWS: &str = "heapspan.finding.cycle.windows";
-/// Evidence of `refcount.unreachable_cycle`: pointer words from outside the cycle set aside
-/// because the members' counts prove they are not references (stale words, borrows).
+/// Evidence of `refcount.unreachable_cycle`: pointer words from outside the cycle into
+/// refcounted members whose counts the members meet exactly, set aside as stale words or
+/// borrows (the counts suggest it; the finding is then probable and at most medium).
 pub const FINDING_CYCLE_SET_ASIDE: &str = "heapspan.finding.cycle.set_aside";
+/// Evidence of `refcount.unreachable_cycle`: pointer words inside the cycle beyond its
+/// members' counts (stale copies; the finding is then probable and at most medium).
+pub const FINDING_CYCLE_SURPLUS: &str = "heapspan.finding.cycle.surplus";
 /// Evidence, i64: clone edges of the group.
 pub const FINDING_CLONES: &str = "heapspan.finding.clones";
 /// Evidence, i64: size of each copy.

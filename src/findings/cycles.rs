@@ -35,82 +35,106 @@ impl State {
             return;
         };
         let mut next = HashMap::new();
-        for Unreachable { members, set_aside } in unreachable(g) {
+        for Unreachable {
+            members,
+            set_aside,
+            surplus,
+        } in unreachable(g)
+        {
             let key = hash_ids(&members);
             let windows = self.seen.get(&key).copied().unwrap_or(0) + 1;
             next.insert(key, windows);
             if windows < cfg.cycle_confirm_windows {
                 continue;
             }
-            out.push(draft(cfg, g, &members, windows, set_aside));
+            out.push(draft(cfg, g, &members, windows, set_aside, surplus));
         }
         self.seen = next;
     }
 }
 
-/// A cycle nothing outside holds: its members, and the pointer words from outside it that the
-/// counts prove are not references (stale words in reused blocks, or borrows).
+/// A cycle nothing outside holds: its members, and what the claim rests on beyond exact counts.
 pub(crate) struct Unreachable {
     pub(crate) members: Vec<AllocId>,
+    /// Pointer words from outside into refcounted members whose counts the members already
+    /// meet: taken for stale words (left in reused blocks) or borrows, not handles.
     pub(crate) set_aside: u64,
+    /// Pointer words inside beyond the counts (stale copies), or a member read as refcounted
+    /// only with surplus words ([`Refcount::surplus`](crate::graph::Refcount::surplus)).
+    pub(crate) surplus: u64,
 }
 
 /// The cycles of `g` that nothing outside them holds, members sorted by id.
 ///
 /// Only a counted reference (an `Rc`/`Arc`/`Weak` handle) keeps a cycle alive, and every such
 /// handle is in a count: so a cycle is unreachable when each refcounted member's
-/// `strong + weak − 1` references are all found as pointer words in members. When words from
-/// outside point into the cycle, each count must be met exactly, by that many members holding
-/// one word each; then the outside words cannot be handles and are set aside (lowering the
-/// finding's confidence). Otherwise words from outside leave the cycle held.
+/// `strong + weak − 1` references are all found as pointer words in members. A word from
+/// outside into a member with no refcount (a `Box` the cycle's `Rc` points back to, say) is
+/// an owner: the cycle is held. Words from outside into a refcounted member are set aside
+/// only when that member's count is met exactly, by that many members holding one word each
+/// (a stale copy inside a member would otherwise make room for a real handle outside); the
+/// counts then suggest, not prove, that the outside words are stale. Otherwise the cycle is
+/// held.
 pub(crate) fn unreachable(g: &LiveGraph) -> Vec<Unreachable> {
     let graph = &g.graph;
     let mut found = Vec::new();
-    for members in &graph.cycles {
+    'cycles: for members in &graph.cycles {
         let set: HashSet<AllocId> = members.iter().copied().collect();
         if !members.iter().any(|&m| graph.refcount_of(m).is_some()) {
             continue;
         }
-        // Per member: pointer words into its start from members, and the members they come
-        // from; words from anywhere else.
-        let mut inside: HashMap<AllocId, (u64, u64)> = HashMap::new();
-        let mut outside: u64 = 0;
+        // Per member: pointer words into its start from members, the members they come
+        // from, and words from anywhere else.
+        let mut words: HashMap<AllocId, Words> = HashMap::new();
         for e in graph.edges.iter().filter(|e| set.contains(&e.to)) {
             if !points_at_start(e.kind) && e.kind != EdgeKind::Slice {
                 continue;
             }
+            let w = words.entry(e.to).or_default();
             if !set.contains(&e.from) {
-                outside += u64::from(e.evidence);
+                w.outside += u64::from(e.evidence);
             } else if points_at_start(e.kind) {
-                let s = inside.entry(e.to).or_default();
-                s.0 += u64::from(e.evidence);
-                s.1 += 1;
+                w.inside += u64::from(e.evidence);
+                w.holders += 1;
             }
         }
-        // With words from outside, the counts must be met exactly, one word per holding
-        // member: a stale copy inside a member would otherwise make room for a real handle
-        // outside.
-        let accounted = members.iter().all(|&m| match graph.refcount_of(m) {
-            Some(r) => {
-                let refs = (r.strong + r.weak.saturating_sub(1)) as u64;
-                let (words, holders) = inside.get(&m).copied().unwrap_or((0, 0));
-                r.strong > 0
-                    && if outside == 0 {
-                        words >= refs
-                    } else {
-                        words == refs && holders == refs
-                    }
+        let (mut set_aside, mut surplus) = (0, 0);
+        for &m in members {
+            let w = words.get(&m).copied().unwrap_or_default();
+            let Some(r) = graph.refcount_of(m) else {
+                if w.outside > 0 {
+                    continue 'cycles; // an owner outside
+                }
+                continue;
+            };
+            let refs = (r.strong + r.weak.saturating_sub(1)) as u64;
+            let met = r.strong > 0
+                && if w.outside == 0 {
+                    w.inside >= refs
+                } else {
+                    w.inside == refs && w.holders == refs
+                };
+            if !met {
+                continue 'cycles;
             }
-            None => true,
+            set_aside += w.outside;
+            surplus += w.inside - refs + r.surplus as u64;
+        }
+        found.push(Unreachable {
+            members: members.clone(),
+            set_aside,
+            surplus,
         });
-        if accounted {
-            found.push(Unreachable {
-                members: members.clone(),
-                set_aside: outside,
-            });
-        }
     }
     found
+}
+
+/// Pointer words into one cycle member.
+#[derive(Clone, Copy, Default)]
+struct Words {
+    inside: u64,
+    holders: u64,
+    outside: u64,
 }
 
 /// Edge kinds found from a pointer to the target's first byte.
@@ -127,6 +151,7 @@ fn draft(
     members: &[AllocId],
     windows: u32,
     set_aside: u64,
+    surplus: u64,
 ) -> Draft {
     let graph = &g.graph;
     let idx: Vec<usize> = members.iter().filter_map(|&m| graph.index_of(m)).collect();
@@ -169,7 +194,12 @@ fn draft(
         .collect();
     tasks.sort_by_key(|t| t.id);
     tasks.dedup();
-    let severity = if bytes > cfg.cycle_critical_bytes {
+    // Exact counts confirm the claim; words set aside or beyond the counts only suggest it:
+    // probable, and no higher than medium.
+    let exact = set_aside == 0 && surplus == 0;
+    let severity = if !exact {
+        Severity::Medium
+    } else if bytes > cfg.cycle_critical_bytes {
         Severity::Critical
     } else {
         Severity::High
@@ -195,22 +225,22 @@ fn draft(
                 ),
                 k => format!(" (allocated by {k} tasks)"),
             },
-            if set_aside > 0 {
-                format!(
-                    "; {set_aside} pointer word(s) from outside were set aside: the counts \
-                     prove they are not references (stale words in a reused block, or borrows)"
-                )
-            } else {
+            if exact {
                 String::new()
+            } else {
+                format!(
+                    "; {set_aside} pointer word(s) from outside were set aside and {surplus} \
+                     inside are beyond the counts: the counts suggest they are stale (left in \
+                     a reused block) or borrows, not handles"
+                )
             }
         ),
     );
-    // Words set aside rest on the counts alone: probable, not confirmed.
-    if set_aside > 0 {
-        d.verdict = Verdict::Probable;
-        d.confidence = 0.7;
-    } else {
+    if exact {
         d.confidence = 0.9;
+    } else {
+        d.verdict = Verdict::Probable;
+        d.confidence = 0.6;
     }
     d.bytes = bytes;
     d.allocations = members.len() as u64;
@@ -226,6 +256,7 @@ fn draft(
     d.ev(n::FINDING_CYCLE_STRONG, strong);
     d.ev(n::FINDING_CYCLE_WINDOWS, u64::from(windows));
     d.ev(n::FINDING_CYCLE_SET_ASIDE, set_aside);
+    d.ev(n::FINDING_CYCLE_SURPLUS, surplus);
     d
 }
 
@@ -285,9 +316,17 @@ mod tests {
         let found = unreachable(&g);
         assert_eq!(found.len(), 1, "a stale word does not hold the cycle");
         assert_eq!(found[0].set_aside, 1);
-        let d = draft(&FindingsConfig::default(), &g, &found[0].members, 2, 1);
+        let d = draft(
+            &FindingsConfig::default(),
+            &g,
+            &found[0].members,
+            2,
+            1,
+            found[0].surplus,
+        );
         assert_eq!(d.verdict, Verdict::Probable, "resting on the counts alone");
-        assert!(d.summary.contains("set aside"), "{}", d.summary);
+        assert_eq!(d.severity, Severity::Medium, "no higher than medium");
+        assert!(d.summary.contains("suggest"), "{}", d.summary);
     }
 
     #[test]
@@ -322,5 +361,36 @@ mod tests {
         g.graph = build(&g.graph.nodes, &heap, &[], &GraphConfig::default());
         assert_eq!(g.graph.cycles.len(), 1);
         assert!(unreachable(&g).is_empty(), "held by the outside handle");
+    }
+
+    /// A healthy parent/child pair: a block outside owns the parent (no refcount: a `Box`),
+    /// which holds the only `Rc` to the child, whose raw back-pointer makes the cycle. The
+    /// outside owner holds it.
+    #[test]
+    fn an_outside_owner_of_a_member_without_a_refcount_holds_the_cycle() {
+        let mut heap = FlatHeap::new(0x1000, 32);
+        // Parent (no refcount header: its first words are large) at 0x1000 → child RcBox.
+        heap.write(0x1000, 0x7fff_0000_0000);
+        heap.write(0x1008, 0x1040);
+        // Child RcBox [strong 1, weak 1, back-pointer to the parent, value] at 0x1040.
+        heap.write(0x1040, 1);
+        heap.write(0x1048, 1);
+        heap.write(0x1050, 0x1000);
+        heap.write(0x1058, 9);
+        // The outside owner of the parent.
+        heap.write(0x1080, 0x1000);
+        heap.write(0x1088, 16);
+        let nodes = vec![
+            Node::new(AllocId(1), 0x1000, 16),
+            Node::new(AllocId(2), 0x1040, 32),
+            Node::new(AllocId(3), 0x1080, 64),
+        ];
+        let g = LiveGraph {
+            graph: build(&nodes, &heap, &[], &GraphConfig::default()),
+            ..LiveGraph::default()
+        };
+        assert_eq!(g.graph.cycles.len(), 1, "{:?}", g.graph.edges);
+        assert!(g.graph.refcount_of(AllocId(2)).is_some());
+        assert!(unreachable(&g).is_empty(), "the box's owner holds it");
     }
 }

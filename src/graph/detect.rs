@@ -3,14 +3,16 @@
 //! The scan reads each node once into a reused buffer and looks every word up in the
 //! [`AddrIndex`]: a word equal to another node's start is a *start hit*, a word strictly inside
 //! another node an *interior hit*. For clone detection it also hashes the first
-//! [`GraphConfig::clone_prefix_bytes`] of each candidate, together with its size and site (or
-//! span), into one group key. Nothing is hashed per word beyond that prefix.
+//! [`GraphConfig::clone_prefix_bytes`] of each candidate, together with its size, into one
+//! group key. Nothing is hashed per word beyond that prefix.
 //!
-//! Start hits become `Owns`, `Shares`, `ArcClone` or `RcClone` depending on how many owners a
-//! target has and on its first two words (a possible `strong, weak` refcount header, read
-//! again only for targets with two or more pointers or in a cycle); interior hits become
-//! `Slice`; clone candidates are sorted by `(group key, time)` and chained within the clone
-//! window; annotations give `Contains`; [`Node::realloc_from`] gives `Evolution`.
+//! Start hits become `Owns`, `Shares` or `ArcClone` depending on how many owners a target has
+//! and on its first two words (a possible `strong, weak` refcount header, read again only for
+//! targets with two or more pointers or in a cycle; `RcClone` comes from the allocation site,
+//! [`Graph::set_refcount_kinds`](super::Graph::set_refcount_kinds)); interior hits become
+//! `Slice` (none from a holder that also has a start hit into the same block); clone
+//! candidates are sorted by `(group key, time)`, the earliest of each group being the
+//! original; annotations give `Contains`; [`Node::realloc_from`] gives `Evolution`.
 
 use super::index::AddrIndex;
 use super::scc::{self, Csr};
@@ -81,8 +83,9 @@ pub(crate) fn detect(
     let start = merge_hits(scan.start);
     let mut interior = merge_hits(scan.interior);
     // A holder with a pointer to a block's start owns or shares it; its words into the same
-    // block (a `bytes::Bytes` keeps both its buffer's start, tagged, and a cursor inside it)
-    // are within that relation, not a second edge. Both lists are sorted by key.
+    // block (a `bytes::Bytes` keeps a cursor, at the start for a fresh buffer, and the start
+    // tagged with a low bit, an interior word) are within that relation, not a second edge.
+    // Both lists are sorted by key.
     interior.retain(|h| start.binary_search_by_key(&h.key, |s| s.key).is_err());
     let mut buf = Vec::new();
     let mut pointed_at = vec![false; nodes.len()];
@@ -273,12 +276,14 @@ fn prefix_hash(words: &[usize]) -> u64 {
         .fold(0xcbf2_9ce4_8422_2325, |h, &w| mix(h, w as u64))
 }
 
-/// Clones are grouped by site when it is known, else by span.
+/// Where a copy was made: its site when it is known, else its span's name (the group in the
+/// span word's high bits, [`SPAN_GROUP_SHIFT`](super::SPAN_GROUP_SHIFT): not the instance, so
+/// that copies made by many requests of one route are one source).
 fn clone_key(node: &Node) -> (bool, u64) {
     if node.site != 0 {
         (true, node.site)
     } else {
-        (false, node.span)
+        (false, node.span >> super::SPAN_GROUP_SHIFT)
     }
 }
 
@@ -370,12 +375,15 @@ fn classify_start_hits(
             // An `Rc` is `!Send`: holders in two or more tasks make it an `Arc`. In one task
             // the layouts are identical; a tokio task's state must be `Send`, so `Arc` is the
             // likelier reading, at 0.8 × the score, until the allocation site says otherwise
-            // (`Graph::set_refcount_kind`).
+            // (`Graph::set_refcount_kinds`).
             // A surplus word's holder proves nothing: it may be another task's stale block.
+            // Task 0 (no task: `main`, `block_on`) is no second task.
             let cross = !stale
-                && group
-                    .iter()
-                    .any(|h| nodes[h.from() as usize].task != target.task);
+                && target.task != 0
+                && group.iter().any(|h| {
+                    let t = nodes[h.from() as usize].task;
+                    t != 0 && t != target.task
+                });
             let confidence = if cross {
                 score
             } else {
@@ -499,8 +507,8 @@ fn contains_edges(
 /// Clone candidates sorted by `(group key, time)`: in each run of equal contents the earliest
 /// node is the original, whatever its site, and every later node of the same size is a clone
 /// of it. The clone window is evidence, not a cut: a copy made within it of the previous copy
-/// from its own site (or span) is part of a burst; a lone copy long after the original counts
-/// less.
+/// from its own site (or span name), or of the original for the first, is part of a burst; a
+/// lone copy has half the confidence, below what `clone.storm` counts.
 fn clone_edges(
     nodes: &[Node],
     mut cands: Vec<CloneCandidate>,
@@ -508,8 +516,8 @@ fn clone_edges(
     edges: &mut Vec<Edge>,
 ) {
     radix_sort_by_key(&mut cands, |c| c.0);
-    // Per clone key (site or span) of the current group: the time of its latest copy.
-    let mut latest: Vec<((bool, u64), u64)> = Vec::new();
+    // Per clone key (site or span name) of the current group: the time of its latest copy.
+    let mut latest: std::collections::HashMap<(bool, u64), u64> = std::collections::HashMap::new();
     let mut g = 0;
     while g < cands.len() {
         let group = cands[g].0;
@@ -521,7 +529,7 @@ fn clone_edges(
         latest.clear();
         let o = cands[g];
         let from = &nodes[o.2 as usize];
-        latest.push((clone_key(from), o.1));
+        latest.insert(clone_key(from), o.1);
         for &c in &cands[g + 1..end] {
             let to = &nodes[c.2 as usize];
             // A 64-bit group key collision between different sizes: not clones.
@@ -529,17 +537,8 @@ fn clone_edges(
                 continue;
             }
             let key = clone_key(to);
-            let burst = match latest.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, t)) => {
-                    let near = c.1 - *t <= cfg.clone_window_ns;
-                    *t = c.1;
-                    near
-                }
-                None => {
-                    latest.push((key, c.1));
-                    c.1 - o.1 <= cfg.clone_window_ns
-                }
-            };
+            let since = latest.insert(key, c.1).unwrap_or(o.1);
+            let burst = c.1 - since <= cfg.clone_window_ns;
             let mut confidence: f32 = 0.5;
             if key.0 {
                 confidence += 0.2;
@@ -550,10 +549,12 @@ fn clone_edges(
             if group & 1 == 1 {
                 confidence -= 0.3;
             }
+            let mut confidence = confidence.clamp(0.05, 0.95);
+            // A lone copy long after the previous one from its place: half as sure, below
+            // what a clone storm counts (0.5).
             if !burst {
-                confidence -= 0.2;
+                confidence *= 0.5;
             }
-            let confidence = confidence.clamp(0.05, 0.95);
             edges.push(edge(
                 from,
                 to,

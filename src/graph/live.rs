@@ -348,3 +348,14 @@ pub(crate) fn capture(cfg: &CaptureConfig) -> Option<LiveGraph> {
         task_names,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_graph_reads_span_words_as_the_allocator_writes_them() {
+        assert_eq!(
+            super::super::SPAN_GROUP_SHIFT,
+            crate::alloc::header::SPAN_BITS
+        );
+    }
+}

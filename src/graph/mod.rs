@@ -73,6 +73,9 @@ pub use dot::{to_dot, DotOptions, HIGHLIGHT_NODES};
 pub use scc::retained_sizes;
 
 const WORD: usize = std::mem::size_of::<usize>();
+/// [`Node::span`] is a span word: the span's name group in the bits from here up, the
+/// instance below (the allocator's layout; checked in `graph::live`'s tests).
+pub(crate) const SPAN_GROUP_SHIFT: u32 = 48;
 /// The factor on the score of a refcounted block's edges whose `Arc`/`Rc` flavour is a
 /// reading, not proven (see [`EdgeKind`]).
 const UNPROVEN_FLAVOUR: f32 = 0.8;
@@ -328,10 +331,11 @@ impl Default for GraphConfig {
 ///   0.95 when the heap pointers equal the strong count, 0.8 when fewer (the rest are on the
 ///   stack), 0.7 when more (some are `Weak`), 0.6 for a single in-cycle pointer. A cycle
 ///   member with no `Weak` and one or two pointer words more than its strong count is still
-///   taken for a refcounted block, at 0.5: the surplus words are stale (left in a reused
+///   taken for a refcounted block, at 0.5: the surplus words are taken for stale ones (left in a reused
 ///   block; [`Refcount::surplus`]). The layouts of `ArcInner` and `RcBox` are identical:
-///   holders in two or more tasks prove an `Arc` (an `Rc` is `!Send`), and so does an
-///   allocation site that shows `Arc::new`, while one that shows `Rc::new` proves an `Rc`
+///   holders in two or more tasks (task 0, no task, not counted) are taken as an `Arc` (an
+///   `Rc` is `!Send`; tasks of one `LocalSet` can share one, which the site then corrects),
+///   an allocation site that shows `Arc::new` or `Rc::new` settles it
 ///   ([`Graph::set_refcount_kinds`]; the live graph does it when sites are captured).
 ///   Unproven, the block is read as the likelier `ArcClone` (a tokio task's state is `Send`)
 ///   at 0.8 × the score, and [`Refcount::kind_proven`] is false.
@@ -341,10 +345,11 @@ impl Default for GraphConfig {
 /// - `Clone`: blocks of equal size and equal leading bytes are one group; the earliest is the
 ///   original, wherever it was allocated, and each later one a clone of it: 0.5, + 0.2 when
 ///   the clone's site is known, + 0.2 when the compared prefix is the whole allocation, − 0.3
-///   when every compared word is a small integer (< 2^16: default-like contents), − 0.2 when
-///   the clone is neither within the clone window of the previous copy from its own site (or
-///   span) nor, being the first, of the original; clamped to `0.05..=0.95`. Uniform prefixes
-///   (all words equal: zeroed or memset buffers) are never clones.
+///   when every compared word is a small integer (< 2^16: default-like contents), clamped to
+///   `0.05..=0.95`; then halved when the clone is neither within the clone window
+///   of the previous copy from its own site (or span name) nor, being the first, of the
+///   original (a lone copy: below the 0.5 `clone.storm` counts). Uniform prefixes (all words
+///   equal: zeroed or memset buffers) are never clones.
 /// - `Contains`: 1.0 for annotated members, 0.4 for members inferred by temporal locality.
 /// - `Evolution`: 1.0 (the allocator saw the realloc).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -511,8 +516,8 @@ pub struct Refcount {
     pub weak: usize,
     /// Pointer words to the block's start found in the heap.
     pub heap_pointers: usize,
-    /// Of them, the words beyond `strong + weak − 1`: no count has them, so they are stale
-    /// (left in a freed-and-reused block), not references. Only a cycle member with no `Weak`
+    /// Of them, the words beyond `strong + weak − 1`: no count has room for them, which
+    /// suggests stale words (left in a freed-and-reused block), not references. Only a cycle member with no `Weak`
     /// is taken for a refcounted block with a surplus, of at most two words.
     pub surplus: usize,
     /// `ArcClone` or `RcClone`: what the edges into it are labelled.
@@ -584,19 +589,21 @@ impl Graph {
     /// Labels refcounted blocks by evidence the layouts lack: `kind_of(node)` answers
     /// `Some(ArcClone)` or `Some(RcClone)` for a block whose flavour it knows (the live graph
     /// reads it off the allocation site: `Rc::new` or `Arc::new` on the stack), `None`
-    /// otherwise. The edges into a block whose flavour was a reading get that kind and their
+    /// otherwise. The site wins over holders in two tasks (`Rc`s shared by the tasks of one
+    /// `LocalSet`). The edges into a block whose flavour was a reading get that kind and their
     /// full score back (the 0.8 factor of an unproven reading goes).
     pub fn set_refcount_kinds(&mut self, mut kind_of: impl FnMut(&Node) -> Option<EdgeKind>) {
-        let mut proven: Vec<(AllocId, EdgeKind)> = Vec::new();
+        // (block, kind, whether its edges carry the unproven factor)
+        let mut proven: Vec<(AllocId, EdgeKind, bool)> = Vec::new();
         for k in 0..self.refcounts.len() {
             let r = self.refcounts[k];
-            let Some(node) = self.node(r.id).filter(|_| !r.kind_proven) else {
+            let Some(node) = self.node(r.id) else {
                 continue;
             };
             if let Some(kind @ (EdgeKind::ArcClone | EdgeKind::RcClone)) = kind_of(node) {
                 self.refcounts[k].kind = kind;
                 self.refcounts[k].kind_proven = true;
-                proven.push((r.id, kind));
+                proven.push((r.id, kind, !r.kind_proven));
             }
         }
         if proven.is_empty() {
@@ -607,9 +614,12 @@ impl Graph {
             if !matches!(e.kind, EdgeKind::ArcClone | EdgeKind::RcClone) {
                 continue;
             }
-            if let Ok(k) = proven.binary_search_by_key(&e.to, |&(id, _)| id) {
-                e.kind = proven[k].1;
-                e.confidence = (e.confidence / UNPROVEN_FLAVOUR).min(0.95);
+            if let Ok(k) = proven.binary_search_by_key(&e.to, |&(id, ..)| id) {
+                let (_, kind, unproven) = proven[k];
+                e.kind = kind;
+                if unproven {
+                    e.confidence = (e.confidence / UNPROVEN_FLAVOUR).min(0.95);
+                }
             }
         }
     }

@@ -1007,9 +1007,13 @@ fn clone_edges_run_from_the_original_not_the_first_copy() {
     for (e, &c) in clones.iter().zip(&copies) {
         assert_eq!((e.from, e.to), (s.id(original), c));
     }
-    // The first copy is long after the original: 0.5 + 0.2 (site) − 0.2 (no burst); the
-    // rest are a burst from one site: 0.7.
-    assert!((clones[0].confidence - 0.5).abs() < 1e-6, "{:?}", clones[0]);
+    // The first copy is long after the original: (0.5 + 0.2 for the site) × 0.5 (a lone
+    // copy); the rest are a burst from one site: 0.7.
+    assert!(
+        (clones[0].confidence - 0.35).abs() < 1e-6,
+        "{:?}",
+        clones[0]
+    );
     assert!(clones[1..]
         .iter()
         .all(|e| (e.confidence - 0.7).abs() < 1e-6));

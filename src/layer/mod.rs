@@ -25,13 +25,14 @@ use crate::sync::statics::Ordering;
 /// `tracing_subscriber::Registry`.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryLayer {
-    _private: (),
+    /// The layer sits directly on a `Registry` (see [`begin_bookkeeping`]).
+    on_registry: bool,
 }
 
 impl MemoryLayer {
     /// A new layer. It attributes allocations to spans from the moment heapspan is started.
     pub fn new() -> Self {
-        MemoryLayer { _private: () }
+        MemoryLayer { on_registry: false }
     }
 }
 
@@ -103,7 +104,14 @@ std::thread_local! {
 /// tokio is about to make one of its own spans (`tokio_unstable`): until the layer hears of it
 /// (`on_new_span`) the subscriber allocates its bookkeeping for it (tracing-subscriber's
 /// registry grows its slab of span data, and keeps the pages). That is not the user's span's
-/// memory: no span is current meanwhile, so it is charged to the task outside any span.
+/// memory: no span is current meanwhile (unless the thread's span stack is past its tracked
+/// depth), so it is charged to the task outside any span.
+///
+/// Only when the layer sits directly on the `Registry`: then nothing is asked after the
+/// layer's `enabled`, so the span is made and `on_new_span` closes the scope. With a layer in
+/// between (a global filter under heapspan's layer), that layer could still disable the span
+/// and leave the scope open, so the layer does not open it, and the bookkeeping is charged to
+/// the span current at the spawn as any allocation there is.
 fn begin_bookkeeping() {
     end_bookkeeping();
     // Word 0: no span. Beyond the tracked depth the push is counted and the pop undoes it.
@@ -111,8 +119,8 @@ fn begin_bookkeeping() {
     BOOKKEEPING.with(|b| b.set(true));
 }
 
-/// Closes the scope [`begin_bookkeeping`] opened, if any: on the span's creation, or on the
-/// layer's next callback on this thread if a filter dropped the span in between.
+/// Closes the scope [`begin_bookkeeping`] opened, if any: on the span's creation (and, should a
+/// span ever not be made after all, on any later callback of the layer on this thread).
 fn end_bookkeeping() {
     if BOOKKEEPING.with(|b| b.replace(false)) {
         alloc::pop_span(0);
@@ -123,13 +131,19 @@ impl<S> Layer<S> for MemoryLayer
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
+    fn on_layer(&mut self, _: &mut S) {
+        // `S` is the subscriber under this layer; `type_name` needs no `'static` bound.
+        self.on_registry =
+            std::any::type_name::<S>() == std::any::type_name::<tracing_subscriber::Registry>();
+    }
+
     fn register_callsite(
         &self,
         meta: &'static tracing_core::Metadata<'static>,
     ) -> tracing_core::subscriber::Interest {
         // tokio's own spans: asked about each time, so that `enabled` can open the
         // bookkeeping scope just before each is made.
-        if meta.is_span() && is_tokio_internal(meta) {
+        if self.on_registry && meta.is_span() && is_tokio_internal(meta) {
             tracing_core::subscriber::Interest::sometimes()
         } else {
             tracing_core::subscriber::Interest::always()
@@ -137,10 +151,18 @@ where
     }
 
     fn enabled(&self, meta: &tracing_core::Metadata<'_>, _: Context<'_, S>) -> bool {
-        if meta.is_span() && is_tokio_internal(meta) {
+        if self.on_registry && meta.is_span() && is_tokio_internal(meta) {
             begin_bookkeeping();
         }
         true
+    }
+
+    fn on_event(&self, _: &tracing_core::Event<'_>, _: Context<'_, S>) {
+        end_bookkeeping();
+    }
+
+    fn on_record(&self, _: &Id, _: &tracing_core::span::Record<'_>, _: Context<'_, S>) {
+        end_bookkeeping();
     }
 
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
