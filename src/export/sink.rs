@@ -464,3 +464,44 @@ fn grpc_headers(
     };
     Ok((md, force))
 }
+
+#[cfg(all(test, feature = "grpc"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_requests_carry_the_resolved_headers_over_the_environments() {
+        let s = SignalSettings {
+            protocol: Protocol::Grpc,
+            url: Some("http://127.0.0.1:4317".into()),
+            headers: vec![("X-Token".into(), "code".into())],
+            timeout: Duration::from_secs(1),
+        };
+        let (md, mut force) = grpc_headers(&s).unwrap();
+        assert_eq!(md.get("x-token").unwrap(), "code");
+        // As opentelemetry-otlp's own interceptor leaves it: the environment's value appended.
+        let mut req = tonic::Request::new(());
+        req.metadata_mut().append("x-token", "env".parse().unwrap());
+        req.metadata_mut()
+            .append("x-token", "code".parse().unwrap());
+        let req = force(req).unwrap();
+        let values: Vec<_> = req.metadata().get_all("x-token").iter().collect();
+        assert_eq!(values, ["code"]);
+    }
+
+    #[test]
+    fn a_header_grpc_cannot_carry_is_an_error_at_start() {
+        let s = SignalSettings {
+            protocol: Protocol::Grpc,
+            url: None,
+            headers: vec![("x".into(), "a\nb".into())],
+            timeout: Duration::from_secs(1),
+        };
+        let e = grpc_headers(&s).err().unwrap();
+        assert!(
+            e.to_string()
+                .starts_with("could not set up a gRPC header value"),
+            "{e}"
+        );
+    }
+}
