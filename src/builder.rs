@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::aggregator::run::HOLD;
 use crate::aggregator::{self, events, Aggregator, Limits, Shared};
 use crate::alloc::{self, InternalScope};
+use crate::env;
 use crate::error::{Error, Result};
 use crate::export::pipeline::{self, ExportHandle};
 use crate::export::ExportConfig;
@@ -38,19 +39,45 @@ pub const DEFAULT_MAX_QUEUE_BYTES: usize = 256 << 20;
 /// Default for [`Builder::index_capacity`]: 1 Mi live indexed allocations per thread table.
 pub const DEFAULT_INDEX_CAPACITY: usize = 1 << 20;
 
-/// Configures and starts heapspan. Values set here win over the environment
-/// ([`Builder::from_env`]).
+/// Configures and starts heapspan.
+///
+/// [`Builder::start`] reads the environment (the `HEAPSPAN_*` and `OTEL_*` variables of
+/// [`crate::env`]) for every setting not set here: **values set in code win over the
+/// environment**, which wins over the `DEFAULT_*` constants. [`crate::builder()`],
+/// `Builder::default()` and [`Builder::from_env`] are the same builder. A malformed variable
+/// makes `start` fail with [`Error::InvalidConfig`], naming the variable and the values it
+/// accepts, before anything is started:
+///
+/// ```
+/// # #[global_allocator]
+/// # static ALLOC: heapspan::Allocator = heapspan::Allocator::system();
+/// // With HEAPSPAN_FOLD_INTERVAL_MS=soon in the environment:
+/// # std::env::set_var(heapspan::env::HEAPSPAN_FOLD_INTERVAL_MS, "soon");
+/// let err = heapspan::builder().start().unwrap_err();
+/// assert_eq!(
+///     err.to_string(),
+///     "invalid value \"soon\" for HEAPSPAN_FOLD_INTERVAL_MS: expected a whole number of \
+///      milliseconds from 1 to 60000"
+/// );
+/// // Set in code, the variable is not read.
+/// let guard = heapspan::builder()
+///     .fold_interval(std::time::Duration::from_millis(20))
+///     .start()
+///     .unwrap();
+/// # drop(guard);
+/// ```
 #[derive(Clone, Debug)]
 pub struct Builder {
-    fold_interval: Duration,
-    max_threads: usize,
+    // `None`: not set in code, read from the environment at start.
+    fold_interval: Option<Duration>,
+    max_threads: Option<usize>,
+    live_index: Option<IndexMode>,
+    capture_sites: Option<bool>,
     ended_task_retention: usize,
     closed_span_retention: usize,
     idle_task_eviction: Duration,
-    live_index: IndexMode,
     index_capacity: usize,
     max_queue_bytes: usize,
-    capture_sites: bool,
     capture: CaptureConfig,
     export: ExportConfig,
     findings: FindingsConfig,
@@ -59,15 +86,15 @@ pub struct Builder {
 impl Default for Builder {
     fn default() -> Self {
         Builder {
-            fold_interval: DEFAULT_FOLD_INTERVAL,
-            max_threads: DEFAULT_MAX_THREADS,
+            fold_interval: None,
+            max_threads: None,
+            live_index: None,
+            capture_sites: None,
             ended_task_retention: DEFAULT_ENDED_TASK_RETENTION,
             closed_span_retention: DEFAULT_CLOSED_SPAN_RETENTION,
             idle_task_eviction: DEFAULT_IDLE_TASK_EVICTION,
-            live_index: IndexMode::Off,
             index_capacity: DEFAULT_INDEX_CAPACITY,
             max_queue_bytes: DEFAULT_MAX_QUEUE_BYTES,
-            capture_sites: false,
             capture: CaptureConfig::default(),
             export: ExportConfig::default(),
             findings: FindingsConfig::default(),
@@ -75,106 +102,92 @@ impl Default for Builder {
     }
 }
 
-fn env_u64(
-    var: &'static str,
-    range: std::ops::RangeInclusive<u64>,
-    expected: &'static str,
-) -> Result<Option<u64>> {
-    match std::env::var(var) {
-        Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(std::env::VarError::NotUnicode(v)) => Err(Error::InvalidConfig {
-            setting: var,
-            value: v.to_string_lossy().into_owned(),
-            expected,
-        }),
-        Ok(v) => match v.trim().parse::<u64>() {
-            Ok(n) if range.contains(&n) => Ok(Some(n)),
-            _ => Err(Error::InvalidConfig {
-                setting: var,
-                value: v,
-                expected,
-            }),
-        },
-    }
+/// The settings after the environment and the defaults were applied.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Settings {
+    pub(crate) fold_interval: Duration,
+    pub(crate) max_threads: usize,
+    pub(crate) live_index: IndexMode,
+    pub(crate) capture_sites: bool,
+    pub(crate) findings: FindingsConfig,
 }
 
 impl Builder {
-    /// Defaults, overridden by `HEAPSPAN_*` environment variables:
-    /// `HEAPSPAN_FOLD_INTERVAL_MS`, `HEAPSPAN_MAX_THREADS`, `HEAPSPAN_LIVE_INDEX` (`off`,
-    /// `full`, `sampled`), `HEAPSPAN_SAMPLE_MEAN_BYTES` (with `sampled`) and
-    /// `HEAPSPAN_CAPTURE_SITES` (`0` or `1`), and the findings' `HEAPSPAN_FINDINGS` (`on`,
-    /// `off`) and `HEAPSPAN_GROWTH_WINDOWS` ([`FindingsConfig`]). A malformed value is an error
-    /// that names the variable and the accepted values.
+    /// The same builder as [`crate::builder()`], with the environment checked now: a malformed
+    /// `HEAPSPAN_*` or `OTEL_*` variable is an error here rather than at [`Builder::start`]
+    /// (which reads the environment again, for the settings the code did not set).
     pub fn from_env() -> Result<Self> {
-        let mut b = Builder::default();
-        if let Some(ms) = env_u64(
-            "HEAPSPAN_FOLD_INTERVAL_MS",
-            1..=60_000,
-            "a whole number of milliseconds from 1 to 60000",
-        )? {
-            b.fold_interval = Duration::from_millis(ms);
-        }
-        if let Some(n) = env_u64(
-            "HEAPSPAN_MAX_THREADS",
-            1..=65_536,
-            "a whole number from 1 to 65536",
-        )? {
-            b.max_threads = n as usize;
-        }
-        match std::env::var("HEAPSPAN_LIVE_INDEX") {
-            Err(std::env::VarError::NotPresent) => {}
-            Ok(v) if v.trim().eq_ignore_ascii_case("off") => b.live_index = IndexMode::Off,
-            Ok(v) if v.trim().eq_ignore_ascii_case("full") => b.live_index = IndexMode::Full,
-            Ok(v) if v.trim().eq_ignore_ascii_case("sampled") => {
-                b.live_index = IndexMode::Sampled {
-                    mean_bytes: DEFAULT_SAMPLE_MEAN_BYTES,
-                }
-            }
-            Ok(v) => {
-                return Err(Error::InvalidConfig {
-                    setting: "HEAPSPAN_LIVE_INDEX",
-                    value: v,
-                    expected: "off, full or sampled",
-                })
-            }
-            Err(std::env::VarError::NotUnicode(v)) => {
-                return Err(Error::InvalidConfig {
-                    setting: "HEAPSPAN_LIVE_INDEX",
-                    value: v.to_string_lossy().into_owned(),
-                    expected: "off, full or sampled",
-                })
-            }
-        }
-        if let Some(n) = env_u64("HEAPSPAN_CAPTURE_SITES", 0..=1, "0 or 1")? {
-            b.capture_sites = n == 1;
-        }
-        if let Some(n) = env_u64(
-            "HEAPSPAN_SAMPLE_MEAN_BYTES",
-            1..=(1 << 40),
-            "a whole number of bytes from 1 to 1099511627776",
-        )? {
-            if let IndexMode::Sampled { mean_bytes } = &mut b.live_index {
-                *mean_bytes = n;
-            }
-        }
-        b.findings = b.findings.apply_env(|k| std::env::var(k).ok())?;
+        let b = Builder::default();
+        b.check_env()?;
         Ok(b)
     }
 
+    /// Resolves every setting against the process environment, starting nothing.
+    pub(crate) fn check_env(&self) -> Result<()> {
+        self.settings_with(env::process)?;
+        self.export.resolve()?;
+        Ok(())
+    }
+
+    /// The settings: code, then `lookup` (the environment), then the `DEFAULT_*` constants,
+    /// validated. A variable is read only for a setting the code did not set.
+    pub(crate) fn settings_with(
+        &self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Settings> {
+        let lookup = &lookup;
+        let fold_interval = match self.fold_interval {
+            Some(d) => d,
+            None => env::fold_interval(lookup)?.unwrap_or(DEFAULT_FOLD_INTERVAL),
+        };
+        let max_threads = match self.max_threads {
+            Some(n) => n,
+            None => env::max_threads(lookup)?.unwrap_or(DEFAULT_MAX_THREADS),
+        };
+        let live_index = match self.live_index {
+            Some(m) => m,
+            None => {
+                // Checked even when the mode is not `sampled`, so a typo does not go unnoticed.
+                let mean = env::sample_mean_bytes(lookup)?;
+                match env::live_index(lookup)? {
+                    Some(IndexMode::Sampled { mean_bytes }) => IndexMode::Sampled {
+                        mean_bytes: mean.unwrap_or(mean_bytes),
+                    },
+                    Some(m) => m,
+                    None => IndexMode::Off,
+                }
+            }
+        };
+        let capture_sites = match self.capture_sites {
+            Some(on) => on,
+            None => env::capture_sites(lookup)?.unwrap_or(false),
+        };
+        let settings = Settings {
+            fold_interval,
+            max_threads,
+            live_index,
+            capture_sites,
+            findings: self.findings.clone().apply_env(lookup)?,
+        };
+        self.validate(&settings)?;
+        Ok(settings)
+    }
+
     /// How often the aggregator folds per-thread counters into the tables (default
-    /// [`DEFAULT_FOLD_INTERVAL`], 10 ms; allowed 1 ms ..= 60 s). Peaks are observed at folds.
+    /// [`DEFAULT_FOLD_INTERVAL`], 10 ms; allowed 1 ms ..= 60 s; environment
+    /// `HEAPSPAN_FOLD_INTERVAL_MS`). Peaks are observed at folds.
     pub fn fold_interval(mut self, d: Duration) -> Self {
-        self.fold_interval = d;
+        self.fold_interval = Some(d);
         self
     }
 
     /// How many threads get their own counter table (default [`DEFAULT_MAX_THREADS`]; tables of
-    /// exited threads are reused). A thread beyond it borrows a free table for each
+    /// exited threads are reused; environment `HEAPSPAN_MAX_THREADS`). A thread beyond it borrows a free table for each
     /// operation, or, when every table is claimed by a live thread, goes through a slower
     /// lock-free fallback (one node per operation); nothing is dropped either way. The tables
     /// are one mapping of about 17 KiB of address space each, resident only once used.
     pub fn max_threads(mut self, n: usize) -> Self {
-        self.max_threads = n;
+        self.max_threads = Some(n);
         self
     }
 
@@ -202,10 +215,10 @@ impl Builder {
         self
     }
 
-    /// The live index behind the relation graph (default [`IndexMode::Off`]); see
-    /// [`crate::graph::live`].
+    /// The live index behind the relation graph (default [`IndexMode::Off`]; environment
+    /// `HEAPSPAN_LIVE_INDEX` and `HEAPSPAN_SAMPLE_MEAN_BYTES`); see [`crate::graph::live`].
     pub fn live_index(mut self, mode: IndexMode) -> Self {
-        self.live_index = mode;
+        self.live_index = Some(mode);
         self
     }
 
@@ -237,7 +250,8 @@ impl Builder {
         self
     }
 
-    /// Record the code location of every indexed allocation (default off): a stack walk per
+    /// Record the code location of every indexed allocation (default off; environment
+    /// `HEAPSPAN_CAPTURE_SITES`): a stack walk per
     /// indexed allocation, about a microsecond or more, and 8 bytes per entry. In sampled
     /// mode that is one walk per sample; in full mode one per allocation (development only).
     /// Nodes then carry a [`site`](crate::graph::Node::site) that
@@ -245,7 +259,7 @@ impl Builder {
     /// `clone` detector matches on it, and DOT labels and `heapspan.edge` events show it. Unix
     /// only (elsewhere the setting is ignored).
     pub fn capture_sites(mut self, on: bool) -> Self {
-        self.capture_sites = on;
+        self.capture_sites = Some(on);
         self
     }
 
@@ -265,7 +279,8 @@ impl Builder {
     }
 
     /// Thresholds of the danger findings (default [`FindingsConfig::default`]: every
-    /// `DEFAULT_*` of [`crate::findings`]). Findings are judged once per window
+    /// `DEFAULT_*` of [`crate::findings`]; `HEAPSPAN_FINDINGS` and `HEAPSPAN_GROWTH_WINDOWS`
+    /// apply to the settings `config` did not set). Findings are judged once per window
     /// ([`ExportConfig::window`]), whether export is on or not; read them with
     /// [`Guard::findings`], in [`Guard::report`], and as `heapspan.finding` spans.
     pub fn findings(mut self, config: FindingsConfig) -> Self {
@@ -273,9 +288,9 @@ impl Builder {
         self
     }
 
-    fn index_start(&self) -> alloc::IndexStart {
+    fn index_start(&self, s: &Settings) -> alloc::IndexStart {
         use alloc::state::Mode;
-        let (mode, sample_mean) = match self.live_index {
+        let (mode, sample_mean) = match s.live_index {
             IndexMode::Off => (Mode::Counting, DEFAULT_SAMPLE_MEAN_BYTES),
             IndexMode::Full => (Mode::Indexed, DEFAULT_SAMPLE_MEAN_BYTES),
             IndexMode::Sampled { mean_bytes } => (Mode::Sampled, mean_bytes),
@@ -284,11 +299,11 @@ impl Builder {
             mode,
             sample_mean,
             capacity: self.index_capacity,
-            sites: self.capture_sites,
+            sites: s.capture_sites,
         }
     }
 
-    fn validate(&self) -> Result<()> {
+    fn validate(&self, s: &Settings) -> Result<()> {
         let bad = |setting, value: String, expected| {
             Err(Error::InvalidConfig {
                 setting,
@@ -296,21 +311,15 @@ impl Builder {
                 expected,
             })
         };
-        if self.fold_interval < Duration::from_millis(1)
-            || self.fold_interval > Duration::from_secs(60)
-        {
+        if s.fold_interval < Duration::from_millis(1) || s.fold_interval > Duration::from_secs(60) {
             return bad(
                 "fold_interval",
-                format!("{:?}", self.fold_interval),
+                format!("{:?}", s.fold_interval),
                 "from 1 ms to 60 s",
             );
         }
-        if !(1..=65_536).contains(&self.max_threads) {
-            return bad(
-                "max_threads",
-                self.max_threads.to_string(),
-                "from 1 to 65536",
-            );
+        if !(1..=65_536).contains(&s.max_threads) {
+            return bad("max_threads", s.max_threads.to_string(), "from 1 to 65536");
         }
         if !(1024..=alloc::index::MAX_ENTRIES).contains(&self.index_capacity) {
             return bad(
@@ -326,7 +335,7 @@ impl Builder {
                 "from 1048576 (1 MiB) to 68719476736 (64 GiB) bytes",
             );
         }
-        if let IndexMode::Sampled { mean_bytes } = self.live_index {
+        if let IndexMode::Sampled { mean_bytes } = s.live_index {
             if !(1..=(1 << 40)).contains(&mean_bytes) {
                 return bad(
                     "live_index(Sampled { mean_bytes })",
@@ -335,14 +344,19 @@ impl Builder {
                 );
             }
         }
-        self.findings.validate()
+        s.findings.validate()
     }
 
-    /// Starts counting and the aggregator thread. Add [`crate::layer()`] to your subscriber for
-    /// span attribution and task names.
+    /// Starts counting and the aggregator thread, with the settings of this builder and, for
+    /// those it does not set, of the environment ([`crate::env`]). Add [`crate::layer()`] to
+    /// your subscriber for span attribution and task names.
+    ///
+    /// Settings are checked before anything starts: a bad value leaves heapspan startable.
+    /// heapspan runs once per process: a second `start` (or one after [`crate::init`]) fails
+    /// with [`Error::AlreadyStarted`].
     pub fn start(self) -> Result<Guard> {
-        self.validate()?;
         let _scope = InternalScope::enter();
+        let settings = self.settings_with(env::process)?;
         // Export settings and exporters are checked before anything starts, so that a bad
         // setting leaves heapspan startable.
         let resolved = self.export.resolve()?;
@@ -350,12 +364,13 @@ impl Builder {
             window: resolved.window,
             shutdown_timeout: resolved.shutdown_timeout,
             // With the live index on, the window stage takes a graph every window.
-            capture: (self.live_index != IndexMode::Off).then(|| self.capture.clone()),
-            findings: self.findings.clone(),
+            capture: (settings.live_index != IndexMode::Off).then(|| self.capture.clone()),
+            findings: settings.findings.clone(),
         };
         let shutdown_timeout = resolved.shutdown_timeout;
         let export = pipeline::prepare(resolved)?;
-        if export.as_ref().is_some_and(|e| e.writes_dot()) && self.live_index == IndexMode::Off {
+        if export.as_ref().is_some_and(|e| e.writes_dot()) && settings.live_index == IndexMode::Off
+        {
             eprintln!(
                 "heapspan: a graph DOT directory is set, but the live index is off \
                  (Builder::live_index): no graph will be written"
@@ -372,7 +387,7 @@ impl Builder {
         }
         let rx = events::open().ok_or(Error::AlreadyStarted)?;
         alloc::budget::set_max(self.max_queue_bytes);
-        let pool = alloc::start(self.max_threads, self.index_start())
+        let pool = alloc::start(settings.max_threads, self.index_start(&settings))
             .map_err(|()| Error::AlreadyStarted)?;
         // Any allocation now claims this thread's table; none means we are not the allocator.
         drop(std::hint::black_box(Box::new(0u64)));
@@ -389,7 +404,7 @@ impl Builder {
         #[cfg(feature = "tracing-opentelemetry")]
         crate::export::user_spans::register(&shared);
         let stop = Arc::new(AtomicBool::new(false));
-        let thread = aggregator::run::spawn(shared.clone(), stop.clone(), self.fold_interval)
+        let thread = aggregator::run::spawn(shared.clone(), stop.clone(), settings.fold_interval)
             .inspect_err(|_| alloc::stop())?;
         let stop_aggregator = |thread: JoinHandle<()>| {
             stop.store(true, Ordering::Release);
@@ -425,6 +440,8 @@ impl Builder {
                 return Err(e);
             }
         };
+        crate::layer::notice::started();
+        crate::layer::notice::check_layer(true);
         Ok(Guard {
             shared,
             capture: self.capture,
@@ -465,6 +482,7 @@ pub struct Guard {
 impl Guard {
     /// Folds everything recorded so far and returns the tables.
     pub fn snapshot(&self) -> Snapshot {
+        crate::layer::notice::check_layer(false);
         let _scope = InternalScope::enter();
         aggregator::lock(&self.shared).snapshot()
     }
@@ -498,6 +516,7 @@ impl Guard {
     /// tools that pace windows themselves; waits for the window at most a minute (then returns
     /// the latest findings).
     pub fn cut_window(&self) -> Vec<Finding> {
+        crate::layer::notice::check_layer(false);
         let _scope = InternalScope::enter();
         let Some(w) = &self.windows else {
             return Vec::new();
@@ -545,6 +564,8 @@ impl Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         let _scope = InternalScope::enter();
+        crate::layer::notice::check_layer(false);
+        crate::layer::notice::stopped();
         // The last window first (its spans go to the export), then the export's last flush,
         // within one shutdown timeout in all.
         let deadline = Instant::now() + self.shutdown_timeout;
@@ -564,5 +585,131 @@ impl Drop for Guard {
         alloc::scan::drain_if_idle();
         // Nobody folds the tables from now on: back to pass-through.
         alloc::stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::env::*;
+    use std::collections::HashMap;
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn nothing_set_gives_the_defaults() {
+        let s = crate::builder().settings_with(vars(&[])).unwrap();
+        assert_eq!(
+            s,
+            Settings {
+                fold_interval: DEFAULT_FOLD_INTERVAL,
+                max_threads: DEFAULT_MAX_THREADS,
+                live_index: IndexMode::Off,
+                capture_sites: false,
+                findings: FindingsConfig::default(),
+            }
+        );
+    }
+
+    #[test]
+    fn the_environment_overrides_the_defaults() {
+        let env = vars(&[
+            (HEAPSPAN_FOLD_INTERVAL_MS, "25"),
+            (HEAPSPAN_MAX_THREADS, "64"),
+            (HEAPSPAN_LIVE_INDEX, "sampled"),
+            (HEAPSPAN_SAMPLE_MEAN_BYTES, "4096"),
+            (HEAPSPAN_CAPTURE_SITES, "1"),
+            (HEAPSPAN_FINDINGS, "off"),
+            (HEAPSPAN_GROWTH_WINDOWS, "4"),
+        ]);
+        let s = crate::builder().settings_with(&env).unwrap();
+        assert_eq!(s.fold_interval, Duration::from_millis(25));
+        assert_eq!(s.max_threads, 64);
+        assert_eq!(s.live_index, IndexMode::Sampled { mean_bytes: 4096 });
+        assert!(s.capture_sites);
+        assert!(!s.findings.enabled);
+        assert_eq!(s.findings.growth_windows, 4);
+        // `HEAPSPAN_LIVE_INDEX=full` alone (the issue's case on the "already have a
+        // subscriber" path).
+        let s = crate::builder()
+            .settings_with(vars(&[(HEAPSPAN_LIVE_INDEX, "full")]))
+            .unwrap();
+        assert_eq!(s.live_index, IndexMode::Full);
+    }
+
+    #[test]
+    fn values_set_in_code_win_and_their_variables_are_not_read() {
+        let env = vars(&[
+            (HEAPSPAN_FOLD_INTERVAL_MS, "soon"),
+            (HEAPSPAN_MAX_THREADS, "64"),
+            (HEAPSPAN_LIVE_INDEX, "full"),
+            (HEAPSPAN_SAMPLE_MEAN_BYTES, "junk"),
+            (HEAPSPAN_CAPTURE_SITES, "on"),
+            (HEAPSPAN_FINDINGS, "off"),
+            (HEAPSPAN_GROWTH_WINDOWS, "4"),
+        ]);
+        let s = crate::builder()
+            .fold_interval(Duration::from_millis(20))
+            .max_threads(8)
+            .live_index(IndexMode::Off)
+            .capture_sites(false)
+            .findings(FindingsConfig::default().enabled(true))
+            .settings_with(&env)
+            .unwrap();
+        assert_eq!(s.fold_interval, Duration::from_millis(20));
+        assert_eq!(s.max_threads, 8);
+        assert_eq!(s.live_index, IndexMode::Off);
+        assert!(!s.capture_sites);
+        assert!(s.findings.enabled, "set in code");
+        assert_eq!(
+            s.findings.growth_windows, 4,
+            "not set in code: from the environment"
+        );
+    }
+
+    #[test]
+    fn a_bad_variable_fails_naming_it_and_what_it_accepts() {
+        let e = crate::builder()
+            .settings_with(vars(&[(HEAPSPAN_FOLD_INTERVAL_MS, "soon")]))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid value \"soon\" for HEAPSPAN_FOLD_INTERVAL_MS: expected a whole number of \
+             milliseconds from 1 to 60000"
+        );
+        // The sample mean is checked even without `sampled`: a typo is not silent.
+        let e = crate::builder()
+            .settings_with(vars(&[
+                (HEAPSPAN_LIVE_INDEX, "full"),
+                (HEAPSPAN_SAMPLE_MEAN_BYTES, "512k"),
+            ]))
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("for HEAPSPAN_SAMPLE_MEAN_BYTES: expected"),
+            "{e}"
+        );
+        let e = crate::builder()
+            .settings_with(vars(&[(HEAPSPAN_LIVE_INDEX, "ful")]))
+            .unwrap_err();
+        assert!(e
+            .to_string()
+            .contains("HEAPSPAN_LIVE_INDEX: expected off, full or sampled"));
+        // Code values are still validated under their builder names.
+        let e = crate::builder()
+            .fold_interval(Duration::ZERO)
+            .settings_with(vars(&[]))
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("for fold_interval: expected from 1 ms to 60 s"),
+            "{e}"
+        );
     }
 }

@@ -152,6 +152,7 @@
 pub mod aggregator;
 pub mod alloc;
 mod builder;
+pub mod env;
 mod error;
 pub mod export;
 pub mod findings;
@@ -176,23 +177,67 @@ pub use graph::live::{CaptureConfig, IndexMode, LiveGraph};
 pub use layer::task::{instrument, spawn, Instrumented, TaskName};
 pub use layer::MemoryLayer;
 
-/// A builder with defaults overridden by the `HEAPSPAN_*` environment.
+/// The builder: the `DEFAULT_*` values, overridden by the `HEAPSPAN_*` and `OTEL_*`
+/// environment (the table of [`env`]), overridden by what you set on it. The environment is
+/// read by [`Builder::start`], where a malformed variable is an [`Error::InvalidConfig`] that
+/// names it ([`Builder::from_env`] checks it at once).
+///
+/// ```
+/// # #[global_allocator]
+/// # static ALLOC: heapspan::Allocator = heapspan::Allocator::system();
+/// // HEAPSPAN_LIVE_INDEX=full in the environment turns the live index on...
+/// # std::env::set_var(heapspan::env::HEAPSPAN_LIVE_INDEX, "full");
+/// let guard = heapspan::builder().start()?;
+/// assert!(guard.graph().is_some());
+/// // ...unless the code says otherwise: `builder().live_index(IndexMode::Off)` wins.
+/// # Ok::<(), heapspan::Error>(())
+/// ```
 pub fn builder() -> Builder {
     Builder::default()
 }
 
 /// The tracing layer that attributes allocations to spans. Add it to your subscriber, then
 /// start heapspan with [`builder()`].
+///
+/// heapspan says so on stderr, once, when the two do not meet: when this layer has seen
+/// spans for 10 s and heapspan was never started (or was stopped: its [`Guard`] was dropped),
+/// and when heapspan runs while the application's subscriber lacks this layer (checked at
+/// [`Builder::start`], [`Guard::snapshot`], [`Guard::cut_window`] and when the guard is
+/// dropped).
 pub fn layer() -> MemoryLayer {
     MemoryLayer::new()
 }
 
-/// The one-line setup: starts heapspan with settings from the environment and installs a
-/// global subscriber made of a registry and heapspan's layer.
+/// The one-line setup: starts heapspan with settings from the environment ([`env`]) and
+/// installs a global subscriber made of a registry and heapspan's layer.
+///
+/// When a global subscriber is already set, `init()` fails with
+/// [`Error::SubscriberAlreadySet`] *before starting anything*: add [`layer()`] to your
+/// subscriber and call `heapspan::builder().start()` instead (heapspan runs once per process,
+/// and that start is still available). A malformed variable fails it too, with nothing
+/// installed.
+///
+/// ```
+/// # #[global_allocator]
+/// # static ALLOC: heapspan::Allocator = heapspan::Allocator::system();
+/// use tracing_subscriber::layer::SubscriberExt;
+///
+/// // The application already has a subscriber...
+/// tracing::subscriber::set_global_default(tracing_subscriber::registry()).unwrap();
+/// // ...so `init()` cannot install its own: it says so and starts nothing,
+/// let err = heapspan::init().unwrap_err();
+/// assert!(matches!(err, heapspan::Error::SubscriberAlreadySet));
+/// // and the start it advises works.
+/// let guard = heapspan::builder().start()?;
+/// # drop(guard);
+/// # Ok::<(), heapspan::Error>(())
+/// ```
 pub fn init() -> Result<Guard> {
     use tracing_subscriber::layer::SubscriberExt;
-    let guard = Builder::from_env()?.start()?;
+    let builder = Builder::from_env()?;
+    // The subscriber first: with another global one already set, nothing is started and the
+    // advice of `SubscriberAlreadySet` (`builder().start()`) can be followed.
     let subscriber = tracing_subscriber::registry().with(layer());
     tracing::subscriber::set_global_default(subscriber).map_err(|_| Error::SubscriberAlreadySet)?;
-    Ok(guard)
+    builder.start()
 }

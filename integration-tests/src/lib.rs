@@ -162,6 +162,8 @@ pub struct Received {
     pub path: String,
     /// Protobuf body.
     pub body: Vec<u8>,
+    /// Request headers, names lowercased.
+    pub headers: Vec<(String, String)>,
 }
 
 /// An in-process OTLP/HTTP receiver on a loopback port: answers every POST with 200 and keeps
@@ -210,6 +212,18 @@ impl Receiver {
             .collect()
     }
 
+    /// The values of header `name` (lowercase) on the requests to `path` so far.
+    pub fn header_values(&self, path: &str, name: &str) -> Vec<String> {
+        self.got
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|r| r.path == path)
+            .flat_map(|r| r.headers.iter().filter(|(k, _)| k == name))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
     fn bodies(&self, path: &str) -> Vec<Vec<u8>> {
         self.got
             .lock()
@@ -232,6 +246,7 @@ fn serve(s: TcpStream, got: &Mutex<Vec<Received>>) {
         }
         let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
         let mut len = 0usize;
+        let mut headers = Vec::new();
         loop {
             let mut h = String::new();
             if r.read_line(&mut h).unwrap_or(0) == 0 {
@@ -245,13 +260,18 @@ fn serve(s: TcpStream, got: &Mutex<Vec<Received>>) {
                 if k.eq_ignore_ascii_case("content-length") {
                     len = v.trim().parse().unwrap_or(0);
                 }
+                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
             }
         }
         let mut body = vec![0; len];
         if r.read_exact(&mut body).is_err() {
             return;
         }
-        got.lock().expect("lock").push(Received { path, body });
+        got.lock().expect("lock").push(Received {
+            path,
+            body,
+            headers,
+        });
         let _ = w.write_all(
             b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n",
         );

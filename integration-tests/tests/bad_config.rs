@@ -22,7 +22,7 @@ fn rejected(vars: &[(&str, &str)]) -> String {
 
 #[test]
 fn every_bad_setting_is_rejected_at_start() {
-    let url = "an http:// or https:// URL with a host, such as http://127.0.0.1:4318";
+    let url = "an http:// URL with a host, such as http://127.0.0.1:4318";
     assert_eq!(
         rejected(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4318")]),
         format!("invalid value \"localhost:4318\" for OTEL_EXPORTER_OTLP_ENDPOINT: expected {url}")
@@ -30,6 +30,22 @@ fn every_bad_setting_is_rejected_at_start() {
     assert_eq!(
         rejected(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://:1/v1/traces")]),
         format!("invalid value \"http://:1/v1/traces\" for OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: expected {url}")
+    );
+    // heapspan's exporters have no TLS: refused at start, with the way to TLS.
+    assert_eq!(
+        rejected(&[(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "https://collector.example:4318"
+        )]),
+        "invalid value \"https://collector.example:4318\" for OTEL_EXPORTER_OTLP_ENDPOINT: \
+         expected an http:// URL: heapspan's own exporters have no TLS. To export over \
+         https://, build OpenTelemetry providers with a TLS-capable exporter \
+         (opentelemetry-otlp with its `reqwest-rustls` or `tls-ring` feature) and pass them to \
+         heapspan with ExportConfig::tracer_provider and ExportConfig::meter_provider"
+    );
+    assert_eq!(
+        rejected(&[("HEAPSPAN_FOLD_INTERVAL_MS", "soon")]),
+        "invalid value \"soon\" for HEAPSPAN_FOLD_INTERVAL_MS: expected a whole number of milliseconds from 1 to 60000"
     );
     assert_eq!(
         rejected(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]),

@@ -1,5 +1,5 @@
 //! Export settings: what code sets wins, then the standard `OTEL_*` variables and heapspan's
-//! `HEAPSPAN_*` ones, then the `DEFAULT_*` constants.
+//! `HEAPSPAN_*` ones (the table of [`crate::env`]), then the `DEFAULT_*` constants.
 //!
 //! ```
 //! use std::time::Duration;
@@ -15,12 +15,17 @@
 //! assert_eq!(resolved.traces_url().as_deref(), Some("http://127.0.0.1:4318/v1/traces"));
 //!
 //! let err = ExportConfig::default().endpoint("localhost:4318").resolve_with(|_| None);
-//! assert!(err.unwrap_err().to_string().contains("an http:// or https:// URL"));
+//! assert!(err.unwrap_err().to_string().contains("an http:// URL"));
+//!
+//! // heapspan's exporters have no TLS: `https://` is refused at start, with what to do instead.
+//! let err = ExportConfig::default().endpoint("https://collector:4318").resolve_with(|_| None);
+//! assert!(err.unwrap_err().to_string().contains("ExportConfig::tracer_provider"));
 //! ```
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::env::{self, Signal};
 use crate::error::{Error, Result};
 
 /// Default for [`ExportConfig::window`]: one `heapspan.window` span per task every 10 s.
@@ -69,7 +74,7 @@ impl Protocol {
     }
 }
 
-const PROTOCOL_EXPECTED: &str = if cfg!(all(feature = "http", feature = "grpc")) {
+pub(crate) const PROTOCOL_EXPECTED: &str = if cfg!(all(feature = "http", feature = "grpc")) {
     "http/protobuf or grpc"
 } else if cfg!(feature = "grpc") {
     "grpc (http/protobuf needs heapspan's `http` feature)"
@@ -79,7 +84,7 @@ const PROTOCOL_EXPECTED: &str = if cfg!(all(feature = "http", feature = "grpc"))
     "nothing: enable heapspan's `http` or `grpc` feature"
 };
 
-fn protocol_supported(p: Protocol) -> bool {
+pub(crate) fn protocol_supported(p: Protocol) -> bool {
     match p {
         Protocol::HttpProtobuf => cfg!(feature = "http"),
         Protocol::Grpc => cfg!(feature = "grpc"),
@@ -123,16 +128,23 @@ impl ExportConfig {
     }
 
     /// The OTLP endpoint, a base URL such as `http://collector:4318` (HTTP; `/v1/traces` and
-    /// `/v1/metrics` are appended) or `http://collector:4317` (gRPC). Environment:
-    /// `OTEL_EXPORTER_OTLP_ENDPOINT`, and `OTEL_EXPORTER_OTLP_{TRACES,METRICS}_ENDPOINT` (full
-    /// URLs). Default: none, which writes the OTLP JSON file if one is named.
+    /// `/v1/metrics` are appended) or `http://collector:4317` (gRPC). It wins over the
+    /// environment: `OTEL_EXPORTER_OTLP_{TRACES,METRICS}_ENDPOINT` (full URLs), then
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` (a base), see [`crate::env`]. Default: none, which writes
+    /// the OTLP JSON file if one is named.
+    ///
+    /// Plain `http://` only: heapspan's exporters have no TLS, and an `https://` endpoint is
+    /// refused at start ([`Error::InvalidConfig`](crate::Error::InvalidConfig)). To export over
+    /// TLS, pass providers built with a TLS-capable exporter ([`ExportConfig::tracer_provider`],
+    /// [`ExportConfig::meter_provider`]).
     pub fn endpoint(mut self, url: impl Into<String>) -> Self {
         self.endpoint = Some(url.into());
         self
     }
 
-    /// The transport (default [`Protocol::HttpProtobuf`]; environment
-    /// `OTEL_EXPORTER_OTLP_PROTOCOL`, `OTEL_EXPORTER_OTLP_{TRACES,METRICS}_PROTOCOL`).
+    /// The transport of both signals (default [`Protocol::HttpProtobuf`]; wins over the
+    /// environment: `OTEL_EXPORTER_OTLP_{TRACES,METRICS}_PROTOCOL`, then
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL`).
     pub fn protocol(mut self, p: Protocol) -> Self {
         self.protocol = Some(p);
         self
@@ -160,8 +172,8 @@ impl ExportConfig {
         self
     }
 
-    /// Timeout of one export request (default [`DEFAULT_TIMEOUT`]; environment
-    /// `OTEL_EXPORTER_OTLP_TIMEOUT` in ms).
+    /// Timeout of one export request (default [`DEFAULT_TIMEOUT`]; wins over the environment:
+    /// `OTEL_EXPORTER_OTLP_{TRACES,METRICS}_TIMEOUT`, then `OTEL_EXPORTER_OTLP_TIMEOUT`, in ms).
     pub fn timeout(mut self, d: Duration) -> Self {
         self.timeout = Some(d);
         self
@@ -187,7 +199,9 @@ impl ExportConfig {
         self
     }
 
-    /// Adds a header sent with every export request; wins over `OTEL_EXPORTER_OTLP_HEADERS`.
+    /// Adds a header sent with every export request; wins over the same key in
+    /// `OTEL_EXPORTER_OTLP_{TRACES,METRICS}_HEADERS` (or, when the signal's is unset,
+    /// `OTEL_EXPORTER_OTLP_HEADERS`).
     pub fn header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((key.into(), value.into()));
         self
@@ -236,7 +250,9 @@ impl ExportConfig {
     }
 
     /// Records heapspan's metrics into the application's meter provider instead of heapspan's
-    /// own: its readers export them. Endpoint and file settings then apply to spans only.
+    /// own: its readers export them. Endpoint and file settings then apply to spans only. This
+    /// is the way to export over TLS (with [`ExportConfig::tracer_provider`]): build the
+    /// providers with a TLS-capable exporter; heapspan's own exporters have none.
     pub fn meter_provider(mut self, p: opentelemetry_sdk::metrics::SdkMeterProvider) -> Self {
         self.meter_provider = Some(p);
         self
@@ -257,109 +273,53 @@ impl ExportConfig {
         self
     }
 
-    /// Resolves against the process environment.
+    /// Resolves against the process environment (the variables of [`crate::env`]).
     pub fn resolve(&self) -> Result<Resolved> {
-        self.resolve_with(|k| std::env::var(k).ok())
+        self.resolve_with(env::process)
     }
 
-    /// Resolves against `env` (a lookup of environment variables), validating every value.
-    pub fn resolve_with(&self, env: impl Fn(&str) -> Option<String>) -> Result<Resolved> {
+    /// Resolves against `lookup` (a lookup of environment variables, as [`crate::env`] reads
+    /// them), validating every value: what is set here wins, then the environment, then the
+    /// `DEFAULT_*` constants.
+    pub fn resolve_with(&self, lookup: impl Fn(&str) -> Option<String>) -> Result<Resolved> {
+        let lookup = &lookup;
         let bad =
             |setting: &'static str, value: String, expected: &'static str| Error::InvalidConfig {
                 setting,
                 value,
                 expected,
             };
-        let env_ms = |var: &'static str, min: u64| -> Result<Option<Duration>> {
-            match env(var) {
-                None => Ok(None),
-                Some(v) => match v.trim().parse::<u64>() {
-                    Ok(n) if n >= min => Ok(Some(Duration::from_millis(n))),
-                    _ => Err(bad(
-                        var,
-                        v,
-                        if min == 0 {
-                            "a whole number of milliseconds"
-                        } else {
-                            "a whole number of milliseconds, at least 1"
-                        },
-                    )),
-                },
-            }
-        };
-        let parse_protocol = |setting: &'static str, v: String| -> Result<Protocol> {
-            let p = match v.trim() {
-                "http/protobuf" => Protocol::HttpProtobuf,
-                "grpc" => Protocol::Grpc,
-                _ => return Err(bad(setting, v, PROTOCOL_EXPECTED)),
-            };
-            if protocol_supported(p) {
-                Ok(p)
-            } else {
-                Err(bad(setting, v, PROTOCOL_EXPECTED))
-            }
-        };
+        if let Some(p) = self.protocol.filter(|p| !protocol_supported(*p)) {
+            return Err(bad("protocol", p.as_str().into(), PROTOCOL_EXPECTED));
+        }
 
-        // Protocol.
-        let protocol = match self.protocol {
-            Some(p) if !protocol_supported(p) => {
-                return Err(bad("protocol", p.as_str().into(), PROTOCOL_EXPECTED))
-            }
-            Some(p) => p,
-            None => {
-                let mut p = None;
-                for var in [
-                    "OTEL_EXPORTER_OTLP_PROTOCOL",
-                    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-                    "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
-                ] {
-                    if let Some(v) = env(var) {
-                        let q = parse_protocol(var, v)?;
-                        p.get_or_insert(q);
-                    }
-                }
-                p.unwrap_or(if cfg!(feature = "http") {
-                    Protocol::HttpProtobuf
-                } else {
-                    Protocol::Grpc
-                })
-            }
-        };
-
-        // Endpoints.
-        let check_url = |setting: &'static str, v: String| -> Result<String> {
-            if is_url(&v) {
-                Ok(v.trim().to_owned())
-            } else {
-                Err(bad(
-                    setting,
-                    v,
-                    "an http:// or https:// URL with a host, such as http://127.0.0.1:4318",
-                ))
-            }
-        };
+        // The base endpoint: code, then OTEL_EXPORTER_OTLP_ENDPOINT (the signals' own variables,
+        // full URLs, come in between for each signal: see `signal`).
         let base = match &self.endpoint {
-            Some(e) => Some(check_url("endpoint", e.clone())?),
-            None => match env("OTEL_EXPORTER_OTLP_ENDPOINT") {
-                Some(v) => Some(check_url("OTEL_EXPORTER_OTLP_ENDPOINT", v)?),
-                None => None,
-            },
+            Some(e) if is_url(e) => Some(env::FromVar {
+                value: e.trim().to_owned(),
+                var: "endpoint",
+            }),
+            Some(e) => return Err(bad("endpoint", e.clone(), env::URL_EXPECTED)),
+            None => env::otlp_endpoint(lookup)?,
         };
-        let signal = |var: &'static str| -> Result<Option<String>> {
-            if self.endpoint.is_some() {
-                return Ok(None);
-            }
-            env(var).map(|v| check_url(var, v)).transpose()
-        };
-        let traces_endpoint = signal("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")?;
-        let metrics_endpoint = signal("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")?;
+        let traces = self.signal(
+            lookup,
+            Signal::Traces,
+            base.as_ref(),
+            self.tracer_provider.is_some(),
+        )?;
+        let metrics = self.signal(
+            lookup,
+            Signal::Metrics,
+            base.as_ref(),
+            self.meter_provider.is_some(),
+        )?;
 
         // File.
         let file = match &self.file {
             Some(f) => Some(f.clone()),
-            None => env("HEAPSPAN_OTLP_FILE")
-                .filter(|s| !s.trim().is_empty())
-                .map(PathBuf::from),
+            None => env::otlp_file(lookup)?,
         };
 
         // Durations.
@@ -368,7 +328,7 @@ impl ExportConfig {
                 return Err(bad("window", format!("{d:?}"), "at least 1 ms"))
             }
             Some(d) => d,
-            None => env_ms("HEAPSPAN_WINDOW_MS", 1)?.unwrap_or(DEFAULT_WINDOW),
+            None => env::window(lookup)?.unwrap_or(DEFAULT_WINDOW),
         };
         let metric_interval = match self.metric_interval {
             Some(d) if d < Duration::from_millis(1) => {
@@ -379,14 +339,7 @@ impl ExportConfig {
                 ))
             }
             Some(d) => d,
-            None => {
-                env_ms("OTEL_METRIC_EXPORT_INTERVAL", 1)?.unwrap_or(DEFAULT_METRIC_EXPORT_INTERVAL)
-            }
-        };
-        let timeout = match self.timeout {
-            Some(d) if d.is_zero() => return Err(bad("timeout", "0s".into(), "more than 0")),
-            Some(d) => d,
-            None => env_ms("OTEL_EXPORTER_OTLP_TIMEOUT", 1)?.unwrap_or(DEFAULT_TIMEOUT),
+            None => env::metric_export_interval(lookup)?.unwrap_or(DEFAULT_METRIC_EXPORT_INTERVAL),
         };
         let shutdown_timeout = self.shutdown_timeout.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
 
@@ -396,18 +349,10 @@ impl ExportConfig {
             resource.retain(|(rk, _)| *rk != k);
             resource.push((k, v));
         };
-        if let Some(v) = env("OTEL_RESOURCE_ATTRIBUTES") {
-            for (k, val) in parse_pairs(&v).ok_or_else(|| {
-                bad(
-                    "OTEL_RESOURCE_ATTRIBUTES",
-                    v.clone(),
-                    "comma-separated key=value pairs (values percent-encoded)",
-                )
-            })? {
-                set(k, val);
-            }
+        for (k, v) in env::resource_attributes(lookup)?.unwrap_or_default() {
+            set(k, v);
         }
-        if let Some(v) = env("OTEL_SERVICE_NAME").filter(|s| !s.is_empty()) {
+        if let Some(v) = env::service_name(lookup) {
             set("service.name".into(), v);
         }
         for (k, v) in &self.resource {
@@ -418,25 +363,6 @@ impl ExportConfig {
         }
         if let Some(n) = &self.service_name {
             set("service.name".into(), n.clone());
-        }
-
-        // Headers.
-        let mut headers: Vec<(String, String)> = Vec::new();
-        if let Some(v) = env("OTEL_EXPORTER_OTLP_HEADERS") {
-            headers = parse_pairs(&v).ok_or_else(|| {
-                bad(
-                    "OTEL_EXPORTER_OTLP_HEADERS",
-                    v.clone(),
-                    "comma-separated key=value pairs (values percent-encoded)",
-                )
-            })?;
-        }
-        for (k, v) in &self.headers {
-            if k.is_empty() || !k.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
-                return Err(bad("header", k.clone(), "an HTTP header name"));
-            }
-            headers.retain(|(hk, _)| !hk.eq_ignore_ascii_case(k));
-            headers.push((k.clone(), v.clone()));
         }
 
         let cap = |setting: &'static str, v: Option<usize>| -> Result<usize> {
@@ -457,19 +383,16 @@ impl ExportConfig {
         };
 
         // Graph.
-        const TOP_EDGES_EXPECTED: &str = "a whole number from 0 to 10000";
         let graph_top_edges = match self.graph_top_edges {
             Some(k) if k > MAX_GRAPH_TOP_EDGES => {
-                return Err(bad("graph_top_edges", k.to_string(), TOP_EDGES_EXPECTED))
+                return Err(bad(
+                    "graph_top_edges",
+                    k.to_string(),
+                    env::TOP_EDGES_EXPECTED,
+                ))
             }
             Some(k) => k,
-            None => match env("HEAPSPAN_GRAPH_TOP_EDGES") {
-                None => DEFAULT_GRAPH_TOP_EDGES,
-                Some(v) => match v.trim().parse::<usize>() {
-                    Ok(k) if k <= MAX_GRAPH_TOP_EDGES => k,
-                    _ => return Err(bad("HEAPSPAN_GRAPH_TOP_EDGES", v, TOP_EDGES_EXPECTED)),
-                },
-            },
+            None => env::graph_top_edges(lookup)?.unwrap_or(DEFAULT_GRAPH_TOP_EDGES),
         };
         const DOT_DIR_EXPECTED: &str = "a directory (created if missing), not a file";
         let check_dir = |setting: &'static str, dir: PathBuf| -> Result<PathBuf> {
@@ -481,32 +404,27 @@ impl ExportConfig {
         };
         let graph_dot_dir = match &self.graph_dot_dir {
             Some(d) => Some(check_dir("graph_dot_dir", d.clone())?),
-            None => env("HEAPSPAN_GRAPH_DOT_DIR")
-                .filter(|s| !s.trim().is_empty())
-                .map(|s| check_dir("HEAPSPAN_GRAPH_DOT_DIR", PathBuf::from(s)))
+            None => env::graph_dot_dir(lookup)?
+                .map(|d| check_dir(env::HEAPSPAN_GRAPH_DOT_DIR, d))
                 .transpose()?,
         };
 
-        let configured = base.is_some()
-            || traces_endpoint.is_some()
-            || metrics_endpoint.is_some()
+        let configured = traces.url.is_some()
+            || metrics.url.is_some()
             || file.is_some()
             || graph_dot_dir.is_some()
             || self.meter_provider.is_some()
             || self.tracer_provider.is_some();
         Ok(Resolved {
             enabled: self.enabled.unwrap_or(configured),
-            protocol,
-            endpoint: base,
-            traces_endpoint,
-            metrics_endpoint,
+            endpoint: base.map(|b| b.value),
+            traces,
+            metrics,
             file,
             window,
             metric_interval,
-            timeout,
             shutdown_timeout,
             resource,
-            headers,
             max_task_names,
             max_span_names,
             span_queue_capacity,
@@ -518,6 +436,111 @@ impl ExportConfig {
             tokio_runtime: self.tokio_runtime.clone(),
         })
     }
+
+    /// One signal's protocol, URL, headers and timeout, in opentelemetry-otlp 0.33's order of
+    /// priority: the value set in code, then the signal's `OTEL_EXPORTER_OTLP_{TRACES,METRICS}_*`
+    /// variable, then the generic `OTEL_EXPORTER_OTLP_*` one, then the default (its
+    /// `exporter::resolve_protocol`, `resolve_timeout`, `http::resolve_http_endpoint`, and the
+    /// headers' `env::var(signal_headers_var).or_else(|_| env::var(OTEL_EXPORTER_OTLP_HEADERS))`
+    /// in `HttpExporterBuilder::build_client` and `TonicExporterBuilder::build_channel`). A
+    /// signal the application's own provider exports (`own_provider`) may have any URL scheme:
+    /// heapspan does not send it.
+    fn signal(
+        &self,
+        lookup: &impl Fn(&str) -> Option<String>,
+        signal: Signal,
+        base: Option<&env::FromVar>,
+        own_provider: bool,
+    ) -> Result<SignalSettings> {
+        let protocol = match self.protocol {
+            Some(p) => p,
+            None => env::otlp_protocol(lookup, signal)?.unwrap_or(if cfg!(feature = "http") {
+                Protocol::HttpProtobuf
+            } else {
+                Protocol::Grpc
+            }),
+        };
+        // Where the URL comes from, and whether it is a base to join the signal's path to.
+        let (source, base_url) = match (&self.endpoint, base) {
+            (Some(_), Some(b)) => (Some(b.clone()), true),
+            _ => match env::otlp_signal_endpoint(lookup, signal)? {
+                Some(full) => (Some(full), false),
+                None => (base.cloned(), true),
+            },
+        };
+        if let Some(s) = source
+            .as_ref()
+            .filter(|s| !own_provider && is_https(&s.value))
+        {
+            return Err(Error::InvalidConfig {
+                setting: s.var,
+                value: s.value.clone(),
+                expected: HTTPS_EXPECTED,
+            });
+        }
+        let url = source.map(|s| match protocol {
+            Protocol::HttpProtobuf if base_url => {
+                format!("{}/{}", s.value.trim_end_matches('/'), signal.http_path())
+            }
+            _ => s.value,
+        });
+        let mut headers = env::otlp_headers(lookup, signal)?.unwrap_or_default();
+        for (k, v) in &self.headers {
+            if k.is_empty() || !k.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+                return Err(Error::InvalidConfig {
+                    setting: "header",
+                    value: k.clone(),
+                    expected: "an HTTP header name",
+                });
+            }
+            headers.retain(|(hk, _)| !hk.eq_ignore_ascii_case(k));
+            headers.push((k.clone(), v.clone()));
+        }
+        let timeout = match self.timeout {
+            Some(d) if d.is_zero() => {
+                return Err(Error::InvalidConfig {
+                    setting: "timeout",
+                    value: "0s".into(),
+                    expected: "more than 0",
+                })
+            }
+            Some(d) => d,
+            None => env::otlp_timeout(lookup, signal)?.unwrap_or(DEFAULT_TIMEOUT),
+        };
+        Ok(SignalSettings {
+            protocol,
+            url,
+            headers,
+            timeout,
+        })
+    }
+}
+
+/// What an `https://` endpoint gets told.
+const HTTPS_EXPECTED: &str = "an http:// URL: heapspan's own exporters have no TLS. To export \
+     over https://, build OpenTelemetry providers with a TLS-capable exporter (opentelemetry-otlp \
+     with its `reqwest-rustls` or `tls-ring` feature) and pass them to heapspan with \
+     ExportConfig::tracer_provider and ExportConfig::meter_provider";
+
+fn is_https(url: &str) -> bool {
+    url.trim()
+        .get(..8)
+        .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+}
+
+/// One signal's resolved transport settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SignalSettings {
+    /// Transport.
+    pub protocol: Protocol,
+    /// Where the signal is sent (HTTP: the base endpoint plus `/v1/traces` or `/v1/metrics`,
+    /// or the signal's own full URL); `None` when no endpoint is configured.
+    pub url: Option<String>,
+    /// Request headers.
+    pub headers: Vec<(String, String)>,
+    /// Timeout of one request.
+    pub timeout: Duration,
 }
 
 /// Settings after the environment and defaults were applied and every value validated.
@@ -526,28 +549,22 @@ impl ExportConfig {
 pub struct Resolved {
     /// Whether export runs.
     pub enabled: bool,
-    /// Transport.
-    pub protocol: Protocol,
-    /// Base endpoint.
+    /// Base endpoint (set in code, or `OTEL_EXPORTER_OTLP_ENDPOINT`).
     pub endpoint: Option<String>,
-    /// Full traces URL from `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`.
-    pub traces_endpoint: Option<String>,
-    /// Full metrics URL from `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`.
-    pub metrics_endpoint: Option<String>,
+    /// Where and how traces go.
+    pub traces: SignalSettings,
+    /// Where and how metrics go.
+    pub metrics: SignalSettings,
     /// OTLP JSON file (used when no endpoint is set).
     pub file: Option<PathBuf>,
     /// Window length.
     pub window: Duration,
     /// Metric export interval.
     pub metric_interval: Duration,
-    /// Request timeout.
-    pub timeout: Duration,
     /// Final export bound.
     pub shutdown_timeout: Duration,
     /// Resource attributes, `service.name` included if set.
     pub resource: Vec<(String, String)>,
-    /// Request headers.
-    pub headers: Vec<(String, String)>,
     /// Task-name series cap.
     pub max_task_names: usize,
     /// Span-name series cap.
@@ -567,38 +584,30 @@ pub struct Resolved {
 impl Resolved {
     /// Whether spans and metrics go to an OTLP endpoint (else to the file, if any).
     pub fn has_endpoint(&self) -> bool {
-        self.endpoint.is_some() || self.traces_endpoint.is_some() || self.metrics_endpoint.is_some()
-    }
-
-    fn signal_url(&self, full: &Option<String>, path: &str) -> Option<String> {
-        if let Some(f) = full {
-            return Some(f.clone());
-        }
-        let base = self.endpoint.as_deref()?;
-        Some(match self.protocol {
-            Protocol::HttpProtobuf => format!("{}/{path}", base.trim_end_matches('/')),
-            Protocol::Grpc => base.to_owned(),
-        })
+        self.traces.url.is_some() || self.metrics.url.is_some()
     }
 
     /// The URL traces are sent to (HTTP: the base endpoint plus `/v1/traces`).
     pub fn traces_url(&self) -> Option<String> {
-        self.signal_url(&self.traces_endpoint, "v1/traces")
+        self.traces.url.clone()
     }
 
     /// The URL metrics are sent to (HTTP: the base endpoint plus `/v1/metrics`).
     pub fn metrics_url(&self) -> Option<String> {
-        self.signal_url(&self.metrics_endpoint, "v1/metrics")
+        self.metrics.url.clone()
     }
 }
 
 /// `http://host[:port][/path]` or `https://…`, host non-empty, no whitespace.
-fn is_url(v: &str) -> bool {
+pub(crate) fn is_url(v: &str) -> bool {
     let v = v.trim();
-    let rest = v
-        .strip_prefix("http://")
-        .or_else(|| v.strip_prefix("https://"));
-    let Some(rest) = rest else { return false };
+    // The scheme is case-insensitive (RFC 3986).
+    let Some((scheme, rest)) = v.split_once("://") else {
+        return false;
+    };
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return false;
+    }
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     let host = authority.rsplit('@').next().unwrap_or("");
     let (host, port) = if host.starts_with('[') {
@@ -620,46 +629,13 @@ fn is_url(v: &str) -> bool {
         && port.is_none_or(|p| p.parse::<u16>().is_ok())
 }
 
-/// `k1=v1,k2=v2` with percent-decoded values (W3C baggage octets, as the OTel spec says).
-fn parse_pairs(s: &str) -> Option<Vec<(String, String)>> {
-    let mut out = Vec::new();
-    for part in s.split(',') {
-        if part.trim().is_empty() {
-            continue;
-        }
-        let (k, v) = part.split_once('=')?;
-        let k = k.trim();
-        if k.is_empty() {
-            return None;
-        }
-        out.push((k.to_owned(), percent_decode(v.trim())?));
-    }
-    Some(out)
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let h = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(h, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::env::*;
     use std::collections::HashMap;
 
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let m: HashMap<String, String> = pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -668,8 +644,8 @@ mod tests {
     }
 
     #[track_caller]
-    fn rejected(c: ExportConfig, vars: &[(&str, &str)]) -> String {
-        match c.resolve_with(env(vars)) {
+    fn rejected(c: ExportConfig, pairs: &[(&str, &str)]) -> String {
+        match c.resolve_with(vars(pairs)) {
             Err(e @ Error::InvalidConfig { .. }) => e.to_string(),
             other => panic!("expected InvalidConfig, got {other:?}"),
         }
@@ -677,30 +653,29 @@ mod tests {
 
     #[test]
     fn defaults_leave_export_off() {
-        let r = ExportConfig::default().resolve_with(env(&[])).unwrap();
+        let r = ExportConfig::default().resolve_with(vars(&[])).unwrap();
         assert!(!r.enabled);
         assert_eq!(r.window, DEFAULT_WINDOW);
         assert_eq!(r.metric_interval, DEFAULT_METRIC_EXPORT_INTERVAL);
-        assert_eq!(r.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(r.traces.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(r.metrics.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(r.traces.url, None);
         assert_eq!(r.max_task_names, DEFAULT_MAX_NAMES);
     }
 
     #[test]
     fn environment_configures_and_code_wins() {
-        let vars = [
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9/"),
-            ("OTEL_SERVICE_NAME", "from-env"),
-            (
-                "OTEL_RESOURCE_ATTRIBUTES",
-                "a=1,b=two%20words,service.name=x",
-            ),
-            ("OTEL_METRIC_EXPORT_INTERVAL", "250"),
-            ("OTEL_EXPORTER_OTLP_HEADERS", "x-token=abc"),
-            ("OTEL_EXPORTER_OTLP_TIMEOUT", "1500"),
-            ("HEAPSPAN_WINDOW_MS", "2000"),
-            ("HEAPSPAN_OTLP_FILE", "/tmp/x.jsonl"),
+        let env = [
+            (OTEL_EXPORTER_OTLP_ENDPOINT, "http://127.0.0.1:9/"),
+            (OTEL_SERVICE_NAME, "from-env"),
+            (OTEL_RESOURCE_ATTRIBUTES, "a=1,b=two%20words,service.name=x"),
+            (OTEL_METRIC_EXPORT_INTERVAL, "250"),
+            (OTEL_EXPORTER_OTLP_HEADERS, "x-token=abc"),
+            (OTEL_EXPORTER_OTLP_TIMEOUT, "1500"),
+            (HEAPSPAN_WINDOW_MS, "2000"),
+            (HEAPSPAN_OTLP_FILE, "/tmp/x.jsonl"),
         ];
-        let r = ExportConfig::default().resolve_with(env(&vars)).unwrap();
+        let r = ExportConfig::default().resolve_with(vars(&env)).unwrap();
         assert!(r.enabled);
         assert_eq!(
             r.traces_url().as_deref(),
@@ -712,8 +687,10 @@ mod tests {
         );
         assert_eq!(r.window, Duration::from_millis(2000));
         assert_eq!(r.metric_interval, Duration::from_millis(250));
-        assert_eq!(r.timeout, Duration::from_millis(1500));
-        assert_eq!(r.headers, vec![("x-token".into(), "abc".into())]);
+        assert_eq!(r.traces.timeout, Duration::from_millis(1500));
+        assert_eq!(r.metrics.timeout, Duration::from_millis(1500));
+        assert_eq!(r.traces.headers, vec![("x-token".into(), "abc".into())]);
+        assert_eq!(r.file, Some(PathBuf::from("/tmp/x.jsonl")));
         let res: HashMap<_, _> = r.resource.iter().cloned().collect();
         assert_eq!(res["a"], "1");
         assert_eq!(res["b"], "two words");
@@ -722,15 +699,19 @@ mod tests {
         let r = ExportConfig::default()
             .endpoint("http://10.0.0.1:4318")
             .window(Duration::from_secs(1))
+            .timeout(Duration::from_secs(3))
+            .header("X-Token", "code")
             .service_name("code")
             .resource_attribute("a", "code")
-            .resolve_with(env(&vars))
+            .resolve_with(vars(&env))
             .unwrap();
         assert_eq!(
             r.traces_url().as_deref(),
             Some("http://10.0.0.1:4318/v1/traces")
         );
         assert_eq!(r.window, Duration::from_secs(1));
+        assert_eq!(r.traces.timeout, Duration::from_secs(3));
+        assert_eq!(r.metrics.headers, vec![("X-Token".into(), "code".into())]);
         let res: HashMap<_, _> = r.resource.iter().cloned().collect();
         assert_eq!(res["a"], "code");
         assert_eq!(res["service.name"], "code");
@@ -739,8 +720,8 @@ mod tests {
     #[test]
     fn signal_endpoints_are_used_as_given() {
         let r = ExportConfig::default()
-            .resolve_with(env(&[(
-                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            .resolve_with(vars(&[(
+                OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
                 "http://h:1/custom",
             )]))
             .unwrap();
@@ -748,59 +729,225 @@ mod tests {
         assert_eq!(r.metrics_url(), None);
     }
 
+    /// opentelemetry-otlp 0.33's order, per signal: code, then
+    /// `OTEL_EXPORTER_OTLP_{TRACES,METRICS}_*`, then `OTEL_EXPORTER_OTLP_*`, then the default.
+    #[test]
+    fn signal_variables_win_over_generic_ones_and_code_over_both() {
+        let env = [
+            (OTEL_EXPORTER_OTLP_ENDPOINT, "http://base:4318"),
+            (OTEL_EXPORTER_OTLP_METRICS_ENDPOINT, "http://m:9/metrics-in"),
+            (OTEL_EXPORTER_OTLP_HEADERS, "a=generic,b=generic"),
+            (OTEL_EXPORTER_OTLP_TRACES_HEADERS, "a=traces"),
+            (OTEL_EXPORTER_OTLP_TIMEOUT, "1000"),
+            (OTEL_EXPORTER_OTLP_METRICS_TIMEOUT, "4000"),
+        ];
+        let r = ExportConfig::default().resolve_with(vars(&env)).unwrap();
+        assert_eq!(r.traces.url.as_deref(), Some("http://base:4318/v1/traces"));
+        assert_eq!(r.metrics.url.as_deref(), Some("http://m:9/metrics-in"));
+        assert_eq!(r.traces.headers, vec![("a".into(), "traces".into())]);
+        assert_eq!(
+            r.metrics.headers,
+            vec![
+                ("a".into(), "generic".into()),
+                ("b".into(), "generic".into())
+            ]
+        );
+        assert_eq!(r.traces.timeout, Duration::from_secs(1));
+        assert_eq!(r.metrics.timeout, Duration::from_secs(4));
+
+        // Code wins over both.
+        let r = ExportConfig::default()
+            .endpoint("http://code:4318")
+            .header("a", "code")
+            .timeout(Duration::from_millis(500))
+            .resolve_with(vars(&env))
+            .unwrap();
+        assert_eq!(
+            r.metrics.url.as_deref(),
+            Some("http://code:4318/v1/metrics")
+        );
+        assert_eq!(r.traces.headers, vec![("a".into(), "code".into())]);
+        assert_eq!(
+            r.metrics.headers,
+            vec![("b".into(), "generic".into()), ("a".into(), "code".into())]
+        );
+        assert_eq!(r.metrics.timeout, Duration::from_millis(500));
+    }
+
+    /// The protocol: the generic variable no longer wins over the signal's own.
+    #[cfg(all(feature = "http", feature = "grpc"))]
+    #[test]
+    fn signal_protocol_wins_over_the_generic_one() {
+        let env = [
+            (OTEL_EXPORTER_OTLP_ENDPOINT, "http://base:4317"),
+            (OTEL_EXPORTER_OTLP_PROTOCOL, "grpc"),
+            (OTEL_EXPORTER_OTLP_METRICS_PROTOCOL, "http/protobuf"),
+        ];
+        let r = ExportConfig::default().resolve_with(vars(&env)).unwrap();
+        assert_eq!(r.traces.protocol, Protocol::Grpc);
+        assert_eq!(r.traces.url.as_deref(), Some("http://base:4317"));
+        assert_eq!(r.metrics.protocol, Protocol::HttpProtobuf);
+        assert_eq!(
+            r.metrics.url.as_deref(),
+            Some("http://base:4317/v1/metrics")
+        );
+        let r = ExportConfig::default()
+            .protocol(Protocol::HttpProtobuf)
+            .resolve_with(vars(&[
+                (OTEL_EXPORTER_OTLP_PROTOCOL, "grpc"),
+                (OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, "grpc"),
+            ]))
+            .unwrap();
+        assert_eq!(r.traces.protocol, Protocol::HttpProtobuf, "code wins");
+        assert_eq!(r.metrics.protocol, Protocol::HttpProtobuf, "code wins");
+    }
+
+    #[cfg(feature = "http")]
+    #[test]
+    fn signal_protocol_is_read_before_the_generic_one() {
+        // A signal variable that is set is read instead of the generic one: a generic value
+        // heapspan does not take is refused only for a signal that falls back on it.
+        let r = ExportConfig::default().resolve_with(vars(&[
+            (OTEL_EXPORTER_OTLP_PROTOCOL, "http/json"),
+            (OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, "http/protobuf"),
+            (OTEL_EXPORTER_OTLP_METRICS_PROTOCOL, "http/protobuf"),
+        ]));
+        assert_eq!(r.unwrap().traces.protocol, Protocol::HttpProtobuf);
+        assert!(rejected(
+            ExportConfig::default(),
+            &[
+                (OTEL_EXPORTER_OTLP_PROTOCOL, "http/json"),
+                (OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, "http/protobuf"),
+            ]
+        )
+        .starts_with("invalid value \"http/json\" for OTEL_EXPORTER_OTLP_PROTOCOL"));
+    }
+
+    #[test]
+    fn https_is_refused_with_the_way_to_tls() {
+        let expected = "expected an http:// URL: heapspan's own exporters have no TLS. To \
+                        export over https://, build OpenTelemetry providers with a TLS-capable \
+                        exporter (opentelemetry-otlp with its `reqwest-rustls` or `tls-ring` \
+                        feature) and pass them to heapspan with ExportConfig::tracer_provider \
+                        and ExportConfig::meter_provider";
+        assert_eq!(
+            rejected(
+                ExportConfig::default().endpoint("https://otel.example:4318"),
+                &[]
+            ),
+            format!("invalid value \"https://otel.example:4318\" for endpoint: {expected}")
+        );
+        assert_eq!(
+            rejected(
+                ExportConfig::default(),
+                &[(OTEL_EXPORTER_OTLP_ENDPOINT, "HTTPS://otel.example")]
+            ),
+            format!(
+                "invalid value \"HTTPS://otel.example\" for OTEL_EXPORTER_OTLP_ENDPOINT: \
+                 {expected}"
+            )
+        );
+        assert!(rejected(
+            ExportConfig::default(),
+            &[(OTEL_EXPORTER_OTLP_METRICS_ENDPOINT, "https://m/v1/metrics")]
+        )
+        .contains("for OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: expected an http:// URL"));
+    }
+
+    #[test]
+    fn https_is_left_to_the_applications_own_providers() {
+        let https = [(OTEL_EXPORTER_OTLP_ENDPOINT, "https://otel.example:4318")];
+        let tracer = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let meter = opentelemetry_sdk::metrics::SdkMeterProvider::builder().build();
+        // Both signals through the application's providers (whose exporters read the same
+        // variable, with TLS): heapspan does not send to it, so it does not refuse it.
+        let r = ExportConfig::default()
+            .tracer_provider(tracer.clone())
+            .meter_provider(meter.clone())
+            .resolve_with(vars(&https))
+            .unwrap();
+        assert!(r.enabled);
+        // One signal still heapspan's: refused, naming the other provider as the way out.
+        assert!(
+            rejected(ExportConfig::default().meter_provider(meter), &https)
+                .contains("ExportConfig::tracer_provider")
+        );
+        assert!(
+            rejected(ExportConfig::default().tracer_provider(tracer), &https)
+                .contains("for OTEL_EXPORTER_OTLP_ENDPOINT")
+        );
+    }
+
     #[test]
     fn bad_values_name_the_setting_and_what_is_accepted() {
         let c = ExportConfig::default;
         assert_eq!(
             rejected(c().endpoint("localhost:4318"), &[]),
-            "invalid value \"localhost:4318\" for endpoint: expected an http:// or https:// URL \
-             with a host, such as http://127.0.0.1:4318"
+            "invalid value \"localhost:4318\" for endpoint: expected an http:// URL with a \
+             host, such as http://127.0.0.1:4318"
         );
-        assert!(rejected(c(), &[("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://x")])
+        assert!(rejected(c(), &[(OTEL_EXPORTER_OTLP_ENDPOINT, "ftp://x")])
             .starts_with("invalid value \"ftp://x\" for OTEL_EXPORTER_OTLP_ENDPOINT: expected"));
         assert!(
-            rejected(c(), &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://:80")])
+            rejected(c(), &[(OTEL_EXPORTER_OTLP_ENDPOINT, "http://:80")])
                 .contains("OTEL_EXPORTER_OTLP_ENDPOINT")
         );
-        assert!(
-            rejected(c(), &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]).starts_with(
-                "invalid value \"http/json\" for OTEL_EXPORTER_OTLP_PROTOCOL: expected"
-            )
-        );
+        assert!(rejected(c(), &[(OTEL_EXPORTER_OTLP_PROTOCOL, "http/json")])
+            .starts_with("invalid value \"http/json\" for OTEL_EXPORTER_OTLP_PROTOCOL: expected"));
         assert_eq!(
             rejected(c().window(Duration::ZERO), &[]),
             "invalid value \"0ns\" for window: expected at least 1 ms"
         );
         assert_eq!(
-            rejected(c(), &[("HEAPSPAN_WINDOW_MS", "0")]),
+            rejected(c(), &[(HEAPSPAN_WINDOW_MS, "0")]),
             "invalid value \"0\" for HEAPSPAN_WINDOW_MS: expected a whole number of \
              milliseconds, at least 1"
         );
-        assert!(rejected(c(), &[("OTEL_METRIC_EXPORT_INTERVAL", "10s")])
+        assert!(rejected(c(), &[(OTEL_METRIC_EXPORT_INTERVAL, "10s")])
             .contains("OTEL_METRIC_EXPORT_INTERVAL"));
-        assert!(rejected(c(), &[("OTEL_EXPORTER_OTLP_TIMEOUT", "-1")])
+        assert!(rejected(c(), &[(OTEL_EXPORTER_OTLP_TIMEOUT, "-1")])
             .contains("OTEL_EXPORTER_OTLP_TIMEOUT"));
+        assert!(
+            rejected(c(), &[(OTEL_EXPORTER_OTLP_METRICS_TIMEOUT, "soon")])
+                .contains("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT")
+        );
         assert_eq!(
-            rejected(c(), &[("OTEL_RESOURCE_ATTRIBUTES", "novalue")]),
+            rejected(c(), &[(OTEL_RESOURCE_ATTRIBUTES, "novalue")]),
             "invalid value \"novalue\" for OTEL_RESOURCE_ATTRIBUTES: expected comma-separated \
              key=value pairs (values percent-encoded)"
         );
-        assert!(rejected(c(), &[("OTEL_RESOURCE_ATTRIBUTES", "a=%zz")])
-            .contains("OTEL_RESOURCE_ATTRIBUTES"));
-        assert!(rejected(c(), &[("OTEL_EXPORTER_OTLP_HEADERS", "=x")])
+        assert!(rejected(c(), &[(OTEL_EXPORTER_OTLP_HEADERS, "=x")])
             .contains("OTEL_EXPORTER_OTLP_HEADERS"));
         assert!(rejected(c().max_task_names(5000), &[]).contains("max_task_names"));
+        assert!(rejected(c().header("bad:name", "x"), &[]).contains("for header:"));
+    }
+
+    #[test]
+    fn a_bad_variable_that_code_overrides_is_not_read() {
+        let r = ExportConfig::default()
+            .window(Duration::from_secs(2))
+            .timeout(Duration::from_secs(2))
+            .endpoint("http://code:4318")
+            .resolve_with(vars(&[
+                (HEAPSPAN_WINDOW_MS, "soon"),
+                (OTEL_EXPORTER_OTLP_TIMEOUT, "soon"),
+                (OTEL_EXPORTER_OTLP_ENDPOINT, "nonsense"),
+                (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, "https://ignored"),
+            ]))
+            .unwrap();
+        assert_eq!(r.window, Duration::from_secs(2));
+        assert_eq!(r.traces.url.as_deref(), Some("http://code:4318/v1/traces"));
     }
 
     #[test]
     fn graph_settings() {
-        let r = ExportConfig::default().resolve_with(env(&[])).unwrap();
+        let r = ExportConfig::default().resolve_with(vars(&[])).unwrap();
         assert_eq!(r.graph_top_edges, DEFAULT_GRAPH_TOP_EDGES);
         assert_eq!(r.graph_dot_dir, None);
         let r = ExportConfig::default()
-            .resolve_with(env(&[
-                ("HEAPSPAN_GRAPH_TOP_EDGES", "0"),
-                ("HEAPSPAN_GRAPH_DOT_DIR", "/tmp/heapspan-graphs"),
+            .resolve_with(vars(&[
+                (HEAPSPAN_GRAPH_TOP_EDGES, "0"),
+                (HEAPSPAN_GRAPH_DOT_DIR, "/tmp/heapspan-graphs"),
             ]))
             .unwrap();
         assert_eq!(r.graph_top_edges, 0);
@@ -809,15 +956,15 @@ mod tests {
         let r = ExportConfig::default()
             .graph_top_edges(MAX_GRAPH_TOP_EDGES)
             .graph_dot_dir("graphs")
-            .resolve_with(env(&[
-                ("HEAPSPAN_GRAPH_TOP_EDGES", "junk"),
-                ("HEAPSPAN_GRAPH_DOT_DIR", "elsewhere"),
+            .resolve_with(vars(&[
+                (HEAPSPAN_GRAPH_TOP_EDGES, "junk"),
+                (HEAPSPAN_GRAPH_DOT_DIR, "elsewhere"),
             ]))
             .unwrap();
         assert_eq!(r.graph_top_edges, MAX_GRAPH_TOP_EDGES, "code wins");
         assert_eq!(r.graph_dot_dir, Some(PathBuf::from("graphs")));
         let r = ExportConfig::default()
-            .resolve_with(env(&[("HEAPSPAN_GRAPH_DOT_DIR", " ")]))
+            .resolve_with(vars(&[(HEAPSPAN_GRAPH_DOT_DIR, " ")]))
             .unwrap();
         assert_eq!(r.graph_dot_dir, None, "empty means unset");
     }
@@ -826,12 +973,12 @@ mod tests {
     fn bad_graph_settings_name_the_setting_and_what_is_accepted() {
         let c = ExportConfig::default;
         assert_eq!(
-            rejected(c(), &[("HEAPSPAN_GRAPH_TOP_EDGES", "lots")]),
+            rejected(c(), &[(HEAPSPAN_GRAPH_TOP_EDGES, "lots")]),
             "invalid value \"lots\" for HEAPSPAN_GRAPH_TOP_EDGES: expected a whole number from \
              0 to 10000"
         );
         assert_eq!(
-            rejected(c(), &[("HEAPSPAN_GRAPH_TOP_EDGES", "10001")]),
+            rejected(c(), &[(HEAPSPAN_GRAPH_TOP_EDGES, "10001")]),
             "invalid value \"10001\" for HEAPSPAN_GRAPH_TOP_EDGES: expected a whole number from \
              0 to 10000"
         );
@@ -843,7 +990,7 @@ mod tests {
         std::fs::write(&file, b"").unwrap();
         let shown = file.display().to_string();
         assert_eq!(
-            rejected(c(), &[("HEAPSPAN_GRAPH_DOT_DIR", shown.as_str())]),
+            rejected(c(), &[(HEAPSPAN_GRAPH_DOT_DIR, shown.as_str())]),
             format!(
                 "invalid value {shown:?} for HEAPSPAN_GRAPH_DOT_DIR: expected a directory \
                  (created if missing), not a file"
@@ -873,5 +1020,6 @@ mod tests {
         ] {
             assert!(!is_url(bad), "{bad}");
         }
+        assert!(is_https("https://x") && is_https(" HTTPS://x") && !is_https("http://x"));
     }
 }

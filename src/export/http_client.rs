@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
+use http::{HeaderName, HeaderValue};
 use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
 
 /// Largest response body read (collectors answer with a few bytes).
@@ -15,12 +16,40 @@ const MAX_BODY: usize = 1 << 20;
 /// The client; every socket operation is bounded by `timeout`.
 #[derive(Debug, Clone)]
 pub(crate) struct StdHttpClient {
-    pub(crate) timeout: Duration,
+    timeout: Duration,
+    /// Set on every request, replacing what the request has under the same name: the
+    /// resolved headers, in which values set in code win over the environment (the SDK's
+    /// exporter adds the `OTEL_EXPORTER_OTLP_*HEADERS` ones over those it is given).
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl StdHttpClient {
+    /// A client sending `headers` with every request; fails on a header HTTP cannot carry.
+    pub(crate) fn new(timeout: Duration, headers: &[(String, String)]) -> Result<Self, String> {
+        let headers = headers
+            .iter()
+            .map(|(k, v)| {
+                let name = HeaderName::from_bytes(k.as_bytes())
+                    .map_err(|e| format!("header name {k:?}: {e}"))?;
+                let value =
+                    HeaderValue::from_str(v).map_err(|e| format!("header {k:?}'s value: {e}"))?;
+                Ok((name, value))
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(StdHttpClient { timeout, headers })
+    }
+
+    fn set_headers(&self, req: &mut Request<Bytes>) {
+        for (k, v) in &self.headers {
+            req.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
 }
 
 #[async_trait::async_trait]
 impl HttpClient for StdHttpClient {
-    async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+    async fn send_bytes(&self, mut request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+        self.set_headers(&mut request);
         send(request, self.timeout).map_err(|e| Box::new(e) as HttpError)
     }
 }
@@ -140,4 +169,40 @@ fn send(req: Request<Bytes>, timeout: Duration) -> std::io::Result<Response<Byte
     builder
         .body(Bytes::from(body))
         .map_err(|e| err(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolved_headers_replace_the_requests_own() {
+        let client = StdHttpClient::new(
+            Duration::from_secs(1),
+            &[
+                ("x-token".into(), "code".into()),
+                ("X-Other".into(), "o".into()),
+            ],
+        )
+        .unwrap();
+        // As the SDK's exporter builds it: the environment's value under the same name.
+        let mut req = Request::post("http://h:1/v1/traces")
+            .header("x-token", "env")
+            .header("user-agent", "sdk")
+            .body(Bytes::new())
+            .unwrap();
+        client.set_headers(&mut req);
+        let all: Vec<_> = req.headers().get_all("x-token").iter().collect();
+        assert_eq!(all, ["code"]);
+        assert_eq!(req.headers()["x-other"], "o");
+        assert_eq!(req.headers()["user-agent"], "sdk");
+    }
+
+    #[test]
+    fn headers_http_cannot_carry_are_refused() {
+        let e = StdHttpClient::new(Duration::from_secs(1), &[("x".into(), "a\nb".into())]);
+        assert!(e.unwrap_err().contains("header \"x\"'s value"));
+        let e = StdHttpClient::new(Duration::from_secs(1), &[("a b".into(), "v".into())]);
+        assert!(e.unwrap_err().contains("header name \"a b\""));
+    }
 }

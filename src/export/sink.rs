@@ -19,9 +19,9 @@ use opentelemetry_sdk::trace::SpanData;
 use opentelemetry_sdk::trace::SpanExporter as _;
 use opentelemetry_sdk::Resource;
 
-#[cfg(any(feature = "http", feature = "grpc"))]
-use super::config::Protocol;
 use super::config::Resolved;
+#[cfg(any(feature = "http", feature = "grpc"))]
+use super::config::{Protocol, SignalSettings};
 use crate::error::{Error, Result};
 
 /// A failed export, with a short reason for the (rate-limited) warning.
@@ -259,145 +259,57 @@ fn write_line(out: &mut BufWriter<File>, req: &impl serde::Serialize) -> Result<
 }
 
 #[cfg(any(feature = "http", feature = "grpc"))]
-fn metrics_url(cfg: &Resolved) -> Option<String> {
-    cfg.metrics_url()
-}
-
-#[cfg(any(feature = "http", feature = "grpc"))]
 impl Otlp {
+    /// Builds an exporter for each signal heapspan sends itself (not one the application's own
+    /// provider takes), each with its own protocol, URL, headers and timeout.
     fn build(cfg: &Resolved, resource: &Resource) -> Result<Otlp> {
-        use opentelemetry_otlp::WithExportConfig;
-        let traces = cfg.traces_url();
-        let metrics = cfg.metrics_url();
-        match cfg.protocol {
-            #[cfg(feature = "http")]
-            Protocol::HttpProtobuf => {
-                use super::http_client::StdHttpClient;
-                use opentelemetry_otlp::WithHttpConfig;
-                let headers: std::collections::HashMap<String, String> =
-                    cfg.headers.iter().cloned().collect();
-                let spans = match &traces {
-                    Some(url) if cfg.tracer_provider.is_none() => {
-                        let mut e = opentelemetry_otlp::SpanExporter::builder()
-                            .with_http()
-                            .with_http_client(StdHttpClient {
-                                timeout: cfg.timeout,
-                            })
-                            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                            .with_endpoint(url.clone())
-                            .with_timeout(cfg.timeout)
-                            .with_headers(headers.clone())
-                            .build()
-                            .map_err(|e| export_err("the OTLP/HTTP span exporter", e))?;
-                        e.set_resource(resource);
-                        Some(e)
-                    }
-                    _ => None,
-                };
-                let metrics = match &metrics {
-                    Some(url) if cfg.meter_provider.is_none() => Some(
-                        opentelemetry_otlp::MetricExporter::builder()
-                            .with_http()
-                            .with_http_client(StdHttpClient {
-                                timeout: cfg.timeout,
-                            })
-                            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                            .with_endpoint(url.clone())
-                            .with_timeout(cfg.timeout)
-                            .with_headers(headers)
-                            .with_temporality(opentelemetry_sdk::metrics::Temporality::Cumulative)
-                            .build()
-                            .map_err(|e| export_err("the OTLP/HTTP metric exporter", e))?,
-                    ),
-                    _ => None,
-                };
-                let raw =
-                    metrics
-                        .as_ref()
-                        .and(self::metrics_url(cfg))
-                        .map(|url| RawMetrics::Http {
-                            url,
-                            headers: cfg.headers.clone(),
-                            client: StdHttpClient {
-                                timeout: cfg.timeout,
-                            },
-                        });
-                Ok(Otlp {
-                    metrics,
-                    raw,
-                    spans,
-                    #[cfg(feature = "grpc")]
-                    rt: None,
-                })
-            }
-            #[cfg(feature = "grpc")]
-            Protocol::Grpc => {
-                use opentelemetry_otlp::WithTonicConfig;
-                let rt = tokio::runtime::Builder::new_current_thread()
+        let traces = (cfg.tracer_provider.is_none())
+            .then_some(&cfg.traces)
+            .filter(|s| s.url.is_some());
+        let metrics = (cfg.meter_provider.is_none())
+            .then_some(&cfg.metrics)
+            .filter(|s| s.url.is_some());
+        #[cfg(feature = "grpc")]
+        let rt = if [traces, metrics]
+            .iter()
+            .flatten()
+            .any(|s| s.protocol == Protocol::Grpc)
+        {
+            Some(
+                tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .map_err(|e| export_err("the gRPC export runtime", e))?;
-                let _enter = rt.enter();
-                let mut headers = http::HeaderMap::new();
-                for (k, v) in &cfg.headers {
-                    let key = http::HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes())
-                        .map_err(|e| export_err("a gRPC header name", e))?;
-                    let val = http::HeaderValue::from_str(v)
-                        .map_err(|e| export_err("a gRPC header value", e))?;
-                    headers.insert(key, val);
-                }
-                let md =
-                    opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(headers);
-                let spans = match &traces {
-                    Some(url) if cfg.tracer_provider.is_none() => {
-                        let mut e = opentelemetry_otlp::SpanExporter::builder()
-                            .with_tonic()
-                            .with_endpoint(url.clone())
-                            .with_timeout(cfg.timeout)
-                            .with_metadata(md.clone())
-                            .build()
-                            .map_err(|e| export_err("the OTLP/gRPC span exporter", e))?;
-                        e.set_resource(resource);
-                        Some(e)
-                    }
-                    _ => None,
-                };
-                let metrics = match &metrics {
-                    Some(url) if cfg.meter_provider.is_none() => Some(
-                        opentelemetry_otlp::MetricExporter::builder()
-                            .with_tonic()
-                            .with_endpoint(url.clone())
-                            .with_timeout(cfg.timeout)
-                            .with_metadata(md)
-                            .with_temporality(opentelemetry_sdk::metrics::Temporality::Cumulative)
-                            .build()
-                            .map_err(|e| export_err("the OTLP/gRPC metric exporter", e))?,
-                    ),
-                    _ => None,
-                };
-                drop(_enter);
-                let raw =
-                    metrics
-                        .as_ref()
-                        .and(self::metrics_url(cfg))
-                        .map(|url| RawMetrics::Grpc {
-                            url,
-                            headers: cfg.headers.clone(),
-                        });
-                Ok(Otlp {
-                    metrics,
-                    raw,
-                    spans,
-                    rt: Some(rt),
-                })
+                    .map_err(|e| export_err("the gRPC export runtime", e))?,
+            )
+        } else {
+            None
+        };
+        #[cfg(feature = "grpc")]
+        let _enter = rt.as_ref().map(|rt| rt.enter());
+        let spans = match traces {
+            Some(s) => {
+                let mut e = span_exporter(s)?;
+                e.set_resource(resource);
+                Some(e)
             }
-            #[allow(unreachable_patterns)]
-            p => Err(Error::InvalidConfig {
-                setting: "protocol",
-                value: p.as_str().into(),
-                expected: "a protocol enabled by heapspan's features",
-            }),
-        }
+            None => None,
+        };
+        let (metrics, raw) = match metrics {
+            Some(s) => {
+                let (m, raw) = metric_exporter(s)?;
+                (Some(m), Some(raw))
+            }
+            None => (None, None),
+        };
+        #[cfg(feature = "grpc")]
+        drop(_enter);
+        Ok(Otlp {
+            metrics,
+            raw,
+            spans,
+            #[cfg(feature = "grpc")]
+            rt,
+        })
     }
 
     fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
@@ -406,5 +318,190 @@ impl Otlp {
             return rt.block_on(f);
         }
         futures_executor::block_on(f)
+    }
+}
+
+/// The signal's URL (set: [`Otlp::build`] only builds signals that have one).
+#[cfg(any(feature = "http", feature = "grpc"))]
+fn url_of(s: &SignalSettings) -> String {
+    s.url.clone().unwrap_or_default()
+}
+
+/// The traces exporter of `s`'s protocol.
+#[cfg(any(feature = "http", feature = "grpc"))]
+fn span_exporter(s: &SignalSettings) -> Result<opentelemetry_otlp::SpanExporter> {
+    use opentelemetry_otlp::WithExportConfig;
+    match s.protocol {
+        #[cfg(feature = "http")]
+        Protocol::HttpProtobuf => {
+            use opentelemetry_otlp::WithHttpConfig;
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_http_client(http_client(s)?)
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_endpoint(url_of(s))
+                .with_timeout(s.timeout)
+                .build()
+                .map_err(|e| export_err("the OTLP/HTTP span exporter", e))
+        }
+        #[cfg(feature = "grpc")]
+        Protocol::Grpc => {
+            use opentelemetry_otlp::WithTonicConfig;
+            let (md, force) = grpc_headers(s)?;
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(url_of(s))
+                .with_timeout(s.timeout)
+                .with_metadata(md)
+                .with_interceptor(force)
+                .build()
+                .map_err(|e| export_err("the OTLP/gRPC span exporter", e))
+        }
+        #[allow(unreachable_patterns)]
+        p => Err(unsupported(p)),
+    }
+}
+
+/// The metrics exporter of `s`'s protocol, and where heapspan's own encoded metrics go.
+#[cfg(any(feature = "http", feature = "grpc"))]
+fn metric_exporter(s: &SignalSettings) -> Result<(opentelemetry_otlp::MetricExporter, RawMetrics)> {
+    use opentelemetry_otlp::WithExportConfig;
+    match s.protocol {
+        #[cfg(feature = "http")]
+        Protocol::HttpProtobuf => {
+            use opentelemetry_otlp::WithHttpConfig;
+            let m = opentelemetry_otlp::MetricExporter::builder()
+                .with_http()
+                .with_http_client(http_client(s)?)
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_endpoint(url_of(s))
+                .with_timeout(s.timeout)
+                .with_temporality(opentelemetry_sdk::metrics::Temporality::Cumulative)
+                .build()
+                .map_err(|e| export_err("the OTLP/HTTP metric exporter", e))?;
+            let raw = RawMetrics::Http {
+                url: url_of(s),
+                headers: s.headers.clone(),
+                client: http_client(s)?,
+            };
+            Ok((m, raw))
+        }
+        #[cfg(feature = "grpc")]
+        Protocol::Grpc => {
+            use opentelemetry_otlp::WithTonicConfig;
+            let (md, force) = grpc_headers(s)?;
+            let m = opentelemetry_otlp::MetricExporter::builder()
+                .with_tonic()
+                .with_endpoint(url_of(s))
+                .with_timeout(s.timeout)
+                .with_metadata(md)
+                .with_interceptor(force)
+                .with_temporality(opentelemetry_sdk::metrics::Temporality::Cumulative)
+                .build()
+                .map_err(|e| export_err("the OTLP/gRPC metric exporter", e))?;
+            let raw = RawMetrics::Grpc {
+                url: url_of(s),
+                headers: s.headers.clone(),
+            };
+            Ok((m, raw))
+        }
+        #[allow(unreachable_patterns)]
+        p => Err(unsupported(p)),
+    }
+}
+
+#[cfg(any(feature = "http", feature = "grpc"))]
+fn unsupported(p: Protocol) -> Error {
+    Error::InvalidConfig {
+        setting: "protocol",
+        value: p.as_str().into(),
+        expected: "a protocol enabled by heapspan's features",
+    }
+}
+
+/// heapspan's client, which sets the signal's resolved headers on every request: the SDK's
+/// HTTP exporter adds `OTEL_EXPORTER_OTLP_*HEADERS` over the headers it is given (env winning
+/// over code), so heapspan gives it none and has the client put the resolved ones (code
+/// winning) last.
+#[cfg(feature = "http")]
+fn http_client(s: &SignalSettings) -> Result<super::http_client::StdHttpClient> {
+    super::http_client::StdHttpClient::new(s.timeout, &s.headers)
+        .map_err(|e| export_err("an OTLP/HTTP header", e))
+}
+
+/// The signal's headers as gRPC metadata, and an interceptor that sets them again on every
+/// request: opentelemetry-otlp's tonic builder merges `OTEL_EXPORTER_OTLP_*HEADERS` over the
+/// metadata it is given (env winning over code) and runs the interceptor after that, so the
+/// resolved headers (code winning) are what the collector sees.
+#[cfg(feature = "grpc")]
+#[allow(clippy::type_complexity)]
+fn grpc_headers(
+    s: &SignalSettings,
+) -> Result<(
+    opentelemetry_otlp::tonic_types::metadata::MetadataMap,
+    impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+)> {
+    use tonic::metadata::{Ascii, MetadataKey, MetadataMap, MetadataValue};
+    let mut pairs: Vec<(MetadataKey<Ascii>, MetadataValue<Ascii>)> = Vec::new();
+    let mut md = MetadataMap::new();
+    for (k, v) in &s.headers {
+        let key = MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
+            .map_err(|e| export_err("a gRPC header name", e))?;
+        let val = MetadataValue::try_from(v.as_str())
+            .map_err(|e| export_err("a gRPC header value", e))?;
+        md.insert(key.clone(), val.clone());
+        pairs.push((key, val));
+    }
+    let force = move |mut req: tonic::Request<()>| {
+        for (k, v) in &pairs {
+            req.metadata_mut().insert(k.clone(), v.clone());
+        }
+        Ok(req)
+    };
+    Ok((md, force))
+}
+
+#[cfg(all(test, feature = "grpc"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_requests_carry_the_resolved_headers_over_the_environments() {
+        let s = SignalSettings {
+            protocol: Protocol::Grpc,
+            url: Some("http://127.0.0.1:4317".into()),
+            headers: vec![("X-Token".into(), "code".into())],
+            timeout: Duration::from_secs(1),
+        };
+        let (md, mut force) = grpc_headers(&s).unwrap();
+        assert_eq!(md.get("x-token").unwrap(), "code");
+        // As opentelemetry-otlp's own interceptor leaves it: the environment's value appended.
+        let mut req = tonic::Request::new(());
+        req.metadata_mut().append("x-token", "env".parse().unwrap());
+        req.metadata_mut()
+            .append("x-token", "code".parse().unwrap());
+        let req = force(req).unwrap();
+        let values: Vec<_> = req.metadata().get_all("x-token").iter().collect();
+        assert_eq!(values, ["code"]);
+    }
+
+    #[test]
+    fn a_header_grpc_cannot_carry_is_an_error_at_start() {
+        let s = SignalSettings {
+            protocol: Protocol::Grpc,
+            url: None,
+            headers: vec![("x".into(), "a\nb".into())],
+            timeout: Duration::from_secs(1),
+        };
+        let e = grpc_headers(&s).err().unwrap();
+        assert!(
+            e.to_string()
+                .starts_with("could not set up a gRPC header value"),
+            "{e}"
+        );
     }
 }

@@ -89,6 +89,15 @@ pub struct FindingsConfig {
     pub(crate) large_future_bytes: u64,
     pub(crate) churn_allocations_per_sec: f64,
     pub(crate) cross_task_min_bytes: u64,
+    /// Settings with a variable that were set in code: the environment does not touch them.
+    pub(crate) set_in_code: SetInCode,
+}
+
+/// Which of the [`FindingsConfig`] settings that have a `HEAPSPAN_*` variable were set in code.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct SetInCode {
+    pub(crate) enabled: bool,
+    pub(crate) growth_windows: bool,
 }
 
 impl Default for FindingsConfig {
@@ -116,6 +125,7 @@ impl Default for FindingsConfig {
             large_future_bytes: DEFAULT_LARGE_FUTURE_BYTES,
             churn_allocations_per_sec: DEFAULT_CHURN_ALLOCATIONS_PER_SEC,
             cross_task_min_bytes: DEFAULT_CROSS_TASK_MIN_BYTES,
+            set_in_code: SetInCode::default(),
         }
     }
 }
@@ -133,9 +143,22 @@ macro_rules! setters {
 }
 
 impl FindingsConfig {
+    /// Whether heapspan looks for findings at all (default on; wins over `HEAPSPAN_FINDINGS`).
+    pub fn enabled(mut self, v: bool) -> Self {
+        self.enabled = v;
+        self.set_in_code.enabled = true;
+        self
+    }
+
+    /// K, the windows of a growth test (default [`DEFAULT_GROWTH_WINDOWS`]; wins over
+    /// `HEAPSPAN_GROWTH_WINDOWS`).
+    pub fn growth_windows(mut self, v: usize) -> Self {
+        self.growth_windows = v;
+        self.set_in_code.growth_windows = true;
+        self
+    }
+
     setters! {
-        /// Whether heapspan looks for findings at all (default on; `HEAPSPAN_FINDINGS=off`).
-        enabled: bool;
         /// Score from which a finding is reported (default [`DEFAULT_MIN_SCORE`]).
         min_score: f64;
         /// Windows an ended task's allocations must survive to count as escaped (default
@@ -144,9 +167,6 @@ impl FindingsConfig {
         /// Escaped bytes per task name and holder class below which nothing is reported
         /// (default [`DEFAULT_ESCAPE_MIN_BYTES`]).
         escape_min_bytes: u64;
-        /// K, the windows of a growth test (default [`DEFAULT_GROWTH_WINDOWS`];
-        /// `HEAPSPAN_GROWTH_WINDOWS`).
-        growth_windows: usize;
         /// Share of positive deltas among the K (default
         /// [`DEFAULT_GROWTH_POSITIVE_FRACTION`]).
         growth_positive_fraction: f64;
@@ -195,23 +215,18 @@ impl FindingsConfig {
         cross_task_min_bytes: u64;
     }
 
-    /// Applies `HEAPSPAN_FINDINGS` (`on`/`off`) and `HEAPSPAN_GROWTH_WINDOWS` (2..=1000) from
-    /// `lookup`.
+    /// Applies `HEAPSPAN_FINDINGS` and `HEAPSPAN_GROWTH_WINDOWS` from `lookup` (see
+    /// [`crate::env`]) to the settings not set in code.
     pub(crate) fn apply_env(mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        if let Some(v) = lookup("HEAPSPAN_FINDINGS") {
-            self.enabled = match v.trim() {
-                "on" | "1" | "true" => true,
-                "off" | "0" | "false" => false,
-                _ => return Err(bad("HEAPSPAN_FINDINGS", &v, "on or off")),
-            };
+        if !self.set_in_code.enabled {
+            if let Some(on) = crate::env::findings(&lookup)? {
+                self.enabled = on;
+            }
         }
-        if let Some(v) = lookup("HEAPSPAN_GROWTH_WINDOWS") {
-            self.growth_windows = v
-                .trim()
-                .parse()
-                .ok()
-                .filter(|k| (2..=1000).contains(k))
-                .ok_or_else(|| bad("HEAPSPAN_GROWTH_WINDOWS", &v, "an integer from 2 to 1000"))?;
+        if !self.set_in_code.growth_windows {
+            if let Some(k) = crate::env::growth_windows(&lookup)? {
+                self.growth_windows = k;
+            }
         }
         Ok(self)
     }

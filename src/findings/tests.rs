@@ -12,6 +12,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::*;
+use crate::env::{HEAPSPAN_FINDINGS, HEAPSPAN_GROWTH_WINDOWS};
 use crate::graph::{build, AllocId, FlatHeap, GraphConfig, Node};
 use crate::layer::names::task_index;
 use crate::{
@@ -887,58 +888,51 @@ fn setting_of(e: &Error) -> &'static str {
 #[test]
 fn heapspan_findings_env_moves_the_verdict() {
     let w = large_future_window(4096);
-    let off = cfg().apply_env(env("HEAPSPAN_FINDINGS", "off")).unwrap();
+    let off = cfg().apply_env(env(HEAPSPAN_FINDINGS, "off")).unwrap();
     assert!(!off.enabled);
     assert_eq!(
         verdict(&judge(&cfg(), &w, None), Kind::LargeFuture),
         Some(Severity::Low)
     );
     assert!(judge(&off, &w, None).current.is_empty());
-    // And back on.
-    let on = cfg()
-        .enabled(false)
-        .apply_env(env("HEAPSPAN_FINDINGS", " on "))
-        .unwrap();
-    assert_eq!(
-        verdict(&judge(&on, &w, None), Kind::LargeFuture),
-        Some(Severity::Low)
-    );
-    for v in ["1", "true"] {
-        assert!(
-            cfg()
-                .enabled(false)
-                .apply_env(env("HEAPSPAN_FINDINGS", v))
-                .unwrap()
-                .enabled
-        );
-    }
-    for v in ["0", "false"] {
-        assert!(
-            !cfg()
-                .apply_env(env("HEAPSPAN_FINDINGS", v))
-                .unwrap()
-                .enabled
-        );
-    }
     // Nothing set: nothing changes.
     assert_eq!(cfg().apply_env(|_| None).unwrap(), cfg());
 
     let e = cfg()
-        .apply_env(env("HEAPSPAN_FINDINGS", "maybe"))
+        .apply_env(env(HEAPSPAN_FINDINGS, "maybe"))
         .unwrap_err();
-    assert_eq!(setting_of(&e), "HEAPSPAN_FINDINGS");
+    assert_eq!(setting_of(&e), HEAPSPAN_FINDINGS);
     assert_eq!(
         e.to_string(),
-        "invalid value \"maybe\" for HEAPSPAN_FINDINGS: expected on or off"
+        "invalid value \"maybe\" for HEAPSPAN_FINDINGS: expected on or off (or 1/0, true/false)"
     );
+}
+
+#[test]
+fn findings_settings_set_in_code_win_over_the_environment() {
+    // Set in code: the variable is not applied (nor read: a bad value does not matter).
+    let c = cfg()
+        .enabled(true)
+        .apply_env(env(HEAPSPAN_FINDINGS, "off"))
+        .unwrap();
+    assert!(c.enabled);
+    let c = cfg()
+        .growth_windows(8)
+        .apply_env(env(HEAPSPAN_GROWTH_WINDOWS, "six"))
+        .unwrap();
+    assert_eq!(c.growth_windows, 8);
+    // A config passed with other settings still takes the variables it does not set.
+    let c = cfg()
+        .min_score(0.3)
+        .apply_env(env(HEAPSPAN_GROWTH_WINDOWS, "4"))
+        .unwrap();
+    assert_eq!((c.growth_windows, c.min_score), (4, 0.3));
 }
 
 #[test]
 fn heapspan_growth_windows_env_moves_the_verdict() {
     let w = task_series(&growth_over_the_last_four());
-    let four = cfg()
-        .apply_env(env("HEAPSPAN_GROWTH_WINDOWS", "4"))
-        .unwrap();
+    let four = cfg().apply_env(env(HEAPSPAN_GROWTH_WINDOWS, "4")).unwrap();
     assert_eq!(four.growth_windows, 4);
     assert_eq!(
         verdict(&judge(&four, &w, None), Kind::TaskMemoryGrowth),
@@ -950,9 +944,9 @@ fn heapspan_growth_windows_env_moves_the_verdict() {
     );
 
     let e = cfg()
-        .apply_env(env("HEAPSPAN_GROWTH_WINDOWS", "six"))
+        .apply_env(env(HEAPSPAN_GROWTH_WINDOWS, "six"))
         .unwrap_err();
-    assert_eq!(setting_of(&e), "HEAPSPAN_GROWTH_WINDOWS");
+    assert_eq!(setting_of(&e), HEAPSPAN_GROWTH_WINDOWS);
     assert_eq!(
         e.to_string(),
         "invalid value \"six\" for HEAPSPAN_GROWTH_WINDOWS: expected an integer from 2 to 1000"
@@ -963,9 +957,9 @@ fn heapspan_growth_windows_env_moves_the_verdict() {
 fn heapspan_growth_windows_env_out_of_range_names_the_variable() {
     for v in ["0", "1", "1001"] {
         let e = cfg()
-            .apply_env(env("HEAPSPAN_GROWTH_WINDOWS", v))
+            .apply_env(env(HEAPSPAN_GROWTH_WINDOWS, v))
             .expect_err(v);
-        assert_eq!(setting_of(&e), "HEAPSPAN_GROWTH_WINDOWS", "{v}");
+        assert_eq!(setting_of(&e), HEAPSPAN_GROWTH_WINDOWS, "{v}");
     }
 }
 

@@ -7,11 +7,12 @@
 //! right when a task migrates between threads.
 
 pub(crate) mod names;
+pub(crate) mod notice;
 pub(crate) mod polls;
 pub mod task;
 
 use tracing_core::span::{Attributes, Id};
-use tracing_core::{field, Subscriber};
+use tracing_core::{field, Dispatch, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
@@ -20,6 +21,9 @@ use crate::aggregator::events::{self, Event, Loc};
 use crate::aggregator::snapshot::{Location, TaskKey, TaskSource};
 use crate::alloc::{self, InternalScope};
 use crate::sync::statics::Ordering;
+
+#[doc(hidden)]
+pub use notice::set_notice_grace;
 
 /// The layer. Create it with [`crate::layer()`] (or let [`crate::init()`] install it) and add it to a
 /// `tracing_subscriber::Registry`.
@@ -131,7 +135,12 @@ impl<S> Layer<S> for MemoryLayer
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
+    fn on_register_dispatch(&self, _subscriber: &Dispatch) {
+        notice::layer_registered();
+    }
+
     fn on_layer(&mut self, _: &mut S) {
+        notice::layer_registered();
         // `S` is the subscriber under this layer; `type_name` needs no `'static` bound.
         self.on_registry =
             std::any::type_name::<S>() == std::any::type_name::<tracing_subscriber::Registry>();
@@ -167,6 +176,7 @@ where
 
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         end_bookkeeping();
+        notice::span_seen();
         let _scope = InternalScope::enter();
         let Some(span) = ctx.span(id) else { return };
         let meta = attrs.metadata();
