@@ -112,7 +112,9 @@ pub(crate) mod histogram;
 pub(crate) mod http_client;
 pub mod names;
 pub(crate) mod pipeline;
+pub(crate) mod process_window;
 pub mod report;
+pub(crate) mod residue;
 #[cfg(feature = "tokio-metrics")]
 pub(crate) mod runtime;
 pub(crate) mod sink;
@@ -126,4 +128,8 @@ pub use config::{
     DEFAULT_HTTP_ENDPOINT, DEFAULT_MAX_NAMES, DEFAULT_METRIC_EXPORT_INTERVAL,
     DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_SPAN_QUEUE_CAPACITY, DEFAULT_TIMEOUT, DEFAULT_WINDOW,
     MAX_GRAPH_TOP_EDGES,
+};
+pub use config::{
+    DEFAULT_IDLE_HOLDER_INTERVAL, DEFAULT_MAX_RESIDUE_SPANS, DEFAULT_MAX_WINDOW_SPANS,
+    MAX_RESIDUE_SPANS, MAX_WINDOW_SPANS,
 };
