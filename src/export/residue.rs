@@ -1,6 +1,7 @@
 //! `heapspan.span.residue` spans: what a sampled application span instance still held a
 //! window after it closed ([`crate::aggregator::residue`]), as a child of that span in the
-//! application's trace, linked to the window it was read in.
+//! application's trace, linked to the window it was read in. They are exported with
+//! heapspan's spans: they join the application's trace where both reach the same backend.
 
 use std::time::SystemTime;
 
@@ -25,11 +26,12 @@ pub(crate) fn emit(
 ) -> usize {
     let mut sent = 0;
     for r in residues.iter().filter(|r| r.mem.live_bytes() > 0) {
+        // The application's span, in this process (not a remote parent), known by its ids.
         let parent = SpanContext::new(
             TraceId::from(r.ids.trace_id),
             SpanId::from(r.ids.span_id),
             TraceFlags::new(r.ids.flags),
-            true,
+            false,
             TraceState::default(),
         );
         let attrs = vec![

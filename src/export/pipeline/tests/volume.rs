@@ -279,7 +279,10 @@ fn a_residue_is_a_child_of_the_applications_span_linked_to_the_window() {
         TraceId::from(0x00AA_0000_0000_0000_0000_0000_0000_0001u128)
     );
     assert_eq!(s.parent_span_id, SpanId::from(0x5501u64));
-    assert!(s.parent_span_is_remote);
+    assert!(
+        !s.parent_span_is_remote,
+        "the application's span is in this process"
+    );
     assert_eq!((s.start_time, s.end_time), (at(3000), read));
     assert_eq!(int(s, n::MEMORY_RESIDUE), Some(1000));
     assert_eq!(int(s, n::ALLOCATIONS_RESIDUE), Some(1));
