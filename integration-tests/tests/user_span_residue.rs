@@ -29,6 +29,7 @@ struct Got {
     trace_id: TraceId,
     span_id: SpanId,
     parent: SpanId,
+    links: Vec<SpanId>,
     attrs: Vec<(String, Value)>,
 }
 
@@ -53,6 +54,11 @@ impl SpanProcessor for Collect {
             trace_id: span.span_context.trace_id(),
             span_id: span.span_context.span_id(),
             parent: span.parent_span_id,
+            links: span
+                .links
+                .iter()
+                .map(|l| l.span_context.span_id())
+                .collect(),
             attrs: span
                 .attributes
                 .iter()
@@ -127,7 +133,8 @@ fn a_request_shows_what_it_left_a_window_later() {
         .await
     })
     .unwrap();
-    // The window the requests closed in; their sample is read at the next one, the last.
+    // The window the requests closed in; their sample is read at the end of the next one.
+    guard.cut_window();
     guard.cut_window();
     drop(guard);
 
@@ -174,11 +181,20 @@ fn a_request_shows_what_it_left_a_window_later() {
     parents.sort_unstable_by_key(|id| u64::from_be_bytes(id.to_bytes()));
     parents.dedup();
     assert_eq!(parents.len(), REQUESTS, "one residue per request");
-    // The last window's root counts the sample.
-    let root = got
+    // The second window's root counts the sample (the first and the last read none), and
+    // the residue spans link to it.
+    let roots: Vec<&Got> = got
         .iter()
-        .rfind(|s| s.name == n::PROCESS_WINDOW_SPAN)
-        .expect("the last window's root");
+        .filter(|s| s.name == n::PROCESS_WINDOW_SPAN)
+        .collect();
+    assert_eq!(roots.len(), 3);
+    let read: Vec<i64> = roots
+        .iter()
+        .map(|r| r.int(n::SPAN_RESIDUE_INSTANCES))
+        .collect();
+    assert_eq!(read, [0, (REQUESTS + 1) as i64, 0]);
+    let root = roots[1];
+    assert!(residues.iter().all(|s| s.links == [root.span_id]));
     let sampled = (REQUESTS + 1) as i64;
     assert_eq!(root.int(n::SPAN_RESIDUE_CANDIDATES), sampled);
     assert_eq!(root.int(n::SPAN_RESIDUE_INSTANCES), sampled);

@@ -393,12 +393,12 @@ fn value_wire_bytes(v: &Value) -> usize {
     }
 }
 
-fn unix_nanos(t: SystemTime) -> i64 {
+pub(super) fn unix_nanos(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
-fn i64_of(v: u64) -> i64 {
+pub(super) fn i64_of(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 

@@ -3,23 +3,13 @@
 //! the process's figures for the window and what the volume bounds held back, so that the
 //! window adds up even when not every task got a span.
 
-use std::time::SystemTime;
-
 use opentelemetry::trace::{Span as _, SpanContext, SpanKind, Tracer as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::SdkTracer;
 
 use super::names as n;
+use super::pipeline::{i64_of, unix_nanos};
 use crate::windows::Window;
-
-fn i64_of(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn unix_nanos(t: SystemTime) -> i64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-}
 
 /// Emits the root span of window `w` and returns its context (the parent of the window's
 /// spans). `residues`: whether the residue sample is on (its figures are added then).
