@@ -366,6 +366,17 @@ impl Builder {
             // With the live index on, the window stage takes a graph every window.
             capture: (settings.live_index != IndexMode::Off).then(|| self.capture.clone()),
             findings: settings.findings.clone(),
+            bounds: windows::Bounds {
+                max_spans: resolved.max_window_spans,
+                idle_every: resolved.idle_holder_interval,
+            },
+        };
+        // Residues are sampled only when spans are exported and the application's spans can
+        // be read (feature `tracing-opentelemetry`).
+        let residue_per_window = if resolved.enabled && cfg!(feature = "tracing-opentelemetry") {
+            resolved.max_residue_spans
+        } else {
+            0
         };
         let shutdown_timeout = resolved.shutdown_timeout;
         let export = pipeline::prepare(resolved)?;
@@ -399,6 +410,7 @@ impl Builder {
             ended_task_retention: self.ended_task_retention,
             closed_span_retention: self.closed_span_retention,
             idle_task_eviction: self.idle_task_eviction,
+            residue_per_window,
         };
         let shared: Shared = Arc::new(Mutex::new(Aggregator::new(pool, rx, limits)));
         #[cfg(feature = "tracing-opentelemetry")]

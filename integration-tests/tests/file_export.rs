@@ -22,7 +22,7 @@ fn the_file_holds_otlp_json_lines() {
     let text = std::fs::read_to_string(&file).expect("the OTLP file");
     let (mut metric_lines, mut trace_lines) = (0, 0);
     let mut holder_live = Vec::new();
-    let mut windows = 0;
+    let (mut windows, mut roots) = (0, 0);
     for line in text.lines() {
         let v: serde_json::Value = serde_json::from_str(line).expect("a JSON object per line");
         if v.get("resourceMetrics").is_some() {
@@ -64,9 +64,18 @@ fn the_file_holds_otlp_json_lines() {
                 .flat_map(|r| &r.scope_spans)
                 .flat_map(|s| &s.spans)
             {
-                assert_eq!(s.name, n::WINDOW_SPAN);
                 assert_eq!(s.trace_id.len(), 16);
-                windows += 1;
+                if s.name == n::PROCESS_WINDOW_SPAN {
+                    assert!(
+                        s.parent_span_id.is_empty(),
+                        "the root of its window's trace"
+                    );
+                    roots += 1;
+                } else {
+                    assert_eq!(s.name, n::WINDOW_SPAN);
+                    assert_eq!(s.parent_span_id.len(), 8, "a child of its window's root");
+                    windows += 1;
+                }
             }
             // Trace ids are hex strings in the OTLP JSON mapping.
             let id = v["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["traceId"]
@@ -81,6 +90,7 @@ fn the_file_holds_otlp_json_lines() {
     assert!(metric_lines >= 2, "{metric_lines} metric lines");
     assert!(trace_lines >= 1, "{trace_lines} trace lines");
     assert!(windows >= 3);
+    assert!(roots >= 1, "each window's trace has its root");
     assert!(
         holder_live.iter().any(|v| v.contains(&HOLD.to_string())),
         "{holder_live:?}"

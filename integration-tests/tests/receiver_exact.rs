@@ -133,20 +133,24 @@ fn exported_values_are_exact() {
     assert!(last_buckets[9] >= 1, "the 3 MiB block: {last_buckets:?}");
 
     // Window spans: integer attributes are i64; the holder's windows add up to its bytes.
+    // One trace per window: each window span is a child of its window's
+    // `heapspan.process.window` root, in the root's trace.
     let traces = rx.traces();
     let mut holder_alloc = 0;
     let mut holder_freed = 0;
-    let mut windows = 0;
+    let mut windows = Vec::new();
+    let mut roots = Vec::new();
     for t in &traces {
         for rs in &t.resource_spans {
             for ss in &rs.scope_spans {
                 assert_eq!(ss.scope.as_ref().map(|s| s.name.as_str()), Some(n::SCOPE));
                 for s in &ss.spans {
-                    assert_eq!(s.name, n::WINDOW_SPAN);
-                    windows += 1;
                     let a = &s.attributes;
-                    assert!(int_attr(a, n::TOKIO_TASK_ID).is_some());
                     assert!(int_attr(a, n::WINDOW_END) >= int_attr(a, n::WINDOW_START));
+                    assert_eq!(
+                        int_attr(a, n::WINDOW_START),
+                        Some(s.start_time_unix_nano as i64)
+                    );
                     assert!(
                         matches!(
                             attr(a, n::WINDOW_EXACT),
@@ -154,10 +158,16 @@ fn exported_values_are_exact() {
                         ),
                         "nothing overflowed: the window's figures are marked exact"
                     );
-                    assert_eq!(
-                        int_attr(a, n::WINDOW_START),
-                        Some(s.start_time_unix_nano as i64)
-                    );
+                    if s.name == n::PROCESS_WINDOW_SPAN {
+                        assert!(s.parent_span_id.is_empty(), "a root");
+                        assert!(int_attr(a, n::WINDOW_TASKS).is_some());
+                        assert_eq!(int_attr(a, n::WINDOW_TASKS_OMITTED), Some(0));
+                        roots.push(s);
+                        continue;
+                    }
+                    assert_eq!(s.name, n::WINDOW_SPAN);
+                    windows.push(s);
+                    assert!(int_attr(a, n::TOKIO_TASK_ID).is_some());
                     if str_attr(a, n::TOKIO_TASK_NAME) == Some("holder") {
                         holder_alloc += int_attr(a, n::MEMORY_ALLOCATED).unwrap();
                         holder_freed += int_attr(a, n::MEMORY_FREED).unwrap();
@@ -166,7 +176,25 @@ fn exported_values_are_exact() {
             }
         }
     }
-    assert!(windows >= 3, "{windows} window spans");
+    assert!(windows.len() >= 3, "{} window spans", windows.len());
+    for w in &windows {
+        let root = roots
+            .iter()
+            .find(|r| r.span_id == w.parent_span_id)
+            .unwrap_or_else(|| panic!("the parent of a window span is no window root"));
+        assert_eq!(w.trace_id, root.trace_id);
+    }
+    for r in &roots {
+        let children = windows
+            .iter()
+            .filter(|w| w.parent_span_id == r.span_id)
+            .count();
+        assert_eq!(
+            int_attr(&r.attributes, n::WINDOW_TASKS),
+            Some(children as i64),
+            "a root counts its window spans"
+        );
+    }
     assert_eq!(holder_alloc, HOLD);
     assert_eq!(holder_freed, HOLD);
 }

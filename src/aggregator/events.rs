@@ -16,6 +16,7 @@
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::OnceLock;
 
+use super::residue::OtelIds;
 use super::snapshot::{Location, TaskKey, TaskSource};
 use crate::sync::statics::AtomicU64;
 
@@ -52,6 +53,14 @@ pub(crate) enum Event {
     SpanClose {
         id: u64,
     },
+    /// Sent just before the close of an application's span that has an OpenTelemetry
+    /// context: a candidate for the residue sample ([`super::residue`]).
+    SpanWatch {
+        id: u64,
+        ids: OtelIds,
+        /// Its live bytes at the close.
+        live_at_close: i64,
+    },
     TaskStart {
         task: TaskKey,
         /// The task's name index ([`crate::layer::names`]).
@@ -72,6 +81,7 @@ const QUEUED_TASK_END: u64 = 1;
 const QUEUED_SPAN_CLOSE: u64 = 2;
 const QUEUED_TASK_START: u64 = 3;
 const QUEUED_SPAN_NEW: u64 = 4;
+const QUEUED_SPAN_WATCH: u64 = 5;
 
 fn source_code(s: TaskSource) -> u64 {
     match s {
@@ -96,6 +106,20 @@ impl Event {
         match self {
             Event::TaskEnd { task } => Some([EVENT | QUEUED_TASK_END, task.id, 0, 0, 0, 0, 0, 0]),
             Event::SpanClose { id } => Some([EVENT | QUEUED_SPAN_CLOSE, *id, 0, 0, 0, 0, 0, 0]),
+            Event::SpanWatch {
+                id,
+                ids,
+                live_at_close,
+            } => Some([
+                EVENT | QUEUED_SPAN_WATCH,
+                *id,
+                (ids.trace_id >> 64) as u64,
+                ids.trace_id as u64,
+                ids.span_id,
+                u64::from(ids.flags),
+                *live_at_close as u64,
+                0,
+            ]),
             Event::SpanNew { id, meta, parent } => Some([
                 EVENT | QUEUED_SPAN_NEW,
                 *id,
@@ -141,6 +165,15 @@ impl Event {
                 task: TaskKey { id: w[1] },
             }),
             QUEUED_SPAN_CLOSE => Some(Event::SpanClose { id: w[1] }),
+            QUEUED_SPAN_WATCH => Some(Event::SpanWatch {
+                id: w[1],
+                ids: OtelIds {
+                    trace_id: (u128::from(w[2]) << 64) | u128::from(w[3]),
+                    span_id: w[4],
+                    flags: w[5] as u8,
+                },
+                live_at_close: w[6] as i64,
+            }),
             QUEUED_SPAN_NEW => Some(Event::SpanNew {
                 id: w[1],
                 // SAFETY: `queued` wrote this word from a `&'static Metadata<'static>` of this
@@ -189,5 +222,38 @@ pub(crate) fn send(e: Event) {
         let _own = crate::alloc::InternalScope::enter();
         // Fails only once the aggregator is gone (heapspan stopped): nothing wants it then.
         let _ = tx.send(e);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_span_watch_survives_the_queue_words() {
+        let e = Event::SpanWatch {
+            id: 0xABCD_0000_0000_0042,
+            ids: OtelIds {
+                trace_id: 0x0102_0304_0506_0708_090A_0B0C_0D0E_0F10,
+                span_id: 0xFFEE_DDCC_BBAA_9988,
+                flags: 1,
+            },
+            live_at_close: 4096,
+        };
+        let w = e.queued().expect("travels in a thread's queue");
+        match Event::from_queued(w) {
+            Some(Event::SpanWatch {
+                id,
+                ids,
+                live_at_close,
+            }) => {
+                assert_eq!(id, 0xABCD_0000_0000_0042);
+                assert_eq!(ids.trace_id, 0x0102_0304_0506_0708_090A_0B0C_0D0E_0F10);
+                assert_eq!(ids.span_id, 0xFFEE_DDCC_BBAA_9988);
+                assert_eq!(ids.flags, 1);
+                assert_eq!(live_at_close, 4096);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -30,6 +30,7 @@
 //! with history.
 
 pub(crate) mod events;
+pub(crate) mod residue;
 pub(crate) mod run;
 pub mod snapshot;
 
@@ -100,6 +101,8 @@ pub(crate) struct Limits {
     pub(crate) ended_task_retention: usize,
     pub(crate) closed_span_retention: usize,
     pub(crate) idle_task_eviction: Duration,
+    /// Closed span instances sampled per window for their residue ([`residue`]; 0: none).
+    pub(crate) residue_per_window: usize,
 }
 
 #[derive(Debug)]
@@ -332,6 +335,8 @@ pub(crate) struct Aggregator {
     folds: u64,
     last_eviction: Instant,
     last_idle_scan: Instant,
+    /// Closed instances sampled for their residue.
+    residue: residue::Sampler,
 }
 
 impl Aggregator {
@@ -368,6 +373,7 @@ impl Aggregator {
             folds: 0,
             last_eviction: Instant::now(),
             last_idle_scan: Instant::now(),
+            residue: residue::Sampler::new(limits.residue_per_window),
         }
     }
 
@@ -609,6 +615,19 @@ impl Aggregator {
                     self.on_event(Event::SpanClose { id }, at);
                 }
             }
+            Event::SpanWatch {
+                id,
+                ids,
+                live_at_close,
+            } => {
+                if self.spans.get(&id).is_some_and(|s| s.meta.is_some()) {
+                    if let Some(old) = self.residue.offer(id, ids, live_at_close) {
+                        if self.residue.release(old) {
+                            self.spans.remove(&old);
+                        }
+                    }
+                }
+            }
             Event::SpanClose { id } => match self.spans.get_mut(&id) {
                 Some(s) if s.meta.is_some() => {
                     if s.closed.is_none() {
@@ -723,7 +742,10 @@ impl Aggregator {
             match self.closed_spans.front() {
                 Some(&(id, fold)) if settled(fold, self.folds) => {
                     self.closed_spans.pop_front();
-                    self.spans.remove(&id);
+                    // A sampled instance is kept until its residue is read.
+                    if !self.residue.keeps(id) {
+                        self.spans.remove(&id);
+                    }
                 }
                 _ => break,
             }
@@ -812,6 +834,51 @@ impl Aggregator {
             + crate::alloc::budget::held()
             + crate::alloc::index::index_bytes(self.pool.claimed().len())
             + self.buckets.heapspan.live_bytes().max(0) as u64
+    }
+
+    /// Whether closed instances are sampled for their residue (the span-close hook asks before
+    /// it looks up a span's OpenTelemetry context).
+    #[allow(dead_code)] // used by the tracing-opentelemetry feature
+    pub(crate) fn samples_residue(&self) -> bool {
+        self.residue.enabled()
+    }
+
+    /// Ends a residue window (call it right after the window's snapshot): the instances
+    /// sampled in the previous window, with their figures now, and how many they were drawn
+    /// from. `last`: heapspan stops; the instances of this window are let go unread.
+    pub(crate) fn take_residues(&mut self, last: bool) -> residue::ResidueRound {
+        if !self.residue.enabled() {
+            return residue::ResidueRound::default();
+        }
+        let (read, candidates) = self.residue.rotate(last);
+        let mut residues = Vec::with_capacity(read.len());
+        for (span, ids, live_at_close) in read {
+            if let Some(s) = self.spans.get(&span) {
+                if let (Some(meta), Some(closed)) = (s.meta, s.closed) {
+                    residues.push(residue::Residue {
+                        span,
+                        target: meta.target(),
+                        name: meta.name(),
+                        ids,
+                        closed: self.wall(closed),
+                        live_at_close,
+                        mem: s.mem,
+                    });
+                }
+            }
+            if self.residue.release(span) {
+                self.spans.remove(&span);
+            }
+        }
+        if last {
+            for span in self.residue.drain_deferred() {
+                self.spans.remove(&span);
+            }
+        }
+        residue::ResidueRound {
+            candidates,
+            residues,
+        }
     }
 
     pub(crate) fn snapshot(&mut self) -> Snapshot {

@@ -48,6 +48,19 @@ pub const DEFAULT_SPAN_QUEUE_CAPACITY: usize = 8192;
 pub const DEFAULT_GRAPH_TOP_EDGES: usize = 100;
 /// Largest accepted [`ExportConfig::graph_top_edges`].
 pub const MAX_GRAPH_TOP_EDGES: usize = 10_000;
+/// Default for [`ExportConfig::max_window_spans`]: `heapspan.window` spans per window at most
+/// (the tasks that moved or hold the most bytes first).
+pub const DEFAULT_MAX_WINDOW_SPANS: usize = 200;
+/// Largest accepted [`ExportConfig::max_window_spans`].
+pub const MAX_WINDOW_SPANS: usize = 100_000;
+/// Default for [`ExportConfig::idle_holder_interval`]: a task that holds memory but did
+/// nothing gets a window span every 6th window (once a minute with the default window).
+pub const DEFAULT_IDLE_HOLDER_INTERVAL: u32 = 6;
+/// Default for [`ExportConfig::max_residue_spans`]: `heapspan.span.residue` spans per window at
+/// most.
+pub const DEFAULT_MAX_RESIDUE_SPANS: usize = 50;
+/// Largest accepted [`ExportConfig::max_residue_spans`].
+pub const MAX_RESIDUE_SPANS: usize = 10_000;
 /// Default OTLP/HTTP endpoint when only the protocol is set.
 pub const DEFAULT_HTTP_ENDPOINT: &str = "http://localhost:4318";
 /// Default OTLP/gRPC endpoint when only the protocol is set.
@@ -113,6 +126,9 @@ pub struct ExportConfig {
     pub(crate) span_queue_capacity: Option<usize>,
     pub(crate) graph_top_edges: Option<usize>,
     pub(crate) graph_dot_dir: Option<PathBuf>,
+    pub(crate) max_window_spans: Option<usize>,
+    pub(crate) idle_holder_interval: Option<u32>,
+    pub(crate) max_residue_spans: Option<usize>,
     pub(crate) meter_provider: Option<opentelemetry_sdk::metrics::SdkMeterProvider>,
     pub(crate) tracer_provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
     #[cfg(feature = "tokio-metrics")]
@@ -246,6 +262,40 @@ impl ExportConfig {
     /// is reported on stderr. Render with `dot -Tsvg heapspan-graph-….dot > graph.svg`.
     pub fn graph_dot_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.graph_dot_dir = Some(dir.into());
+        self
+    }
+
+    /// `heapspan.window` spans per window at most (default [`DEFAULT_MAX_WINDOW_SPANS`];
+    /// 1 ..= [`MAX_WINDOW_SPANS`]). The tasks due a window span that moved or hold the most
+    /// bytes get one (allocated plus freed bytes since their last window span, plus their live
+    /// bytes); a running task left out keeps its window open, so its next window span covers
+    /// both windows and a task's window spans still add up to its figures; an ended task left
+    /// out gets no final window span. The `heapspan.process.window` span of the window counts
+    /// them ([`names::WINDOW_TASKS_OMITTED`](crate::export::names::WINDOW_TASKS_OMITTED)).
+    pub fn max_window_spans(mut self, n: usize) -> Self {
+        self.max_window_spans = Some(n);
+        self
+    }
+
+    /// A task that holds memory but did nothing since its last window span gets one every
+    /// `n` windows, with its unchanged figures (default [`DEFAULT_IDLE_HOLDER_INTERVAL`];
+    /// at least 1: every window). A task sitting on a leak stays visible without being sent
+    /// every window; the tasks waiting for their turn are counted on the window's
+    /// `heapspan.process.window` span
+    /// ([`names::WINDOW_TASKS_IDLE`](crate::export::names::WINDOW_TASKS_IDLE)).
+    pub fn idle_holder_interval(mut self, n: u32) -> Self {
+        self.idle_holder_interval = Some(n);
+        self
+    }
+
+    /// `heapspan.span.residue` spans per window at most (default
+    /// [`DEFAULT_MAX_RESIDUE_SPANS`]; 0 ..= [`MAX_RESIDUE_SPANS`], 0 for none; feature
+    /// `tracing-opentelemetry`). Of the application's spans that closed holding memory during
+    /// a window, a uniform sample of at most `n` is read again at the end of the next window;
+    /// each that still holds bytes then gets a `heapspan.span.residue` child span with them
+    /// (see [`crate::export`], "Residue").
+    pub fn max_residue_spans(mut self, n: usize) -> Self {
+        self.max_residue_spans = Some(n);
         self
     }
 
@@ -409,6 +459,41 @@ impl ExportConfig {
                 .transpose()?,
         };
 
+        // Volume.
+        let max_window_spans = match self.max_window_spans {
+            Some(n) if !(1..=MAX_WINDOW_SPANS).contains(&n) => {
+                return Err(bad(
+                    "max_window_spans",
+                    n.to_string(),
+                    "a whole number from 1 to 100000",
+                ))
+            }
+            Some(n) => n,
+            None => DEFAULT_MAX_WINDOW_SPANS,
+        };
+        let idle_holder_interval = match self.idle_holder_interval {
+            Some(0) => {
+                return Err(bad(
+                    "idle_holder_interval",
+                    "0".into(),
+                    "at least 1 (windows; 1 sends idle holders every window)",
+                ))
+            }
+            Some(n) => n,
+            None => DEFAULT_IDLE_HOLDER_INTERVAL,
+        };
+        let max_residue_spans = match self.max_residue_spans {
+            Some(n) if n > MAX_RESIDUE_SPANS => {
+                return Err(bad(
+                    "max_residue_spans",
+                    n.to_string(),
+                    "a whole number from 0 to 10000",
+                ))
+            }
+            Some(n) => n,
+            None => DEFAULT_MAX_RESIDUE_SPANS,
+        };
+
         let configured = traces.url.is_some()
             || metrics.url.is_some()
             || file.is_some()
@@ -430,6 +515,9 @@ impl ExportConfig {
             span_queue_capacity,
             graph_top_edges,
             graph_dot_dir,
+            max_window_spans,
+            idle_holder_interval,
+            max_residue_spans,
             meter_provider: self.meter_provider.clone(),
             tracer_provider: self.tracer_provider.clone(),
             #[cfg(feature = "tokio-metrics")]
@@ -575,6 +663,12 @@ pub struct Resolved {
     pub graph_top_edges: usize,
     /// Where each window's graph is written as DOT.
     pub graph_dot_dir: Option<PathBuf>,
+    /// `heapspan.window` spans per window at most.
+    pub max_window_spans: usize,
+    /// Windows between the window spans of a task that holds memory and does nothing.
+    pub idle_holder_interval: u32,
+    /// `heapspan.span.residue` spans per window at most.
+    pub max_residue_spans: usize,
     pub(crate) meter_provider: Option<opentelemetry_sdk::metrics::SdkMeterProvider>,
     pub(crate) tracer_provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
     #[cfg(feature = "tokio-metrics")]
@@ -999,6 +1093,48 @@ mod tests {
         assert!(rejected(c().graph_dot_dir(&file), &[]).contains("for graph_dot_dir:"));
         assert!(rejected(c().graph_dot_dir(""), &[]).contains("for graph_dot_dir:"));
         let _ = std::fs::remove_file(&file);
+    }
+
+    #[test]
+    fn volume_settings() {
+        let r = ExportConfig::default().resolve_with(env(&[])).unwrap();
+        assert_eq!(r.max_window_spans, DEFAULT_MAX_WINDOW_SPANS);
+        assert_eq!(r.idle_holder_interval, DEFAULT_IDLE_HOLDER_INTERVAL);
+        assert_eq!(r.max_residue_spans, DEFAULT_MAX_RESIDUE_SPANS);
+        let r = ExportConfig::default()
+            .max_window_spans(1)
+            .idle_holder_interval(1)
+            .max_residue_spans(0)
+            .resolve_with(env(&[]))
+            .unwrap();
+        assert_eq!(
+            (
+                r.max_window_spans,
+                r.idle_holder_interval,
+                r.max_residue_spans
+            ),
+            (1, 1, 0)
+        );
+        let c = ExportConfig::default;
+        assert_eq!(
+            rejected(c().max_window_spans(0), &[]),
+            "invalid value \"0\" for max_window_spans: expected a whole number from 1 to 100000"
+        );
+        assert_eq!(
+            rejected(c().max_window_spans(MAX_WINDOW_SPANS + 1), &[]),
+            "invalid value \"100001\" for max_window_spans: expected a whole number from 1 to \
+             100000"
+        );
+        assert_eq!(
+            rejected(c().idle_holder_interval(0), &[]),
+            "invalid value \"0\" for idle_holder_interval: expected at least 1 (windows; 1 sends \
+             idle holders every window)"
+        );
+        assert_eq!(
+            rejected(c().max_residue_spans(10_001), &[]),
+            "invalid value \"10001\" for max_residue_spans: expected a whole number from 0 to \
+             10000"
+        );
     }
 
     #[test]

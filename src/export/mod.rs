@@ -22,11 +22,31 @@
 //!   [`DEFAULT_WINDOW`]): one per task that allocated or freed during the window, and a final
 //!   one when a task ends (ending at the task's end). `heapspan.memory.allocated`/`.freed` and
 //!   `heapspan.allocations` are the window's deltas, `.live` the task's live bytes at the end of
-//!   the window, `.peak` its peak so far. A task idle for a whole window gets a span only if it
-//!   still holds memory (the 500 largest such tasks per window: a task sitting on a leak stays
-//!   visible). A task
-//!   that ends and is forgotten by the aggregator (beyond `ended_task_retention`) between two
-//!   windows gets no final span.
+//!   the window, `.peak` its peak so far. A task that ends and is forgotten by the aggregator
+//!   (beyond `ended_task_retention`) between two windows gets no final span.
+//! - **Volume bounds.** At most [`ExportConfig::max_window_spans`] window spans a window
+//!   (default [`DEFAULT_MAX_WINDOW_SPANS`]): the tasks due one that moved or hold the most
+//!   bytes (allocated plus freed since their last window span, plus their live bytes). A
+//!   running task left out keeps its window open: its next window span covers both windows,
+//!   so a task's window spans still add up to its figures (and its rank grows until it gets
+//!   one); an ended task left out gets no final window span. A task idle for a whole window
+//!   that still holds memory gets a window span only every
+//!   [`ExportConfig::idle_holder_interval`] windows (default
+//!   [`DEFAULT_IDLE_HOLDER_INTERVAL`]: once a minute with the default window), with its
+//!   unchanged figures: a task sitting on a leak stays visible without being re-sent every
+//!   window. So a window exports at most `max_window_spans` window spans, plus their
+//!   `heapspan.window.edges` children (with the graph), the window's findings, its root, and
+//!   at most [`ExportConfig::max_residue_spans`] residue spans.
+//! - **Trace layout: one trace per window.** Each window has a root span
+//!   [`names::PROCESS_WINDOW_SPAN`] (from the window's start to its end) with the whole
+//!   process's figures for the window ([`Snapshot::total`](crate::Snapshot::total): allocated,
+//!   freed and allocations during it, live at its end, peak so far) and what the bounds held
+//!   back: [`names::WINDOW_TASKS`] (its window spans), [`names::WINDOW_TASKS_OMITTED`] (tasks
+//!   over the cap) and [`names::WINDOW_TASKS_IDLE`] (idle holders waiting for their turn). The
+//!   window spans are its children; each links to its task's previous window span (while
+//!   heapspan still knows it, the most recent 10 000 tasks), so a task's history is a chain of
+//!   links from any of them. A finding span is a child of its task's window span in the window
+//!   it was found in, else of that window's root.
 //! - **The relation graph**, with the live index on
 //!   ([`Builder::live_index`](crate::Builder::live_index)): every window heapspan takes the
 //!   graph of the live heap ([`crate::graph::live`], with the
@@ -69,6 +89,24 @@
 //!   [`ExportConfig::shutdown_timeout`] (the guard waits that long for the last window; a scan
 //!   in progress when the allocator returns to pass-through stays safe). Code locations on
 //!   edge events are cut to 256 characters.
+//! - **Residue** (feature `tracing-opentelemetry`): an application's span gets its memory
+//!   figures when it closes (`heapspan.memory.*`), while what it returns (a response body being
+//!   written) is still alive, so a 1000-byte leak per request hides under a few KB of
+//!   response. So heapspan also reads what the span instance left behind later: of the
+//!   application's spans that close holding memory during a window (those with a sampled
+//!   OpenTelemetry context from tracing-opentelemetry's layer, version 0.34), a uniform sample
+//!   of at most [`ExportConfig::max_residue_spans`] (default [`DEFAULT_MAX_RESIDUE_SPANS`]; 0
+//!   turns it off) is read again at the end of the next window, one to two windows after each
+//!   closed (heapspan keeps their records until then, past `closed_span_retention`). Each that
+//!   still holds bytes gets a [`names::SPAN_RESIDUE_SPAN`] span: a child of the application's
+//!   span in its own trace, from the close to the read, with [`names::MEMORY_RESIDUE`] (its
+//!   bytes still live), [`names::ALLOCATIONS_RESIDUE`], its close-time
+//!   [`names::MEMORY_LIVE`] and [`names::SPAN_NAME`], linked to the window's root. The root
+//!   counts the sample ([`names::SPAN_RESIDUE_INSTANCES`] read, drawn from
+//!   [`names::SPAN_RESIDUE_CANDIDATES`], [`names::SPAN_RESIDUE_BYTES`] left in all). The
+//!   instances of the last window, closed less than a window before heapspan stops, are not
+//!   read. In Tempo: `{ name = "heapspan.span.residue" && span.heapspan.memory.residue > 0 }`
+//!   finds the requests that left memory behind.
 //! - **Request size**: span batches are cut at 512 spans and at 3 MiB by an upper bound of
 //!   their protobuf size, so that a request with its resource stays under 4 MiB, the default
 //!   gRPC receive limit of collectors; a single span larger than that (a collector would refuse
@@ -112,7 +150,9 @@ pub(crate) mod histogram;
 pub(crate) mod http_client;
 pub mod names;
 pub(crate) mod pipeline;
+pub(crate) mod process_window;
 pub mod report;
+pub(crate) mod residue;
 #[cfg(feature = "tokio-metrics")]
 pub(crate) mod runtime;
 pub(crate) mod sink;
@@ -126,4 +166,8 @@ pub use config::{
     DEFAULT_HTTP_ENDPOINT, DEFAULT_MAX_NAMES, DEFAULT_METRIC_EXPORT_INTERVAL,
     DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_SPAN_QUEUE_CAPACITY, DEFAULT_TIMEOUT, DEFAULT_WINDOW,
     MAX_GRAPH_TOP_EDGES,
+};
+pub use config::{
+    DEFAULT_IDLE_HOLDER_INTERVAL, DEFAULT_MAX_RESIDUE_SPANS, DEFAULT_MAX_WINDOW_SPANS,
+    MAX_RESIDUE_SPANS, MAX_WINDOW_SPANS,
 };

@@ -112,7 +112,19 @@ pub const TOKIO_RUNTIME_GLOBAL_QUEUE_DEPTH: &str = "tokio.runtime.global_queue.d
 
 // ---- Spans ----
 
-/// One span per task per window, and a final one when the task ends.
+/// One span per window for the whole process, the root of the window's trace: the
+/// window's [`WINDOW_SPAN`]s are its children (and the [`FINDING_SPAN`]s under them), so one
+/// trace holds one window. Attributes: [`WINDOW_START`], [`WINDOW_END`], [`WINDOW_EXACT`],
+/// the process's figures ([`MEMORY_ALLOCATED`], [`MEMORY_FREED`], [`ALLOCATIONS`] during the
+/// window, [`MEMORY_LIVE`] at its end, [`MEMORY_PEAK`] so far: every task and bucket
+/// together), [`WINDOW_TASKS`], [`WINDOW_TASKS_OMITTED`], [`WINDOW_TASKS_IDLE`], and with the
+/// residue sample on, [`SPAN_RESIDUE_INSTANCES`], [`SPAN_RESIDUE_CANDIDATES`],
+/// [`SPAN_RESIDUE_BYTES`].
+pub const PROCESS_WINDOW_SPAN: &str = "heapspan.process.window";
+/// One span per task per window, and a final one when the task ends (at most
+/// [`ExportConfig::max_window_spans`](crate::export::ExportConfig::max_window_spans) a window):
+/// a child of the window's [`PROCESS_WINDOW_SPAN`], linked to the task's previous window span
+/// when heapspan still knows it.
 pub const WINDOW_SPAN: &str = "heapspan.window";
 /// Span events on a window span (or on its [`WINDOW_EDGES_SPAN`] children): the task's top
 /// edges of the live graph by bytes. Attributes: [`EDGE_KIND`], [`EDGE_CONFIDENCE`],
@@ -125,7 +137,7 @@ pub const EDGE_EVENT: &str = "heapspan.edge";
 pub const WINDOW_EDGES_SPAN: &str = "heapspan.window.edges";
 /// One span per finding, when it is first found and when its severity or bytes change (by
 /// more than 10 %): a child of the window span of its task in the window it was found in
-/// (else of its task's last window span, else a root), with links to the window spans of the
+/// (else of that window's [`PROCESS_WINDOW_SPAN`]), with links to the window spans of the
 /// tasks involved. Status Error for high and critical, unset otherwise. Attributes:
 /// [`FINDING_KIND`], [`FINDING_SEVERITY`], [`FINDING_SCORE`], [`FINDING_CONFIDENCE`],
 /// [`FINDING_VERDICT`], [`FINDING_BYTES`], [`FINDING_ALLOCATIONS`], [`FINDING_ID`],
@@ -135,6 +147,13 @@ pub const WINDOW_EDGES_SPAN: &str = "heapspan.window.edges";
 /// [`FINDING_HOLDER_CLASS`] where the kind has a holder, and the kind's evidence (the
 /// `heapspan.finding.*` evidence constants below).
 pub const FINDING_SPAN: &str = "heapspan.finding";
+/// What an application's span instance left behind, read a window after it
+/// closed (feature `tracing-opentelemetry`): a child of the application's span (same trace),
+/// from the span's close to the read, linked to the [`PROCESS_WINDOW_SPAN`] of the window it
+/// was read in. Sent only for sampled instances that still hold bytes. Attributes:
+/// [`MEMORY_RESIDUE`], [`ALLOCATIONS_RESIDUE`], [`MEMORY_LIVE`] (at the close, as on the
+/// application's span), [`SPAN_NAME`].
+pub const SPAN_RESIDUE_SPAN: &str = "heapspan.span.residue";
 
 // ---- Attributes ----
 
@@ -159,6 +178,32 @@ pub const WINDOW_END: &str = "heapspan.window.end";
 /// their bound and allocations went to the overflow bucket (the figures are lower bounds then)
 /// or an operation was lost (see [`DROP_REASON_OVERFLOW_ALLOCATION`]).
 pub const WINDOW_EXACT: &str = "heapspan.window.exact";
+/// i64, on a [`PROCESS_WINDOW_SPAN`]: the window's [`WINDOW_SPAN`]s (its children).
+pub const WINDOW_TASKS: &str = "heapspan.window.tasks";
+/// i64, on a [`PROCESS_WINDOW_SPAN`]: tasks due a window span that got none, over
+/// [`ExportConfig::max_window_spans`](crate::export::ExportConfig::max_window_spans): a
+/// running one's figures go out with its next window span (which covers both windows), an
+/// ended one's final window is not sent.
+pub const WINDOW_TASKS_OMITTED: &str = "heapspan.window.tasks.omitted";
+/// i64, on a [`PROCESS_WINDOW_SPAN`]: tasks that hold memory but did nothing since their last
+/// window span, waiting for their turn
+/// ([`ExportConfig::idle_holder_interval`](crate::export::ExportConfig::idle_holder_interval)).
+pub const WINDOW_TASKS_IDLE: &str = "heapspan.window.tasks.idle";
+/// i64 bytes, on a [`SPAN_RESIDUE_SPAN`]: bytes allocated in the span instance (while it was
+/// the innermost entered span) still live when read, one to two windows after it closed.
+pub const MEMORY_RESIDUE: &str = "heapspan.memory.residue";
+/// i64, on a [`SPAN_RESIDUE_SPAN`]: allocations of the span instance still live when read.
+pub const ALLOCATIONS_RESIDUE: &str = "heapspan.allocations.residue";
+/// i64, on a [`PROCESS_WINDOW_SPAN`]: sampled span instances read in this window (those that
+/// closed holding memory during the previous window, at most
+/// [`ExportConfig::max_residue_spans`](crate::export::ExportConfig::max_residue_spans)).
+pub const SPAN_RESIDUE_INSTANCES: &str = "heapspan.span.residue.instances";
+/// i64, on a [`PROCESS_WINDOW_SPAN`]: span instances that closed holding memory during the
+/// previous window with an OpenTelemetry context, the population the read ones were drawn
+/// from (uniformly).
+pub const SPAN_RESIDUE_CANDIDATES: &str = "heapspan.span.residue.candidates";
+/// i64 bytes, on a [`PROCESS_WINDOW_SPAN`]: the residues of the instances read, added up.
+pub const SPAN_RESIDUE_BYTES: &str = "heapspan.span.residue.bytes";
 /// i64 bytes. On a window span: bytes allocated during the window. On a user span: bytes
 /// allocated inside it.
 pub const MEMORY_ALLOCATED: &str = "heapspan.memory.allocated";
@@ -166,7 +211,8 @@ pub const MEMORY_ALLOCATED: &str = "heapspan.memory.allocated";
 /// user span: bytes of its allocations freed.
 pub const MEMORY_FREED: &str = "heapspan.memory.freed";
 /// i64 bytes: live bytes (allocated minus freed, since the task or span began) at the end of
-/// the window or when the user span closed.
+/// the window or when the user span closed (on a [`SPAN_RESIDUE_SPAN`] too: its close-time
+/// figure beside [`MEMORY_RESIDUE`]; on a [`PROCESS_WINDOW_SPAN`], the whole process's).
 pub const MEMORY_LIVE: &str = "heapspan.memory.live";
 /// i64 bytes: highest live value observed so far (at folds).
 pub const MEMORY_PEAK: &str = "heapspan.memory.peak";

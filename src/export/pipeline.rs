@@ -393,12 +393,12 @@ fn value_wire_bytes(v: &Value) -> usize {
     }
 }
 
-fn unix_nanos(t: SystemTime) -> i64 {
+pub(super) fn unix_nanos(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
-fn i64_of(v: u64) -> i64 {
+pub(super) fn i64_of(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
@@ -525,6 +525,11 @@ pub(crate) fn prepare(cfg: Resolved) -> Result<Option<Prepared>> {
         FOREIGN_EDGE_EVENTS_PER_SPAN
     };
     let dot = cfg.graph_dot_dir.clone().map(DotFiles::new);
+    #[cfg(test)]
+    let bounds = crate::windows::Bounds {
+        max_spans: cfg.max_window_spans,
+        idle_every: cfg.idle_holder_interval,
+    };
     Ok(Some(Prepared(Exporter {
         shared: None,
         tasks: NameCap::new(n::TOKIO_TASK_NAME, cfg.max_task_names),
@@ -551,6 +556,7 @@ pub(crate) fn prepare(cfg: Resolved) -> Result<Option<Prepared>> {
             shutdown_timeout: Duration::from_secs(5),
             capture: None,
             findings: crate::findings::FindingsConfig::default(),
+            bounds,
         }),
         task_spans: HashMap::new(),
         last_warn: None,
@@ -848,8 +854,18 @@ impl Exporter {
             )
         });
         let taken_at = graph.and_then(|g| g.taken_at).unwrap_or(snap.taken_at);
+        // One trace per window: the process's root span, the task windows its children.
+        let root = super::process_window::emit(&self.tracer, w, self.residue_on());
+        let parent = Context::new().with_remote_span_context(root.clone());
         for tw in &w.tasks {
-            let cx = self.window_span(tw, snap.is_exact(), split.as_ref().map(|s| (s, taken_at)));
+            let prev = self.task_spans.get(&tw.task.key).map(|(cx, _)| cx.clone());
+            let cx = self.window_span(
+                tw,
+                snap.is_exact(),
+                split.as_ref().map(|s| (s, taken_at)),
+                &parent,
+                prev,
+            );
             self.task_spans.insert(tw.task.key, (cx, w.seq));
         }
         if let Some(g) = graph {
@@ -864,9 +880,10 @@ impl Exporter {
         }
         for id in &w.findings.emit {
             if let Some(f) = w.findings.current.iter().find(|f| f.id == *id) {
-                self.finding_span(f, w);
+                self.finding_span(f, w, &root);
             }
         }
+        super::residue::emit(&self.tracer, &w.residues.residues, snap.taken_at, &root);
         for (kind, severity) in &w.findings.counted {
             self.instruments.findings.add(
                 1,
@@ -890,9 +907,9 @@ impl Exporter {
     }
 
     /// Emits the `heapspan.finding` span of `f`, found in window `w`: a child of its first
-    /// task's window span of this window (else of that task's latest one, else a root), linked
-    /// to the window spans of every task involved.
-    fn finding_span(&self, f: &Finding, w: &Window) {
+    /// task's window span of this window (else of the window's `root`), linked to the window
+    /// spans of every task involved.
+    fn finding_span(&self, f: &Finding, w: &Window, root: &SpanContext) {
         let mut attrs = Vec::with_capacity(20 + f.evidence.len());
         attrs.push(KeyValue::new(n::FINDING_KIND, f.kind.as_str()));
         attrs.push(KeyValue::new(n::FINDING_SEVERITY, f.severity.as_str()));
@@ -937,9 +954,8 @@ impl Exporter {
         let parent = spans
             .iter()
             .find(|(_, seq)| *seq == w.seq)
-            .or_else(|| spans.iter().max_by_key(|(_, seq)| *seq))
-            .map(|(cx, _)| Context::new().with_remote_span_context(cx.clone()))
-            .unwrap_or_default();
+            .map_or(root, |(cx, _)| cx);
+        let parent = Context::new().with_remote_span_context(parent.clone());
         let links = spans
             .iter()
             .map(|(cx, _)| Link::with_context(cx.clone()))
@@ -959,14 +975,22 @@ impl Exporter {
         span.end_with_timestamp(end);
     }
 
-    /// Emits `t`'s window span; with a graph, its share of it: figures as attributes and top
-    /// edges as events, on the span itself or, when they are more than a span takes, on
+    /// Whether the residue sample is on (its figures go on the window's root span).
+    fn residue_on(&self) -> bool {
+        cfg!(feature = "tracing-opentelemetry") && self.cfg.max_residue_spans > 0
+    }
+
+    /// Emits `t`'s window span, a child of the window's root (`parent`) linked to the task's
+    /// previous window span (`prev`); with a graph, its share of it: figures as attributes and
+    /// top edges as events, on the span itself or, when they are more than a span takes, on
     /// `heapspan.window.edges` children.
     fn window_span(
         &self,
         tw: &TaskWindow,
         exact: bool,
         graph: Option<(&GraphWindow<'_>, SystemTime)>,
+        parent: &Context,
+        prev: Option<SpanContext>,
     ) -> SpanContext {
         let (t, end) = (&tw.task, tw.end);
         let (a, f, c, _) = delta(&t.mem, &tw.at_start);
@@ -1004,9 +1028,12 @@ impl Exporter {
         if let Some((g, _)) = graph.filter(|_| on_window && !edges.is_empty()) {
             builder = builder.with_events(edges.iter().map(|&i| g.event(i, events_at)).collect());
         }
-        // An explicit, unsuppressed root context: the SDK drops spans started inside the
+        if let Some(prev) = prev {
+            builder = builder.with_links(vec![Link::with_context(prev)]);
+        }
+        // An explicit, unsuppressed parent context: the SDK drops spans started inside the
         // suppression scope.
-        let mut span = builder.start_with_context(&self.tracer, &Context::new());
+        let mut span = builder.start_with_context(&self.tracer, parent);
         if let Some((g, _)) = graph.filter(|_| !on_window) {
             let parent = Context::new().with_remote_span_context(span.span_context().clone());
             for chunk in edges.chunks(per_span) {
@@ -1078,6 +1105,9 @@ impl Exporter {
 mod tests {
     use super::*;
 
+    /// The volume bounds, the trace layout and the residue spans.
+    mod volume;
+
     #[test]
     fn names_beyond_the_cap_share_the_other_series_and_keep_their_slot() {
         let mut cap = NameCap::new(n::TOKIO_TASK_NAME, 2);
@@ -1117,7 +1147,7 @@ mod tests {
 
     use std::path::Path;
 
-    use opentelemetry::trace::{Event, SpanId};
+    use opentelemetry::trace::Event;
     use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
 
     use super::super::config::ExportConfig;
@@ -1199,6 +1229,22 @@ mod tests {
             .unwrap_or_else(|| panic!("no window span of task {task}"))
     }
 
+    /// The window spans among `spans`.
+    fn windows(spans: &[SpanData]) -> Vec<&SpanData> {
+        spans.iter().filter(|s| s.name == n::WINDOW_SPAN).collect()
+    }
+
+    /// The window's root span among `spans` (there is one).
+    #[track_caller]
+    fn root(spans: &[SpanData]) -> &SpanData {
+        let roots: Vec<&SpanData> = spans
+            .iter()
+            .filter(|s| s.name == n::PROCESS_WINDOW_SPAN)
+            .collect();
+        assert_eq!(roots.len(), 1, "one root per window");
+        roots[0]
+    }
+
     fn edge_ends(events: &[Event]) -> Vec<(i64, i64)> {
         events
             .iter()
@@ -1265,8 +1311,8 @@ mod tests {
         let spans = queued(&e);
         assert_eq!(
             spans.len(),
-            2,
-            "one window span per task in the snapshot, no children"
+            3,
+            "one window span per task in the snapshot and the window's root, no children"
         );
 
         let w7 = window(&spans, 7);
@@ -1387,12 +1433,10 @@ mod tests {
         let mut e = exporter(ExportConfig::default());
         e.windows_with(&snap, false, Some(&live));
         let spans = queued(&e);
-        assert_eq!(spans.len(), 1);
-        assert_eq!(
-            spans[0].events.len(),
-            crate::export::DEFAULT_GRAPH_TOP_EDGES
-        );
-        assert_eq!(spans[0].parent_span_id, SpanId::INVALID);
+        assert_eq!(spans.len(), 2, "the window span and the window's root");
+        let w = window(&spans, 7);
+        assert_eq!(w.events.len(), crate::export::DEFAULT_GRAPH_TOP_EDGES);
+        assert_eq!(w.parent_span_id, root(&spans).span_context.span_id());
     }
 
     #[test]
@@ -1448,7 +1492,7 @@ mod tests {
         e.windows_with(&snap, false, Some(&live));
         let resource = ResourceAttributesWithSchema::from(&e.resource);
         let mut q = std::mem::take(&mut *e.queue.spans.lock().unwrap());
-        assert_eq!(q.len(), 80);
+        assert_eq!(q.len(), 81, "80 window spans and the window's root");
         let (mut requests, mut total) = (0, 0);
         while !q.is_empty() {
             let (batch, oversized) = take_batch(&mut q);
@@ -1489,7 +1533,7 @@ mod tests {
         );
         e.windows_with(&snap, false, Some(&live));
         let spans = queued(&e);
-        let mut events: Vec<usize> = spans.iter().map(|s| s.events.len()).collect();
+        let mut events: Vec<usize> = windows(&spans).iter().map(|s| s.events.len()).collect();
         events.sort();
         assert_eq!(events, [50, 100]);
     }
@@ -1539,7 +1583,11 @@ mod tests {
             let snap = snapshot(at(ms), vec![task(7, "worker", ms, None)], Vec::new());
             e.windows_with(&snap, false, Some(&small_graph(at(ms - 1000))));
         }
-        assert_eq!(queued(&e).len(), 2, "the window spans still go out");
+        assert_eq!(
+            windows(&queued(&e)).len(),
+            2,
+            "the window spans still go out"
+        );
         e.metrics(&snapshot(at(20_000), Vec::new(), Vec::new()));
         let dropped = gauge(&e, n::TRACKER_DROPPED, n::DROP_REASON);
         assert_eq!(dropped[n::DROP_REASON_GRAPH_DOT_FAILED], 2);

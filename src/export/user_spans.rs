@@ -20,6 +20,19 @@
 //! highest live value seen at a fold or at the close. The user's thread never waits: if the
 //! aggregator is folding at that very moment, the close waits for it at most 1 ms (yielding),
 //! then records no attributes; while a snapshot copies the tables it does not wait at all.
+//!
+//! # What the span left behind: `heapspan.span.residue`
+//!
+//! `live` at the close counts what the span returns too (a response body still being
+//! written), so a small leak per request drowns in it. With export on (and
+//! [`ExportConfig::max_residue_spans`](crate::export::ExportConfig::max_residue_spans) above 0),
+//! a span that closes holding memory is also offered to the residue sample: its OpenTelemetry
+//! context is read from tracing-opentelemetry's layer (which needs that layer at version 0.34,
+//! the one heapspan is built against), and a uniform sample of the window's such spans is read
+//! again at the end of the next window. Each that still holds bytes gets a
+//! `heapspan.span.residue` span, a child of it in its trace, with `heapspan.memory.residue`
+//! (bytes it allocated still live then), `heapspan.allocations.residue` and its close-time
+//! `heapspan.memory.live` (see [`crate::export`], "Residue").
 
 use std::sync::{OnceLock, Weak};
 
@@ -31,6 +44,7 @@ use tracing_core::{Kind, Level, Metadata};
 use tracing_subscriber::registry::LookupSpan;
 
 use super::names;
+use crate::aggregator::residue::OtelIds;
 use crate::aggregator::{Aggregator, Shared};
 use crate::alloc::InternalScope;
 use crate::MemStats;
@@ -76,11 +90,14 @@ fn i64_of(v: u64) -> i64 {
 }
 
 /// Called by the layer's `on_close` for a user span (before the span is removed), with the
-/// tracing id, the span's metadata and a lookup of its figures in the tables, e.g.
-/// `|a| Some(a.span_mem_now(sid))`. Waits at most `LOCK_WAIT` (1 ms), and only when it meets a fold.
+/// tracing id, the span's metadata, heapspan's span word and a lookup of its figures in the
+/// tables, e.g. `|a| Some(a.span_mem_now(sid))`. Waits at most `LOCK_WAIT` (1 ms), and only when
+/// it meets a fold. When the residue sample is on and the span closes holding memory, it
+/// offers the span to it with its OpenTelemetry context ([`watch_residue`]).
 pub(crate) fn on_user_span_close(
     id: &Id,
     meta: &'static Metadata<'static>,
+    sid: u64,
     lookup: impl FnOnce(&Aggregator) -> Option<MemStats>,
 ) {
     let _scope = InternalScope::enter();
@@ -91,12 +108,18 @@ pub(crate) fn on_user_span_close(
     // builds): retry, yielding to it, for at most LOCK_WAIT; then give up on the attributes.
     let mut lookup = Some(lookup);
     let mut mem = None;
+    let mut residue = false;
     let mut deadline = None;
     loop {
         match shared.try_lock() {
-            Ok(a) => mem = lookup.take().and_then(|f| f(&a)),
+            Ok(a) => {
+                residue = a.samples_residue();
+                mem = lookup.take().and_then(|f| f(&a));
+            }
             Err(std::sync::TryLockError::Poisoned(p)) => {
-                mem = lookup.take().and_then(|f| f(&p.into_inner()));
+                let a = p.into_inner();
+                residue = a.samples_residue();
+                mem = lookup.take().and_then(|f| f(&a));
             }
             Err(std::sync::TryLockError::WouldBlock) => {
                 if crate::aggregator::SNAPSHOTTING.load(std::sync::atomic::Ordering::Relaxed) {
@@ -113,21 +136,59 @@ pub(crate) fn on_user_span_close(
     }
     if let Some(mem) = mem {
         record_memory(id, meta, &mem);
+        if residue && mem.live_bytes() > 0 {
+            watch_residue(id, meta, sid, mem.live_bytes());
+        }
     }
+}
+
+/// Offers a span that closes holding `live` bytes to the residue sample
+/// ([`crate::aggregator::residue`]): reads its OpenTelemetry context from
+/// tracing-opentelemetry's layer in the current dispatcher and, when it is valid and sampled,
+/// sends it to the aggregator through the thread's queue (never waits). Without such a layer
+/// (or with one of another major version than heapspan's 0.34) nothing is sent.
+pub(crate) fn watch_residue(id: &Id, meta: &'static Metadata<'static>, sid: u64, live: i64) {
+    use opentelemetry::trace::TraceContextExt as _;
+    let ids = tracing::dispatcher::get_default(|d| {
+        if !is_ours(d, id, meta) {
+            return None;
+        }
+        // Starts tracing-opentelemetry's span if it has not yet (its builder holds the
+        // attributes recorded so far, the memory fields included; later ones are set on the
+        // started span): the trace id of a root span is only drawn then.
+        let cx = tracing_opentelemetry::get_otel_context(id, d)?;
+        let span = cx.span();
+        let sc = span.span_context();
+        (sc.is_valid() && sc.is_sampled()).then(|| OtelIds {
+            trace_id: u128::from_be_bytes(sc.trace_id().to_bytes()),
+            span_id: u64::from_be_bytes(sc.span_id().to_bytes()),
+            flags: sc.trace_flags().to_u8(),
+        })
+    });
+    if let Some(ids) = ids {
+        crate::aggregator::events::send(crate::aggregator::events::Event::SpanWatch {
+            id: sid,
+            ids,
+            live_at_close: live,
+        });
+    }
+}
+
+/// Whether `d` is the dispatcher holding span `id` (same id, same metadata).
+fn is_ours(d: &tracing::Dispatch, id: &Id, meta: &'static Metadata<'static>) -> bool {
+    d.downcast_ref::<tracing_subscriber::Registry>()
+        .and_then(|r| r.span_data(id))
+        .is_some_and(|s| {
+            use tracing_subscriber::registry::SpanData;
+            std::ptr::eq(s.metadata(), meta)
+        })
 }
 
 /// Records the five memory fields on span `id` through the current dispatcher, if that
 /// dispatcher is the one holding the span (same id, same metadata).
 pub(crate) fn record_memory(id: &Id, meta: &'static Metadata<'static>, mem: &MemStats) {
     tracing::dispatcher::get_default(|d| {
-        let ours = d
-            .downcast_ref::<tracing_subscriber::Registry>()
-            .and_then(|r| r.span_data(id))
-            .is_some_and(|s| {
-                use tracing_subscriber::registry::SpanData;
-                std::ptr::eq(s.metadata(), meta)
-            });
-        if !ours {
+        if !is_ours(d, id, meta) {
             return;
         }
         let vals = [

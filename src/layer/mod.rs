@@ -258,7 +258,7 @@ where
             Some(SpanMark::User(sid)) => {
                 #[cfg(feature = "tracing-opentelemetry")]
                 if let Some(span) = ctx.span(&id) {
-                    crate::export::user_spans::on_user_span_close(&id, span.metadata(), |a| {
+                    crate::export::user_spans::on_user_span_close(&id, span.metadata(), sid, |a| {
                         Some(a.span_mem_now(sid))
                     });
                 }

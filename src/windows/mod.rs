@@ -18,13 +18,14 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-pub(crate) use cut::TaskWindow;
+pub(crate) use cut::{Bounds, TaskWindow};
 
+use crate::aggregator::residue::ResidueRound;
 use crate::aggregator::{self, Shared};
 use crate::error::Result;
 use crate::findings::{Engine, Finding, FindingsConfig, Input, Judged};
 use crate::graph::live::{CaptureConfig, LiveGraph};
-use crate::Snapshot;
+use crate::{MemStats, Snapshot};
 
 /// Windows the export may be behind before one is dropped.
 const EXPORT_BACKLOG: usize = 8;
@@ -38,8 +39,17 @@ pub(crate) struct Window {
     pub(crate) start: SystemTime,
     /// The snapshot at its end.
     pub(crate) snapshot: Snapshot,
-    /// The task windows due.
+    /// The task windows due, highest score first (at most [`Bounds::max_spans`]).
     pub(crate) tasks: Vec<TaskWindow>,
+    /// Tasks due a window span that did not get one (over [`Bounds::max_spans`]).
+    pub(crate) omitted_tasks: u64,
+    /// Tasks that hold memory and did nothing, waiting for their turn
+    /// ([`Bounds::idle_every`]).
+    pub(crate) idle_tasks: u64,
+    /// The process's figures ([`Snapshot::total`]) at the window's start.
+    pub(crate) total_at_start: MemStats,
+    /// The span instances sampled in the previous window, read now.
+    pub(crate) residues: ResidueRound,
     /// The relation graph, when the live index is on.
     pub(crate) graph: Option<LiveGraph>,
     /// The findings judged on it.
@@ -55,6 +65,8 @@ pub(crate) struct Settings {
     /// Set when the live index is on: a graph every window.
     pub(crate) capture: Option<CaptureConfig>,
     pub(crate) findings: FindingsConfig,
+    /// Window spans per window, and how often an idle holder gets one.
+    pub(crate) bounds: Bounds,
 }
 
 /// What the guard and the stage share.
@@ -188,9 +200,10 @@ pub(crate) struct Windower {
 impl Windower {
     pub(crate) fn new(settings: Settings) -> Self {
         let engine = Engine::new(settings.findings.clone());
+        let bounds = settings.bounds;
         Windower {
             settings,
-            cutter: cut::Cutter::new(SystemTime::now()),
+            cutter: cut::Cutter::new(SystemTime::now(), bounds),
             engine,
             prev: None,
             seq: 0,
@@ -201,7 +214,7 @@ impl Windower {
     /// Starts the next window at `start` (for tests).
     #[cfg(test)]
     pub(crate) fn restart_at(&mut self, start: SystemTime) {
-        self.cutter = cut::Cutter::new(start);
+        self.cutter = cut::Cutter::new(start, self.settings.bounds);
     }
 
     fn run(&mut self, shared: &Shared, control: &Control, export: Option<SyncSender<Arc<Window>>>) {
@@ -225,8 +238,14 @@ impl Windower {
                 }
                 (st.stop, st.requested)
             };
-            let snap = aggregator::lock(shared).snapshot();
-            let w = self.window(snap, stopping);
+            // The residues are read under the same lock, right after the snapshot's folds.
+            let (snap, residues) = {
+                let mut a = aggregator::lock(shared);
+                let snap = a.snapshot();
+                (snap, a.take_residues(stopping))
+            };
+            let mut w = self.window(snap, stopping);
+            w.residues = residues;
             *control.findings.lock().unwrap_or_else(|p| p.into_inner()) =
                 w.findings.current.clone();
             if let Some(tx) = &export {
@@ -274,7 +293,7 @@ impl Windower {
         graph: Option<LiveGraph>,
     ) -> Window {
         let start = self.cutter.last();
-        let tasks = self.cutter.cut(&snap, last);
+        let cut = self.cutter.cut(&snap, last);
         let findings = self.engine.judge(&Input {
             snap: &snap,
             prev: self.prev.as_ref(),
@@ -282,12 +301,17 @@ impl Windower {
             graph: graph.as_ref(),
         });
         self.seq += 1;
+        let total_at_start = self.prev.as_ref().map(|p| p.total).unwrap_or_default();
         self.prev = Some(snap.clone());
         Window {
             seq: self.seq,
             start,
             snapshot: snap,
-            tasks,
+            tasks: cut.tasks,
+            omitted_tasks: cut.omitted,
+            idle_tasks: cut.idle,
+            total_at_start,
+            residues: ResidueRound::default(),
             graph,
             findings,
         }
