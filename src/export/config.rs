@@ -1097,7 +1097,7 @@ mod tests {
 
     #[test]
     fn volume_settings() {
-        let r = ExportConfig::default().resolve_with(env(&[])).unwrap();
+        let r = ExportConfig::default().resolve_with(vars(&[])).unwrap();
         assert_eq!(r.max_window_spans, DEFAULT_MAX_WINDOW_SPANS);
         assert_eq!(r.idle_holder_interval, DEFAULT_IDLE_HOLDER_INTERVAL);
         assert_eq!(r.max_residue_spans, DEFAULT_MAX_RESIDUE_SPANS);
@@ -1105,7 +1105,7 @@ mod tests {
             .max_window_spans(1)
             .idle_holder_interval(1)
             .max_residue_spans(0)
-            .resolve_with(env(&[]))
+            .resolve_with(vars(&[]))
             .unwrap();
         assert_eq!(
             (
