@@ -132,8 +132,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let log_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
     tracing::subscriber::set_global_default(
         tracing_subscriber::registry()
-            .with(fmt::layer().with_filter(log_filter))
-            .with(heapspan::layer()),
+            .with(heapspan::layer())
+            .with(fmt::layer().with_filter(log_filter)),
     )?;
     let requests: u64 = std::env::var("QUICKSTART_REQUESTS")
         .ok()

@@ -178,7 +178,7 @@ pub use layer::task::{instrument, spawn, Instrumented, TaskName};
 pub use layer::MemoryLayer;
 
 /// The builder: the `DEFAULT_*` values, overridden by the `HEAPSPAN_*` and `OTEL_*`
-/// environment (the table of [`env`]), overridden by what you set on it. The environment is
+/// environment (the table of [`env`](mod@env)), overridden by what you set on it. The environment is
 /// read by [`Builder::start`], where a malformed variable is an [`Error::InvalidConfig`] that
 /// names it ([`Builder::from_env`] checks it at once).
 ///
@@ -208,7 +208,7 @@ pub fn layer() -> MemoryLayer {
     MemoryLayer::new()
 }
 
-/// The one-line setup: starts heapspan with settings from the environment ([`env`]) and
+/// The one-line setup: starts heapspan with settings from the environment ([`env`](mod@env)) and
 /// installs a global subscriber made of a registry and heapspan's layer.
 ///
 /// When a global subscriber is already set, `init()` fails with

@@ -150,7 +150,7 @@ impl ExportConfig {
     /// the OTLP JSON file if one is named.
     ///
     /// Plain `http://` only: heapspan's exporters have no TLS, and an `https://` endpoint is
-    /// refused at start ([`Error::InvalidConfig`](crate::Error::InvalidConfig)). To export over
+    /// refused at start ([`Error::InvalidConfig`]). To export over
     /// TLS, pass providers built with a TLS-capable exporter ([`ExportConfig::tracer_provider`],
     /// [`ExportConfig::meter_provider`]).
     pub fn endpoint(mut self, url: impl Into<String>) -> Self {

@@ -119,8 +119,10 @@
 //!
 //! # Where it goes
 //!
-//! With an endpoint ([`ExportConfig::endpoint`] or `OTEL_EXPORTER_OTLP_ENDPOINT`): OTLP over
-//! HTTP/protobuf (feature `http`, default) or gRPC (feature `grpc`). With no endpoint and a
+//! With an endpoint ([`ExportConfig::endpoint`] or `OTEL_EXPORTER_OTLP_ENDPOINT`, each signal's
+//! own `OTEL_EXPORTER_OTLP_{TRACES,METRICS}_*` first: see [`crate::env`]): OTLP over
+//! HTTP/protobuf (feature `http`, default) or gRPC (feature `grpc`), plain `http://` only (an
+//! `https://` endpoint is refused at start: heapspan's exporters have no TLS). With no endpoint and a
 //! file ([`ExportConfig::file`] or `HEAPSPAN_OTLP_FILE`): one OTLP JSON object per line (the
 //! protobuf JSON mapping, as the collector's `otlpjsonfile` receiver reads it). The
 //! application may pass its own meter and tracer providers instead
@@ -162,10 +164,10 @@ pub(crate) mod task_polls;
 pub(crate) mod user_spans;
 
 pub use config::{
-    ExportConfig, Protocol, Resolved, DEFAULT_GRAPH_TOP_EDGES, DEFAULT_GRPC_ENDPOINT,
-    DEFAULT_HTTP_ENDPOINT, DEFAULT_MAX_NAMES, DEFAULT_METRIC_EXPORT_INTERVAL,
-    DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_SPAN_QUEUE_CAPACITY, DEFAULT_TIMEOUT, DEFAULT_WINDOW,
-    MAX_GRAPH_TOP_EDGES,
+    ExportConfig, Protocol, Resolved, SignalSettings, DEFAULT_GRAPH_TOP_EDGES,
+    DEFAULT_GRPC_ENDPOINT, DEFAULT_HTTP_ENDPOINT, DEFAULT_MAX_NAMES,
+    DEFAULT_METRIC_EXPORT_INTERVAL, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_SPAN_QUEUE_CAPACITY,
+    DEFAULT_TIMEOUT, DEFAULT_WINDOW, MAX_GRAPH_TOP_EDGES,
 };
 pub use config::{
     DEFAULT_IDLE_HOLDER_INTERVAL, DEFAULT_MAX_RESIDUE_SPANS, DEFAULT_MAX_WINDOW_SPANS,

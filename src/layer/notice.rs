@@ -80,7 +80,9 @@ fn not_running_message(stopped: bool) -> &'static str {
     } else {
         "heapspan: heapspan's tracing layer sees spans, but heapspan was never started: nothing \
          is counted. Start it with `let _guard = heapspan::builder().start()?;` and keep the \
-         guard (or use `heapspan::init()`, which installs the layer too)."
+         guard (or use `heapspan::init()`, which installs the layer too); if heapspan is off on \
+         purpose, leave its layer out (`Option::<heapspan::MemoryLayer>::None` is a layer that \
+         does nothing)."
     }
 }
 
@@ -130,6 +132,7 @@ mod tests {
     #[test]
     fn messages_say_what_to_do() {
         assert!(not_running_message(false).contains("heapspan::builder().start()"));
+        assert!(not_running_message(false).contains("off on purpose"));
         assert!(not_running_message(true).contains("`let _ = ...` drops it at once"));
         assert!(no_layer_message(true).contains(".with(heapspan::layer())"));
         assert!(no_layer_message(false).contains("tokio_unstable"));
