@@ -162,8 +162,8 @@ mod thread;
 mod windows;
 
 pub use aggregator::snapshot::{
-    Buckets, Dropped, Location, MemStats, SizeHistogram, Snapshot, SortBy, SpanNameStats,
-    SpanStats, TaskKey, TaskNameStats, TaskSource, TaskStats,
+    Buckets, Dropped, Location, MemStats, SizeHistogram, Snapshot, SortBy, SpanGroup,
+    SpanGroupStats, SpanNameStats, SpanStats, TaskKey, TaskNameStats, TaskSource, TaskStats,
 };
 pub use alloc::Allocator;
 pub use builder::{
@@ -173,6 +173,10 @@ pub use builder::{
 };
 pub use error::{Error, Result};
 pub use graph::live::{CaptureConfig, IndexMode, LiveGraph};
+pub use layer::groups::{
+    DEFAULT_MAX_SPAN_GROUPS_PER_NAME, DEFAULT_SPAN_GROUP_FIELDS, MAX_SPAN_GROUPS_PER_NAME,
+    MAX_SPAN_GROUP_FIELDS, MAX_SPAN_GROUP_VALUE_BYTES,
+};
 pub use layer::task::{instrument, spawn, Instrumented, TaskName};
 pub use layer::MemoryLayer;
 

@@ -52,6 +52,11 @@ pub(crate) enum Event {
     SpanClose {
         id: u64,
     },
+    /// A group field was recorded into the span: its span word (same instance) is `id` from
+    /// now on.
+    SpanRegroup {
+        id: u64,
+    },
     TaskStart {
         task: TaskKey,
         /// The task's name index ([`crate::layer::names`]).
@@ -72,6 +77,7 @@ const QUEUED_TASK_END: u64 = 1;
 const QUEUED_SPAN_CLOSE: u64 = 2;
 const QUEUED_TASK_START: u64 = 3;
 const QUEUED_SPAN_NEW: u64 = 4;
+const QUEUED_SPAN_REGROUP: u64 = 5;
 
 fn source_code(s: TaskSource) -> u64 {
     match s {
@@ -96,6 +102,7 @@ impl Event {
         match self {
             Event::TaskEnd { task } => Some([EVENT | QUEUED_TASK_END, task.id, 0, 0, 0, 0, 0, 0]),
             Event::SpanClose { id } => Some([EVENT | QUEUED_SPAN_CLOSE, *id, 0, 0, 0, 0, 0, 0]),
+            Event::SpanRegroup { id } => Some([EVENT | QUEUED_SPAN_REGROUP, *id, 0, 0, 0, 0, 0, 0]),
             Event::SpanNew { id, meta, parent } => Some([
                 EVENT | QUEUED_SPAN_NEW,
                 *id,
@@ -141,6 +148,7 @@ impl Event {
                 task: TaskKey { id: w[1] },
             }),
             QUEUED_SPAN_CLOSE => Some(Event::SpanClose { id: w[1] }),
+            QUEUED_SPAN_REGROUP => Some(Event::SpanRegroup { id: w[1] }),
             QUEUED_SPAN_NEW => Some(Event::SpanNew {
                 id: w[1],
                 // SAFETY: `queued` wrote this word from a `&'static Metadata<'static>` of this
