@@ -7,7 +7,7 @@
 //! - **Headers.** Every block handed out has a 16-byte header right below the returned
 //!   pointer (for alignments above 16, the header sits in the last 16 bytes of an
 //!   `align`-sized prefix): the task word (the task's name index and tokio id) and the span
-//!   word (the span's name index and instance). The inner allocator always sees
+//!   word (the span's group index, its name and group field values, and its instance). The inner allocator always sees
 //!   `size + offset` with alignment `max(align, 8)`, derived the same way on `alloc`,
 //!   `realloc` and `dealloc`, so it is always called with the layout it handed the block out
 //!   with. The header is written from the very first allocation, also before start, so any

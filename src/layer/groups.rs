@@ -75,6 +75,25 @@ impl Config {
             .iter()
             .any(|f| meta.fields().field(f.as_ref()).is_some())
     }
+
+    /// True when `values` hold a value of a group field (checked by name, nothing formatted).
+    pub(crate) fn touches(&self, values: &tracing_core::span::Record<'_>) -> bool {
+        struct Probe<'a>(&'a [Box<str>], bool);
+        impl Visit for Probe<'_> {
+            fn record_debug(&mut self, f: &Field, _: &dyn fmt::Debug) {
+                self.1 |= self.0.iter().any(|g| &**g == f.name());
+            }
+            fn record_str(&mut self, f: &Field, _: &str) {
+                self.1 |= self.0.iter().any(|g| &**g == f.name());
+            }
+        }
+        if self.fields.is_empty() {
+            return false;
+        }
+        let mut p = Probe(&self.fields, false);
+        values.record(&mut p);
+        p.1
+    }
 }
 
 /// The values of the group fields one span has, formatted into a fixed buffer (visiting a span
@@ -455,6 +474,34 @@ mod tests {
         assert_ne!(
             t.intern(b, &values(c, &[("http.route", "/4")]), c.per_name),
             t.entry(b).unwrap().other
+        );
+    }
+
+    #[test]
+    fn the_builder_rejects_bad_group_settings_before_starting() {
+        let err = crate::Builder::default()
+            .span_group_fields(["http.route", ""])
+            .start()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid value \"[\\\"http.route\\\", \\\"\\\"]\" for span_group_fields: expected at \
+             most 8 non-empty field names"
+        );
+        let nine = (0..=MAX_SPAN_GROUP_FIELDS).map(|i| format!("f{i}"));
+        assert!(crate::Builder::default()
+            .span_group_fields(nine)
+            .start()
+            .unwrap_err()
+            .to_string()
+            .contains("span_group_fields"));
+        let err = crate::Builder::default()
+            .max_span_groups_per_name(0)
+            .start()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid value \"0\" for max_span_groups_per_name: expected from 1 to 4096"
         );
     }
 
