@@ -22,9 +22,9 @@
 //! - span instances: open ones and the most recent `closed_span_retention` closed ones.
 //!
 //! Span figures are kept per span *group* (the name and the values of the group fields, the
-//! index the headers carry: [`crate::layer`]) and per span name (the sum of its groups). A
-//! span instance is keyed by its instance number, so that it keeps one record when a group
-//! field recorded later moves it to another group.
+//! index the headers carry: [`crate::layer`](mod@crate::layer)) and per span name (the sum of
+//! its groups). A span instance is keyed by its instance number, so that it keeps one record
+//! when a group field recorded later moves it to another group.
 //!
 //! A free of a forgotten owner's block still counts for its names (and the totals); the
 //! record it makes is forgotten again two folds later unless an allocation or an event makes
