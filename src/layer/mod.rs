@@ -161,8 +161,9 @@ where
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
         // A record of no group field (most are: a status, a latency) costs a look at the
-        // field names; spans of callsites without a group field, a look at the mark. No lock
-        // of heapspan's, no allocation.
+        // field names, one into a span of a callsite without a group field a look at its mark:
+        // no lock of heapspan's, no allocation. A group field's value takes the group table's
+        // lock (and allocates once per new group), in the heapspan bucket.
         if !groups::config().is_some_and(|c| c.touches(values)) {
             return;
         }
