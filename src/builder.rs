@@ -14,6 +14,10 @@ use crate::export::pipeline::{self, ExportHandle};
 use crate::export::ExportConfig;
 use crate::findings::{Finding, FindingsConfig};
 use crate::graph::live::{CaptureConfig, IndexMode, LiveGraph};
+use crate::layer::groups::{
+    self, DEFAULT_MAX_SPAN_GROUPS_PER_NAME, DEFAULT_SPAN_GROUP_FIELDS, MAX_SPAN_GROUPS_PER_NAME,
+    MAX_SPAN_GROUP_FIELDS,
+};
 use crate::windows::{self, Stage};
 use crate::Snapshot;
 
@@ -81,6 +85,8 @@ pub struct Builder {
     capture: CaptureConfig,
     export: ExportConfig,
     findings: FindingsConfig,
+    span_group_fields: Vec<String>,
+    max_span_groups_per_name: usize,
 }
 
 impl Default for Builder {
@@ -98,6 +104,11 @@ impl Default for Builder {
             capture: CaptureConfig::default(),
             export: ExportConfig::default(),
             findings: FindingsConfig::default(),
+            span_group_fields: DEFAULT_SPAN_GROUP_FIELDS
+                .iter()
+                .map(|f| (*f).to_owned())
+                .collect(),
+            max_span_groups_per_name: DEFAULT_MAX_SPAN_GROUPS_PER_NAME,
         }
     }
 }
@@ -288,6 +299,42 @@ impl Builder {
         self
     }
 
+    /// The fields that split a span name into groups (default
+    /// [`DEFAULT_SPAN_GROUP_FIELDS`]: `http.route` and `otel.name`; at most
+    /// [`MAX_SPAN_GROUP_FIELDS`]; none turns grouping off).
+    ///
+    /// A span whose callsite declares one of them is counted under its name *and* the values
+    /// of those it has, at creation and again when one is recorded later
+    /// (`span.record("http.route", route)`, from then on): tower-http's `TraceLayer` names
+    /// every span `request`, and with `http.route` in its span (axum's `MatchedPath` in
+    /// `make_span_with`, or recorded by a middleware) each route gets a row of its own in
+    /// [`Snapshot::span_groups`](crate::Snapshot::span_groups), the report, and the span
+    /// metrics' [`heapspan.span.group`](crate::export::names::SPAN_GROUP) attribute. Values are
+    /// cut at [`MAX_SPAN_GROUP_VALUE_BYTES`](crate::MAX_SPAN_GROUP_VALUE_BYTES); a name gets
+    /// at most [`Builder::max_span_groups_per_name`] groups, the rest share `other`. Choose
+    /// bounded fields (a route template, a method), not a URI or an id.
+    ///
+    /// Spans of callsites without any of the fields cost nothing more; a span with one takes
+    /// a short lock in the layer when it is created or the field is recorded (never in the
+    /// allocator).
+    pub fn span_group_fields<I>(mut self, fields: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.span_group_fields = fields.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Groups with field values per span name (default [`DEFAULT_MAX_SPAN_GROUPS_PER_NAME`];
+    /// allowed 1 ..= [`MAX_SPAN_GROUPS_PER_NAME`]): the first values seen get a group each,
+    /// later ones share the name's `other` group (`request {other}`). All names share 32,766
+    /// groups.
+    pub fn max_span_groups_per_name(mut self, n: usize) -> Self {
+        self.max_span_groups_per_name = n;
+        self
+    }
+
     fn index_start(&self, s: &Settings) -> alloc::IndexStart {
         use alloc::state::Mode;
         let (mode, sample_mean) = match s.live_index {
@@ -344,6 +391,22 @@ impl Builder {
                 );
             }
         }
+        if self.span_group_fields.len() > MAX_SPAN_GROUP_FIELDS
+            || self.span_group_fields.iter().any(|f| f.is_empty())
+        {
+            return bad(
+                "span_group_fields",
+                format!("{:?}", self.span_group_fields),
+                "at most 8 non-empty field names",
+            );
+        }
+        if !(1..=MAX_SPAN_GROUPS_PER_NAME).contains(&self.max_span_groups_per_name) {
+            return bad(
+                "max_span_groups_per_name",
+                self.max_span_groups_per_name.to_string(),
+                "from 1 to 4096",
+            );
+        }
         s.findings.validate()
     }
 
@@ -397,6 +460,7 @@ impl Builder {
             );
         }
         let rx = events::open().ok_or(Error::AlreadyStarted)?;
+        groups::configure(&self.span_group_fields, self.max_span_groups_per_name);
         alloc::budget::set_max(self.max_queue_bytes);
         let pool = alloc::start(settings.max_threads, self.index_start(&settings))
             .map_err(|()| Error::AlreadyStarted)?;

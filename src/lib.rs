@@ -7,7 +7,7 @@
 //! - **Headers.** Every block handed out has a 16-byte header right below the returned
 //!   pointer (for alignments above 16, the header sits in the last 16 bytes of an
 //!   `align`-sized prefix): the task word (the task's name index and tokio id) and the span
-//!   word (the span's name index and instance). The inner allocator always sees
+//!   word (the span's group index, its name and group field values, and its instance). The inner allocator always sees
 //!   `size + offset` with alignment `max(align, 8)`, derived the same way on `alloc`,
 //!   `realloc` and `dealloc`, so it is always called with the layout it handed the block out
 //!   with. The header is written from the very first allocation, also before start, so any
@@ -163,8 +163,8 @@ mod thread;
 mod windows;
 
 pub use aggregator::snapshot::{
-    Buckets, Dropped, Location, MemStats, SizeHistogram, Snapshot, SortBy, SpanNameStats,
-    SpanStats, TaskKey, TaskNameStats, TaskSource, TaskStats,
+    Buckets, Dropped, Location, MemStats, SizeHistogram, Snapshot, SortBy, SpanGroup,
+    SpanGroupStats, SpanNameStats, SpanStats, TaskKey, TaskNameStats, TaskSource, TaskStats,
 };
 pub use alloc::Allocator;
 pub use builder::{
@@ -174,6 +174,10 @@ pub use builder::{
 };
 pub use error::{Error, Result};
 pub use graph::live::{CaptureConfig, IndexMode, LiveGraph};
+pub use layer::groups::{
+    DEFAULT_MAX_SPAN_GROUPS_PER_NAME, DEFAULT_SPAN_GROUP_FIELDS, MAX_SPAN_GROUPS_PER_NAME,
+    MAX_SPAN_GROUP_FIELDS, MAX_SPAN_GROUP_VALUE_BYTES,
+};
 pub use layer::task::{instrument, spawn, Instrumented, TaskName};
 pub use layer::MemoryLayer;
 

@@ -61,6 +61,11 @@ pub(crate) enum Event {
         /// Its live bytes at the close.
         live_at_close: i64,
     },
+    /// A group field was recorded into the span: its span word (same instance) is `id` from
+    /// now on.
+    SpanRegroup {
+        id: u64,
+    },
     TaskStart {
         task: TaskKey,
         /// The task's name index ([`crate::layer::names`]).
@@ -82,6 +87,7 @@ const QUEUED_SPAN_CLOSE: u64 = 2;
 const QUEUED_TASK_START: u64 = 3;
 const QUEUED_SPAN_NEW: u64 = 4;
 const QUEUED_SPAN_WATCH: u64 = 5;
+const QUEUED_SPAN_REGROUP: u64 = 6;
 
 fn source_code(s: TaskSource) -> u64 {
     match s {
@@ -120,6 +126,7 @@ impl Event {
                 *live_at_close as u64,
                 0,
             ]),
+            Event::SpanRegroup { id } => Some([EVENT | QUEUED_SPAN_REGROUP, *id, 0, 0, 0, 0, 0, 0]),
             Event::SpanNew { id, meta, parent } => Some([
                 EVENT | QUEUED_SPAN_NEW,
                 *id,
@@ -174,6 +181,7 @@ impl Event {
                 },
                 live_at_close: w[6] as i64,
             }),
+            QUEUED_SPAN_REGROUP => Some(Event::SpanRegroup { id: w[1] }),
             QUEUED_SPAN_NEW => Some(Event::SpanNew {
                 id: w[1],
                 // SAFETY: `queued` wrote this word from a `&'static Metadata<'static>` of this

@@ -21,6 +21,11 @@
 //!   ([`crate::spawn`]) or build with `tokio_unstable` and they cost nothing once ended;
 //! - span instances: open ones and the most recent `closed_span_retention` closed ones.
 //!
+//! Span figures are kept per span *group* (the name and the values of the group fields, the
+//! index the headers carry: [`crate::layer`](mod@crate::layer)) and per span name (the sum of
+//! its groups). A span instance is keyed by its instance number, so that it keeps one record
+//! when a group field recorded later moves it to another group.
+//!
 //! A free of a forgotten owner's block still counts for its names (and the totals); the
 //! record it makes is forgotten again two folds later unless an allocation or an event makes
 //! it a real one (a task's deltas come from several threads' tables, so a free may be read
@@ -39,7 +44,9 @@ use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::alloc::header::{Key, TASK_HEAPSPAN, TASK_NONE, TASK_OVERFLOW, TASK_UNTRACKED};
+use crate::alloc::header::{
+    span_word, Key, SPAN_BITS, SPAN_MASK, TASK_HEAPSPAN, TASK_NONE, TASK_OVERFLOW, TASK_UNTRACKED,
+};
 use crate::alloc::slots::{Applied, Counters, Op, Queued, SIZE_BUCKETS};
 use crate::alloc::Pool;
 use crate::layer::names;
@@ -158,6 +165,8 @@ impl TaskRec {
 struct SpanRec {
     /// `None` until its creation event is seen.
     meta: Option<&'static tracing_core::Metadata<'static>>,
+    /// Its group now (its creation event's, or the last one a group field moved it to).
+    group: u16,
     parent: u64,
     mem: MemStats,
     opened: Option<Instant>,
@@ -165,9 +174,10 @@ struct SpanRec {
 }
 
 impl SpanRec {
-    fn new() -> Self {
+    fn new(group: u16) -> Self {
         SpanRec {
             meta: None,
+            group,
             parent: 0,
             mem: MemStats::default(),
             opened: None,
@@ -296,6 +306,7 @@ pub(crate) struct Aggregator {
     tasks: FastMap<u64, TaskRec>,
     /// Ended tasks, oldest first, with the fold that saw the end.
     ended_tasks: VecDeque<(u64, u64)>,
+    /// Span instances, by instance number (the span word's low bits).
     spans: FastMap<u64, SpanRec>,
     /// Closed spans, oldest first, with the fold that saw the close.
     closed_spans: VecDeque<(u64, u64)>,
@@ -309,7 +320,14 @@ pub(crate) struct Aggregator {
     /// crowd the table.
     quiet_tasks: VecDeque<(u64, u64)>,
     task_names: Names,
+    /// Per span name, indexed by the name's base group.
     span_names: Names,
+    /// Per span group, indexed by group.
+    span_groups: Names,
+    /// The base group of each group, as far as looked up (`u16::MAX`: not yet).
+    group_bases: Vec<u16>,
+    /// Name and field values of each group, as far as looked up.
+    group_info: Vec<Option<(names::SpanName, SpanGroup)>>,
     /// Display names of task name indices, as far as looked up.
     task_name_strings: Vec<Option<String>>,
     no_span: MemStats,
@@ -332,6 +350,8 @@ pub(crate) struct Aggregator {
     /// the start to find.
     early_task_ends: FastMap<u64, u64>,
     early_span_closes: FastMap<u64, u64>,
+    /// Group changes read before their span's creation, by instance: (new span word, fold).
+    early_span_regroups: FastMap<u64, (u64, u64)>,
     folds: u64,
     last_eviction: Instant,
     last_idle_scan: Instant,
@@ -356,6 +376,9 @@ impl Aggregator {
             quiet_tasks: VecDeque::new(),
             task_names: Names::default(),
             span_names: Names::default(),
+            span_groups: Names::default(),
+            group_bases: Vec::new(),
+            group_info: Vec::new(),
             task_name_strings: Vec::new(),
             no_span: MemStats::default(),
             buckets: Buckets::default(),
@@ -370,6 +393,7 @@ impl Aggregator {
             scratch_events: Vec::new(),
             early_task_ends: FastMap::default(),
             early_span_closes: FastMap::default(),
+            early_span_regroups: FastMap::default(),
             folds: 0,
             last_eviction: Instant::now(),
             last_idle_scan: Instant::now(),
@@ -388,7 +412,11 @@ impl Aggregator {
     /// those of its tenancies the thread retired since.
     #[allow(dead_code)] // used by the tracing-opentelemetry feature
     pub(crate) fn span_mem_now(&self, id: u64) -> MemStats {
-        let mut mem = self.spans.get(&id).map(|s| s.mem).unwrap_or_default();
+        let mut mem = self
+            .spans
+            .get(&(id & SPAN_MASK))
+            .map(|s| s.mem)
+            .unwrap_or_default();
         if let Some((thread, key)) = crate::alloc::current_key_for_span(id) {
             if let Some(st) = self.pool.claimed().get(thread) {
                 // A table claimed since the last fold has nothing applied yet.
@@ -525,6 +553,7 @@ impl Aggregator {
         }
         self.task_names.note_peaks();
         self.span_names.note_peaks();
+        self.span_groups.note_peaks();
         self.no_span.note_peak();
         self.total.note_peak();
         self.buckets.unattributed.note_peak();
@@ -585,33 +614,47 @@ impl Aggregator {
         if sw == 0 {
             return add_counters(&mut self.no_span, d);
         }
-        add_counters(&mut self.span_names.get(key.span_group()).mem, d);
+        let group = key.span_group();
+        add_counters(&mut self.span_groups.get(group).mem, d);
+        let base = self.base_of(group);
+        add_counters(&mut self.span_names.get(base).mem, d);
         // A span's record is made by its creation event (sent before its first allocation);
         // an allocation read first makes a pending one, a late free of a forgotten instance
-        // none (it counts for the span's name only).
-        let s = match self.spans.entry(sw) {
+        // none (it counts for the span's group and name only).
+        let inst = sw & SPAN_MASK;
+        let s = match self.spans.entry(inst) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) if attributes(d) => {
-                self.pending_spans.push_back((sw, self.folds));
-                v.insert(SpanRec::new())
+                self.pending_spans.push_back((inst, self.folds));
+                v.insert(SpanRec::new(group))
             }
             std::collections::hash_map::Entry::Vacant(_) => return,
         };
         add_counters(&mut s.mem, d);
-        self.touched_spans.push(sw);
+        self.touched_spans.push(inst);
     }
 
     fn on_event(&mut self, e: Event, at: Instant) {
         match e {
             Event::SpanNew { id, meta, parent } => {
-                let s = self.spans.entry(id).or_insert_with(SpanRec::new);
+                let (inst, group) = (id & SPAN_MASK, group_of(id));
+                let base = self.base_of(group);
+                let s = self
+                    .spans
+                    .entry(inst)
+                    .or_insert_with(|| SpanRec::new(group));
                 if s.meta.is_none() {
-                    self.span_names.get(Key::new(0, id).span_group()).owners += 1;
+                    s.group = group;
+                    self.span_groups.get(group).owners += 1;
+                    self.span_names.get(base).owners += 1;
                 }
                 s.meta = Some(meta);
                 s.parent = parent;
                 s.opened = Some(at);
-                if self.early_span_closes.remove(&id).is_some() {
+                if let Some((w, _)) = self.early_span_regroups.remove(&inst) {
+                    self.on_event(Event::SpanRegroup { id: w }, at);
+                }
+                if self.early_span_closes.remove(&inst).is_some() {
                     self.on_event(Event::SpanClose { id }, at);
                 }
             }
@@ -620,26 +663,57 @@ impl Aggregator {
                 ids,
                 live_at_close,
             } => {
-                if self.spans.get(&id).is_some_and(|s| s.meta.is_some()) {
-                    if let Some(old) = self.residue.offer(id, ids, live_at_close) {
+                // Instances are keyed without their group (a regrouped span is one instance).
+                let inst = id & SPAN_MASK;
+                if self.spans.get(&inst).is_some_and(|s| s.meta.is_some()) {
+                    if let Some(old) = self.residue.offer(inst, ids, live_at_close) {
                         if self.residue.release(old) {
                             self.spans.remove(&old);
                         }
                     }
                 }
             }
-            Event::SpanClose { id } => match self.spans.get_mut(&id) {
-                Some(s) if s.meta.is_some() => {
-                    if s.closed.is_none() {
-                        s.closed = Some(at);
-                        self.closed_spans.push_back((id, self.folds));
-                        self.span_names.get(Key::new(0, id).span_group()).ended += 1;
+            Event::SpanClose { id } => {
+                let inst = id & SPAN_MASK;
+                match self.spans.get_mut(&inst) {
+                    Some(s) if s.meta.is_some() => {
+                        if s.closed.is_none() {
+                            s.closed = Some(at);
+                            let group = s.group;
+                            self.closed_spans.push_back((inst, self.folds));
+                            self.span_groups.get(group).ended += 1;
+                            let base = self.base_of(group);
+                            self.span_names.get(base).ended += 1;
+                        }
+                    }
+                    _ => {
+                        self.early_span_closes.insert(inst, self.folds);
                     }
                 }
-                _ => {
-                    self.early_span_closes.insert(id, self.folds);
+            }
+            Event::SpanRegroup { id } => {
+                let (inst, group) = (id & SPAN_MASK, group_of(id));
+                match self.spans.get_mut(&inst) {
+                    Some(s) if s.meta.is_some() => {
+                        let old = s.group;
+                        if old != group {
+                            s.group = group;
+                            // The instance counts for its new group from now on (its figures
+                            // so far stay with the group they were made in).
+                            let ended = u64::from(s.closed.is_some());
+                            let o = self.span_groups.get(old);
+                            o.owners = o.owners.saturating_sub(1);
+                            o.ended = o.ended.saturating_sub(ended);
+                            let g = self.span_groups.get(group);
+                            g.owners += 1;
+                            g.ended += ended;
+                        }
+                    }
+                    _ => {
+                        self.early_span_regroups.insert(inst, (id, self.folds));
+                    }
                 }
-            },
+            }
             Event::TaskStart {
                 task,
                 name,
@@ -800,8 +874,10 @@ impl Aggregator {
         let folds = self.folds;
         self.early_task_ends.retain(|_, f| *f + 2 > folds);
         self.early_span_closes.retain(|_, f| *f + 2 > folds);
+        self.early_span_regroups.retain(|_, (_, f)| *f + 2 > folds);
         shrink(&mut self.early_task_ends);
         shrink(&mut self.early_span_closes);
+        shrink(&mut self.early_span_regroups);
         // The idle scan walks every task: once a second is enough for a 30 s threshold.
         if now.duration_since(self.last_idle_scan) < Duration::from_secs(1) {
             return;
@@ -813,6 +889,32 @@ impl Aggregator {
         let tasks = &self.tasks;
         self.quiet_tasks
             .retain(|(id, fold)| tasks.get(id).is_some_and(|t| t.last_fold <= *fold));
+    }
+
+    /// The base group (the name) of span group `g`: looked up once per group.
+    fn base_of(&mut self, g: u16) -> u16 {
+        let i = usize::from(g);
+        if i >= self.group_bases.len() {
+            self.group_bases.resize(i + 1, u16::MAX);
+        }
+        if self.group_bases[i] == u16::MAX {
+            self.group_bases[i] = crate::layer::groups::base_of(g);
+        }
+        self.group_bases[i]
+    }
+
+    /// The `(target, name)` and field values of span group `g`: looked up once per group.
+    fn group_info(&mut self, g: u16) -> (names::SpanName, SpanGroup) {
+        let i = usize::from(g);
+        if i >= self.group_info.len() {
+            self.group_info.resize(i + 1, None);
+        }
+        self.group_info[i]
+            .get_or_insert_with(|| match crate::layer::groups::describe(g) {
+                Some((name, _, group)) => (name, group),
+                None => (names::span_name(g), SpanGroup::default()),
+            })
+            .clone()
     }
 
     fn task_name_string(&mut self, n: u16) -> String {
@@ -938,20 +1040,32 @@ impl Aggregator {
                 task_peak_bytes: a.owner_peak,
             })
             .collect();
-        let spans: Vec<SpanStats> = self
+        let keys: Vec<(u64, u16)> = self
             .spans
             .iter()
             .filter(|(_, s)| s.meta.is_some())
-            .map(|(id, s)| SpanStats {
-                id: *id,
+            .map(|(inst, s)| (*inst, s.group))
+            .collect();
+        let mut spans = Vec::with_capacity(keys.len());
+        for (inst, group) in keys {
+            let (_, g) = self.group_info(group);
+            let s = &self.spans[&inst];
+            // The parent's word as it is now (its group may have changed since).
+            let parent = match self.spans.get(&(s.parent & SPAN_MASK)) {
+                Some(p) if s.parent != 0 => span_word(p.group, s.parent),
+                _ => s.parent,
+            };
+            spans.push(SpanStats {
+                id: span_word(s.group, inst),
                 name: s.meta.map(|m| m.name()),
                 target: s.meta.map(|m| m.target()),
-                parent: s.parent,
+                group: g,
+                parent,
                 mem: s.mem,
                 opened: s.opened.map(|i| self.wall(i)),
                 closed: s.closed.map(|i| self.wall(i)),
-            })
-            .collect();
+            });
+        }
         let span_names = self
             .span_names
             .iter()
@@ -960,6 +1074,21 @@ impl Aggregator {
                 SpanNameStats {
                     target,
                     name,
+                    instances: a.owners,
+                    closed: a.ended,
+                    mem: a.mem,
+                }
+            })
+            .collect();
+        let accs: Vec<(u16, NameAcc)> = self.span_groups.iter().map(|(n, a)| (n, *a)).collect();
+        let span_groups = accs
+            .into_iter()
+            .map(|(n, a)| {
+                let ((target, name), group) = self.group_info(n);
+                SpanGroupStats {
+                    target,
+                    name,
+                    group,
                     instances: a.owners,
                     closed: a.ended,
                     mem: a.mem,
@@ -977,6 +1106,7 @@ impl Aggregator {
             task_names,
             spans,
             span_names,
+            span_groups,
             no_span: self.no_span,
             buckets: self.buckets,
             total: self.total,
@@ -985,6 +1115,11 @@ impl Aggregator {
             tracker_bytes: self.tracker_bytes(),
         }
     }
+}
+
+/// The group of span word `w`.
+fn group_of(w: u64) -> u16 {
+    ((w & !crate::alloc::header::EXT) >> SPAN_BITS) as u16
 }
 
 /// Set while a snapshot copies the tables under the lock (it can take a while with large

@@ -1,6 +1,7 @@
 //! What [`Guard::snapshot`](crate::Guard::snapshot) returns: the task and span tables at one
 //! moment, with sorted views.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 /// A tokio task as heapspan keys it: tokio's task id (current tokio draws ids from a 64-bit
@@ -136,6 +137,85 @@ pub(crate) fn display_name(name: Option<&str>, location: Option<&Location>) -> S
     }
 }
 
+/// The group of a span within its name: the values of the group fields
+/// ([`Builder::span_group_fields`](crate::Builder::span_group_fields)) it had, or `other` for
+/// values beyond [`Builder::max_span_groups_per_name`](crate::Builder::max_span_groups_per_name).
+///
+/// Shown as `http.route=/leak, otel.name=GET /leak` (fields in the configured order; empty for
+/// a span with none of them, `other` beyond the bound): the value of the
+/// [`heapspan.span.group`](crate::export::names::SPAN_GROUP) metric attribute, and in the
+/// report as `request {http.route=/leak}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SpanGroup {
+    fields: Arc<[(&'static str, Box<str>)]>,
+    other: bool,
+}
+
+impl SpanGroup {
+    pub(crate) fn with_fields(fields: Vec<(&'static str, Box<str>)>) -> Self {
+        SpanGroup {
+            fields: fields.into(),
+            other: false,
+        }
+    }
+
+    pub(crate) fn other() -> Self {
+        SpanGroup {
+            fields: Arc::from(Vec::new()),
+            other: true,
+        }
+    }
+
+    /// The group fields the spans had, with their values, in the configured order.
+    pub fn fields(&self) -> impl Iterator<Item = (&'static str, &str)> + '_ {
+        self.fields.iter().map(|(k, v)| (*k, &**v))
+    }
+
+    /// The value of group field `name`, if the group has it.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields().find(|(k, _)| *k == name).map(|(_, v)| v)
+    }
+
+    /// True for the group of a name's spans beyond the bound: their values are not kept.
+    pub fn is_other(&self) -> bool {
+        self.other
+    }
+
+    /// True for the spans with none of the group fields (the name alone).
+    pub fn is_empty(&self) -> bool {
+        !self.other && self.fields.is_empty()
+    }
+}
+
+/// Two lists of `(field, value)` are the same, in the same order.
+pub(crate) fn same_fields<'a, 'b, 'c, 'd>(
+    a: impl Iterator<Item = (&'a str, &'b str)>,
+    mut b: impl Iterator<Item = (&'c str, &'d str)>,
+) -> bool {
+    for x in a {
+        match b.next() {
+            Some(y) if x.0 == y.0 && x.1 == y.1 => {}
+            _ => return false,
+        }
+    }
+    b.next().is_none()
+}
+
+impl std::fmt::Display for SpanGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.other {
+            return f.write_str(crate::export::names::OTHER);
+        }
+        for (i, (k, v)) in self.fields().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{k}={v}")?;
+        }
+        Ok(())
+    }
+}
+
 /// One span instance.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SpanStats {
@@ -145,6 +225,8 @@ pub struct SpanStats {
     pub name: Option<&'static str>,
     /// The span's target.
     pub target: Option<&'static str>,
+    /// Its group: the values of the group fields it had (as of its last recorded one).
+    pub group: SpanGroup,
     /// heapspan id of the parent span (0 for a root).
     pub parent: u64,
     /// Memory figures.
@@ -186,6 +268,39 @@ pub struct SpanNameStats {
     /// Sums of the instances' figures; `peak_bytes` is the peak of the name's total live bytes
     /// (all its instances together), observed at folds.
     pub mem: MemStats,
+}
+
+/// All spans of one name, target and [`SpanGroup`], added up: the span-name figures split by
+/// the group fields (the groups of a name add up to its [`SpanNameStats`], peaks excepted).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpanGroupStats {
+    /// Span name.
+    pub name: &'static str,
+    /// Span target.
+    pub target: &'static str,
+    /// The group within the name.
+    pub group: SpanGroup,
+    /// Instances that were in this group when they were created or moved to it (a group field
+    /// recorded later moves an instance from its name's plain group to the group of its
+    /// values).
+    pub instances: u64,
+    /// Of those, how many closed.
+    pub closed: u64,
+    /// Sums of the figures of the allocations made while instances were in this group;
+    /// `peak_bytes` is the peak of the group's total live bytes, observed at folds.
+    pub mem: MemStats,
+}
+
+impl SpanGroupStats {
+    /// `target::name {group}` (just `target::name` for spans with none of the group fields),
+    /// as the report shows it.
+    pub fn label(&self) -> String {
+        if self.group.is_empty() {
+            format!("{}::{}", self.target, self.name)
+        } else {
+            format!("{}::{} {{{}}}", self.target, self.name, self.group)
+        }
+    }
 }
 
 /// Memory that belongs to no task.
@@ -276,6 +391,9 @@ pub struct Snapshot {
     pub spans: Vec<SpanStats>,
     /// Per span name, including instances no longer held individually.
     pub span_names: Vec<SpanNameStats>,
+    /// Per span name and [`SpanGroup`] (the span names split by the group fields), including
+    /// instances no longer held individually.
+    pub span_groups: Vec<SpanGroupStats>,
     /// Allocations inside a task but outside any span.
     pub no_span: MemStats,
     /// Memory outside tasks.
@@ -331,6 +449,29 @@ impl Snapshot {
     /// The `n` span names with the most of `by`, largest first.
     pub fn top_span_names(&self, by: SortBy, n: usize) -> Vec<&SpanNameStats> {
         top(&self.span_names, n, |s| metric(&s.mem, by))
+    }
+
+    /// The `n` span groups with the most of `by`, largest first.
+    pub fn top_span_groups(&self, by: SortBy, n: usize) -> Vec<&SpanGroupStats> {
+        top(&self.span_groups, n, |s| metric(&s.mem, by))
+    }
+
+    /// The groups of spans named `name` (any target).
+    pub fn span_groups_named<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> impl Iterator<Item = &'a SpanGroupStats> + 'a {
+        self.span_groups.iter().filter(move |g| g.name == name)
+    }
+
+    /// The group of spans named `name` (any target) whose group fields are exactly `fields`
+    /// (in the configured order; `&[]` for the spans with none of them), for example
+    /// `snap.span_group("request", &[("http.route", "/leak")])`.
+    pub fn span_group(&self, name: &str, fields: &[(&str, &str)]) -> Option<&SpanGroupStats> {
+        self.span_groups
+            .iter()
+            .filter(|g| g.name == name)
+            .find(|g| !g.group.is_other() && same_fields(g.group.fields(), fields.iter().copied()))
     }
 
     /// The task with this key, if held individually.

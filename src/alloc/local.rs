@@ -276,6 +276,12 @@ pub(crate) fn pop_span(word: u64) {
     local().spans.pop(word)
 }
 
+/// Span `old` is span word `new` from now on (its group changed): where it is entered on this
+/// thread, its next allocations carry `new`.
+pub(crate) fn regroup_span(old: u64, new: u64) {
+    local().spans.regroup(old, new)
+}
+
 /// Task `id` with name index `name` starts a poll (or its drop) on this thread: its
 /// allocations carry the name until [`exit_task_name`].
 pub(crate) fn enter_task_name(id: u64, name: u16) {

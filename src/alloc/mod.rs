@@ -51,7 +51,7 @@ pub use local::simulate_thread_exit;
 pub(crate) use local::InternalScope;
 pub(crate) use local::{
     current_key_for_span, current_table, enter_task_name, exit_task_name, mark_internal_thread,
-    pop_span, push_event, push_span,
+    pop_span, push_event, push_span, regroup_span,
 };
 use local::{local, ORPHAN};
 use slots::Op;

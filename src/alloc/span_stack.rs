@@ -56,10 +56,15 @@ impl SpanStack {
 
     /// Span `word` was exited (spans may exit in any order). A span not among the tracked
     /// ones is one of the untracked (if any are entered); every exit of an entered span
-    /// undoes exactly one enter, so the stack never gets stuck.
+    /// undoes exactly one enter, so the stack never gets stuck. Spans are matched by instance
+    /// (the span word's low bits): a span whose group changed while it was entered here
+    /// (a group field recorded on another thread) is still found.
     pub(crate) fn pop(&self, word: u64) {
         let n = self.len.get();
-        if let Some(pos) = (0..n).rev().find(|&i| self.spans[i].get() == word) {
+        if let Some(pos) = (0..n)
+            .rev()
+            .find(|&i| same_instance(self.spans[i].get(), word))
+        {
             for i in pos..n - 1 {
                 self.spans[i].set(self.spans[i + 1].get());
             }
@@ -70,6 +75,26 @@ impl SpanStack {
             self.untracked.set(self.untracked.get() - 1);
         }
     }
+
+    /// Span `old` moved to another group (a group field was recorded): where it is entered on
+    /// this thread, it is `new` from now on, so that its next allocations here carry `new`.
+    pub(crate) fn regroup(&self, old: u64, new: u64) {
+        let n = self.len.get();
+        for c in &self.spans[..n] {
+            if same_instance(c.get(), old) {
+                c.set(new);
+            }
+        }
+        if n > 0 {
+            self.current.set(self.spans[n - 1].get());
+        }
+    }
+}
+
+/// Two span words of the same span instance (its group may differ).
+#[inline]
+fn same_instance(a: u64, b: u64) -> bool {
+    (a ^ b) & super::header::SPAN_MASK == 0
 }
 
 /// The name of the task being polled on this thread, for the task it was set for: a task
@@ -166,6 +191,32 @@ mod tests {
         s.pop(99);
         assert!(s.push(8));
         assert_eq!(s.current(), 8);
+    }
+
+    #[test]
+    fn a_regrouped_span_is_current_with_its_new_word_and_pops_by_either() {
+        use crate::alloc::header::span_word;
+        let s = SpanStack::new();
+        let (outer, inner) = (span_word(1, 10), span_word(2, 11));
+        assert!(s.push(outer) && s.push(inner));
+        s.regroup(inner, span_word(5, 11));
+        assert_eq!(
+            s.current(),
+            span_word(5, 11),
+            "allocations get the new group"
+        );
+        s.regroup(outer, span_word(6, 10));
+        assert_eq!(
+            s.current(),
+            span_word(5, 11),
+            "an outer span moves in place"
+        );
+        // An exit with the old word (a thread that read the span's mark before the change)
+        // still finds it.
+        s.pop(inner);
+        assert_eq!(s.current(), span_word(6, 10));
+        s.pop(span_word(6, 10));
+        assert_eq!(s.current(), 0);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use opentelemetry::trace::Event;
 use opentelemetry::{KeyValue, StringValue, Value};
 
 use super::names as n;
+use crate::alloc::header::SPAN_MASK;
 use crate::graph::live::LiveGraph;
 use crate::graph::{AllocId, DotOptions, Edge};
 use crate::Snapshot;
@@ -152,21 +153,22 @@ impl<'g> GraphWindow<'g> {
                 left -= s.top.len();
             }
         }
-        // Span names of the exported edges' ends.
+        // Span names of the exported edges' ends, by span instance (a span whose group changed
+        // has blocks under both its words).
         let mut span_names = HashMap::new();
         let mut wanted: Vec<u64> = shares
             .values()
             .flat_map(|s| &s.top)
             .flat_map(|&i| [g.edges[i].from, g.edges[i].to])
             .filter_map(|id| g.node(id))
-            .map(|n| n.span)
+            .map(|n| n.span & SPAN_MASK)
             .filter(|&s| s != 0)
             .collect();
         if !wanted.is_empty() {
             wanted.sort_unstable();
             wanted.dedup();
             for s in &snap.spans {
-                if wanted.binary_search(&s.id).is_err() {
+                if wanted.binary_search(&(s.id & SPAN_MASK)).is_err() {
                     continue;
                 }
                 let Some(name) = s.name else { continue };
@@ -174,7 +176,7 @@ impl<'g> GraphWindow<'g> {
                     Some(target) => format!("{target}::{name}"),
                     None => name.to_owned(),
                 };
-                span_names.insert(s.id, StringValue::from(label));
+                span_names.insert(s.id & SPAN_MASK, StringValue::from(label));
             }
         }
         // Code locations of the exported edges' ends (symbolized once, then cached).
@@ -262,7 +264,7 @@ impl<'g> GraphWindow<'g> {
         a.push(KeyValue::new(n::EDGE_CROSS_TASK, e.cross_task));
         a.push(KeyValue::new(n::EDGE_BYTES, i64_of(e.bytes)));
         for (key, node) in [(n::EDGE_FROM_SPAN, from), (n::EDGE_TO_SPAN, to)] {
-            if let Some(name) = node.and_then(|n| self.span_names.get(&n.span)) {
+            if let Some(name) = node.and_then(|n| self.span_names.get(&(n.span & SPAN_MASK))) {
                 a.push(KeyValue::new(key, Value::String(name.clone())));
             }
         }
@@ -466,6 +468,7 @@ pub(crate) mod tests {
             task_names: Vec::new(),
             spans,
             span_names: Vec::new(),
+            span_groups: Vec::new(),
             no_span: MemStats::default(),
             buckets: Buckets::default(),
             total: MemStats::default(),
@@ -481,6 +484,7 @@ pub(crate) mod tests {
             id,
             name: Some(name),
             target: Some(target),
+            group: crate::SpanGroup::default(),
             parent: 0,
             mem: MemStats::default(),
             opened: None,

@@ -6,13 +6,16 @@
 //! Names, units and attributes are the constants of [`names`] (the telemetry contract).
 //!
 //! - **Metrics** every [`ExportConfig::metric_export_interval`] (default
-//!   [`DEFAULT_METRIC_EXPORT_INTERVAL`]), cumulative: per task name and per span name,
+//!   [`DEFAULT_METRIC_EXPORT_INTERVAL`]), cumulative: per task name and per span name (per span
+//!   group: [`names::SPAN_GROUP`] beside [`names::SPAN_NAME`] for spans with values of the
+//!   group fields, such as `http.route`: see
+//!   [`Builder::span_group_fields`](crate::Builder::span_group_fields)),
 //!   allocated, freed and live bytes and allocations; per task name the peak of its live bytes
 //!   (all its tasks together; for `other`, the largest of the names it gathers); heapspan's own
 //!   memory ([`names::TRACKER_MEMORY`]) and what it dropped
 //!   ([`names::TRACKER_DROPPED`], per reason).
 //! - **Cardinality**: at most [`ExportConfig::max_task_names`] task names and
-//!   [`ExportConfig::max_span_names`] span names get their own series (default
+//!   [`ExportConfig::max_span_names`] span names and groups get their own series (default
 //!   [`DEFAULT_MAX_NAMES`], below the SDK's limit of 2000 series per instrument). A name keeps
 //!   its series once it has one; each collection offers the free slots to new names largest
 //!   (by allocated bytes) first; the rest are added up under [`names::OTHER`]. Totals stay

@@ -45,15 +45,24 @@ pub const TASK_MEMORY_PEAK: &str = "heapspan.task.memory.peak";
 /// Counter, [`UNIT_ALLOCATIONS`], attribute [`TOKIO_TASK_NAME`]: number of allocations.
 pub const TASK_ALLOCATIONS: &str = "heapspan.task.allocations";
 
-// ---- Metrics per span name ----
+// ---- Metrics per span name (and group) ----
+//
+// One series per span group: [`SPAN_NAME`], and [`SPAN_GROUP`] for spans with values of the
+// group fields (a span name without any has the one series it had before groups; `sum by
+// (heapspan.span.name)` gives the name's figures). Each group counts against
+// `ExportConfig::max_span_names`.
 
-/// Counter, [`UNIT_BYTES`], attribute [`SPAN_NAME`]: bytes allocated inside spans of a name.
+/// Counter, [`UNIT_BYTES`], attributes [`SPAN_NAME`] and [`SPAN_GROUP`] (when the spans have
+/// group fields): bytes allocated inside spans of a name (and group).
 pub const SPAN_MEMORY_ALLOCATED: &str = "heapspan.span.memory.allocated";
-/// Counter, [`UNIT_BYTES`], attribute [`SPAN_NAME`]: bytes of those allocations freed.
+/// Counter, [`UNIT_BYTES`], attributes [`SPAN_NAME`], [`SPAN_GROUP`]: bytes of those
+/// allocations freed.
 pub const SPAN_MEMORY_FREED: &str = "heapspan.span.memory.freed";
-/// UpDownCounter, [`UNIT_BYTES`], attribute [`SPAN_NAME`]: allocated minus freed.
+/// UpDownCounter, [`UNIT_BYTES`], attributes [`SPAN_NAME`], [`SPAN_GROUP`]: allocated minus
+/// freed.
 pub const SPAN_MEMORY_LIVE: &str = "heapspan.span.memory.live";
-/// Counter, [`UNIT_ALLOCATIONS`], attribute [`SPAN_NAME`]: number of allocations.
+/// Counter, [`UNIT_ALLOCATIONS`], attributes [`SPAN_NAME`], [`SPAN_GROUP`]: number of
+/// allocations.
 pub const SPAN_ALLOCATIONS: &str = "heapspan.span.allocations";
 
 // ---- Other metrics ----
@@ -163,9 +172,16 @@ pub const SPAN_RESIDUE_SPAN: &str = "heapspan.span.residue";
 pub const TOKIO_TASK_NAME: &str = "tokio.task.name";
 /// i64: tokio's task id (window spans only, never on metrics).
 pub const TOKIO_TASK_ID: &str = "tokio.task.id";
-/// The span dimension: `target::name` of the tracing span; names beyond the cap become
-/// [`OTHER`].
+/// The span dimension: `target::name` of the tracing span (the static name, whatever its
+/// group); series beyond the cap become [`OTHER`] (with no [`SPAN_GROUP`]).
 pub const SPAN_NAME: &str = "heapspan.span.name";
+/// The span group within [`SPAN_NAME`], on the span metrics: the values of the group fields
+/// the spans had ([`Builder::span_group_fields`](crate::Builder::span_group_fields), by default
+/// `http.route` and `otel.name`) as `field=value` pairs joined by `, ` in the configured order,
+/// e.g. `http.route=/leak`; [`OTHER`] for the values beyond
+/// [`Builder::max_span_groups_per_name`](crate::Builder::max_span_groups_per_name). Absent for
+/// spans with none of the fields ([`SpanGroup`](crate::SpanGroup)'s `Display`).
+pub const SPAN_GROUP: &str = "heapspan.span.group";
 /// Spawn location file (window spans).
 pub const CODE_FILE_PATH: &str = "code.file.path";
 /// i64: spawn location line (window spans).

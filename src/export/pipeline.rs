@@ -251,8 +251,8 @@ impl Instruments {
 struct NameCap {
     cap: usize,
     key: &'static str,
-    assigned: HashMap<String, [KeyValue; 1]>,
-    other: [KeyValue; 1],
+    assigned: HashMap<String, Vec<KeyValue>>,
+    other: Vec<KeyValue>,
 }
 
 impl NameCap {
@@ -261,16 +261,40 @@ impl NameCap {
             cap,
             key,
             assigned: HashMap::new(),
-            other: [KeyValue::new(key, n::OTHER)],
+            other: vec![KeyValue::new(key, n::OTHER)],
         }
     }
 
     fn attrs(&mut self, name: &str) -> (&[KeyValue], bool) {
-        if !self.assigned.contains_key(name) && self.assigned.len() < self.cap {
-            self.assigned
-                .insert(name.to_owned(), [KeyValue::new(self.key, name.to_owned())]);
+        let key = self.key;
+        self.attrs_with(name, || vec![KeyValue::new(key, name.to_owned())])
+    }
+
+    /// The series of a span group: `heapspan.span.name` and, for a group with field values
+    /// (`group` not empty), `heapspan.span.group`. Each group is a series of the cap.
+    fn span_attrs(&mut self, name: &str, group: &str) -> (&[KeyValue], bool) {
+        if group.is_empty() {
+            return self.attrs(name);
         }
-        match self.assigned.get(name) {
+        let id = format!("{name}\u{0}{group}");
+        let key = self.key;
+        self.attrs_with(&id, || {
+            vec![
+                KeyValue::new(key, name.to_owned()),
+                KeyValue::new(n::SPAN_GROUP, group.to_owned()),
+            ]
+        })
+    }
+
+    fn attrs_with(
+        &mut self,
+        id: &str,
+        make: impl FnOnce() -> Vec<KeyValue>,
+    ) -> (&[KeyValue], bool) {
+        if !self.assigned.contains_key(id) && self.assigned.len() < self.cap {
+            self.assigned.insert(id.to_owned(), make());
+        }
+        match self.assigned.get(id) {
             Some(a) => (a, false),
             None => (&self.other, true),
         }
@@ -427,7 +451,8 @@ struct Exporter {
     tasks: NameCap,
     spans: NameCap,
     prev_task_names: HashMap<String, MemStats>,
-    prev_span_names: HashMap<(&'static str, &'static str), MemStats>,
+    /// Per span group (name, target, field values): the figures last exported.
+    prev_span_groups: HashMap<(&'static str, &'static str, crate::SpanGroup), MemStats>,
     prev_dropped: crate::Dropped,
     prev_queue_dropped: u64,
     export_failed: u64,
@@ -543,7 +568,7 @@ pub(crate) fn prepare(cfg: Resolved) -> Result<Option<Prepared>> {
         queue,
         resource,
         prev_task_names: HashMap::new(),
-        prev_span_names: HashMap::new(),
+        prev_span_groups: HashMap::new(),
         prev_dropped: crate::Dropped::default(),
         prev_queue_dropped: 0,
         export_failed: 0,
@@ -726,13 +751,14 @@ impl Exporter {
         if let Some(p) = other_peak {
             ins.task_peak.record(p, &self.tasks.other);
         }
-        // Spans.
-        let mut snames: Vec<&crate::SpanNameStats> = snap.span_names.iter().collect();
-        snames.sort_by_key(|s| std::cmp::Reverse(s.mem.allocated_bytes));
+        // Spans, per group: `heapspan.span.name`, and `heapspan.span.group` for a group with
+        // field values (a name without any has one series, as before groups).
+        let mut sgroups: Vec<&crate::SpanGroupStats> = snap.span_groups.iter().collect();
+        sgroups.sort_by_key(|s| std::cmp::Reverse(s.mem.allocated_bytes));
         let mut label = String::new();
-        for s in snames {
-            let key = (s.target, s.name);
-            let prev = self.prev_span_names.get(&key).copied().unwrap_or_default();
+        for s in sgroups {
+            let key = (s.target, s.name, s.group.clone());
+            let prev = self.prev_span_groups.get(&key).copied().unwrap_or_default();
             if prev == s.mem {
                 continue;
             }
@@ -740,7 +766,12 @@ impl Exporter {
             label.push_str(s.target);
             label.push_str("::");
             label.push_str(s.name);
-            let (attrs, _) = self.spans.attrs(&label);
+            let group = if s.group.is_empty() {
+                String::new()
+            } else {
+                s.group.to_string()
+            };
+            let (attrs, _) = self.spans.span_attrs(&label, &group);
             add_deltas(
                 [&ins.span_allocated, &ins.span_freed, &ins.span_allocations],
                 &ins.span_live,
@@ -748,7 +779,7 @@ impl Exporter {
                 &prev,
                 attrs,
             );
-            self.prev_span_names.insert(key, s.mem);
+            self.prev_span_groups.insert(key, s.mem);
         }
         // Self metrics.
         ins.tracker_memory.record(snap.tracker_bytes, &[]);
@@ -1593,6 +1624,78 @@ mod tests {
         assert_eq!(dropped[n::DROP_REASON_GRAPH_DOT_FAILED], 2);
         assert_eq!(dropped[n::DROP_REASON_EXPORT_FAILED], 0);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The points of u64 counter `name`: (`heapspan.span.name`, `heapspan.span.group`, value).
+    fn span_points(e: &Exporter, name: &str) -> Vec<(String, Option<String>, u64)> {
+        let (_, reader) = e.own_meter.as_ref().unwrap();
+        let mut rm = ResourceMetrics::default();
+        reader.collect(&mut rm).unwrap();
+        let mut out = Vec::new();
+        for m in rm.scope_metrics().flat_map(|s| s.metrics()) {
+            if m.name() != name {
+                continue;
+            }
+            let AggregatedMetrics::U64(MetricData::Sum(s)) = m.data() else {
+                panic!("{name} is not an u64 counter");
+            };
+            for p in s.data_points() {
+                let get = |key: &str| {
+                    p.attributes()
+                        .find(|kv| kv.key.as_str() == key)
+                        .map(|kv| kv.value.to_string())
+                };
+                out.push((get(n::SPAN_NAME).unwrap(), get(n::SPAN_GROUP), p.value()));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn span_metrics_have_a_series_per_group_under_the_name_cap() {
+        let mut e = exporter(ExportConfig::default().max_span_names(3));
+        let group =
+            |name: &'static str, group: crate::SpanGroup, bytes: u64| crate::SpanGroupStats {
+                name,
+                target: "app",
+                group,
+                instances: 1,
+                closed: 1,
+                mem: MemStats {
+                    allocated_bytes: bytes,
+                    allocations: 1,
+                    ..MemStats::default()
+                },
+            };
+        let route = |r: &str| crate::SpanGroup::with_fields(vec![("http.route", r.into())]);
+        let mut snap = snapshot(at(10_000), Vec::new(), Vec::new());
+        snap.span_groups = vec![
+            group("request", route("/leak"), 5000),
+            group("request", crate::SpanGroup::default(), 300),
+            group("request", crate::SpanGroup::other(), 200),
+            group("parse", crate::SpanGroup::default(), 100),
+        ];
+        e.metrics(&snap);
+        let s = |x: &str| x.to_owned();
+        assert_eq!(
+            span_points(&e, n::SPAN_MEMORY_ALLOCATED),
+            vec![
+                (s("app::request"), None, 300),
+                (s("app::request"), Some(s("http.route=/leak")), 5000),
+                (s("app::request"), Some(s(n::OTHER)), 200),
+                // The fourth series is beyond the cap of 3: `other`, with no group.
+                (s(n::OTHER), None, 100),
+            ]
+        );
+        // The next collection adds the deltas to the series each group was given.
+        snap.span_groups[0].mem.allocated_bytes = 6000;
+        e.metrics(&snap);
+        assert!(span_points(&e, n::SPAN_MEMORY_ALLOCATED).contains(&(
+            s("app::request"),
+            Some(s("http.route=/leak")),
+            6000
+        )));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use crate::findings::{EvidenceValue, Finding, Severity};
-use crate::{MemStats, Snapshot, SortBy};
+use crate::{MemStats, Snapshot, SortBy, SpanGroupStats};
 
 /// Info-level hints the report shows at most.
 const REPORT_HINTS: usize = 3;
@@ -79,6 +79,22 @@ fn clip(s: &str, n: usize) -> String {
             .collect();
         format!("…{tail}")
     }
+}
+
+/// A span group's label in `n` characters: `target::name {fields}`, the name clipped first so
+/// that the group (the route) stays readable.
+fn group_label(g: &SpanGroupStats, n: usize) -> String {
+    let name = format!("{}::{}", g.target, g.name);
+    if g.group.is_empty() {
+        return clip(&name, n);
+    }
+    let group = format!(" {{{}}}", g.group);
+    let glen = group.chars().count();
+    // Keep at least the name's last 8 characters.
+    if glen + 8 > n {
+        return clip(&format!("{name}{group}"), n);
+    }
+    format!("{}{group}", clip(&name, n - glen))
 }
 
 /// The report's "Findings" section: one line per finding at or above the reporting score
@@ -220,11 +236,13 @@ pub fn render(s: &Snapshot, n: usize) -> String {
             lower,
         );
     }
+    // Per span group: a name split by its group fields (`request {http.route=/leak}`); a
+    // name without any is one row, as before groups.
     header(&mut out, "Span names by live bytes", "instances (closed)");
-    for sp in s.top_span_names(SortBy::Live, n) {
+    for sp in s.top_span_groups(SortBy::Live, n) {
         row(
             &mut out,
-            &clip(&format!("{}::{}", sp.target, sp.name), 28),
+            &group_label(sp, 28),
             &format!("{} ({})", sp.instances, sp.closed),
             &sp.mem,
             lower,
@@ -258,6 +276,36 @@ pub fn render(s: &Snapshot, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn span_group_labels_keep_the_group_readable() {
+        let g = |group: crate::SpanGroup| SpanGroupStats {
+            name: "request",
+            target: "tower_http::trace::make_span",
+            group,
+            instances: 1,
+            closed: 1,
+            mem: MemStats::default(),
+        };
+        let route = |r: &str| crate::SpanGroup::with_fields(vec![("http.route", r.into())]);
+        assert_eq!(
+            group_label(&g(route("/leak")), 28),
+            "…:request {http.route=/leak}"
+        );
+        assert_eq!(
+            group_label(&g(route("/leak")), 60),
+            "tower_http::trace::make_span::request {http.route=/leak}"
+        );
+        assert_eq!(
+            group_label(&g(crate::SpanGroup::default()), 60),
+            "tower_http::trace::make_span::request"
+        );
+        assert!(group_label(&g(crate::SpanGroup::other()), 28).ends_with("request {other}"));
+        // A group too long for the column keeps its end.
+        let long = group_label(&g(route("/api/v1/users/{id}/orders/{order}")), 28);
+        assert_eq!(long.chars().count(), 28);
+        assert!(long.ends_with("/orders/{order}}"));
+    }
 
     #[test]
     fn human_bytes_picks_units() {

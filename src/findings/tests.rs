@@ -43,6 +43,7 @@ fn empty(taken_at: SystemTime) -> Snapshot {
         task_names: Vec::new(),
         spans: Vec::new(),
         span_names: Vec::new(),
+        span_groups: Vec::new(),
         no_span: MemStats::default(),
         buckets: Buckets::default(),
         total: MemStats::default(),

@@ -5,13 +5,19 @@
 //! Attribution follows *entered* spans, per thread: a span entered around a poll (as
 //! `Instrument` does) is current on whichever worker thread runs that poll, so attribution stays
 //! right when a task migrates between threads.
+//!
+//! A span's allocations carry its *group*: its name and the values of the group fields it has
+//! ([`Builder::span_group_fields`](crate::Builder::span_group_fields), by default `http.route`
+//! and `otel.name`), read when it is created and again when one of them is recorded later
+//! (`src/layer/groups.rs`).
 
+pub(crate) mod groups;
 pub(crate) mod names;
 pub(crate) mod notice;
 pub(crate) mod polls;
 pub mod task;
 
-use tracing_core::span::{Attributes, Id};
+use tracing_core::span::{Attributes, Id, Record};
 use tracing_core::{field, Dispatch, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
@@ -43,8 +49,9 @@ impl MemoryLayer {
 /// What heapspan keeps in a span's extensions.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum SpanMark {
-    /// A user span with its heapspan span word (group and instance).
-    User(u64),
+    /// A user span with its heapspan span word (group and instance), and whether its callsite
+    /// declares a group field (a value recorded later may change its group).
+    User(u64, bool),
     /// tokio's `runtime.spawn` span for a task, with the task's name index: not a user span.
     Task(TaskKey, u16),
     /// tokio's own instrumentation (`runtime.resource*` spans with `tokio_unstable`):
@@ -170,10 +177,6 @@ where
         end_bookkeeping();
     }
 
-    fn on_record(&self, _: &Id, _: &tracing_core::span::Record<'_>, _: Context<'_, S>) {
-        end_bookkeeping();
-    }
-
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         end_bookkeeping();
         notice::span_seen();
@@ -204,14 +207,17 @@ where
         } else if is_tokio_internal(meta) {
             SpanMark::Transparent
         } else {
-            let sid = crate::alloc::header::span_word(
-                names::span_index(meta),
-                alloc::next_span_instance(),
-            );
+            let (base, grouped) = names::span_index(meta);
+            let group = if grouped {
+                groups::of_new_span(base, attrs)
+            } else {
+                base
+            };
+            let sid = crate::alloc::header::span_word(group, alloc::next_span_instance());
             let parent = span
                 .parent()
                 .and_then(|p| match p.extensions().get::<SpanMark>() {
-                    Some(SpanMark::User(pid)) => Some(*pid),
+                    Some(SpanMark::User(pid, _)) => Some(*pid),
                     _ => None,
                 })
                 .unwrap_or(0);
@@ -222,15 +228,44 @@ where
                     parent,
                 });
             }
-            SpanMark::User(sid)
+            SpanMark::User(sid, grouped)
         };
         span.extensions_mut().insert(mark);
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        end_bookkeeping();
+        // A record of no group field (most are: a status, a latency) costs a look at the
+        // field names, one into a span of a callsite without a group field a look at its mark:
+        // no lock of heapspan's, no allocation. A group field's value takes the group table's
+        // lock (and allocates once per new group), in the heapspan bucket.
+        if !groups::config().is_some_and(|c| c.touches(values)) {
+            return;
+        }
+        let Some(SpanMark::User(word, true)) = mark(&ctx, id) else {
+            return;
+        };
+        let _scope = InternalScope::enter();
+        let Some(new) = groups::regroup(word, values) else {
+            return;
+        };
+        let Some(span) = ctx.span(id) else { return };
+        if let Some(m) = span.extensions_mut().get_mut::<SpanMark>() {
+            *m = SpanMark::User(new, true);
+        }
+        // Entered on this thread (a middleware records the route inside the request span):
+        // its next allocations here go to the new group. Threads where it is entered now keep
+        // the old word until they exit it (exits match by instance).
+        alloc::regroup_span(word, new);
+        if events::enabled() {
+            events::send(Event::SpanRegroup { id: new });
+        }
     }
 
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
         end_bookkeeping();
         match mark(&ctx, id) {
-            Some(SpanMark::User(sid)) => {
+            Some(SpanMark::User(sid, _)) => {
                 let tracked = alloc::push_span(sid);
                 if !tracked {
                     events::SPAN_STACK_OVERFLOW.fetch_add(1, Ordering::Relaxed);
@@ -245,7 +280,7 @@ where
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
         end_bookkeeping();
         match mark(&ctx, id) {
-            Some(SpanMark::User(sid)) => alloc::pop_span(sid),
+            Some(SpanMark::User(sid, _)) => alloc::pop_span(sid),
             Some(SpanMark::Task(..)) => alloc::exit_task_name(),
             _ => {}
         }
@@ -255,7 +290,7 @@ where
         end_bookkeeping();
         let _scope = InternalScope::enter();
         match mark(&ctx, &id) {
-            Some(SpanMark::User(sid)) => {
+            Some(SpanMark::User(sid, _)) => {
                 #[cfg(feature = "tracing-opentelemetry")]
                 if let Some(span) = ctx.span(&id) {
                     crate::export::user_spans::on_user_span_close(&id, span.metadata(), sid, |a| {

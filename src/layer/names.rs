@@ -2,10 +2,12 @@
 //! looked up by the aggregator.
 //!
 //! A task name is its display name (the name given at spawn, else the spawn location, else
-//! `unnamed`), up to 65,534 of them; a span name is its `(target, name)`, up to 32,766. Names
-//! beyond those bounds share the last index, shown as `other` (metrics cap their cardinality
-//! anyway). Interning takes a lock only the first time a thread meets a name: each thread
-//! keeps a small cache of the static names it used last.
+//! `unnamed`), up to 65,534 of them; a span's index is its group: its `(target, name)` and the
+//! values of the group fields it has ([`super::groups`]), up to 32,766 groups. Names beyond
+//! those bounds share the last index, shown as `other` (metrics cap their cardinality anyway).
+//! Interning takes a lock only the first time a thread meets a name, and for each span whose
+//! callsite has a group field: each thread keeps a small cache of the static names it used
+//! last.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -44,7 +46,6 @@ impl<K: std::hash::Hash + Eq + Clone> Interner<K> {
 
 // Built on first use (a `HashMap` cannot be made in a `const`).
 static TASKS: Mutex<Option<Interner<String>>> = Mutex::new(None);
-static SPANS: Mutex<Option<Interner<SpanName>>> = Mutex::new(None);
 
 fn intern<K: std::hash::Hash + Eq + Clone>(
     m: &Mutex<Option<Interner<K>>>,
@@ -80,8 +81,9 @@ const CACHE: usize = 8;
 thread_local! {
     /// Recently interned static names of this thread: (address, length, index).
     static TASK_CACHE: [Cell<(usize, usize, u16)>; CACHE] = const { [const { Cell::new((0, 0, 0)) }; CACHE] };
-    /// Recently interned span callsites of this thread: (metadata address, index).
-    static SPAN_CACHE: [Cell<(usize, u16)>; CACHE] = const { [const { Cell::new((0, 0)) }; CACHE] };
+    /// Recently interned span callsites of this thread: (metadata address, base group, and
+    /// the [`GROUPED`] and [`CONFIGURED`] bits).
+    static SPAN_CACHE: [Cell<(usize, u32)>; CACHE] = const { [const { Cell::new((0, 0)) }; CACHE] };
 }
 
 fn slot(addr: usize) -> usize {
@@ -123,28 +125,34 @@ pub(crate) fn task_name(n: u16) -> String {
     }
 }
 
-/// The span group of callsite `meta` (its target and name).
-pub(crate) fn span_index(meta: &'static tracing_core::Metadata<'static>) -> u16 {
+/// [`SPAN_CACHE`] bit: the callsite declares a group field.
+const GROUPED: u32 = 1 << 16;
+/// [`SPAN_CACHE`] bit: the entry was made with the grouping settings known (before start they
+/// are not, and the entry is made again once they are).
+const CONFIGURED: u32 = 1 << 17;
+
+/// The base group of callsite `meta` (its target and name), and whether the callsite declares
+/// a group field (its spans are then grouped by their values: [`super::groups`]).
+pub(crate) fn span_index(meta: &'static tracing_core::Metadata<'static>) -> (u16, bool) {
     let addr = std::ptr::from_ref(meta) as usize;
+    let config = super::groups::config();
     let hit = SPAN_CACHE
         .try_with(|c| {
             let e = c[slot(addr)].get();
-            (e.0 == addr).then_some(e.1)
+            (e.0 == addr && (config.is_none() || e.1 & CONFIGURED != 0)).then_some(e.1)
         })
         .ok()
         .flatten();
-    if let Some(n) = hit {
-        return n;
+    if let Some(e) = hit {
+        return (e as u16, e & GROUPED != 0);
     }
-    let n = intern(
-        &SPANS,
-        1,
-        OTHER_SPAN - 1,
-        OTHER_SPAN,
-        &(meta.target(), meta.name()),
-    );
-    let _ = SPAN_CACHE.try_with(|c| c[slot(addr)].set((addr, n)));
-    n
+    let n = super::groups::base((meta.target(), meta.name()));
+    let grouped = config.is_some_and(|c| c.groups(meta));
+    let e = u32::from(n)
+        | if grouped { GROUPED } else { 0 }
+        | if config.is_some() { CONFIGURED } else { 0 };
+    let _ = SPAN_CACHE.try_with(|c| c[slot(addr)].set((addr, e)));
+    (n, grouped)
 }
 
 /// The `(target, name)` of span group `n`.
@@ -152,7 +160,7 @@ pub(crate) fn span_name(n: u16) -> SpanName {
     match n {
         0 => ("", "(unknown span)"),
         OTHER_SPAN => ("", OTHER),
-        n => lookup(&SPANS, 1, n).unwrap_or(("", OTHER)),
+        n => super::groups::name_of(n).unwrap_or(("", OTHER)),
     }
 }
 

@@ -228,6 +228,7 @@ mod tests {
             task_names: Vec::new(),
             spans: Vec::new(),
             span_names: Vec::new(),
+            span_groups: Vec::new(),
             no_span: MemStats::default(),
             buckets: crate::Buckets::default(),
             total: MemStats::default(),
