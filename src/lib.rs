@@ -156,6 +156,7 @@ mod error;
 pub mod export;
 pub mod findings;
 pub mod graph;
+mod handle;
 pub mod layer;
 mod sync;
 mod thread;
@@ -173,6 +174,7 @@ pub use builder::{
 };
 pub use error::{Error, Result};
 pub use graph::live::{CaptureConfig, IndexMode, LiveGraph};
+pub use handle::Handle;
 pub use layer::task::{instrument, spawn, Instrumented, TaskName};
 pub use layer::MemoryLayer;
 
