@@ -42,6 +42,10 @@ RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
 step "benches compile and run once"
 cargo test --benches --release
 
+step "the debug route example serves its report once and exits"
+cargo run --release --example debug_route > target/debug_route.out
+grep -Eq "^  cache  .*256.0 KiB" target/debug_route.out
+
 step "the quickstart runs"
 cargo run --release --example quickstart > target/quickstart.out
 grep -q "Tasks by live bytes" target/quickstart.out

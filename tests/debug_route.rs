@@ -66,7 +66,11 @@ fn the_debug_route_serves_the_running_report_then_says_heapspan_stopped() {
             .lines()
             .find(|l| l.starts_with("  untracked (before start)"))
             .unwrap();
-        assert_eq!(untracked.split_whitespace().nth(3), Some("—"), "{untracked}");
+        assert_eq!(
+            untracked.split_whitespace().nth(3),
+            Some("—"),
+            "{untracked}"
+        );
         assert!(
             body.contains("untracked: of the memory allocated before heapspan started, "),
             "{body}"
