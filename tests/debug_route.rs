@@ -30,7 +30,7 @@ fn live_row(report: &str, name: &str) -> Vec<String> {
 fn the_debug_route_serves_the_running_report_then_says_heapspan_stopped() {
     // A block allocated before start and freed after: the untracked bucket's only figures
     // are such frees, and it must not show them as negative memory.
-    let before_start = std::hint::black_box(vec![7u8; 4444]);
+    let before_start = std::hint::black_box(vec![7u8; 1 << 20]);
     let guard = heapspan::init().expect("heapspan starts");
     drop(before_start);
     let handle = guard.handle();
@@ -79,6 +79,15 @@ fn the_debug_route_serves_the_running_report_then_says_heapspan_stopped() {
         let snap = handle.snapshot().expect("running");
         let cache = snap.task_name("cache").expect("cache");
         assert_eq!(cache.mem.live_bytes(), CACHE_BYTES as i64);
+        // The total's peak is of the memory allocated since start: the 1 MiB freed from
+        // before start does not hide the cache (the total's net is below zero here).
+        assert!(snap.buckets.untracked.freed_bytes >= 1 << 20);
+        assert!(snap.total.live_bytes() < 0, "{:?}", snap.total);
+        assert!(
+            snap.total.peak_bytes >= CACHE_BYTES as u64,
+            "{:?}",
+            snap.total
+        );
 
         // Tasks that ended with nothing (no live bytes, no peak) are left out of the task
         // tables unless asked. (A task's end is reported when tokio drops its future, before
