@@ -45,6 +45,10 @@ cargo test --benches --release
 step "the tracing-opentelemetry example runs (memory attributes on the user's spans)"
 cargo run --all-features --example otel_spans > target/otel_spans.out
 
+step "the debug route example serves its report once and exits"
+cargo run --release --example debug_route > target/debug_route.out
+grep -Eq "^  cache  .*256.0 KiB" target/debug_route.out
+
 step "the quickstart runs"
 cargo run --release --example quickstart > target/quickstart.out
 grep -q "Tasks by live bytes" target/quickstart.out

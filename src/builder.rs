@@ -19,7 +19,7 @@ use crate::layer::groups::{
     MAX_SPAN_GROUP_FIELDS,
 };
 use crate::windows::{self, Stage};
-use crate::Snapshot;
+use crate::{Handle, Snapshot};
 
 /// How long [`Guard::cut_window`] waits for its window at most.
 const CUT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -627,8 +627,20 @@ impl Guard {
         self.shared.clone()
     }
 
+    /// A cloneable `Send + Sync` handle for the report, snapshots and findings from anywhere
+    /// (a debug route, an admin thread) while this guard keeps heapspan running; after the
+    /// guard is dropped it answers that heapspan stopped. See [`Handle`].
+    pub fn handle(&self) -> Handle {
+        Handle::new(
+            &self.shared,
+            self.windows.as_ref().map(|w| &w.control),
+            &self.stop,
+        )
+    }
+
     /// The terminal report: the findings of the latest window, then the top `n` tasks and
-    /// spans (what the quickstart prints).
+    /// spans (what the quickstart prints; what the figures mean:
+    /// [`export::report::render`](crate::export::report::render)).
     pub fn report(&self, n: usize) -> String {
         let snap = self.snapshot();
         let findings = self.findings();

@@ -157,6 +157,7 @@ mod error;
 pub mod export;
 pub mod findings;
 pub mod graph;
+mod handle;
 pub mod layer;
 mod sync;
 mod thread;
@@ -174,6 +175,7 @@ pub use builder::{
 };
 pub use error::{Error, Result};
 pub use graph::live::{CaptureConfig, IndexMode, LiveGraph};
+pub use handle::Handle;
 pub use layer::groups::{
     DEFAULT_MAX_SPAN_GROUPS_PER_NAME, DEFAULT_SPAN_GROUP_FIELDS, MAX_SPAN_GROUPS_PER_NAME,
     MAX_SPAN_GROUP_FIELDS, MAX_SPAN_GROUP_VALUE_BYTES,

@@ -555,7 +555,12 @@ impl Aggregator {
         self.span_names.note_peaks();
         self.span_groups.note_peaks();
         self.no_span.note_peak();
-        self.total.note_peak();
+        // The total's peak is of the memory allocated since start: the untracked bucket (frees
+        // of blocks allocated before start) has no live figure to take from it.
+        let since_start = self.total.live_bytes() - self.buckets.untracked.live_bytes();
+        if since_start > 0 && since_start as u64 > self.total.peak_bytes {
+            self.total.peak_bytes = since_start as u64;
+        }
         self.buckets.unattributed.note_peak();
         self.buckets.heapspan.note_peak();
         self.buckets.overflow.note_peak();

@@ -39,10 +39,30 @@ pub struct MemStats {
 }
 
 impl MemStats {
-    /// Allocated minus freed bytes. Negative only for the `untracked` bucket (memory allocated
-    /// before heapspan started and freed after).
+    /// Allocated minus freed bytes, as read: the signed net of the two counts. It is not
+    /// always memory, and can be negative in two cases:
+    ///
+    /// - the [`Buckets::untracked`] bucket: frees (and resizes) of blocks allocated before
+    ///   heapspan started, whose allocations were never counted. Its live bytes are unknown;
+    ///   the report shows them as `—`.
+    /// - for a moment, any owner: a block allocated on one thread and freed on another right
+    ///   away can have its free read before its allocation (the aggregator reads one
+    ///   thread's counters after the other's; the allocation is read at the next fold, within
+    ///   [`Builder::fold_interval`](crate::Builder::fold_interval)). The owner's net is then
+    ///   below its true live bytes by the blocks in flight, at most the bytes such frees
+    ///   release in one fold.
+    ///
+    /// Use [`MemStats::live_bytes_clamped`] to show memory; this signed net is what adds up
+    /// (deltas, sums over owners) and what exact tests compare.
     pub fn live_bytes(&self) -> i64 {
         self.allocated_bytes as i64 - self.freed_bytes as i64
+    }
+
+    /// [`MemStats::live_bytes`] as memory: never below zero. A negative net (see there: frees
+    /// read before the allocations they free, or the untracked bucket) is shown as 0 bytes,
+    /// which is what the report prints (marking the row and giving the net beside it).
+    pub fn live_bytes_clamped(&self) -> u64 {
+        self.live_bytes().max(0) as u64
     }
 
     /// Allocations minus frees.
@@ -308,9 +328,16 @@ impl SpanGroupStats {
 pub struct Buckets {
     /// Outside any tokio task: `main`, plain `std::thread`s, code before the runtime starts.
     pub unattributed: MemStats,
-    /// heapspan's own threads and bookkeeping.
+    /// heapspan's own heap blocks: what its threads, its layer and its snapshots allocate
+    /// through the global allocator. Part of heapspan's own memory, not all of it: the one
+    /// figure for that is [`Snapshot::tracker_bytes`], which adds the thread tables, queue
+    /// chunks and live index heapspan maps outside the heap. Kept as a bucket so that the
+    /// buckets and the owners add up to [`Snapshot::total`].
     pub heapspan: MemStats,
-    /// Allocated while heapspan was not running (only frees after start are counted).
+    /// Blocks allocated while heapspan was not running (before start): only their frees and
+    /// resizes after start are counted, so this bucket's [`MemStats::live_bytes`] is not memory
+    /// (negative when such blocks are freed) and its live bytes are unknown; `freed_bytes`
+    /// and `frees` say how much of the memory allocated before start went away since.
     pub untracked: MemStats,
     /// Allocations heapspan could not attribute because a hard bound was reached (its queues
     /// reached [`Builder::max_queue_bytes`](crate::Builder::max_queue_bytes), or the system
@@ -394,19 +421,28 @@ pub struct Snapshot {
     /// Per span name and [`SpanGroup`] (the span names split by the group fields), including
     /// instances no longer held individually.
     pub span_groups: Vec<SpanGroupStats>,
-    /// Allocations inside a task but outside any span.
+    /// Allocations made outside any span, in a task or not (a cut across tasks and the
+    /// `unattributed` bucket: the span names and this add up to the task names and that
+    /// bucket).
     pub no_span: MemStats,
     /// Memory outside tasks.
     pub buckets: Buckets,
     /// Sum over every task (held or forgotten) and every bucket: the process total since
-    /// start.
+    /// start. Its `peak_bytes` is the peak of the memory allocated since start (the
+    /// [`Buckets::untracked`] bucket left out: it has no live figure); the report's TOTAL row
+    /// leaves that bucket out of every column.
     pub total: MemStats,
     /// Sizes of single allocations (every allocation counted in [`Snapshot::total`], reallocs
     /// excepted).
     pub allocation_sizes: SizeHistogram,
     /// What could not be recorded.
     pub dropped: Dropped,
-    /// heapspan's own bookkeeping memory right now (tables, queues, per-thread state), bytes.
+    /// heapspan's own memory right now, resident, bytes: the one figure for what heapspan
+    /// costs. It is its heap blocks (the [`Buckets::heapspan`] bucket's live bytes) plus what
+    /// it maps outside the heap: the thread tables' resident pages, the queue chunks and
+    /// fallback nodes, and the live index's entries. Exported as
+    /// [`heapspan.tracker.memory`](crate::export::names::TRACKER_MEMORY); the report prints
+    /// it with that split.
     pub tracker_bytes: u64,
 }
 
@@ -503,15 +539,53 @@ impl Snapshot {
         self.task_names.iter().find(|t| t.name == name)
     }
 
-    /// The per-name figures of spans named `name` (any target).
-    pub fn span_name(&self, name: &str) -> Option<&SpanNameStats> {
-        self.span_names.iter().find(|t| t.name == name)
+    /// The per-name figures of one span name: `query` is `target::name` as the report and
+    /// the findings print it (`my_app::db::apply`), or a bare name (`apply`) that only one
+    /// target uses.
+    ///
+    /// `None` when no span name matches, and when a bare name is used by several targets
+    /// (`get::apply` and `set::apply`): the answer would depend on which was met first, so
+    /// ask for `target::name`, [`Snapshot::span_name_in`], or look through
+    /// [`Snapshot::span_names`] for every target of the name. A `target::name` match wins
+    /// over a bare span name that happens to contain `::`.
+    pub fn span_name(&self, query: &str) -> Option<&SpanNameStats> {
+        let mut qualified = self
+            .span_names
+            .iter()
+            .filter(|s| is_qualified(s.target, s.name, query));
+        if let Some(first) = qualified.next() {
+            return qualified.next().is_none().then_some(first);
+        }
+        let mut bare = self.span_names.iter().filter(|s| s.name == query);
+        let first = bare.next()?;
+        bare.next().is_none().then_some(first)
     }
 
-    /// The span instances named `name`.
-    pub fn spans_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a SpanStats> + 'a {
-        self.spans.iter().filter(move |s| s.name == Some(name))
+    /// The per-name figures of the span name `name` of target `target`.
+    pub fn span_name_in(&self, target: &str, name: &str) -> Option<&SpanNameStats> {
+        self.span_names
+            .iter()
+            .find(|s| s.target == target && s.name == name)
     }
+
+    /// The span instances held individually that are named `query`: `target::name`, or a bare
+    /// name, which matches the instances of every target (tell them apart by
+    /// [`SpanStats::target`]).
+    pub fn spans_named<'a>(&'a self, query: &'a str) -> impl Iterator<Item = &'a SpanStats> + 'a {
+        self.spans.iter().filter(move |s| match (s.target, s.name) {
+            (Some(t), Some(n)) => n == query || is_qualified(t, n, query),
+            (None, Some(n)) => n == query,
+            _ => false,
+        })
+    }
+}
+
+/// `query` is `target::name`.
+fn is_qualified(target: &str, name: &str, query: &str) -> bool {
+    query.len() == target.len() + 2 + name.len()
+        && query.starts_with(target)
+        && query[target.len()..].starts_with("::")
+        && query.ends_with(name)
 }
 
 fn top<T>(items: &[T], n: usize, key: impl Fn(&T) -> i64) -> Vec<&T> {
@@ -519,4 +593,117 @@ fn top<T>(items: &[T], n: usize, key: impl Fn(&T) -> i64) -> Vec<&T> {
     v.sort_by_key(|t| std::cmp::Reverse(key(t)));
     v.truncate(n);
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span_name(target: &'static str, name: &'static str, bytes: u64) -> SpanNameStats {
+        SpanNameStats {
+            name,
+            target,
+            instances: 1,
+            closed: 0,
+            mem: MemStats {
+                allocated_bytes: bytes,
+                allocations: 1,
+                ..MemStats::default()
+            },
+        }
+    }
+
+    fn snapshot(span_names: Vec<SpanNameStats>) -> Snapshot {
+        Snapshot {
+            taken_at: SystemTime::UNIX_EPOCH,
+            tasks: Vec::new(),
+            task_names: Vec::new(),
+            spans: Vec::new(),
+            span_names,
+            span_groups: Vec::new(),
+            no_span: MemStats::default(),
+            buckets: Buckets::default(),
+            total: MemStats::default(),
+            allocation_sizes: SizeHistogram::default(),
+            dropped: Dropped::default(),
+            tracker_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn a_bare_span_name_shared_by_two_targets_is_ambiguous_whatever_the_order() {
+        let (get, set) = (span_name("get", "apply", 1), span_name("set", "apply", 2));
+        for names in [
+            vec![get.clone(), set.clone()],
+            vec![set.clone(), get.clone()],
+        ] {
+            let s = snapshot(names);
+            assert_eq!(s.span_name("apply"), None, "two targets: no answer");
+            assert_eq!(s.span_name("get::apply"), Some(&get));
+            assert_eq!(s.span_name("set::apply"), Some(&set));
+            assert_eq!(s.span_name_in("set", "apply"), Some(&set));
+            assert_eq!(s.span_name("unknown::apply"), None);
+            assert_eq!(s.span_name("get::"), None);
+            assert_eq!(s.span_name("::apply"), None);
+        }
+    }
+
+    #[test]
+    fn a_bare_span_name_of_one_target_and_target_paths_with_colons() {
+        let db = span_name("my_app::db", "query", 1);
+        let s = snapshot(vec![db.clone(), span_name("my_app", "db", 2)]);
+        assert_eq!(
+            s.span_name("query"),
+            Some(&db),
+            "one target: the bare name is enough"
+        );
+        assert_eq!(s.span_name("my_app::db::query"), Some(&db));
+        assert_eq!(s.span_name("my_app::db").map(|n| n.target), Some("my_app"));
+        // A target::name match wins over a bare name that contains `::`.
+        let odd = span_name("x", "my_app::db", 3);
+        let s = snapshot(vec![odd.clone(), span_name("my_app", "db", 2)]);
+        assert_eq!(s.span_name("my_app::db").map(|n| n.target), Some("my_app"));
+        assert_eq!(s.span_name("x::my_app::db"), Some(&odd));
+    }
+
+    #[test]
+    fn spans_named_matches_target_and_name_or_every_target_of_a_bare_name() {
+        let meta_span = |id, target, name| SpanStats {
+            id,
+            name: Some(name),
+            target: Some(target),
+            parent: 0,
+            mem: MemStats::default(),
+            opened: None,
+            closed: None,
+            group: SpanGroup::default(),
+        };
+        let mut s = snapshot(Vec::new());
+        s.spans = vec![
+            meta_span(1, "get", "apply"),
+            meta_span(2, "set", "apply"),
+            meta_span(3, "set", "other"),
+        ];
+        let ids = |q: &str| s.spans_named(q).map(|x| x.id).collect::<Vec<_>>();
+        assert_eq!(ids("apply"), [1, 2]);
+        assert_eq!(ids("set::apply"), [2]);
+        assert_eq!(ids("get::other"), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn live_bytes_are_the_signed_net_and_clamped_as_memory() {
+        let m = MemStats {
+            allocated_bytes: 100,
+            freed_bytes: 376,
+            ..MemStats::default()
+        };
+        assert_eq!(m.live_bytes(), -276);
+        assert_eq!(m.live_bytes_clamped(), 0);
+        let m = MemStats {
+            allocated_bytes: 400,
+            freed_bytes: 100,
+            ..MemStats::default()
+        };
+        assert_eq!(m.live_bytes_clamped(), 300);
+    }
 }

@@ -90,8 +90,9 @@ pub const ALLOCATION_SIZE_BUCKETS: [f64; 11] = [
 pub const GRAPH_EDGES: &str = "heapspan.graph.edges";
 /// Counter, [`UNIT_FINDINGS`], attributes [`FINDING_KIND`], [`FINDING_SEVERITY`]: findings reported (new ones, and again when one changes severity).
 pub const FINDINGS: &str = "heapspan.findings";
-/// Gauge, [`UNIT_BYTES`], no attributes: heapspan's own bookkeeping memory
-/// ([`Snapshot::tracker_bytes`](crate::Snapshot::tracker_bytes)).
+/// Gauge, [`UNIT_BYTES`], no attributes: heapspan's own memory, resident
+/// ([`Snapshot::tracker_bytes`](crate::Snapshot::tracker_bytes)): its heap blocks (the
+/// snapshot's `heapspan` bucket) and its thread tables, queues and live index.
 pub const TRACKER_MEMORY: &str = "heapspan.tracker.memory";
 /// Counter, [`UNIT_EVENTS`], attribute [`DROP_REASON`]: what heapspan could not record or
 /// export (bounded queues were full, an export failed).
