@@ -131,6 +131,9 @@ struct TaskRec {
     future_size: u64,
     /// The fold that last applied a delta to it.
     last_fold: u64,
+    /// For a task with no name: the span group of its first allocation made in a span (0:
+    /// none yet), what heapspan can tell about a task it did not see spawned.
+    first_span: u16,
 }
 
 impl TaskRec {
@@ -157,6 +160,7 @@ impl TaskRec {
             last: None,
             future_size: 0,
             last_fold: 0,
+            first_span: 0,
         }
     }
 }
@@ -604,6 +608,9 @@ impl Aggregator {
                         self.task_names.get(t.name).owners += 1;
                     }
                     add_counters(&mut t.mem, d);
+                    if t.name == names::UNNAMED && t.first_span == 0 && d.allocs > 0 {
+                        t.first_span = key.span_group();
+                    }
                     t.first.get_or_insert(now);
                     t.last = Some(now);
                     t.last_fold = self.folds;
@@ -1011,16 +1018,31 @@ impl Aggregator {
             .collect();
         let mut tasks = Vec::with_capacity(keys.len());
         for id in keys {
-            let n = self.tasks[&id].name;
+            let (n, fs) = (self.tasks[&id].name, self.tasks[&id].first_span);
             let name = (n != names::UNNAMED).then(|| self.task_name_string(n));
+            let first_span_info = (fs != 0).then(|| self.group_info(fs));
             let t = &self.tasks[&id];
             let location = t.location.as_ref().map(Loc::to_location);
             // A task named by its location only: the location is its display name.
             let name = name.filter(|n| location.as_ref().is_none_or(|l| *n != l.to_string()));
+            let first_span = first_span_info
+                .filter(|_| name.is_none() && location.is_none())
+                .map(|((target, span), group)| {
+                    SpanGroupStats {
+                        name: span,
+                        target,
+                        group,
+                        instances: 0,
+                        closed: 0,
+                        mem: MemStats::default(),
+                    }
+                    .label()
+                });
             tasks.push(TaskStats {
                 key: TaskKey { id },
                 name,
                 location,
+                first_span,
                 source: t.source,
                 mem: t.mem,
                 started: t.started.map(|i| self.wall(i)),

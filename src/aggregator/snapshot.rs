@@ -121,6 +121,10 @@ pub struct TaskStats {
     pub name: Option<String>,
     /// The spawn location, if known.
     pub location: Option<Location>,
+    /// For a task with neither name nor location (one heapspan did not see spawned: a
+    /// server's connection task, a `spawn_blocking` job, on stable tokio): the span its first
+    /// allocation in a span was made in, as `target::name {group}`.
+    pub first_span: Option<String>,
     /// How the name and lifecycle were learned.
     pub source: TaskSource,
     /// Memory figures.
@@ -143,9 +147,14 @@ pub struct TaskStats {
 }
 
 impl TaskStats {
-    /// The task's metric dimension: its name, else its spawn location, else `unnamed`.
+    /// The task's display name: its name, else its spawn location, else the span it first
+    /// allocated in (`unnamed (in app::request {http.route=/leak})`), else `unnamed`. The
+    /// task-name metrics count every task with no name under `unnamed`.
     pub fn display_name(&self) -> String {
-        display_name(self.name.as_deref(), self.location.as_ref())
+        match (&self.first_span, self.name.as_deref(), &self.location) {
+            (Some(span), None, None) => format!("unnamed (in {span})"),
+            _ => display_name(self.name.as_deref(), self.location.as_ref()),
+        }
     }
 }
 

@@ -1223,6 +1223,7 @@ mod tests {
             key: TaskKey { id },
             name: Some(name.to_owned()),
             location: None,
+            first_span: None,
             source: TaskSource::Wrapper,
             mem: MemStats {
                 allocated_bytes: live,

@@ -501,6 +501,7 @@ mod tests {
             key: TaskKey { id },
             name: Some(name.to_owned()),
             location: None,
+            first_span: None,
             source: TaskSource::Wrapper,
             mem: m,
             started: None,

@@ -69,6 +69,7 @@ fn running(id: u64, name: &str, now: SystemTime) -> TaskStats {
         key: TaskKey { id },
         name: Some(name.to_owned()),
         location: None,
+        first_span: None,
         source: TaskSource::Wrapper,
         mem: MemStats::default(),
         started: Some(at(0)),

@@ -204,6 +204,7 @@ mod tests {
             key: TaskKey { id },
             name: Some(format!("t{id}")),
             location: None,
+            first_span: None,
             source: TaskSource::Wrapper,
             mem: MemStats {
                 allocated_bytes: allocated,
