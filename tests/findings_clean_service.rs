@@ -10,6 +10,8 @@
 //! plateaus (new rows replace, and free, old ones). A `ticker` task wakes every few
 //! milliseconds holding a small buffer.
 
+mod common;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,7 +19,6 @@ use std::time::Duration;
 use heapspan::findings::Severity;
 use tokio::sync::mpsc;
 use tracing::{info_span, Instrument};
-use tracing_subscriber::layer::SubscriberExt;
 
 #[global_allocator]
 static ALLOC: heapspan::Allocator = heapspan::Allocator::system();
@@ -59,18 +60,8 @@ async fn handle(
 
 #[test]
 fn a_clean_service_has_no_finding_of_medium_or_above() {
-    let guard = heapspan::Builder::default()
-        .live_index(heapspan::IndexMode::Full)
-        .export(heapspan::export::ExportConfig::default().window(Duration::from_secs(3600)))
-        .start()
-        .expect("heapspan starts");
-    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(heapspan::layer()))
-        .expect("no other subscriber");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let guard = common::start_with_manual_windows(heapspan::Builder::default());
+    let rt = common::runtime(2);
     let mut loud = Vec::new();
     let mut seen_kinds = std::collections::BTreeSet::new();
     rt.block_on(async {

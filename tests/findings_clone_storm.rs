@@ -6,13 +6,13 @@
 //! and the `zeroed` task 200 zeroed ones (default-like contents look alike without being
 //! copies): neither is a storm.
 
+mod common;
+
 use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
 
 use heapspan::findings::{EvidenceValue, Finding, Kind, Severity};
 use tokio::sync::oneshot;
 use tracing::info_span;
-use tracing_subscriber::layer::SubscriberExt;
 
 #[global_allocator]
 static ALLOC: heapspan::Allocator = heapspan::Allocator::system();
@@ -68,19 +68,8 @@ fn planted() -> &'static Planted {
 }
 
 fn plant() -> Planted {
-    let guard = heapspan::Builder::default()
-        .live_index(heapspan::IndexMode::Full)
-        .capture_sites(true)
-        .export(heapspan::export::ExportConfig::default().window(Duration::from_secs(3600)))
-        .start()
-        .expect("heapspan starts");
-    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(heapspan::layer()))
-        .expect("no other subscriber");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let guard = common::start_with_manual_windows(heapspan::Builder::default().capture_sites(true));
+    let rt = common::runtime(2);
 
     let (stops, handles) = rt.block_on(async {
         let (ready_tx, ready) = oneshot::channel();

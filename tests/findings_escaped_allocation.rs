@@ -18,12 +18,12 @@
 //! test, and the grace is the default one window: the memory of a task that ended in window
 //! A counts as escaped at the end of window B, once it stayed through a whole window.
 
+mod common;
+
 use std::sync::Mutex;
-use std::time::Duration;
 
 use heapspan::findings::{Finding, Holder, Kind, Severity, Verdict};
 use tokio::sync::{mpsc, oneshot};
-use tracing_subscriber::layer::SubscriberExt;
 
 #[global_allocator]
 static ALLOC: heapspan::Allocator = heapspan::Allocator::system();
@@ -86,13 +86,7 @@ fn describe(findings: &[Finding]) -> String {
 
 #[test]
 fn escaped_allocations_are_classified_by_their_holder() {
-    let guard = heapspan::Builder::default()
-        .live_index(heapspan::IndexMode::Full)
-        .export(heapspan::export::ExportConfig::default().window(Duration::from_secs(3600)))
-        .start()
-        .expect("heapspan starts");
-    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(heapspan::layer()))
-        .expect("no other subscriber");
+    let guard = common::start_with_manual_windows(heapspan::Builder::default());
     // The registry's storage, reserved at start-up outside any task.
     REGISTRY.lock().unwrap().reserve_exact(BUFFERS);
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -8,13 +8,13 @@
 //! first windows and then stays at 40 keys: memory that outlives the requests too, but that
 //! stops growing (warm-up, not a leak), and gets no finding.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use heapspan::findings::{EvidenceValue, Finding, FindingsConfig, Holder, Kind, Severity};
 use tracing::{info_span, Instrument};
-use tracing_subscriber::layer::SubscriberExt;
 
 #[global_allocator]
 static ALLOC: heapspan::Allocator = heapspan::Allocator::system();
@@ -81,15 +81,11 @@ fn evidence_int(f: &Finding, key: &str) -> i64 {
 
 #[test]
 fn a_per_request_leak_is_a_growing_span_residue() {
-    let guard = heapspan::Builder::default()
-        .live_index(heapspan::IndexMode::Full)
-        .capture_sites(true)
-        .findings(FindingsConfig::default())
-        .export(heapspan::export::ExportConfig::default().window(Duration::from_secs(3600)))
-        .start()
-        .expect("heapspan starts");
-    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(heapspan::layer()))
-        .expect("no other subscriber");
+    let guard = common::start_with_manual_windows(
+        heapspan::Builder::default()
+            .capture_sites(true)
+            .findings(FindingsConfig::default()),
+    );
     AUDIT
         .lock()
         .unwrap()

@@ -6,11 +6,10 @@
 //! A `batcher` task fills a buffer and drains it every other window (a saw-tooth), and a
 //! `steady` task holds the same 256 KiB throughout: neither is growth.
 
-use std::time::Duration;
+mod common;
 
 use heapspan::findings::{EvidenceValue, Finding, Holder, Kind, Severity};
 use tokio::sync::mpsc;
-use tracing_subscriber::layer::SubscriberExt;
 
 #[global_allocator]
 static ALLOC: heapspan::Allocator = heapspan::Allocator::system();
@@ -38,18 +37,8 @@ fn growth_bytes(f: &Finding) -> i64 {
 
 #[test]
 fn a_task_that_keeps_growing_is_found() {
-    let guard = heapspan::Builder::default()
-        .live_index(heapspan::IndexMode::Full)
-        .export(heapspan::export::ExportConfig::default().window(Duration::from_secs(3600)))
-        .start()
-        .expect("heapspan starts");
-    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(heapspan::layer()))
-        .expect("no other subscriber");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let guard = common::start_with_manual_windows(heapspan::Builder::default());
+    let rt = common::runtime(2);
 
     // Each task gets a message per window and answers once it has done its window's work.
     let (hoard_tx, mut hoard_rx) = mpsc::channel::<usize>(1);

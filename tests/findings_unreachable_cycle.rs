@@ -13,16 +13,16 @@
 //! The live index is on (cycles come from the relation graph, counts from the blocks' headers),
 //! and a cycle is confirmed over the default two windows.
 
+mod common;
+
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use heapspan::findings::{EvidenceValue, Finding, Holder, Kind, Severity, Verdict};
 use tokio::sync::oneshot;
 use tracing::info_span;
-use tracing_subscriber::layer::SubscriberExt;
 
 #[global_allocator]
 static ALLOC: heapspan::Allocator = heapspan::Allocator::system();
@@ -104,18 +104,8 @@ fn assert_cycle(f: &Finding, planted: usize, severity: Severity) {
 
 #[test]
 fn unreachable_rc_and_arc_cycles_are_found() {
-    let guard = heapspan::Builder::default()
-        .live_index(heapspan::IndexMode::Full)
-        .export(heapspan::export::ExportConfig::default().window(Duration::from_secs(3600)))
-        .start()
-        .expect("heapspan starts");
-    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(heapspan::layer()))
-        .expect("no other subscriber");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let guard = common::start_with_manual_windows(heapspan::Builder::default());
+    let rt = common::runtime(2);
 
     let (stop_keeper, keeper) = rt.block_on(async {
         heapspan::spawn("rc_maker", async {

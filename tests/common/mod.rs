@@ -25,3 +25,20 @@ pub fn runtime(workers: usize) -> tokio::runtime::Runtime {
         .build()
         .expect("runtime")
 }
+
+/// Starts `builder` with the live index full and windows cut by hand
+/// ([`Guard::cut_window`]; the timer would cut one an hour), and installs the layer in a global
+/// registry: the setup of the findings scenarios.
+pub fn start_with_manual_windows(builder: heapspan::Builder) -> Guard {
+    use tracing_subscriber::layer::SubscriberExt;
+    let guard = builder
+        .live_index(heapspan::IndexMode::Full)
+        .export(
+            heapspan::export::ExportConfig::default().window(std::time::Duration::from_secs(3600)),
+        )
+        .start()
+        .expect("heapspan starts");
+    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(heapspan::layer()))
+        .expect("no other subscriber");
+    guard
+}
