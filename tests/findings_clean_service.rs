@@ -60,7 +60,9 @@ async fn handle(
 
 #[test]
 fn a_clean_service_has_no_finding_of_medium_or_above() {
-    let guard = common::start_with_manual_windows(heapspan::Builder::default());
+    let guard = common::start_with_manual_windows(
+        heapspan::Builder::default().live_index(heapspan::IndexMode::Full),
+    );
     let rt = common::runtime(2);
     let mut loud = Vec::new();
     let mut seen_kinds = std::collections::BTreeSet::new();

@@ -10,7 +10,7 @@ mod common;
 
 use std::sync::{Mutex, OnceLock};
 
-use heapspan::findings::{EvidenceValue, Finding, Kind, Severity};
+use heapspan::findings::{Finding, Kind, Severity};
 use tokio::sync::oneshot;
 use tracing::info_span;
 
@@ -29,15 +29,7 @@ fn buffer(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-fn evidence(f: &Finding, key: &str) -> i64 {
-    f.evidence
-        .iter()
-        .find_map(|(k, v)| match v {
-            EvidenceValue::Int(i) if *k == key => Some(*i),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("evidence {key} in {f:?}"))
-}
+use common::evidence_int as evidence;
 
 /// A task named `name` that fills a `Vec` with `COPIES` buffers from `make` and keeps them until
 /// told to stop.
@@ -68,7 +60,11 @@ fn planted() -> &'static Planted {
 }
 
 fn plant() -> Planted {
-    let guard = common::start_with_manual_windows(heapspan::Builder::default().capture_sites(true));
+    let guard = common::start_with_manual_windows(
+        heapspan::Builder::default()
+            .live_index(heapspan::IndexMode::Full)
+            .capture_sites(true),
+    );
     let rt = common::runtime(2);
 
     let (stops, handles) = rt.block_on(async {

@@ -19,11 +19,10 @@
 //!   of the forgotten ones are not taken for hand-offs. (They run before the producer, whose
 //!   record must still be kept in window 3 for its hand-off to be counted.)
 
-use std::time::Duration;
+mod common;
 
 use heapspan::findings::{Finding, Kind, Severity, Verdict};
 use tokio::sync::{mpsc, oneshot};
-use tracing_subscriber::layer::SubscriberExt;
 
 #[global_allocator]
 static ALLOC: heapspan::Allocator = heapspan::Allocator::system();
@@ -67,17 +66,8 @@ fn cross<'a>(findings: &'a [Finding], name: &str) -> Vec<&'a Finding> {
 
 #[test]
 fn frees_after_the_allocating_task_ended_are_a_hand_off_figure() {
-    let guard = heapspan::Builder::default()
-        .export(heapspan::export::ExportConfig::default().window(Duration::from_secs(3600)))
-        .start()
-        .expect("heapspan starts");
-    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(heapspan::layer()))
-        .expect("no other subscriber");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let guard = common::start_with_manual_windows(heapspan::Builder::default());
+    let rt = common::runtime(2);
     let (tx, mut rx) = mpsc::channel::<Msg>(4);
     let consumer = {
         let _runtime = rt.enter();

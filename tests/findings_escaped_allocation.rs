@@ -86,7 +86,9 @@ fn describe(findings: &[Finding]) -> String {
 
 #[test]
 fn escaped_allocations_are_classified_by_their_holder() {
-    let guard = common::start_with_manual_windows(heapspan::Builder::default());
+    let guard = common::start_with_manual_windows(
+        heapspan::Builder::default().live_index(heapspan::IndexMode::Full),
+    );
     // The registry's storage, reserved at start-up outside any task.
     REGISTRY.lock().unwrap().reserve_exact(BUFFERS);
     let rt = tokio::runtime::Builder::new_multi_thread()

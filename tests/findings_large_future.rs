@@ -5,11 +5,10 @@
 //!
 //! No live index is needed: the size comes with the task's start.
 
-use std::time::Duration;
+mod common;
 
-use heapspan::findings::{EvidenceValue, Finding, Kind, Severity, Verdict};
+use heapspan::findings::{Finding, Kind, Severity, Verdict};
 use tokio::sync::{oneshot, watch};
-use tracing_subscriber::layer::SubscriberExt;
 
 #[global_allocator]
 static ALLOC: heapspan::Allocator = heapspan::Allocator::system();
@@ -17,15 +16,7 @@ static ALLOC: heapspan::Allocator = heapspan::Allocator::system();
 const STATE: usize = 4096;
 const TASKS: usize = 3;
 
-fn evidence(f: &Finding, key: &str) -> i64 {
-    f.evidence
-        .iter()
-        .find_map(|(k, v)| match v {
-            EvidenceValue::Int(i) if *k == key => Some(*i),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("evidence {key} in {f:?}"))
-}
+use common::evidence_int as evidence;
 
 /// A future that holds `STATE` bytes across its `.await`.
 async fn big_state(seed: u8, ready: oneshot::Sender<()>, mut stop: watch::Receiver<bool>) -> u64 {
@@ -49,17 +40,8 @@ async fn small_state(ready: oneshot::Sender<()>, mut stop: watch::Receiver<bool>
 
 #[test]
 fn a_future_of_1024_bytes_or_more_is_found_with_its_size() {
-    let guard = heapspan::Builder::default()
-        .export(heapspan::export::ExportConfig::default().window(Duration::from_secs(3600)))
-        .start()
-        .expect("heapspan starts");
-    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(heapspan::layer()))
-        .expect("no other subscriber");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let guard = common::start_with_manual_windows(heapspan::Builder::default());
+    let rt = common::runtime(2);
 
     let (stop, stop_rx) = watch::channel(false);
     let (big_size, small_size, handles) = rt.block_on(async {

@@ -69,20 +69,13 @@ fn growth_bytes(f: &Finding) -> i64 {
         .expect("a growth figure")
 }
 
-fn evidence_int(f: &Finding, key: &str) -> i64 {
-    f.evidence
-        .iter()
-        .find_map(|(k, v)| match v {
-            EvidenceValue::Int(b) if *k == key => Some(*b),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("evidence {key} in {f:?}"))
-}
+use common::evidence_int;
 
 #[test]
 fn a_per_request_leak_is_a_growing_span_residue() {
     let guard = common::start_with_manual_windows(
         heapspan::Builder::default()
+            .live_index(heapspan::IndexMode::Full)
             .capture_sites(true)
             .findings(FindingsConfig::default()),
     );

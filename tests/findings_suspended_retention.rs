@@ -10,11 +10,12 @@
 //! bytes come from the relation graph (the live index is on): the ownership closure of the
 //! task's allocations; its holder is the allocation that keeps the most of it.
 
+mod common;
+
 use std::time::Duration;
 
 use heapspan::findings::{EvidenceValue, Finding, FindingsConfig, Holder, Kind, Severity};
 use tokio::sync::oneshot;
-use tracing_subscriber::layer::SubscriberExt;
 
 #[global_allocator]
 static ALLOC: heapspan::Allocator = heapspan::Allocator::system();
@@ -28,12 +29,7 @@ fn buffer(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-fn evidence<'a>(f: &'a Finding, key: &str) -> &'a EvidenceValue {
-    f.evidence
-        .iter()
-        .find_map(|(k, v)| (*k == key).then_some(v))
-        .unwrap_or_else(|| panic!("evidence {key} in {f:?}"))
-}
+use common::evidence;
 
 /// Held bytes: the planted buffer is exact, and the closure of the task's allocations adds
 /// what else the task allocated and keeps (here nothing but what a worker thread's first poll
@@ -85,23 +81,16 @@ fn holder(
 
 #[test]
 fn memory_held_across_a_long_await_is_found() {
-    let guard = heapspan::Builder::default()
-        .live_index(heapspan::IndexMode::Full)
-        .findings(
-            FindingsConfig::default()
-                .suspended_after(SUSPENDED_AFTER)
-                .high_bytes(4 << 20),
-        )
-        .export(heapspan::export::ExportConfig::default().window(Duration::from_secs(3600)))
-        .start()
-        .expect("heapspan starts");
-    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(heapspan::layer()))
-        .expect("no other subscriber");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let guard = common::start_with_manual_windows(
+        heapspan::Builder::default()
+            .live_index(heapspan::IndexMode::Full)
+            .findings(
+                FindingsConfig::default()
+                    .suspended_after(SUSPENDED_AFTER)
+                    .high_bytes(4 << 20),
+            ),
+    );
+    let rt = common::runtime(2);
 
     let (stops, handles) = rt.block_on(async {
         let mut stops = Vec::new();

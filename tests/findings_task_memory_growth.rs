@@ -37,7 +37,9 @@ fn growth_bytes(f: &Finding) -> i64 {
 
 #[test]
 fn a_task_that_keeps_growing_is_found() {
-    let guard = common::start_with_manual_windows(heapspan::Builder::default());
+    let guard = common::start_with_manual_windows(
+        heapspan::Builder::default().live_index(heapspan::IndexMode::Full),
+    );
     let rt = common::runtime(2);
 
     // Each task gets a message per window and answers once it has done its window's work.

@@ -9,11 +9,12 @@
 //! second. The live index is on: the held bytes are the ownership closure of the task's
 //! allocations, the holder the allocation that keeps the most of it.
 
+mod common;
+
 use std::time::Duration;
 
 use heapspan::findings::{EvidenceValue, Finding, FindingsConfig, Holder, Kind, Severity};
 use tokio::sync::oneshot;
-use tracing_subscriber::layer::SubscriberExt;
 
 #[global_allocator]
 static ALLOC: heapspan::Allocator = heapspan::Allocator::system();
@@ -27,12 +28,7 @@ fn buffer(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-fn evidence<'a>(f: &'a Finding, key: &str) -> &'a EvidenceValue {
-    f.evidence
-        .iter()
-        .find_map(|(k, v)| (*k == key).then_some(v))
-        .unwrap_or_else(|| panic!("evidence {key} in {f:?}"))
-}
+use common::evidence;
 
 /// A task that allocates `len` bytes, says so, and is never woken again.
 fn stall(name: &'static str, len: usize, ready: oneshot::Sender<()>) {
@@ -89,24 +85,17 @@ fn assert_stalled(f: &Finding, planted: usize, severity: Severity) {
 
 #[test]
 fn a_task_never_polled_again_while_holding_memory_is_stalled() {
-    let guard = heapspan::Builder::default()
-        .live_index(heapspan::IndexMode::Full)
-        .findings(
-            FindingsConfig::default()
-                .stalled_after(STALLED_AFTER)
-                .stalled_min_age(STALLED_AFTER)
-                .high_bytes(4 << 20),
-        )
-        .export(heapspan::export::ExportConfig::default().window(Duration::from_secs(3600)))
-        .start()
-        .expect("heapspan starts");
-    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(heapspan::layer()))
-        .expect("no other subscriber");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let guard = common::start_with_manual_windows(
+        heapspan::Builder::default()
+            .live_index(heapspan::IndexMode::Full)
+            .findings(
+                FindingsConfig::default()
+                    .stalled_after(STALLED_AFTER)
+                    .stalled_min_age(STALLED_AFTER)
+                    .high_bytes(4 << 20),
+            ),
+    );
+    let rt = common::runtime(2);
 
     let (stop_ticker, ticker) = rt.block_on(async {
         let mut readies = Vec::new();

@@ -8,11 +8,10 @@
 //! second), and 100 000 allocations stay above the threshold for any window up to 10 s. No
 //! live index is needed: the figures are the span names' counters.
 
-use std::time::Duration;
+mod common;
 
-use heapspan::findings::{EvidenceValue, Finding, FindingsConfig, Kind, Severity, Verdict};
+use heapspan::findings::{Finding, FindingsConfig, Kind, Severity, Verdict};
 use tracing::info_span;
-use tracing_subscriber::layer::SubscriberExt;
 
 #[global_allocator]
 static ALLOC: heapspan::Allocator = heapspan::Allocator::system();
@@ -22,30 +21,15 @@ const CHURN: usize = 100_000;
 const KEPT: usize = 20_000;
 const THRESHOLD: f64 = 10_000.0;
 
-fn evidence(f: &Finding, key: &str) -> f64 {
-    f.evidence
-        .iter()
-        .find_map(|(k, v)| match v {
-            EvidenceValue::Float(x) if *k == key => Some(*x),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("evidence {key} in {f:?}"))
-}
+use common::evidence_float as evidence;
 
 #[test]
 fn allocations_freed_right_away_at_a_high_rate_are_churn() {
-    let guard = heapspan::Builder::default()
-        .findings(FindingsConfig::default().churn_allocations_per_sec(THRESHOLD))
-        .export(heapspan::export::ExportConfig::default().window(Duration::from_secs(3600)))
-        .start()
-        .expect("heapspan starts");
-    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(heapspan::layer()))
-        .expect("no other subscriber");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let guard = common::start_with_manual_windows(
+        heapspan::Builder::default()
+            .findings(FindingsConfig::default().churn_allocations_per_sec(THRESHOLD)),
+    );
+    let rt = common::runtime(2);
 
     guard.cut_window();
     let kept = rt.block_on(async {

@@ -20,7 +20,7 @@ use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
-use heapspan::findings::{EvidenceValue, Finding, Holder, Kind, Severity, Verdict};
+use heapspan::findings::{Finding, Holder, Kind, Severity, Verdict};
 use tokio::sync::oneshot;
 use tracing::info_span;
 
@@ -55,15 +55,7 @@ fn arc_node(len: usize, seed: u8) -> Arc<ArcNode> {
     })
 }
 
-fn evidence(f: &Finding, key: &str) -> i64 {
-    f.evidence
-        .iter()
-        .find_map(|(k, v)| match v {
-            EvidenceValue::Int(i) if *k == key => Some(*i),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("evidence {key} in {f:?}"))
-}
+use common::evidence_int as evidence;
 
 /// A cycle's bytes: its two blocks (`strong`, `weak`, then the node) and the payloads they own,
 /// all exact; 1 % tolerance for the allocator's view of a block's size (none expected).
@@ -104,7 +96,9 @@ fn assert_cycle(f: &Finding, planted: usize, severity: Severity) {
 
 #[test]
 fn unreachable_rc_and_arc_cycles_are_found() {
-    let guard = common::start_with_manual_windows(heapspan::Builder::default());
+    let guard = common::start_with_manual_windows(
+        heapspan::Builder::default().live_index(heapspan::IndexMode::Full),
+    );
     let rt = common::runtime(2);
 
     let (stop_keeper, keeper) = rt.block_on(async {

@@ -26,13 +26,11 @@ pub fn runtime(workers: usize) -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-/// Starts `builder` with the live index full and windows cut by hand
-/// ([`Guard::cut_window`]; the timer would cut one an hour), and installs the layer in a global
-/// registry: the setup of the findings scenarios.
+/// Starts `builder` with windows cut by hand ([`Guard::cut_window`]; the timer would cut one
+/// an hour), and installs the layer in a global registry: the setup of the findings scenarios.
 pub fn start_with_manual_windows(builder: heapspan::Builder) -> Guard {
     use tracing_subscriber::layer::SubscriberExt;
     let guard = builder
-        .live_index(heapspan::IndexMode::Full)
         .export(
             heapspan::export::ExportConfig::default().window(std::time::Duration::from_secs(3600)),
         )
@@ -41,4 +39,31 @@ pub fn start_with_manual_windows(builder: heapspan::Builder) -> Guard {
     tracing::subscriber::set_global_default(tracing_subscriber::registry().with(heapspan::layer()))
         .expect("no other subscriber");
     guard
+}
+
+/// Evidence `key` of finding `f` (panics naming it when missing).
+pub fn evidence<'a>(
+    f: &'a heapspan::findings::Finding,
+    key: &str,
+) -> &'a heapspan::findings::EvidenceValue {
+    f.evidence
+        .iter()
+        .find_map(|(k, v)| (*k == key).then_some(v))
+        .unwrap_or_else(|| panic!("evidence {key} in {f:?}"))
+}
+
+/// Integer evidence `key` of finding `f`.
+pub fn evidence_int(f: &heapspan::findings::Finding, key: &str) -> i64 {
+    match evidence(f, key) {
+        heapspan::findings::EvidenceValue::Int(i) => *i,
+        v => panic!("evidence {key} is not an integer: {v:?}"),
+    }
+}
+
+/// Float evidence `key` of finding `f`.
+pub fn evidence_float(f: &heapspan::findings::Finding, key: &str) -> f64 {
+    match evidence(f, key) {
+        heapspan::findings::EvidenceValue::Float(x) => *x,
+        v => panic!("evidence {key} is not a float: {v:?}"),
+    }
 }
