@@ -23,6 +23,9 @@ cargo check -p heapspan --lib --features tokio-metrics,tracing-opentelemetry
 step "the OTLP collector (rotel, pinned wheel) in .cache/"
 integration-tests/install-rotel.sh > /dev/null
 
+step "the offline checkers of otel-config/ and the HTML view's browser (promtool, yamllint, check-jsonschema, grafana-foundation-sdk, chromium) in .cache/tools"
+integration-tests/install-tools.sh > /dev/null
+
 step "docs build without warnings (broken links included), public and private items"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features -q
 RUSTDOCFLAGS="-D warnings" CARGO_TARGET_DIR=target/doc-private \
