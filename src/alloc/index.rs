@@ -417,13 +417,18 @@ impl Reserved<'_> {
     pub(crate) unsafe fn publish(self, user: *mut u8, layout: Layout, task: u64, span: u64) {
         let gen = (self.e.meta.load(Ordering::Relaxed) + 1) & GEN_MASK;
         let id = make_id(self.table, self.entry, gen);
+        let (task, span) = super::header::tagged(
+            super::header::Key::new(task, span | EXT),
+            user,
+            layout.size(),
+        );
         // SAFETY: by the caller's contract; the block is not published yet, so plain writes.
         unsafe {
             let h = user.sub(EXT_HEADER).cast::<u64>();
             h.write(id);
             h.add(1).write(size_word(layout.size(), layout.align(), 0));
             h.add(2).write(task);
-            h.add(3).write(span | EXT);
+            h.add(3).write(span);
         }
         self.e.meta.store(
             (NOW_MS.load(Ordering::Relaxed) << 24) | gen,
@@ -656,7 +661,8 @@ pub(crate) unsafe fn move_entry(id: u64, user: *mut u8) {
     e.addr.store(user as usize, Ordering::Release);
 }
 
-/// Rewrites the id and size words of a block after a realloc.
+/// Rewrites the id and size words of a block after a realloc, and its task and span words
+/// (`key`, [`EXT`] included) tagged for its new address and size.
 ///
 /// # Safety
 /// `user` is a live extended block owned by the caller and not published to anyone else yet
@@ -666,14 +672,45 @@ pub(crate) unsafe fn rewrite_after_realloc(
     id: u64,
     old_size_word: u64,
     new_size: usize,
+    key: super::header::Key,
 ) {
     let align = 1usize << ((old_size_word >> ALIGN_SHIFT) & 0x3F);
     let reallocs = reallocs_of(old_size_word) + 1;
+    let (task, span) = super::header::tagged(key, user, new_size);
     // SAFETY: by the caller's contract.
     unsafe {
         word(user, 32).store(id, Ordering::Relaxed);
         word(user, 24).store(size_word(new_size, align, reallocs), Ordering::Relaxed);
+        word(user, 16).store(task, Ordering::Relaxed);
+        word(user, 8).store(span, Ordering::Relaxed);
     }
+}
+
+/// Whether `id` names a live entry of the index whose block is `user`: false for an id word
+/// that is not one (a foreign or reused header: its table or entry out of range, or its entry
+/// unallocated) and for a block freed since (its entry cleared or reused). Reads only the
+/// index's own memory, bounds-checked.
+pub(crate) fn names(id: u64, user: *mut u8) -> bool {
+    let (table, entry, _) = split_id(id);
+    if table >= TABLE_COUNT.load(Ordering::Relaxed)
+        || u64::from(entry) >= CAPACITY.load(Ordering::Relaxed)
+    {
+        return false;
+    }
+    let tables = TABLES.load(Ordering::Acquire);
+    if tables.is_null() {
+        return false;
+    }
+    // SAFETY: `table` is below the count of indexes the mapping holds (never unmapped).
+    let t = unsafe { &*tables.add(table) };
+    let p = t.entries.load(Ordering::Acquire);
+    if p.is_null() {
+        return false;
+    }
+    // SAFETY: a table's entries, once allocated, hold `CAPACITY` entries and are never freed;
+    // `entry` is below it.
+    let e = unsafe { &*p.add(entry as usize) };
+    e.addr.load(Ordering::Acquire) == user as usize
 }
 
 /// Frees a deferred extended block through the allocator `this` points to (see

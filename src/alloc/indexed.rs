@@ -71,19 +71,21 @@ impl<A: GlobalAlloc> Allocator<A> {
 
     /// Frees an extended block: counted, its entry cleared, and released now or, while a scan
     /// runs, deferred until it ends.
+    /// `key` is its checked header's. A block whose entry no longer names it (a second free
+    /// whose header the inner allocator left intact) goes to the invalid-free path instead.
     #[inline(never)]
-    pub(super) unsafe fn dealloc_ext(&self, user: *mut u8, layout: Layout) {
-        // SAFETY: a live extended block: its header words are readable.
-        let (id, task, span) = unsafe {
-            (
-                index::word(user, 32).load(Ordering::Relaxed),
-                index::word(user, 16).load(Ordering::Relaxed),
-                index::word(user, 8).load(Ordering::Relaxed) & !EXT,
-            )
-        };
+    pub(super) unsafe fn dealloc_ext(&self, user: *mut u8, layout: Layout, key: Key) {
+        // SAFETY: the header checked, so the 32 bytes below `user` are this block's (or were,
+        // and are then still readable memory of the inner allocator's).
+        let id = unsafe { index::word(user, 32).load(Ordering::Relaxed) };
+        if !index::names(id, user) {
+            // SAFETY: forwarded caller contract (as far as the caller kept it).
+            return unsafe { super::invalid::on_stale_ext(user, layout, key) };
+        }
         let l = local();
+        super::invalid::remember_free(l, user, key);
         if state::mode() != Mode::Off {
-            record::record(l, Key::new(task, span), Op::Free(layout.size() as u64));
+            record::record(l, Key::new(key.task, key.span & !EXT), Op::Free(layout.size() as u64));
         }
         // SAFETY: forwarded: a live extended block being freed.
         unsafe { self.free_ext_uncounted(l, user, layout, id) };
@@ -126,13 +128,20 @@ impl<A: GlobalAlloc> Allocator<A> {
         user: *mut u8,
         layout: Layout,
         new_size: usize,
+        key: Key,
         to_ext: bool,
     ) -> Option<*mut u8> {
         let new_layout = Layout::from_size_align(new_size, layout.align()).ok()?;
         // The old block's inner layout (it was allocated with it, so this cannot fail).
         let (old_outer, old_off) = header::outer(layout)?;
-        // SAFETY: a live block of this allocator: its last two header words are readable.
-        let key = unsafe { header::read(user) };
+        if key.span & EXT != 0 {
+            // SAFETY: the header checked, so the id word is the block's.
+            let id = unsafe { index::word(user, 32).load(Ordering::Relaxed) };
+            if !index::names(id, user) {
+                // A stale extended block: the ordinary realloc path reports it.
+                return None;
+            }
+        }
         let key = Key::new(key.task, key.span & !EXT);
         if key.task == TASK_HEAPSPAN {
             // heapspan's own blocks are never indexed (and are scrubbed when they move).
@@ -178,7 +187,7 @@ impl<A: GlobalAlloc> Allocator<A> {
             let nu = unsafe {
                 let nu = base.add(off);
                 ptr::copy_nonoverlapping(user, nu, layout.size().min(new_size));
-                header::write(nu, key);
+                header::write(nu, key, new_size);
                 nu
             };
             // SAFETY: the old block is a live extended block being replaced.
@@ -222,7 +231,7 @@ impl<A: GlobalAlloc> Allocator<A> {
         let nu = unsafe {
             let nu = base.add(new_off);
             ptr::copy_nonoverlapping(user, nu, layout.size().min(new_size));
-            header::write(nu, key);
+            header::write(nu, key, new_size);
             user.write_bytes(0, layout.size());
             self.inner.dealloc(user.sub(off), old_outer);
             nu
@@ -250,6 +259,7 @@ impl<A: GlobalAlloc> Allocator<A> {
         user: *mut u8,
         layout: Layout,
         new_size: usize,
+        key: Key,
     ) -> *mut u8 {
         let Some((outer, off)) = index::outer_ext(layout) else {
             return ptr::null_mut();
@@ -264,15 +274,19 @@ impl<A: GlobalAlloc> Allocator<A> {
         let Ok(new_layout) = Layout::from_size_align(new_outer, outer.align()) else {
             return ptr::null_mut();
         };
-        // SAFETY: a live extended block: its header words are readable.
-        let (id, sw, task, span) = unsafe {
+        // SAFETY: the header checked, so the extended header's words are the block's (or were,
+        // and are then still readable memory of the inner allocator's).
+        let (id, sw) = unsafe {
             (
                 index::word(user, 32).load(Ordering::Relaxed),
                 index::word(user, 24).load(Ordering::Relaxed),
-                index::word(user, 16).load(Ordering::Relaxed),
-                index::word(user, 8).load(Ordering::Relaxed) & !EXT,
             )
         };
+        if !index::names(id, user) {
+            // SAFETY: forwarded caller contract (as far as the caller kept it).
+            return unsafe { super::invalid::on_stale_ext_realloc(self, user, layout, new_size, key) };
+        }
+        let (task, span) = (key.task, key.span & !EXT);
         let new_id = index::next_id(id);
         let l = local();
         let (marker, _) = Self::marker(l);
@@ -314,7 +328,7 @@ impl<A: GlobalAlloc> Allocator<A> {
         };
         // SAFETY: `new_user` is this extended block in its new place, not yet reachable by a
         // scanner (its entry names the old address or is hidden).
-        unsafe { index::rewrite_after_realloc(new_user, new_id, sw, new_size) };
+        unsafe { index::rewrite_after_realloc(new_user, new_id, sw, new_size, key) };
         // SAFETY: `id` is this block's id; the caller moves it.
         unsafe { index::move_entry(id, new_user) };
         if scanning {

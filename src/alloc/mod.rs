@@ -28,6 +28,7 @@ pub(crate) mod fallback;
 pub(crate) mod header;
 pub(crate) mod index;
 mod indexed;
+pub(crate) mod invalid;
 pub(crate) mod key;
 pub(crate) mod local;
 pub(crate) mod pages;
@@ -48,6 +49,7 @@ pub use header::HEADER_BYTES;
 use header::{Key, TASK_HEAPSPAN, TASK_UNTRACKED};
 #[doc(hidden)]
 pub use local::simulate_thread_exit;
+pub(crate) use invalid::set_custody;
 pub(crate) use local::InternalScope;
 pub(crate) use local::{
     current_key_for_span, current_table, enter_task_name, exit_task_name, mark_internal_thread,
@@ -137,10 +139,17 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Allocator<A> {
 
     #[inline]
     unsafe fn dealloc(&self, user: *mut u8, layout: Layout) {
-        // SAFETY: `user` came from this allocator, so it has a header.
-        if unsafe { header::is_ext(user) } {
+        // SAFETY: read, not trusted: the 16 bytes below a pointer this allocator handed out
+        // are its header; below any other heap pointer, they are readable memory of the heap
+        // (see "Safety and correctness": what cannot be checked).
+        let (t, s) = unsafe { header::read_raw(user) };
+        let Some(key) = header::check(t, s, user, layout.size()) else {
+            // SAFETY: forwarded caller contract (as far as the caller kept it).
+            return unsafe { invalid::on_free(self, user, layout, t, s) };
+        };
+        if key.span & header::EXT != 0 {
             // SAFETY: an extended block of this allocator, freed by its owner.
-            return unsafe { self.dealloc_ext(user, layout) };
+            return unsafe { self.dealloc_ext(user, layout, key) };
         }
         // `outer` succeeded for this layout when it was allocated, so it succeeds now.
         let Some((outer, off)) = header::outer(layout) else {
@@ -148,8 +157,6 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Allocator<A> {
         };
         let mode = state::mode();
         if mode != Mode::Off {
-            // SAFETY: `user` came from `alloc*`/`realloc` of this allocator with `layout`.
-            let key = unsafe { header::read(user) };
             let l = local();
             let st = l.state.get();
             // The common case has no call but the inner free (so no saved registers): the
@@ -161,9 +168,11 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Allocator<A> {
             };
             if !fast || (mode >= Mode::Indexed && key.task == TASK_HEAPSPAN) {
                 // SAFETY: forwarded caller contract.
-                return unsafe { self.dealloc_slow(user, layout, key, mode, fast) };
+                return unsafe { self.dealloc_slow(user, layout, key, (t, s), mode, fast) };
             }
         }
+        // SAFETY: the caller's block of `layout.size()` bytes, freed right after.
+        unsafe { header::write_tombstone(user, layout.size(), t, s) };
         // SAFETY: `base` and `outer` are exactly what the inner allocator handed out.
         unsafe { self.inner.dealloc(user.sub(off), outer) };
     }
@@ -179,8 +188,12 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Allocator<A> {
         if Layout::from_size_align(new_outer, outer.align()).is_err() {
             return ptr::null_mut();
         }
-        // SAFETY: `user` is live with a header; read it before the block may move.
-        let key = unsafe { header::read(user) };
+        // SAFETY: read, not trusted, as in `dealloc`.
+        let (t, s) = unsafe { header::read_raw(user) };
+        let Some(key) = header::check(t, s, user, layout.size()) else {
+            // SAFETY: forwarded caller contract (as far as the caller kept it).
+            return unsafe { invalid::on_realloc(self, user, layout, new_size, t, s) };
+        };
         let mode = state::mode();
         if mode == Mode::Sampled {
             // A realloc is a new allocation of `new_size` to the sampler (every live block is
@@ -188,15 +201,15 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Allocator<A> {
             // moves to a block of the other kind.
             let take = local().sampler.hit(new_size);
             if take != (key.span & header::EXT != 0) {
-                // SAFETY: forwarded caller contract.
-                if let Some(p) = unsafe { self.realloc_resample(user, layout, new_size, take) } {
+                // SAFETY: forwarded caller contract; `key` is the block's, checked.
+                if let Some(p) = unsafe { self.realloc_resample(user, layout, new_size, key, take) } {
                     return p;
                 }
             }
         }
         if key.span & header::EXT != 0 {
             // SAFETY: an extended block of this allocator, reallocated by its owner.
-            return unsafe { self.realloc_ext(user, layout, new_size) };
+            return unsafe { self.realloc_ext(user, layout, new_size, key) };
         }
         if key.task == TASK_HEAPSPAN && mode >= Mode::Indexed {
             // SAFETY: forwarded caller contract.
@@ -209,8 +222,13 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Allocator<A> {
             return base;
         }
         record::on_resize(key, layout.size(), new_size);
-        // SAFETY: the header moved with the block (it is inside it): same offset.
-        unsafe { base.add(off) }
+        // SAFETY: the header moved with the block (it is inside it): same offset; its tag is
+        // rewritten for the new address and size.
+        unsafe {
+            let nu = base.add(off);
+            header::write(nu, key, new_size);
+            nu
+        }
     }
 }
 
@@ -240,6 +258,7 @@ impl<A: GlobalAlloc> Allocator<A> {
         user: *mut u8,
         layout: Layout,
         key: Key,
+        (t, s): (u64, u64),
         mode: Mode,
         recorded: bool,
     ) {
@@ -253,6 +272,8 @@ impl<A: GlobalAlloc> Allocator<A> {
             // SAFETY: the caller's block, `layout.size()` bytes, freed right after.
             unsafe { user.write_bytes(0, layout.size()) };
         }
+        // SAFETY: the caller's block of `layout.size()` bytes, freed right after.
+        unsafe { header::write_tombstone(user, layout.size(), t, s) };
         if let Some((outer, off)) = header::outer(layout) {
             // SAFETY: `base` and `outer` are exactly what the inner allocator handed out.
             unsafe { self.inner.dealloc(user.sub(off), outer) };
@@ -309,7 +330,7 @@ impl<A: GlobalAlloc> Allocator<A> {
             UNTRACKED
         };
         // SAFETY: `off >= 16` bytes in front of `user` belong to the block; `user` is 8-aligned.
-        unsafe { header::write(user, key) };
+        unsafe { header::write(user, key, layout.size()) };
         user
     }
 }
@@ -328,7 +349,7 @@ unsafe fn alloc_finish_slow(user: *mut u8, key: Key, size: u64) -> *mut u8 {
         record::overflow(size)
     };
     // SAFETY: by the caller's contract.
-    unsafe { header::write(user, key) };
+    unsafe { header::write(user, key, size as usize) };
     user
 }
 
@@ -345,12 +366,13 @@ mod tests {
         unsafe {
             let p = a.alloc(l);
             assert_eq!(p as usize % 32, 0);
-            assert_eq!(header::read(p).task, TASK_UNTRACKED);
+            assert_eq!(header::read_raw(p).0 & !header::TASK_TAG, TASK_UNTRACKED);
             p.write_bytes(7, 40);
             let q = a.realloc(p, l, 4000);
             assert_eq!(q as usize % 32, 0);
             assert_eq!(*q.add(39), 7);
-            assert_eq!(header::read(q).task, TASK_UNTRACKED);
+            let (t, s) = header::read_raw(q);
+            assert_eq!(header::check(t, s, q, 4000).map(|k| k.task), Some(TASK_UNTRACKED));
             a.dealloc(q, Layout::from_size_align(4000, 32).unwrap());
         }
     }

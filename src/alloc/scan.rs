@@ -5,7 +5,7 @@ use std::sync::atomic::{fence, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::header::Key;
+use super::header::{self, Key};
 use super::index::{self, DEFERRED, EXT, SIZE_MASK};
 use crate::graph::{AllocId, Node, WordSource};
 
@@ -170,8 +170,9 @@ pub(crate) fn scan(caps: Caps) -> Option<Scanned> {
                 (
                     index::word(user, 24).load(Ordering::Acquire),
                     index::word(user, 32).load(Ordering::Relaxed),
-                    index::word(user, 16).load(Ordering::Relaxed),
-                    index::word(user, 8).load(Ordering::Relaxed),
+                    index::word(user, 16).load(Ordering::Relaxed) & !header::TASK_TAG,
+                    index::word(user, 8).load(Ordering::Relaxed)
+                        & !(header::SPAN_TAG | header::CUSTODY),
                 )
             };
             let (t_id, e_id, _) = index::split_id(id);

@@ -75,7 +75,7 @@ pub use scc::retained_sizes;
 const WORD: usize = std::mem::size_of::<usize>();
 /// [`Node::span`] is a span word: the span's name group in the bits from here up, the
 /// instance below (the allocator's layout; checked in `graph::live`'s tests).
-pub(crate) const SPAN_GROUP_SHIFT: u32 = 48;
+pub(crate) const SPAN_GROUP_SHIFT: u32 = 40;
 /// The factor on the score of a refcounted block's edges whose `Arc`/`Rc` flavour is a
 /// reading, not proven (see [`EdgeKind`]).
 const UNPROVEN_FLAVOUR: f32 = 0.8;

@@ -2,7 +2,7 @@
 //! looked up by the aggregator.
 //!
 //! A task name is its display name (the name given at spawn, else the spawn location, else
-//! `unnamed`), up to 65,534 of them; a span's index is its group: its `(target, name)` and the
+//! `unnamed`), up to 4,094 of them; a span's index is its group: its `(target, name)` and the
 //! values of the group fields it has ([`super::groups`]), up to 32,766 groups. Names beyond
 //! those bounds share the last index, shown as `other` (metrics cap their cardinality anyway).
 //! Interning takes a lock only the first time a thread meets a name, and for each span whose
@@ -13,12 +13,12 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::alloc::header::GROUP_MAX;
+use crate::alloc::header::{GROUP_MAX, NAME_MAX};
 
 /// Index of `unnamed` tasks (no name, no location).
 pub(crate) const UNNAMED: u16 = 0;
 /// Index of task names beyond the bound.
-pub(crate) const OTHER_TASK: u16 = u16::MAX;
+pub(crate) const OTHER_TASK: u16 = NAME_MAX;
 /// Index of span names beyond the bound.
 pub(crate) const OTHER_SPAN: u16 = GROUP_MAX;
 /// The name shown for the `other` indices.
