@@ -77,6 +77,7 @@ pub struct Builder {
     max_threads: Option<usize>,
     live_index: Option<IndexMode>,
     capture_sites: Option<bool>,
+    on_invalid_free: Option<InvalidFreeAction>,
     ended_task_retention: usize,
     closed_span_retention: usize,
     idle_task_eviction: Duration,
@@ -96,6 +97,7 @@ impl Default for Builder {
             max_threads: None,
             live_index: None,
             capture_sites: None,
+            on_invalid_free: None,
             ended_task_retention: DEFAULT_ENDED_TASK_RETENTION,
             closed_span_retention: DEFAULT_CLOSED_SPAN_RETENTION,
             idle_task_eviction: DEFAULT_IDLE_TASK_EVICTION,
@@ -120,7 +122,26 @@ pub(crate) struct Settings {
     pub(crate) max_threads: usize,
     pub(crate) live_index: IndexMode,
     pub(crate) capture_sites: bool,
+    pub(crate) on_invalid_free: InvalidFreeAction,
     pub(crate) findings: FindingsConfig,
+}
+
+/// What heapspan does after it reported an invalid free ([`Builder::on_invalid_free`]).
+///
+/// Either way the free is **not** given to the inner allocator (see the crate's "Safety and
+/// correctness": a second free of a block the inner allocator already holds is what corrupts
+/// its lists), and a `dealloc.invalid` finding is recorded without allocating.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InvalidFreeAction {
+    /// Report it and carry on (the default): the block is quarantined (never handed back),
+    /// the finding goes out with the next window, which is cut early for it.
+    #[default]
+    Report,
+    /// Report it, wait until the report is written (the window cut, its finding exported;
+    /// at most 10 s), then abort the process: for tests and CI of programs that must not
+    /// have one.
+    Abort,
 }
 
 impl Builder {
@@ -173,11 +194,16 @@ impl Builder {
             Some(on) => on,
             None => env::capture_sites(lookup)?.unwrap_or(false),
         };
+        let on_invalid_free = match self.on_invalid_free {
+            Some(a) => a,
+            None => env::on_invalid_free(lookup)?.unwrap_or_default(),
+        };
         let settings = Settings {
             fold_interval,
             max_threads,
             live_index,
             capture_sites,
+            on_invalid_free,
             findings: self.findings.clone().apply_env(lookup)?,
         };
         self.validate(&settings)?;
@@ -189,6 +215,15 @@ impl Builder {
     /// `HEAPSPAN_FOLD_INTERVAL_MS`). Peaks are observed at folds.
     pub fn fold_interval(mut self, d: Duration) -> Self {
         self.fold_interval = Some(d);
+        self
+    }
+
+    /// What an invalid free does once it is reported (default [`InvalidFreeAction::Report`];
+    /// environment `HEAPSPAN_ON_INVALID_FREE`, `report` or `abort`). An invalid free is a free
+    /// (or realloc) of a block this allocator did not hand out, of one already freed, or with
+    /// a layout other than the allocation's: it is never forwarded to the inner allocator.
+    pub fn on_invalid_free(mut self, action: InvalidFreeAction) -> Self {
+        self.on_invalid_free = Some(action);
         self
     }
 
@@ -464,6 +499,10 @@ impl Builder {
         alloc::budget::set_max(self.max_queue_bytes);
         let pool = alloc::start(settings.max_threads, self.index_start(&settings))
             .map_err(|()| Error::AlreadyStarted)?;
+        alloc::invalid::ABORT.store(
+            settings.on_invalid_free == InvalidFreeAction::Abort,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         // Any allocation now claims this thread's table; none means we are not the allocator.
         drop(std::hint::black_box(Box::new(0u64)));
         if pool.high.load(Ordering::Acquire) == 0 {
@@ -700,8 +739,28 @@ mod tests {
                 max_threads: DEFAULT_MAX_THREADS,
                 live_index: IndexMode::Off,
                 capture_sites: false,
+                on_invalid_free: InvalidFreeAction::Report,
                 findings: FindingsConfig::default(),
             }
+        );
+    }
+
+    #[test]
+    fn the_invalid_free_action_comes_from_the_environment_unless_set_in_code() {
+        let abort = vars(&[(HEAPSPAN_ON_INVALID_FREE, "abort")]);
+        let s = crate::builder().settings_with(&abort).unwrap();
+        assert_eq!(s.on_invalid_free, InvalidFreeAction::Abort);
+        let s = crate::builder()
+            .on_invalid_free(InvalidFreeAction::Report)
+            .settings_with(&abort)
+            .unwrap();
+        assert_eq!(s.on_invalid_free, InvalidFreeAction::Report);
+        let e = crate::builder()
+            .settings_with(vars(&[(HEAPSPAN_ON_INVALID_FREE, "crash")]))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid value \"crash\" for HEAPSPAN_ON_INVALID_FREE: expected report or abort"
         );
     }
 

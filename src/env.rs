@@ -17,6 +17,7 @@
 //! | `HEAPSPAN_LIVE_INDEX` | [`Builder::live_index`]: the live index behind the relation graph | `off` | `off`, `full`, `sampled` |
 //! | `HEAPSPAN_SAMPLE_MEAN_BYTES` | with `HEAPSPAN_LIVE_INDEX=sampled`: mean bytes between samples | `524288` (512 KiB) | 1 to 1099511627776 |
 //! | `HEAPSPAN_CAPTURE_SITES` | [`Builder::capture_sites`]: code location of every indexed allocation | `off` | `on`/`off`, `1`/`0`, `true`/`false` |
+//! | `HEAPSPAN_ON_INVALID_FREE` | [`Builder::on_invalid_free`]: what an invalid free (a second free, a foreign pointer, a wrong layout) does after it is reported | `report` | `report`, `abort` |
 //! | `HEAPSPAN_FINDINGS` | [`FindingsConfig::enabled`]: whether findings are judged | `on` | `on`/`off`, `1`/`0`, `true`/`false` |
 //! | `HEAPSPAN_GROWTH_WINDOWS` | [`FindingsConfig::growth_windows`]: K, the windows of a growth test | `6` | 2 to 1000 |
 //! | `HEAPSPAN_WINDOW_MS` | [`ExportConfig::window`]: the window of findings, window spans and graphs | `10000` | whole milliseconds, at least 1 |
@@ -130,6 +131,8 @@ pub const HEAPSPAN_LIVE_INDEX: &str = "HEAPSPAN_LIVE_INDEX";
 pub const HEAPSPAN_SAMPLE_MEAN_BYTES: &str = "HEAPSPAN_SAMPLE_MEAN_BYTES";
 /// [`Builder::capture_sites`](crate::Builder::capture_sites).
 pub const HEAPSPAN_CAPTURE_SITES: &str = "HEAPSPAN_CAPTURE_SITES";
+/// [`Builder::on_invalid_free`](crate::Builder::on_invalid_free): `report` or `abort`.
+pub const HEAPSPAN_ON_INVALID_FREE: &str = "HEAPSPAN_ON_INVALID_FREE";
 /// [`FindingsConfig::enabled`](crate::findings::FindingsConfig::enabled).
 pub const HEAPSPAN_FINDINGS: &str = "HEAPSPAN_FINDINGS";
 /// [`FindingsConfig::growth_windows`](crate::findings::FindingsConfig::growth_windows).
@@ -181,6 +184,7 @@ pub const ALL: &[&str] = &[
     HEAPSPAN_LIVE_INDEX,
     HEAPSPAN_SAMPLE_MEAN_BYTES,
     HEAPSPAN_CAPTURE_SITES,
+    HEAPSPAN_ON_INVALID_FREE,
     HEAPSPAN_FINDINGS,
     HEAPSPAN_GROWTH_WINDOWS,
     HEAPSPAN_WINDOW_MS,
@@ -330,6 +334,20 @@ pub(crate) fn sample_mean_bytes(lookup: impl Fn(&str) -> Option<String>) -> Resu
 /// `HEAPSPAN_CAPTURE_SITES`.
 pub(crate) fn capture_sites(lookup: impl Fn(&str) -> Option<String>) -> Result<Option<bool>> {
     boolean(lookup, HEAPSPAN_CAPTURE_SITES)
+}
+
+/// `HEAPSPAN_ON_INVALID_FREE`.
+pub(crate) fn on_invalid_free(
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Option<crate::InvalidFreeAction>> {
+    let Some(v) = get(lookup, HEAPSPAN_ON_INVALID_FREE) else {
+        return Ok(None);
+    };
+    match v.trim().to_ascii_lowercase().as_str() {
+        "report" => Ok(Some(crate::InvalidFreeAction::Report)),
+        "abort" => Ok(Some(crate::InvalidFreeAction::Abort)),
+        _ => Err(bad(HEAPSPAN_ON_INVALID_FREE, v, "report or abort")),
+    }
 }
 
 /// `HEAPSPAN_FINDINGS`.

@@ -11,7 +11,9 @@ pub(crate) use std::sync::atomic::{fence, AtomicPtr, AtomicU64, AtomicU8, Atomic
 /// `const`-constructible atomics for statics: loom's atomics are not `const`, and statics are
 /// never exercised under loom (the models build their own instances).
 pub(crate) mod statics {
-    pub(crate) use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+    pub(crate) use std::sync::atomic::{
+        AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+    };
 }
 
 /// A value on cache lines of its own (128 bytes: two lines, against adjacent-line prefetch).

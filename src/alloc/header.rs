@@ -190,7 +190,11 @@ static TAG_KEY: u8 = 0;
 #[inline(always)]
 pub(crate) fn tag(task: u64, span: u64, user: usize, size: usize) -> (u64, u64) {
     let key = std::ptr::addr_of!(TAG_KEY) as u64;
-    let x = task ^ span.rotate_left(23) ^ (user as u64).rotate_left(9) ^ (size as u64).rotate_left(37) ^ key;
+    let x = task
+        ^ span.rotate_left(23)
+        ^ (user as u64).rotate_left(9)
+        ^ (size as u64).rotate_left(37)
+        ^ key;
     // Every bit of `x` reaches the product's top 16 bits, which become the tag.
     let h = x.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     (h & TASK_TAG, (h << 7) & SPAN_TAG)
@@ -334,7 +338,10 @@ mod tests {
         }
         assert_eq!(span_word(u16::MAX, 1) >> SPAN_BITS, u64::from(GROUP_MAX));
         // The logical words stay clear of the tag bits and CUSTODY.
-        let k = Key::new(task_word(ID_LIMIT - 1, name_hi(NAME_MAX)), span_word(u16::MAX, SPAN_MASK));
+        let k = Key::new(
+            task_word(ID_LIMIT - 1, name_hi(NAME_MAX)),
+            span_word(u16::MAX, SPAN_MASK),
+        );
         assert_eq!(k.task & TASK_TAG, 0);
         assert_eq!(k.span & (SPAN_TAG | CUSTODY | EXT), 0);
         for t in [TASK_HEAPSPAN, TASK_UNTRACKED, TASK_OVERFLOW] {
@@ -394,6 +401,9 @@ mod tests {
             }
         }
         // Expected 15.3 for a 16-bit tag.
-        assert!(accepted < 40, "{accepted} of a million random headers accepted");
+        assert!(
+            accepted < 40,
+            "{accepted} of a million random headers accepted"
+        );
     }
 }

@@ -85,7 +85,11 @@ impl<A: GlobalAlloc> Allocator<A> {
         let l = local();
         super::invalid::remember_free(l, user, key);
         if state::mode() != Mode::Off {
-            record::record(l, Key::new(key.task, key.span & !EXT), Op::Free(layout.size() as u64));
+            record::record(
+                l,
+                Key::new(key.task, key.span & !EXT),
+                Op::Free(layout.size() as u64),
+            );
         }
         // SAFETY: forwarded: a live extended block being freed.
         unsafe { self.free_ext_uncounted(l, user, layout, id) };
@@ -284,7 +288,9 @@ impl<A: GlobalAlloc> Allocator<A> {
         };
         if !index::names(id, user) {
             // SAFETY: forwarded caller contract (as far as the caller kept it).
-            return unsafe { super::invalid::on_stale_ext_realloc(self, user, layout, new_size, key) };
+            return unsafe {
+                super::invalid::on_stale_ext_realloc(self, user, layout, new_size, key)
+            };
         }
         let (task, span) = (key.task, key.span & !EXT);
         let new_id = index::next_id(id);

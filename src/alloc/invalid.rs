@@ -35,7 +35,7 @@ use super::{index, Allocator};
 use crate::sync::statics::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// What kind of invalid free a [`Record`] is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub(crate) enum Case {
     DoubleFree = 1,
@@ -184,9 +184,10 @@ fn push(r: &Record) -> Option<u64> {
     Some(n)
 }
 
-/// The records written since the last drain, in order (the window stage's call). Stops at a
-/// record still being written.
-pub(crate) fn drain() -> Vec<Record> {
+/// The records written since the last drain, in order (the window stage's call), and the
+/// number to pass to [`mark_reported`] once they are reported. Stops at a record still being
+/// written.
+pub(crate) fn drain() -> (Vec<Record>, u64) {
     let mut out = Vec::new();
     let head = HEAD.load(Ordering::Acquire);
     let mut n = TAIL.load(Ordering::Relaxed);
@@ -219,7 +220,7 @@ pub(crate) fn drain() -> Vec<Record> {
         n += 1;
     }
     TAIL.store(n, Ordering::Release);
-    out
+    (out, n)
 }
 
 /// Records waiting to be drained.
@@ -232,9 +233,10 @@ pub(crate) fn lost() -> u64 {
     LOST.load(Ordering::Relaxed)
 }
 
-/// The stage that writes the reports says that every record drained so far is written.
-pub(crate) fn mark_reported() {
-    REPORTED.store(TAIL.load(Ordering::Acquire), Ordering::Release);
+/// The stage that writes the reports says that the records drained up to `upto` (what
+/// [`drain`] returned) are written.
+pub(crate) fn mark_reported(upto: u64) {
+    REPORTED.fetch_max(upto, Ordering::AcqRel);
 }
 
 /// Sorts out an invalid free (or realloc) of `user`, records it, and aborts if so configured.
@@ -421,6 +423,7 @@ fn stale(user: *mut u8, layout: Layout, key: Key, realloc: bool) -> Record {
 /// `user` must point at least 16 bytes into readable memory (any heap pointer does); it is
 /// written only when its header checks, i.e. when it is a live block of this allocator whose
 /// owner is the caller.
+#[allow(dead_code)] // called by the custody API (crate::custody)
 pub(crate) unsafe fn set_custody(user: *mut u8, size: usize, on: bool) -> bool {
     // SAFETY: by the caller's contract; read, not trusted.
     let (t, s) = unsafe { header::read_raw(user) };
@@ -468,7 +471,7 @@ mod tests {
         drop(before);
         assert!(push(&r).is_some());
         assert!(pending());
-        assert_eq!(drain(), vec![r]);
+        assert_eq!(drain().0, vec![r]);
         assert!(!pending());
     }
 }

@@ -49,6 +49,8 @@ pub use header::HEADER_BYTES;
 use header::{Key, TASK_HEAPSPAN, TASK_UNTRACKED};
 #[doc(hidden)]
 pub use local::simulate_thread_exit;
+// The custody API's way into block headers (crate::custody, landing with issue 13's custody part).
+#[allow(unused_imports)]
 pub(crate) use invalid::set_custody;
 pub(crate) use local::InternalScope;
 pub(crate) use local::{
@@ -202,7 +204,8 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Allocator<A> {
             let take = local().sampler.hit(new_size);
             if take != (key.span & header::EXT != 0) {
                 // SAFETY: forwarded caller contract; `key` is the block's, checked.
-                if let Some(p) = unsafe { self.realloc_resample(user, layout, new_size, key, take) } {
+                if let Some(p) = unsafe { self.realloc_resample(user, layout, new_size, key, take) }
+                {
                     return p;
                 }
             }
@@ -372,7 +375,10 @@ mod tests {
             assert_eq!(q as usize % 32, 0);
             assert_eq!(*q.add(39), 7);
             let (t, s) = header::read_raw(q);
-            assert_eq!(header::check(t, s, q, 4000).map(|k| k.task), Some(TASK_UNTRACKED));
+            assert_eq!(
+                header::check(t, s, q, 4000).map(|k| k.task),
+                Some(TASK_UNTRACKED)
+            );
             a.dealloc(q, Layout::from_size_align(4000, 32).unwrap());
         }
     }

@@ -376,6 +376,35 @@ pub const FINDING_FREED_FRACTION: &str = "heapspan.finding.freed_fraction";
 pub const FINDING_GRAPH_UNSEEN_NODES: &str = "heapspan.finding.graph.unseen_nodes";
 /// Evidence, i64: the threshold the figure was compared with.
 pub const FINDING_THRESHOLD: &str = "heapspan.finding.threshold";
+/// Evidence of `dealloc.invalid`: `double_free`, `layout_mismatch`, `in_custody` or
+/// `unrecognised` (a pointer heapspan never handed out, a plain block freed with another
+/// size, or a second free whose traces the inner allocator reused).
+pub const FINDING_INVALID_CASE: &str = "heapspan.finding.invalid.case";
+/// Evidence of `dealloc.invalid`: `free` or `realloc`.
+pub const FINDING_INVALID_OP: &str = "heapspan.finding.invalid.op";
+/// Evidence of `dealloc.invalid`: invalid frees lost because heapspan's fixed queue of them
+/// was full (the process had more than 64 waiting at once).
+pub const FINDING_INVALID_LOST: &str = "heapspan.finding.invalid.lost";
+/// Evidence of `dealloc.invalid`: the task that allocated the block (`unknown` when its
+/// header and traces were reused).
+pub const FINDING_ALLOC_TASK: &str = "heapspan.finding.alloc.task";
+/// Evidence of `dealloc.invalid`: the span current when the block was allocated.
+pub const FINDING_ALLOC_SPAN: &str = "heapspan.finding.alloc.span";
+/// Evidence of `dealloc.invalid`: the task current at the invalid free.
+pub const FINDING_FREE_TASK: &str = "heapspan.finding.free.task";
+/// Evidence of `dealloc.invalid`: the span current at the invalid free.
+pub const FINDING_FREE_SPAN: &str = "heapspan.finding.free.span";
+/// Evidence of a double free: the task current at the first free (known with the live
+/// index on).
+pub const FINDING_FIRST_FREE_TASK: &str = "heapspan.finding.first_free.task";
+/// Evidence of a double free: the span current at the first free.
+pub const FINDING_FIRST_FREE_SPAN: &str = "heapspan.finding.first_free.span";
+/// Evidence of `dealloc.invalid`, i64: the size the free's layout gave.
+pub const FINDING_LAYOUT_SIZE: &str = "heapspan.finding.layout.size";
+/// Evidence of `dealloc.invalid`, i64: the alignment the free's layout gave.
+pub const FINDING_LAYOUT_ALIGN: &str = "heapspan.finding.layout.align";
+/// Evidence of a layout mismatch, i64: the size the block was allocated with.
+pub const FINDING_ALLOCATED_SIZE: &str = "heapspan.finding.allocated.size";
 /// Why something was dropped: one of the `DROP_REASON_*` values.
 pub const DROP_REASON: &str = "heapspan.drop.reason";
 

@@ -667,6 +667,7 @@ impl Exporter {
                     Ok(w) => {
                         self.window(&w);
                         self.export_spans();
+                        crate::alloc::invalid::mark_reported(w.invalid_upto);
                     }
                     Err(Some(())) => {
                         // The window stage has ended (its last window is in).

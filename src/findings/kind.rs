@@ -30,11 +30,15 @@ pub enum Kind {
     CrossTaskFree,
     /// Allocations made and freed again within their span, at a high rate.
     TemporaryChurn,
+    /// A free (or realloc) of a block already freed, of one heapspan never handed out, of one
+    /// in foreign custody, or with a layout other than the allocation's: caught by the
+    /// allocator's header check, never forwarded.
+    DeallocInvalid,
 }
 
 impl Kind {
     /// Every kind, in catalog order.
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::EscapedAllocation,
         Kind::SpanResidueGrowth,
         Kind::TaskMemoryGrowth,
@@ -45,6 +49,7 @@ impl Kind {
         Kind::LargeFuture,
         Kind::CrossTaskFree,
         Kind::TemporaryChurn,
+        Kind::DeallocInvalid,
     ];
 
     /// The name on the wire (`heapspan.finding.kind`).
@@ -60,6 +65,7 @@ impl Kind {
             Kind::LargeFuture => "task.large_future",
             Kind::CrossTaskFree => "alloc.cross_task_free",
             Kind::TemporaryChurn => "alloc.temporary_churn",
+            Kind::DeallocInvalid => "dealloc.invalid",
         }
     }
 
@@ -74,7 +80,7 @@ impl Kind {
             Kind::UnreachableCycle => 0.95,
             Kind::CloneStorm => 0.75,
             Kind::LargeFuture => 0.75,
-            Kind::CrossTaskFree | Kind::TemporaryChurn => 1.0,
+            Kind::CrossTaskFree | Kind::TemporaryChurn | Kind::DeallocInvalid => 1.0,
         }
     }
 

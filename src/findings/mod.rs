@@ -5,7 +5,8 @@
 //! One file per family: `escapes` (allocations that outlive their task, frees after a task's
 //! end), `growth` (span residue and task memory that keep growing), `stalls` (tasks
 //! suspended or stalled while holding memory, large futures), `cycles` (unreachable `Rc`/`Arc`
-//! cycles), `clones` (clone storms), `churn` (temporary allocations at high rates).
+//! cycles), `clones` (clone storms), `churn` (temporary allocations at high rates), `invalid`
+//! (the invalid frees the allocator caught).
 //!
 //! Each detector returns drafts; the `Engine` gives each its stable id (kind, code location,
 //! task or span name, holder), merges it with the same problem found in earlier windows (one
@@ -19,6 +20,7 @@ pub mod config;
 mod cycles;
 mod escapes;
 mod growth;
+pub(crate) mod invalid;
 mod kind;
 mod stalls;
 #[cfg(test)]
@@ -49,6 +51,9 @@ pub(crate) struct Input<'a> {
     pub(crate) start: SystemTime,
     /// The relation graph of the window, when the live index is on.
     pub(crate) graph: Option<&'a LiveGraph>,
+    /// The invalid frees the allocator caught since the last window, and how many it lost.
+    pub(crate) invalid: &'a [invalid::InvalidFree],
+    pub(crate) invalid_lost: u64,
 }
 
 impl Input<'_> {
@@ -190,6 +195,7 @@ pub(crate) struct Engine {
     escapes: escapes::State,
     growth: growth::State,
     cycles: cycles::State,
+    invalid: invalid::State,
 }
 
 impl Engine {
@@ -200,6 +206,7 @@ impl Engine {
             escapes: escapes::State::default(),
             growth: growth::State::default(),
             cycles: cycles::State::default(),
+            invalid: invalid::State::default(),
         }
     }
 
@@ -216,6 +223,8 @@ impl Engine {
         self.cycles.run(cfg, input, &mut drafts);
         clones::run(cfg, input, &mut drafts);
         churn::run(cfg, input, &mut drafts);
+        self.invalid
+            .run(input.invalid, input.invalid_lost, &mut drafts);
         growth::explain_task_growth(&mut drafts);
         self.merge(drafts, input.snap.taken_at)
     }

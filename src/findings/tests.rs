@@ -97,6 +97,8 @@ fn judge(cfg: &FindingsConfig, windows: &[Snapshot], graph: Option<&LiveGraph>) 
             prev,
             start,
             graph,
+            invalid: &[],
+            invalid_lost: 0,
         });
     }
     last

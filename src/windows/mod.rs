@@ -23,12 +23,15 @@ pub(crate) use cut::{Bounds, TaskWindow};
 use crate::aggregator::residue::ResidueRound;
 use crate::aggregator::{self, Shared};
 use crate::error::Result;
+use crate::findings::invalid::{InvalidFree, Owner};
 use crate::findings::{Engine, Finding, FindingsConfig, Input, Judged};
 use crate::graph::live::{CaptureConfig, LiveGraph};
 use crate::{MemStats, Snapshot};
 
 /// Windows the export may be behind before one is dropped.
 const EXPORT_BACKLOG: usize = 8;
+/// How often the stage looks for invalid frees waiting (a window is cut at once for them).
+const INVALID_CHECK: Duration = Duration::from_millis(50);
 
 /// One window, as the export encodes it.
 #[derive(Debug)]
@@ -54,6 +57,9 @@ pub(crate) struct Window {
     pub(crate) graph: Option<LiveGraph>,
     /// The findings judged on it.
     pub(crate) findings: Judged,
+    /// The invalid frees reported with it: [`crate::alloc::invalid::mark_reported`] with this
+    /// once the window is written.
+    pub(crate) invalid_upto: u64,
 }
 
 /// Settings of the stage.
@@ -223,7 +229,7 @@ impl Windower {
             let (stopping, asked) = {
                 let mut st = control.lock();
                 loop {
-                    if st.stop || st.requested > st.done {
+                    if st.stop || st.requested > st.done || crate::alloc::invalid::pending() {
                         break;
                     }
                     let now = Instant::now();
@@ -232,7 +238,7 @@ impl Windower {
                     }
                     st = control
                         .cv
-                        .wait_timeout(st, next - now)
+                        .wait_timeout(st, (next - now).min(INVALID_CHECK))
                         .unwrap_or_else(|p| p.into_inner())
                         .0;
                 }
@@ -248,14 +254,26 @@ impl Windower {
             w.residues = residues;
             *control.findings.lock().unwrap_or_else(|p| p.into_inner()) =
                 w.findings.current.clone();
-            if let Some(tx) = &export {
-                match tx.try_send(Arc::new(w)) {
+            let upto = w.invalid_upto;
+            if crate::alloc::invalid::ABORT.load(Ordering::Relaxed) {
+                for f in &w.findings.current {
+                    if f.kind == crate::findings::Kind::DeallocInvalid {
+                        eprintln!("heapspan: {} {}: {}", f.severity, f.kind, f.summary);
+                    }
+                }
+            }
+            match &export {
+                Some(tx) => match tx.try_send(Arc::new(w)) {
                     Ok(()) => {}
                     Err(TrySendError::Full(_)) => {
                         control.dropped.fetch_add(1, Ordering::Relaxed);
+                        crate::alloc::invalid::mark_reported(upto);
                     }
-                    Err(TrySendError::Disconnected(_)) => {}
-                }
+                    Err(TrySendError::Disconnected(_)) => {
+                        crate::alloc::invalid::mark_reported(upto);
+                    }
+                },
+                None => crate::alloc::invalid::mark_reported(upto),
             }
             {
                 let mut st = control.lock();
@@ -294,11 +312,15 @@ impl Windower {
     ) -> Window {
         let start = self.cutter.last();
         let cut = self.cutter.cut(&snap, last);
+        let (records, invalid_upto) = crate::alloc::invalid::drain();
+        let invalid: Vec<InvalidFree> = records.iter().map(invalid_free).collect();
         let findings = self.engine.judge(&Input {
             snap: &snap,
             prev: self.prev.as_ref(),
             start,
             graph: graph.as_ref(),
+            invalid: &invalid,
+            invalid_lost: crate::alloc::invalid::lost(),
         });
         self.seq += 1;
         let total_at_start = self.prev.as_ref().map(|p| p.total).unwrap_or_default();
@@ -314,6 +336,7 @@ impl Windower {
             residues: ResidueRound::default(),
             graph,
             findings,
+            invalid_upto,
         }
     }
 
@@ -335,6 +358,43 @@ impl Windower {
             }
         }
     }
+}
+
+/// An invalid free with names: who allocated, who freed.
+fn invalid_free(r: &crate::alloc::invalid::Record) -> InvalidFree {
+    InvalidFree {
+        case: r.case,
+        realloc: r.realloc,
+        size: r.size,
+        align: r.align,
+        allocated_size: r.allocated_size,
+        allocated_by: r.allocated_by.map(owner),
+        first_free_by: r.first_free_by.map(owner),
+        freed_by: owner(r.freed_by),
+    }
+}
+
+/// The task and span names of an allocator key.
+fn owner(k: crate::alloc::header::Key) -> Owner {
+    use crate::alloc::header::{
+        SPAN_MASK, TASK_HEAPSPAN, TASK_NONE, TASK_OVERFLOW, TASK_UNTRACKED,
+    };
+    let task = match k.task {
+        TASK_NONE => "no task".to_owned(),
+        TASK_HEAPSPAN => "heapspan".to_owned(),
+        TASK_UNTRACKED => "untracked".to_owned(),
+        TASK_OVERFLOW => "overflow".to_owned(),
+        _ => crate::layer::names::task_name(k.task_name()),
+    };
+    let span = (k.span_word() & SPAN_MASK != 0).then(|| {
+        let (target, name) = crate::layer::names::span_name(k.span_group());
+        if target.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{target}::{name}")
+        }
+    });
+    Owner { task, span }
 }
 
 /// The export's end of the window channel.
