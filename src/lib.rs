@@ -152,6 +152,7 @@
 pub mod aggregator;
 pub mod alloc;
 mod builder;
+pub mod custody;
 pub mod env;
 mod error;
 pub mod export;
