@@ -390,9 +390,11 @@ pub const FINDING_INVALID_LOST: &str = "heapspan.finding.invalid.lost";
 pub const FINDING_ALLOC_TASK: &str = "heapspan.finding.alloc.task";
 /// Evidence of `dealloc.invalid`: the span current when the block was allocated.
 pub const FINDING_ALLOC_SPAN: &str = "heapspan.finding.alloc.span";
-/// Evidence of `dealloc.invalid`: the task current at the invalid free.
+/// Evidence of `dealloc.invalid` (and of `ffi.custody`'s `freed_in_custody`): the task current
+/// at the invalid free.
 pub const FINDING_FREE_TASK: &str = "heapspan.finding.free.task";
-/// Evidence of `dealloc.invalid`: the span current at the invalid free.
+/// Evidence of `dealloc.invalid` (and of `ffi.custody`'s `freed_in_custody`): the span current
+/// at the invalid free.
 pub const FINDING_FREE_SPAN: &str = "heapspan.finding.free.span";
 /// Evidence of a double free: the task current at the first free (known with the live
 /// index on).
@@ -405,6 +407,20 @@ pub const FINDING_LAYOUT_SIZE: &str = "heapspan.finding.layout.size";
 pub const FINDING_LAYOUT_ALIGN: &str = "heapspan.finding.layout.align";
 /// Evidence of a layout mismatch, i64: the size the block was allocated with.
 pub const FINDING_ALLOCATED_SIZE: &str = "heapspan.finding.allocated.size";
+/// Evidence of `ffi.custody`: the boundary the pointer was handed across (the name given to
+/// [`custody::handover`](crate::custody::handover)); `unknown` for `not_handed`.
+pub const FINDING_BOUNDARY: &str = "heapspan.finding.boundary";
+/// Evidence of `ffi.custody`: the rule broken: `not_reclaimed`, `freed_in_custody`,
+/// `reclaimed_twice`, `released_after_reclaim`, `reclaimed_after_release`, `released_twice`,
+/// `handed_twice` or `not_handed` (see [`crate::custody`]).
+pub const FINDING_CUSTODY_CASE: &str = "heapspan.finding.custody.case";
+/// Evidence of `ffi.custody` `not_reclaimed`: the term missed: `deadline` or `task_end`.
+pub const FINDING_CUSTODY_UNTIL: &str = "heapspan.finding.custody.until";
+/// Evidence of `ffi.custody`, i64: the handed-over pointers concerned so far.
+pub const FINDING_CUSTODY_POINTERS: &str = "heapspan.finding.custody.pointers";
+/// Evidence of `ffi.custody`: the code location (`file:line`) of the call that broke the rule
+/// (the second reclaim, the release after a reclaim, the second handover…), when a call did.
+pub const FINDING_CUSTODY_CALL: &str = "heapspan.finding.custody.call";
 /// Why something was dropped: one of the `DROP_REASON_*` values.
 pub const DROP_REASON: &str = "heapspan.drop.reason";
 

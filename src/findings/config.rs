@@ -41,8 +41,9 @@ pub const DEFAULT_STALLED_MIN_AGE: Duration = Duration::from_secs(60);
 /// Default for [`FindingsConfig::stalled_min_bytes`]: holding at least 64 KiB (an idle
 /// listener holds less).
 pub const DEFAULT_STALLED_MIN_BYTES: u64 = 64 << 10;
-/// Default for [`FindingsConfig::high_bytes`]: 16 MiB held makes a stall, a retention or a
-/// clone storm one severity higher.
+/// Default for [`FindingsConfig::high_bytes`]: 16 MiB held makes a stall, a retention, a
+/// clone storm or a pointer not given back by foreign code (its danger surface) one severity
+/// higher.
 pub const DEFAULT_HIGH_BYTES: u64 = 16 << 20;
 /// Default for [`FindingsConfig::cycle_confirm_windows`]: a cycle is reported once seen in 2
 /// consecutive windows (the catalog: racing count reads must not make one).
@@ -190,8 +191,8 @@ impl FindingsConfig {
         stalled_min_age: Duration;
         /// Bytes it must hold (default [`DEFAULT_STALLED_MIN_BYTES`]).
         stalled_min_bytes: u64;
-        /// Bytes that raise a stall, a retention or a clone storm one severity (default
-        /// [`DEFAULT_HIGH_BYTES`]).
+        /// Bytes that raise a stall, a retention, a clone storm or an `ffi.custody`
+        /// `not_reclaimed` one severity (default [`DEFAULT_HIGH_BYTES`]).
         high_bytes: u64;
         /// Consecutive windows a cycle must be seen in (default
         /// [`DEFAULT_CYCLE_CONFIRM_WINDOWS`]).

@@ -34,11 +34,14 @@ pub enum Kind {
     /// in foreign custody, or with a layout other than the allocation's: caught by the
     /// allocator's header check, never forwarded.
     DeallocInvalid,
+    /// A pointer handed to foreign code ([`crate::custody`]) not given back by its deadline or
+    /// its task's end, freed by Rust while foreign code held it, or reclaimed twice.
+    FfiCustody,
 }
 
 impl Kind {
     /// Every kind, in catalog order.
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::EscapedAllocation,
         Kind::SpanResidueGrowth,
         Kind::TaskMemoryGrowth,
@@ -50,6 +53,7 @@ impl Kind {
         Kind::CrossTaskFree,
         Kind::TemporaryChurn,
         Kind::DeallocInvalid,
+        Kind::FfiCustody,
     ];
 
     /// The name on the wire (`heapspan.finding.kind`).
@@ -66,6 +70,7 @@ impl Kind {
             Kind::CrossTaskFree => "alloc.cross_task_free",
             Kind::TemporaryChurn => "alloc.temporary_churn",
             Kind::DeallocInvalid => "dealloc.invalid",
+            Kind::FfiCustody => "ffi.custody",
         }
     }
 
@@ -81,6 +86,8 @@ impl Kind {
             Kind::CloneStorm => 0.75,
             Kind::LargeFuture => 0.75,
             Kind::CrossTaskFree | Kind::TemporaryChurn | Kind::DeallocInvalid => 1.0,
+            // The catalog's bonus for a danger-surface root (an FFI handover) is in the base.
+            Kind::FfiCustody => 0.9,
         }
     }
 

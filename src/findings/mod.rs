@@ -6,7 +6,7 @@
 //! end), `growth` (span residue and task memory that keep growing), `stalls` (tasks
 //! suspended or stalled while holding memory, large futures), `cycles` (unreachable `Rc`/`Arc`
 //! cycles), `clones` (clone storms), `churn` (temporary allocations at high rates), `invalid`
-//! (the invalid frees the allocator caught).
+//! (the invalid frees the allocator caught), `custody` (pointers handed to foreign code).
 //!
 //! Each detector returns drafts; the `Engine` gives each its stable id (kind, code location,
 //! task or span name, holder), merges it with the same problem found in earlier windows (one
@@ -17,6 +17,7 @@
 mod churn;
 mod clones;
 pub mod config;
+mod custody;
 mod cycles;
 mod escapes;
 mod growth;
@@ -54,6 +55,8 @@ pub(crate) struct Input<'a> {
     /// The invalid frees the allocator caught since the last window, and how many it lost.
     pub(crate) invalid: &'a [invalid::InvalidFree],
     pub(crate) invalid_lost: u64,
+    /// The custody rules broken since the last window ([`crate::custody`]).
+    pub(crate) custody: &'a [crate::custody::Violation],
 }
 
 impl Input<'_> {
@@ -85,6 +88,9 @@ pub(crate) struct Draft {
     pub(crate) evidence: Vec<(&'static str, EvidenceValue)>,
     pub(crate) from_graph: bool,
     pub(crate) roots: Vec<AllocId>,
+    /// More parts of the id, for kinds whose problems differ in more than code location,
+    /// task, span and holder (`ffi.custody`: the case and the boundary).
+    pub(crate) distinct: Vec<&'static str>,
 }
 
 impl Draft {
@@ -105,6 +111,7 @@ impl Draft {
             evidence: Vec::new(),
             from_graph: false,
             roots: Vec::new(),
+            distinct: Vec::new(),
         }
     }
 
@@ -125,15 +132,14 @@ impl Draft {
                 h => h.to_string(),
             })
             .unwrap_or_default();
-        kind::finding_id(
-            self.kind,
-            &[
-                &loc,
-                self.task_name.as_deref().unwrap_or(""),
-                self.span_name.as_deref().unwrap_or(""),
-                &holder,
-            ],
-        )
+        let mut parts = vec![
+            loc.as_str(),
+            self.task_name.as_deref().unwrap_or(""),
+            self.span_name.as_deref().unwrap_or(""),
+            &holder,
+        ];
+        parts.extend(self.distinct.iter().copied());
+        kind::finding_id(self.kind, &parts)
     }
 
     pub(crate) fn ev(&mut self, key: &'static str, v: impl Into<EvidenceValue>) -> &mut Self {
@@ -196,6 +202,7 @@ pub(crate) struct Engine {
     growth: growth::State,
     cycles: cycles::State,
     invalid: invalid::State,
+    custody: custody::State,
 }
 
 impl Engine {
@@ -207,6 +214,7 @@ impl Engine {
             growth: growth::State::default(),
             cycles: cycles::State::default(),
             invalid: invalid::State::default(),
+            custody: custody::State::default(),
         }
     }
 
@@ -225,6 +233,7 @@ impl Engine {
         churn::run(cfg, input, &mut drafts);
         self.invalid
             .run(input.invalid, input.invalid_lost, &mut drafts);
+        self.custody.run(cfg, input, &mut drafts);
         growth::explain_task_growth(&mut drafts);
         self.merge(drafts, input.snap.taken_at)
     }

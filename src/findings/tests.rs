@@ -99,6 +99,7 @@ fn judge(cfg: &FindingsConfig, windows: &[Snapshot], graph: Option<&LiveGraph>) 
             graph,
             invalid: &[],
             invalid_lost: 0,
+            custody: &[],
         });
     }
     last

@@ -257,7 +257,10 @@ impl Windower {
             let upto = w.invalid_upto;
             if crate::alloc::invalid::ABORT.load(Ordering::Relaxed) {
                 for f in &w.findings.current {
-                    if f.kind == crate::findings::Kind::DeallocInvalid {
+                    if matches!(
+                        f.kind,
+                        crate::findings::Kind::DeallocInvalid | crate::findings::Kind::FfiCustody
+                    ) {
                         eprintln!("heapspan: {} {}: {}", f.severity, f.kind, f.summary);
                     }
                 }
@@ -313,7 +316,16 @@ impl Windower {
         let start = self.cutter.last();
         let cut = self.cutter.cut(&snap, last);
         let (records, invalid_upto) = crate::alloc::invalid::drain();
-        let invalid: Vec<InvalidFree> = records.iter().map(invalid_free).collect();
+        // A free of a block in custody is its passport's (`ffi.custody`), when it has one.
+        let invalid: Vec<InvalidFree> = records
+            .iter()
+            .filter(|r| {
+                r.case != crate::alloc::invalid::Case::InCustody
+                    || !crate::custody::on_freed_in_custody(r.addr, r.freed_by, r.realloc)
+            })
+            .map(invalid_free)
+            .collect();
+        let custody = crate::custody::drain(&snap);
         let findings = self.engine.judge(&Input {
             snap: &snap,
             prev: self.prev.as_ref(),
@@ -321,6 +333,7 @@ impl Windower {
             graph: graph.as_ref(),
             invalid: &invalid,
             invalid_lost: crate::alloc::invalid::lost(),
+            custody: &custody,
         });
         self.seq += 1;
         let total_at_start = self.prev.as_ref().map(|p| p.total).unwrap_or_default();
