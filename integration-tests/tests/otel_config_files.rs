@@ -246,9 +246,12 @@ fn undefined_references(config: &Value) -> Vec<String> {
             if role != "processors" && names.is_empty() {
                 errors.push(format!("pipeline {pipeline} has no {role}"));
             }
+            // A connector is the exporter of one pipeline and the receiver of another.
+            let connector_ok = role != "processors";
             for id in names {
                 let id = id.as_str().expect("component id");
-                if !known.contains(id) && !(role != "processors" && connectors.contains(id)) {
+                let is_connector = connector_ok && connectors.contains(id);
+                if !known.contains(id) && !is_connector {
                     errors.push(format!(
                         "pipeline {pipeline} names {role} `{id}`, not defined in `{section}`"
                     ));
