@@ -12,6 +12,33 @@
 //!   `realloc` and `dealloc`, so it is always called with the layout it handed the block out
 //!   with. The header is written from the very first allocation, also before start, so any
 //!   pointer we are asked to free has one.
+//! - **Invalid frees are recognised before anything is trusted.** Both header words carry a
+//!   16-bit tag, a keyed hash of the rest of the words, the user pointer and the allocation's
+//!   size (the key is the address of one of heapspan's statics, different in every process
+//!   under ASLR). `dealloc` and `realloc` read the two words below the pointer, recompute the
+//!   tag from them, the pointer and the size of the layout they were given, and use nothing
+//!   of the header unless it matches; a free that does not match goes to a cold path that
+//!   never forwards it to the inner allocator and records it in a fixed array (no allocation)
+//!   for the `dealloc.invalid` finding ([`InvalidFreeAction`] chooses whether the process
+//!   then goes on or aborts once the report is written). A valid free leaves a tombstone (the
+//!   words with their tag bits inverted) in the block's first 16 bytes.
+//!   - *Detected always* (every mode, also before start): a free or realloc of a pointer
+//!     heapspan never handed out (C's `malloc`, a stack or static address), of a block
+//!     already freed whose header the inner allocator has reused (glibc's tcache writes both
+//!     words), and of a block with another size than it was allocated with: each is taken for
+//!     valid with a probability of 2⁻¹⁶ at most (a random header, measured in
+//!     `header::tests`). A second free is named as one (with who allocated the block) when
+//!     its tombstone survived.
+//!   - *Only with the live index*: the place of the first free of a double free (a ring of the
+//!     last 1024 indexed frees), a double free of an indexed block whose header survived (its
+//!     index entry no longer names it), and a wrong layout told apart from a foreign pointer
+//!     (a live indexed block's own size word).
+//!   - *Cannot be detected*: a second free of a block that was handed out again in between
+//!     (the header is the new owner's, valid: that free releases the new owner's block, as
+//!     without heapspan), a free with another alignment of 16 or less and the same size (the
+//!     inner layout is the same, so nothing goes wrong), and a pointer less than 16 bytes
+//!     above the start of a mapping (reading its header would fault: heapspan reads 16 bytes
+//!     below any pointer it is given, as glibc reads its own chunk header there).
 //! - **No lock, no syscall, no allocation on the common path.** An operation updates a counter
 //!   in a table owned by the current thread (a relaxed load and store of a cache line nobody
 //!   else writes). The tables are one anonymous mapping made at start and never unmapped: a

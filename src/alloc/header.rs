@@ -190,13 +190,9 @@ static TAG_KEY: u8 = 0;
 #[inline(always)]
 pub(crate) fn tag(task: u64, span: u64, user: usize, size: usize) -> (u64, u64) {
     let key = std::ptr::addr_of!(TAG_KEY) as u64;
-    let x = task
-        ^ span.rotate_left(23)
-        ^ (user as u64).rotate_left(9)
-        ^ (size as u64).rotate_left(37)
-        ^ key;
-    // Every bit of `x` reaches the product's top 16 bits, which become the tag.
-    let h = x.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    // A product's top bits depend on every bit of the factor below them: one multiply mixes
+    // the words, the address and the size (a change in any of them moves the top 16 bits).
+    let h = (task ^ span ^ user as u64 ^ size as u64 ^ key).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     (h & TASK_TAG, (h << 7) & SPAN_TAG)
 }
 

@@ -139,7 +139,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Allocator<A> {
         unsafe { self.alloc_any(layout, true) }
     }
 
-    #[inline]
+    #[inline(always)]
     unsafe fn dealloc(&self, user: *mut u8, layout: Layout) {
         // SAFETY: read, not trusted: the 16 bytes below a pointer this allocator handed out
         // are its header; below any other heap pointer, they are readable memory of the heap
