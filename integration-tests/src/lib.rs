@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use prost::Message;
 
+pub mod keeper;
+
 pub use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 pub use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
@@ -467,6 +469,42 @@ pub fn logged_spans(log: &str) -> Vec<LoggedSpan> {
             }
         } else {
             in_attrs = false;
+        }
+    }
+    spans
+}
+
+/// The spans of an OTLP JSON file (heapspan's `HEAPSPAN_OTLP_FILE`), attributes rendered as
+/// text.
+pub fn file_spans(path: &Path) -> Vec<LoggedSpan> {
+    let mut spans = Vec::new();
+    for v in json_lines(path) {
+        let Some(rs) = v["resourceSpans"].as_array() else {
+            continue;
+        };
+        for s in rs
+            .iter()
+            .flat_map(|r| r["scopeSpans"].as_array().cloned().unwrap_or_default())
+            .flat_map(|s| s["spans"].as_array().cloned().unwrap_or_default())
+        {
+            let mut span = LoggedSpan {
+                name: s["name"].as_str().unwrap_or_default().to_owned(),
+                attrs: Vec::new(),
+            };
+            for kv in s["attributes"].as_array().cloned().unwrap_or_default() {
+                let v = &kv["value"];
+                let text = v["stringValue"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .or_else(|| v["intValue"].as_str().map(str::to_owned))
+                    .or_else(|| v["intValue"].as_i64().map(|i| i.to_string()))
+                    .or_else(|| v["doubleValue"].as_f64().map(|x| x.to_string()))
+                    .or_else(|| v["boolValue"].as_bool().map(|b| b.to_string()))
+                    .unwrap_or_default();
+                span.attrs
+                    .push((kv["key"].as_str().unwrap_or_default().to_owned(), text));
+            }
+            spans.push(span);
         }
     }
     spans

@@ -89,6 +89,7 @@ impl Case {
     }
 
     /// Every case.
+    #[cfg(test)]
     pub(crate) const ALL: [Case; 8] = [
         Case::NotReclaimed,
         Case::FreedInCustody,
