@@ -1,6 +1,8 @@
 //! Helpers for heapspan's integration tests (real processes, real collector): the rotel OTLP
 //! collector on loopback ports, an in-process OTLP/HTTP receiver that decodes with the
-//! official protobuf types, and the test application.
+//! official protobuf types, and the test application; the Prometheus names of OTLP metrics
+//! ([`prom`]) and the Grafana dashboards generated from the telemetry contract
+//! ([`dashboards`]), with what runs their queries against real output ([`promtool`]).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -10,6 +12,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use prost::Message;
+
+pub mod dashboards;
+pub mod prom;
+pub mod promtool;
 
 pub use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 pub use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
