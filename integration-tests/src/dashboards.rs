@@ -48,10 +48,7 @@ pub fn generated() -> Vec<Generated> {
         .into_iter()
         .map(|(file, board)| Generated {
             path: format!("{DASHBOARD_DIR}/{file}"),
-            text: format!(
-                "{}\n",
-                serde_json::to_string_pretty(&board).expect("JSON")
-            ),
+            text: format!("{}\n", serde_json::to_string_pretty(&board).expect("JSON")),
         })
         .collect();
     out.push(Generated {
@@ -128,7 +125,10 @@ fn legend(attributes: &[&str]) -> String {
 /// The overview's "Live bytes by task name" query: the one whose value for the planted task
 /// `tests/dashboards.rs` checks exactly.
 pub fn live_by_task_expr() -> String {
-    sum_by(&[n::TOKIO_TASK_NAME], &sel(n::TASK_MEMORY_LIVE, "", By::Task))
+    sum_by(
+        &[n::TOKIO_TASK_NAME],
+        &sel(n::TASK_MEMORY_LIVE, "", By::Task),
+    )
 }
 
 /// The overview's "Live bytes by span name and group" query (checked exactly for the planted
@@ -471,13 +471,7 @@ impl Board {
     }
 }
 
-fn query_variable(
-    name: &str,
-    label: &str,
-    query: String,
-    all: bool,
-    description: &str,
-) -> Value {
+fn query_variable(name: &str, label: &str, query: String, all: bool, description: &str) -> Value {
     let mut v = json!({
         "datasource": prometheus_ds(),
         "description": description,
@@ -568,57 +562,93 @@ fn overview() -> Value {
 
     b.row("Memory by task");
     b.add(
-        panel(TimeSeries, "Live bytes by task name", "bytes", 12, &about(
-            &[n::TASK_MEMORY_LIVE],
-            "Allocated minus freed, per task name (frees count against the allocating task).",
-        ))
+        panel(
+            TimeSeries,
+            "Live bytes by task name",
+            "bytes",
+            12,
+            &about(
+                &[n::TASK_MEMORY_LIVE],
+                "Allocated minus freed, per task name (frees count against the allocating task).",
+            ),
+        )
         .query(Range(live_by_task_expr(), legend(&task))),
     );
     b.add(
-        panel(BarGauge, "Which task holds the most", "bytes", 12, &about(
-            &[n::TASK_MEMORY_LIVE],
-            "The ten task names holding the most live bytes now.",
-        ))
+        panel(
+            BarGauge,
+            "Which task holds the most",
+            "bytes",
+            12,
+            &about(
+                &[n::TASK_MEMORY_LIVE],
+                "The ten task names holding the most live bytes now.",
+            ),
+        )
         .query(Instant(
             format!("topk(10, {})", live_by_task_expr()),
             legend(&task),
         )),
     );
     b.add(
-        panel(TimeSeries, "Allocated bytes per second by task", "binBps", 8, &about(
-            &[n::TASK_MEMORY_ALLOCATED],
-            "Allocation rate per task name.",
-        ))
+        panel(
+            TimeSeries,
+            "Allocated bytes per second by task",
+            "binBps",
+            8,
+            &about(
+                &[n::TASK_MEMORY_ALLOCATED],
+                "Allocation rate per task name.",
+            ),
+        )
         .query(Range(
             sum_by(&task, &rate(n::TASK_MEMORY_ALLOCATED, "", By::Task)),
             legend(&task),
         )),
     );
     b.add(
-        panel(TimeSeries, "Freed bytes per second by task", "binBps", 8, &about(
-            &[n::TASK_MEMORY_FREED],
-            "Free rate per allocating task name (whichever task freed the blocks).",
-        ))
+        panel(
+            TimeSeries,
+            "Freed bytes per second by task",
+            "binBps",
+            8,
+            &about(
+                &[n::TASK_MEMORY_FREED],
+                "Free rate per allocating task name (whichever task freed the blocks).",
+            ),
+        )
         .query(Range(
             sum_by(&task, &rate(n::TASK_MEMORY_FREED, "", By::Task)),
             legend(&task),
         )),
     );
     b.add(
-        panel(TimeSeries, "Allocations per second by task", "ops", 8, &about(
-            &[n::TASK_ALLOCATIONS],
-            "Allocation count rate per task name.",
-        ))
+        panel(
+            TimeSeries,
+            "Allocations per second by task",
+            "ops",
+            8,
+            &about(
+                &[n::TASK_ALLOCATIONS],
+                "Allocation count rate per task name.",
+            ),
+        )
         .query(Range(
             sum_by(&task, &rate(n::TASK_ALLOCATIONS, "", By::Task)),
             legend(&task),
         )),
     );
     b.add(
-        panel(BarGauge, "Peak live bytes of a single task, by name", "bytes", 24, &about(
-            &[n::TASK_MEMORY_PEAK],
-            "The largest peak of one task of each name (observed at folds: a lower bound).",
-        ))
+        panel(
+            BarGauge,
+            "Peak live bytes of a single task, by name",
+            "bytes",
+            24,
+            &about(
+                &[n::TASK_MEMORY_PEAK],
+                "The largest peak of one task of each name (observed at folds: a lower bound).",
+            ),
+        )
         .query(Instant(
             format!(
                 "max by ({}) ({})",
@@ -631,10 +661,16 @@ fn overview() -> Value {
 
     b.row("Memory by span");
     b.add(
-        panel(TimeSeries, "Live bytes by span name", "bytes", 12, &about(
-            &[n::SPAN_MEMORY_LIVE],
-            "Allocated inside spans of a name and not yet freed, every group together.",
-        ))
+        panel(
+            TimeSeries,
+            "Live bytes by span name",
+            "bytes",
+            12,
+            &about(
+                &[n::SPAN_MEMORY_LIVE],
+                "Allocated inside spans of a name and not yet freed, every group together.",
+            ),
+        )
         .query(Range(
             sum_by(&span, &sel(n::SPAN_MEMORY_LIVE, "", By::Span)),
             legend(&span),
@@ -651,10 +687,16 @@ fn overview() -> Value {
         )),
     );
     b.add(
-        panel(TimeSeries, "Allocated and freed bytes per second by span", "binBps", 8, &about(
-            &[n::SPAN_MEMORY_ALLOCATED, n::SPAN_MEMORY_FREED],
-            "Allocation and free rates per span name.",
-        ))
+        panel(
+            TimeSeries,
+            "Allocated and freed bytes per second by span",
+            "binBps",
+            8,
+            &about(
+                &[n::SPAN_MEMORY_ALLOCATED, n::SPAN_MEMORY_FREED],
+                "Allocation and free rates per span name.",
+            ),
+        )
         .query(Range(
             sum_by(&span, &rate(n::SPAN_MEMORY_ALLOCATED, "", By::Span)),
             format!("{} allocated", legend(&span)),
@@ -665,10 +707,16 @@ fn overview() -> Value {
         )),
     );
     b.add(
-        panel(TimeSeries, "Allocations per second by span", "ops", 8, &about(
-            &[n::SPAN_ALLOCATIONS],
-            "Allocation count rate per span name.",
-        ))
+        panel(
+            TimeSeries,
+            "Allocations per second by span",
+            "ops",
+            8,
+            &about(
+                &[n::SPAN_ALLOCATIONS],
+                "Allocation count rate per span name.",
+            ),
+        )
         .query(Range(
             sum_by(&span, &rate(n::SPAN_ALLOCATIONS, "", By::Span)),
             legend(&span),
@@ -693,23 +741,32 @@ fn overview() -> Value {
 
     b.row("Allocation sizes");
     b.add(
-        panel(Heatmap, "Allocation sizes", "short", 16, &about(
-            &[n::ALLOCATION_SIZE],
-            "Allocations per size bucket (16 B to 16 MiB, powers of 4) over time.",
-        ))
+        panel(
+            Heatmap,
+            "Allocation sizes",
+            "short",
+            16,
+            &about(
+                &[n::ALLOCATION_SIZE],
+                "Allocations per size bucket (16 B to 16 MiB, powers of 4) over time.",
+            ),
+        )
         .query(Buckets(format!(
-            "sum by (le) ({})",
-            format!(
-                "increase({}[$__rate_interval])",
-                sel(n::ALLOCATION_SIZE, "_bucket", By::Service)
-            )
+            "sum by (le) (increase({}[$__rate_interval]))",
+            sel(n::ALLOCATION_SIZE, "_bucket", By::Service)
         ))),
     );
     b.add(
-        panel(TimeSeries, "Mean allocation size", "bytes", 8, &about(
-            &[n::ALLOCATION_SIZE],
-            "Bytes per allocation, from the histogram's sum and count.",
-        ))
+        panel(
+            TimeSeries,
+            "Mean allocation size",
+            "bytes",
+            8,
+            &about(
+                &[n::ALLOCATION_SIZE],
+                "Bytes per allocation, from the histogram's sum and count.",
+            ),
+        )
         .query(Range(
             format!(
                 "sum({}) / sum({})",
@@ -722,10 +779,16 @@ fn overview() -> Value {
 
     b.row("heapspan itself");
     b.add(
-        panel(TimeSeries, "heapspan's own memory", "bytes", 12, &about(
-            &[n::TRACKER_MEMORY],
-            "heapspan's bookkeeping: its heap blocks, thread tables, queues and live index.",
-        ))
+        panel(
+            TimeSeries,
+            "heapspan's own memory",
+            "bytes",
+            12,
+            &about(
+                &[n::TRACKER_MEMORY],
+                "heapspan's bookkeeping: its heap blocks, thread tables, queues and live index.",
+            ),
+        )
         .query(Range(
             sel(n::TRACKER_MEMORY, "", By::Service),
             "{{job}} {{instance}}".to_owned(),
@@ -765,30 +828,45 @@ fn findings() -> Value {
         )),
     );
     b.add(
-        panel(TimeSeries, "Findings reported by kind", "short", 12, &about(
-            &[n::FINDINGS],
-            "Findings reported per kind in each interval.",
-        ))
+        panel(
+            TimeSeries,
+            "Findings reported by kind",
+            "short",
+            12,
+            &about(
+                &[n::FINDINGS],
+                "Findings reported per kind in each interval.",
+            ),
+        )
         .query(Range(
             sum_by(&kind, &increase(n::FINDINGS, By::Service)),
             legend(&kind),
         )),
     );
     b.add(
-        panel(TimeSeries, "Findings reported by severity", "short", 12, &about(
-            &[n::FINDINGS],
-            "Findings reported per severity in each interval.",
-        ))
+        panel(
+            TimeSeries,
+            "Findings reported by severity",
+            "short",
+            12,
+            &about(
+                &[n::FINDINGS],
+                "Findings reported per severity in each interval.",
+            ),
+        )
         .query(Range(
             sum_by(&severity, &increase(n::FINDINGS, By::Service)),
             legend(&severity),
         )),
     );
     b.add(
-        panel(BarGauge, "Findings by kind and severity since start", "short", 24, &about(
-            &[n::FINDINGS],
-            "Every kind and severity seen so far.",
-        ))
+        panel(
+            BarGauge,
+            "Findings by kind and severity since start",
+            "short",
+            24,
+            &about(&[n::FINDINGS], "Every kind and severity seen so far."),
+        )
         .query(Instant(
             sum_by(
                 &[n::FINDING_KIND, n::FINDING_SEVERITY],
@@ -815,10 +893,16 @@ fn findings() -> Value {
         .query(TraceQl(traceql(n::FINDING_SPAN, &[], &columns))),
     );
     b.add(
-        panel(Table, "High and critical findings (Tempo)", "short", 24, &format!(
+        panel(
+            Table,
+            "High and critical findings (Tempo)",
+            "short",
+            24,
+            &format!(
             "`{}` spans with status Error: heapspan sets it for high and critical findings only.",
             n::FINDING_SPAN
-        ))
+        ),
+        )
         .height(8)
         .query(TraceQl(traceql(
             n::FINDING_SPAN,
@@ -827,10 +911,17 @@ fn findings() -> Value {
         ))),
     );
     b.add(
-        panel(Table, "Findings (Jaeger)", "short", 24, &format!(
-            "The same `{}` spans through Jaeger (operation {}); each row opens its trace.",
-            n::FINDING_SPAN, n::FINDING_SPAN
-        ))
+        panel(
+            Table,
+            "Findings (Jaeger)",
+            "short",
+            24,
+            &format!(
+                "The same `{}` spans through Jaeger (operation {}); each row opens its trace.",
+                n::FINDING_SPAN,
+                n::FINDING_SPAN
+            ),
+        )
         .height(8)
         .query(Jaeger(n::FINDING_SPAN, String::new())),
     );
@@ -858,10 +949,16 @@ fn graph() -> Value {
         )),
     );
     b.add(
-        panel(TimeSeries, "Nodes of the live graph", "short", 12, &about(
-            &[n::GRAPH_NODES_METRIC],
-            "Live indexed allocations in the latest window's graph.",
-        ))
+        panel(
+            TimeSeries,
+            "Nodes of the live graph",
+            "short",
+            12,
+            &about(
+                &[n::GRAPH_NODES_METRIC],
+                "Live indexed allocations in the latest window's graph.",
+            ),
+        )
         .query(Range(
             sel(n::GRAPH_NODES_METRIC, "", By::Service),
             "{{job}} {{instance}}".to_owned(),
@@ -881,10 +978,13 @@ fn graph() -> Value {
         )),
     );
     b.add(
-        panel(BarGauge, "Edges now by kind", "short", 12, &about(
-            &[n::GRAPH_EDGES],
-            "The latest graph's edges per kind.",
-        ))
+        panel(
+            BarGauge,
+            "Edges now by kind",
+            "short",
+            12,
+            &about(&[n::GRAPH_EDGES], "The latest graph's edges per kind."),
+        )
         .query(Instant(
             sum_by(&kind, &sel(n::GRAPH_EDGES, "", By::Service)),
             legend(&kind),
@@ -922,19 +1022,37 @@ fn runtime() -> Value {
     .variable(task_variable());
     let task = [n::TOKIO_TASK_NAME];
     b.add(
-        panel(TimeSeries, "Live bytes by task name", "bytes", 12, &about(
-            &[n::TASK_MEMORY_LIVE],
-            "Allocated minus freed, per task name.",
-        ))
+        panel(
+            TimeSeries,
+            "Live bytes by task name",
+            "bytes",
+            12,
+            &about(
+                &[n::TASK_MEMORY_LIVE],
+                "Allocated minus freed, per task name.",
+            ),
+        )
         .query(Range(live_by_task_expr(), legend(&task))),
     );
     b.add(
-        panel(TimeSeries, "Tasks alive and queued", "short", 12, &about(
-            &[n::TOKIO_RUNTIME_TASKS_ALIVE, n::TOKIO_RUNTIME_GLOBAL_QUEUE_DEPTH],
-            "Tasks alive in the runtime, and tasks waiting in its global queue.",
-        ))
+        panel(
+            TimeSeries,
+            "Tasks alive and queued",
+            "short",
+            12,
+            &about(
+                &[
+                    n::TOKIO_RUNTIME_TASKS_ALIVE,
+                    n::TOKIO_RUNTIME_GLOBAL_QUEUE_DEPTH,
+                ],
+                "Tasks alive in the runtime, and tasks waiting in its global queue.",
+            ),
+        )
         .query(Range(
-            format!("sum({})", sel(n::TOKIO_RUNTIME_TASKS_ALIVE, "", By::Service)),
+            format!(
+                "sum({})",
+                sel(n::TOKIO_RUNTIME_TASKS_ALIVE, "", By::Service)
+            ),
             "alive".to_owned(),
         ))
         .query(Range(
@@ -946,10 +1064,19 @@ fn runtime() -> Value {
         )),
     );
     b.add(
-        panel(TimeSeries, "Worker busy ratio", "percentunit", 12, &about(
-            &[n::TOKIO_RUNTIME_WORKER_BUSY_DURATION, n::TOKIO_RUNTIME_WORKERS],
-            "Busy time of the workers per second, per worker.",
-        ))
+        panel(
+            TimeSeries,
+            "Worker busy ratio",
+            "percentunit",
+            12,
+            &about(
+                &[
+                    n::TOKIO_RUNTIME_WORKER_BUSY_DURATION,
+                    n::TOKIO_RUNTIME_WORKERS,
+                ],
+                "Busy time of the workers per second, per worker.",
+            ),
+        )
         .query(Range(
             format!(
                 "sum({}) / sum({})",
@@ -960,10 +1087,16 @@ fn runtime() -> Value {
         )),
     );
     b.add(
-        panel(TimeSeries, "Worker parks per second", "ops", 12, &about(
-            &[n::TOKIO_RUNTIME_WORKER_PARKS],
-            "Times the workers parked, summed over workers.",
-        ))
+        panel(
+            TimeSeries,
+            "Worker parks per second",
+            "ops",
+            12,
+            &about(
+                &[n::TOKIO_RUNTIME_WORKER_PARKS],
+                "Times the workers parked, summed over workers.",
+            ),
+        )
         .query(Range(
             format!(
                 "sum({})",

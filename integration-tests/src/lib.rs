@@ -501,6 +501,17 @@ pub const REQUEST_BYTES: i64 = 100_000;
 /// The `heapspan.span.name` of the test app's `request` span.
 pub const REQUEST_SPAN: &str = "export_app::request";
 
+/// The task of `src/bin/dashboard_app.rs` that holds [`PLANTED_BYTES`] to the end.
+pub const PLANTED_TASK: &str = "planted";
+/// Bytes the planted task holds (one block).
+pub const PLANTED_BYTES: i64 = 2_500_000;
+/// The `http.route` of `dashboard_app`'s `handle` span (its span group).
+pub const PLANTED_ROUTE: &str = "/planted";
+/// Bytes allocated inside `dashboard_app`'s `handle` span and kept to the end (one block).
+pub const PLANTED_SPAN_BYTES: i64 = 300_000;
+/// The `heapspan.span.name` of `dashboard_app`'s `handle` span.
+pub const PLANTED_SPAN: &str = "dashboard_app::handle";
+
 /// Asserts what every collector run of the test app must show: every metric of the contract
 /// with its unit, the holder's live bytes, window spans of the app's tasks (with the holder's
 /// final window), and the resource attributes. Returns the points and spans for more checks.

@@ -16,8 +16,9 @@
 //! - The OpenTelemetry specification, "Prometheus and OpenMetrics Compatibility", section
 //!   "OTLP Metric points to Prometheus".
 //!
-//! heapspan's Prometheus configuration (`otel-config/prometheus/prometheus.yml`) pins
-//! [`PINNED`]; `docs/…/telemetry.md` ("How the names look in Prometheus") states the same rules.
+//! The Prometheus configuration `otel-config/` ships pins [`PINNED`] (Prometheus' default), the
+//! strategy the dashboards are written for; `otel-config/prometheus/metrics.md` lists every
+//! contract metric's names under it.
 //!
 //! ```
 //! use heapspan::export::names as n;
@@ -253,7 +254,9 @@ pub fn build_metric_name(
         metric
     };
     if built.is_empty() {
-        return Err(format!("normalization for metric {name:?} resulted in empty name"));
+        return Err(format!(
+            "normalization for metric {name:?} resulted in empty name"
+        ));
     }
     if strategy.escapes() && built != name && built.chars().all(|c| c == '_') {
         return Err(format!(
@@ -427,8 +430,7 @@ pub fn metric_type(m: &MetricName) -> MetricType {
 /// The Prometheus name of a contract metric under [`PINNED`] (its histogram's base name).
 #[track_caller]
 pub fn metric_name(m: &MetricName) -> String {
-    build_metric_name(PINNED, "", m.name, m.unit, metric_type(m))
-        .unwrap_or_else(|e| panic!("{e}"))
+    build_metric_name(PINNED, "", m.name, m.unit, metric_type(m)).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The Prometheus series names of a contract metric under [`PINNED`]: one, or a histogram's
@@ -672,13 +674,7 @@ pub fn translate(
                         }
                         let mut labels = base;
                         labels.insert("le".to_owned(), le(f64::INFINITY));
-                        push(
-                            format!("{name}_bucket"),
-                            labels,
-                            t,
-                            p.count as f64,
-                            p.flags,
-                        );
+                        push(format!("{name}_bucket"), labels, t, p.count as f64, p.flags);
                     }
                 }
                 Data::Summary(s) => {
@@ -731,6 +727,7 @@ mod tests {
     /// type, Prometheus name, unit name). The cases with `KeepMultipleUnderscores` (an option
     /// Prometheus does not set) are left out.
     #[allow(clippy::type_complexity)]
+    #[rustfmt::skip]
     const NAMER_CASES: &[(Strategy, &str, &str, &str, MetricType, &str, &str)] = &[
         // Escaping, no suffixes.
         (UnderscoreEscapingWithoutSuffixes, "", "simple_metric", "", Gauge, "simple_metric", ""),
@@ -855,7 +852,10 @@ mod tests {
             ("123label", "key_123label"),
             // label_namer.go at 73b608c prefixes a single leading `_` with `key` (older
             // versions made it an option); heapspan has no such attribute.
-            ("_label_starting_with_underscore", "key_label_starting_with_underscore"),
+            (
+                "_label_starting_with_underscore",
+                "key_label_starting_with_underscore",
+            ),
             (
                 "__label_starting_with_2underscores",
                 "__label_starting_with_2underscores",
@@ -884,10 +884,7 @@ mod tests {
     #[test]
     fn the_telemetry_contract_examples() {
         let name = |m: &str| metric_name(contract_metric(m));
-        assert_eq!(
-            name(n::TASK_MEMORY_LIVE),
-            "heapspan_task_memory_live_bytes"
-        );
+        assert_eq!(name(n::TASK_MEMORY_LIVE), "heapspan_task_memory_live_bytes");
         assert_eq!(
             name(n::TASK_MEMORY_ALLOCATED),
             "heapspan_task_memory_allocated_bytes_total"
@@ -903,7 +900,10 @@ mod tests {
                 "heapspan_allocation_size_bytes_count"
             ]
         );
-        assert_eq!(name(n::GRAPH_SCAN_PAUSE), "heapspan_graph_scan_pause_seconds");
+        assert_eq!(
+            name(n::GRAPH_SCAN_PAUSE),
+            "heapspan_graph_scan_pause_seconds"
+        );
         assert_eq!(
             name(n::TOKIO_RUNTIME_WORKER_BUSY_DURATION),
             "tokio_runtime_worker_busy_duration_seconds_total"
@@ -926,6 +926,7 @@ mod tests {
         KeyValue {
             key: k.to_owned(),
             value: Some(AnyValue { value: Some(v) }),
+            ..Default::default()
         }
     }
 

@@ -95,10 +95,7 @@ impl Series {
 
     /// The time of the last step, where the cases are evaluated: `"<seconds>s"`.
     pub fn last_step(&self) -> String {
-        format!(
-            "{}s",
-            (self.steps.saturating_sub(1) as u64) * STEP_SECONDS
-        )
+        format!("{}s", (self.steps.saturating_sub(1) as u64) * STEP_SECONDS)
     }
 
     /// promtool's `input_series`.

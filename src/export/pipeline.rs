@@ -1645,19 +1645,28 @@ mod tests {
         let snap = snapshot(at(10_000), vec![task(7, "worker", 4096, None)], Vec::new());
         e.windows_with(&snap, false, Some(&live));
         // small_graph has five nodes; the gauges have no attributes.
-        assert_eq!(gauge(&e, n::GRAPH_NODES_METRIC, "none"), [(String::new(), 5)].into());
+        assert_eq!(
+            gauge(&e, n::GRAPH_NODES_METRIC, "none"),
+            [(String::new(), 5)].into()
+        );
         assert_eq!(f64_gauge(&e, n::GRAPH_SCAN_PAUSE), [0.00125]);
         // The next graph replaces both values.
         let mut live = fan_out(&[(7, 3)], 100);
         live.scan.pause = Duration::from_millis(2);
         let snap = snapshot(at(20_000), vec![task(7, "worker", 4096, None)], Vec::new());
         e.windows_with(&snap, false, Some(&live));
-        assert_eq!(gauge(&e, n::GRAPH_NODES_METRIC, "none"), [(String::new(), 4)].into());
+        assert_eq!(
+            gauge(&e, n::GRAPH_NODES_METRIC, "none"),
+            [(String::new(), 4)].into()
+        );
         assert_eq!(f64_gauge(&e, n::GRAPH_SCAN_PAUSE), [0.002]);
         // A window without a graph leaves them as they were.
         let snap = snapshot(at(30_000), vec![task(7, "worker", 4096, None)], Vec::new());
         e.windows_with(&snap, false, None);
-        assert_eq!(gauge(&e, n::GRAPH_NODES_METRIC, "none"), [(String::new(), 4)].into());
+        assert_eq!(
+            gauge(&e, n::GRAPH_NODES_METRIC, "none"),
+            [(String::new(), 4)].into()
+        );
     }
 
     #[test]

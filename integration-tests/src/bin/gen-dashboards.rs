@@ -14,6 +14,10 @@ fn main() {
         if !unchanged {
             std::fs::write(&path, &g.text).expect("write the file");
         }
-        println!("{} {}", if unchanged { "unchanged" } else { "wrote" }, g.path);
+        println!(
+            "{} {}",
+            if unchanged { "unchanged" } else { "wrote" },
+            g.path
+        );
     }
 }
