@@ -967,7 +967,7 @@ fn graph() -> Value {
     b.add(
         panel(TimeSeries, "Scan pause (frees deferred)", "s", 12, &about(
             &[n::GRAPH_SCAN_PAUSE],
-            "How long each scan of the live index deferred the application's frees of indexed blocks (its copy phase); the largest in each interval.",
+            "How long each scan of the live index deferred the application's frees of indexed blocks (its copy phase: no thread waits, the blocks freed meanwhile are released when it ends); the largest in each interval.",
         ))
         .query(Range(
             format!(

@@ -100,9 +100,10 @@ pub const GRAPH_EDGES: &str = "heapspan.graph.edges";
 /// one task's share.
 pub const GRAPH_NODES_METRIC: &str = "heapspan.graph.nodes";
 /// Gauge, [`UNIT_SECONDS`], no attributes: how long the latest window's scan of the live index
-/// deferred frees (its copy phase, [`ScanStats::pause`](crate::graph::live::ScanStats::pause)):
-/// the pause the scan puts on the application's frees of indexed blocks (allocations and other
-/// frees are not held). Only with the live index on (see [`GRAPH_METRICS`]).
+/// deferred frees (its copy phase, [`ScanStats::pause`](crate::graph::live::ScanStats::pause)).
+/// No application thread waits for it: a free of an indexed block during the copy returns at
+/// once and its block goes back to the allocator when the copy ends, so this is how long such
+/// memory stays held. Only with the live index on (see [`GRAPH_METRICS`]).
 pub const GRAPH_SCAN_PAUSE: &str = "heapspan.graph.scan.pause";
 /// Counter, [`UNIT_FINDINGS`], attributes [`FINDING_KIND`], [`FINDING_SEVERITY`]: findings reported (new ones, and again when one changes severity).
 pub const FINDINGS: &str = "heapspan.findings";
