@@ -515,21 +515,30 @@ pub fn escape(v: &str) -> String {
     out
 }
 
-/// An attribute value as a label value (pdata's `Value.AsString`).
-fn value_string(v: &Option<AnyValue>) -> String {
-    let Some(v) = v.as_ref().and_then(|v| v.value.as_ref()) else {
-        return String::new();
+/// An attribute value as a label value (pdata's `Value.AsString`) for the value types heapspan
+/// puts on metrics and resources: strings, integers, booleans, and doubles between 1e-6 and
+/// 1e21 (or 0), which pdata writes as JSON numbers in plain notation, the shortest form, as
+/// Rust's `Display` does. Arrays, maps, bytes and doubles pdata would write in exponent
+/// notation are an error here: heapspan sends none.
+fn value_string(kv: &KeyValue) -> Result<String, String> {
+    let Some(v) = kv.value.as_ref().and_then(|v| v.value.as_ref()) else {
+        return Ok(String::new());
     };
-    match v {
+    Ok(match v {
         any_value::Value::StringValue(s) => s.clone(),
         any_value::Value::BoolValue(b) => b.to_string(),
         any_value::Value::IntValue(i) => i.to_string(),
-        // Go's strconv.FormatFloat(v, 'g', -1, 64) style is not needed for heapspan's
-        // attributes; Rust's shortest round-trip form agrees with it for the values heapspan
-        // emits (integers and plain decimals).
-        any_value::Value::DoubleValue(d) => d.to_string(),
-        other => serde_json::to_string(&format!("{other:?}")).unwrap_or_default(),
-    }
+        any_value::Value::DoubleValue(d) if *d == 0.0 || (1e-6..1e21).contains(&d.abs()) => {
+            d.to_string()
+        }
+        _ => {
+            return Err(format!(
+                "attribute {}: arrays, maps, bytes and doubles in exponent notation are not \
+                 translated here",
+                kv.key
+            ))
+        }
+    })
 }
 
 fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a KeyValue> {
@@ -550,7 +559,7 @@ fn point_labels(
     let mut labels: BTreeMap<String, String> = BTreeMap::new();
     for kv in sorted {
         let key = build_label_name(settings.strategy, &kv.key)?;
-        let value = value_string(&kv.value);
+        let value = value_string(kv)?;
         labels
             .entry(key)
             .and_modify(|v| {
@@ -563,20 +572,21 @@ fn point_labels(
     promoted.sort();
     for name in promoted {
         if let Some(kv) = attr(resource, name) {
+            let value = value_string(kv)?;
             labels
                 .entry(build_label_name(settings.strategy, name)?)
-                .or_insert_with(|| value_string(&kv.value));
+                .or_insert(value);
         }
     }
     if let Some(service) = attr(resource, "service.name") {
-        let mut job = value_string(&service.value);
+        let mut job = value_string(service)?;
         if let Some(ns) = attr(resource, "service.namespace") {
-            job = format!("{}/{job}", value_string(&ns.value));
+            job = format!("{}/{job}", value_string(ns)?);
         }
         labels.insert("job".to_owned(), job);
     }
     if let Some(instance) = attr(resource, "service.instance.id") {
-        labels.insert("instance".to_owned(), value_string(&instance.value));
+        labels.insert("instance".to_owned(), value_string(instance)?);
     }
     Ok(labels)
 }
@@ -963,6 +973,9 @@ mod tests {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         assert_eq!(labels, want);
+        // Values heapspan never sends are refused, not guessed.
+        let array = kv("a", any_value::Value::ArrayValue(Default::default()));
+        assert!(point_labels(&resource, &[array], &settings).is_err());
         assert_eq!(
             series("m", &labels),
             "m{a_b=\"1;true\",deployment_environment=\"prod\",instance=\"pod-1\",\
