@@ -33,7 +33,7 @@ use std::collections::BTreeMap;
 
 use heapspan::export::names::{self as n, MetricName};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point};
 
 /// Prometheus' `otlp.translation_strategy` values (`strategy.go`).
@@ -730,6 +730,7 @@ fn number(p: &opentelemetry_proto::tonic::metrics::v1::NumberDataPoint) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry_proto::tonic::common::v1::AnyValue;
     use MetricType::*;
     use Strategy::*;
 
