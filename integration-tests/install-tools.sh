@@ -22,7 +22,10 @@ if [ ! -x "$TOOLS/venv/bin/check-jsonschema" ] || [ ! -f "$TOOLS/venv/.pins-v1" 
 fi
 ln -sf "$PWD/$TOOLS/venv/bin/yamllint" "$BIN/yamllint"
 ln -sf "$PWD/$TOOLS/venv/bin/check-jsonschema" "$BIN/check-jsonschema"
-ln -sf "$PWD/$TOOLS/venv/bin/python" "$BIN/python"
+# A wrapper, not a link: Python finds its venv from the path it was started by.
+rm -f "$BIN/python"
+printf '#!/bin/sh\nexec "%s" "$@"\n' "$PWD/$TOOLS/venv/bin/python" > "$BIN/python"
+chmod +x "$BIN/python"
 
 if [ ! -x "$TOOLS/prometheus/usr/bin/promtool" ]; then
   rm -rf "$TOOLS/prometheus" "$TOOLS/deb"

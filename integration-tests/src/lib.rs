@@ -1,6 +1,8 @@
 //! Helpers for heapspan's integration tests (real processes, real collector): the rotel OTLP
 //! collector on loopback ports, an in-process OTLP/HTTP receiver that decodes with the
-//! official protobuf types, and the test application.
+//! official protobuf types, and the test application; the Prometheus names of OTLP metrics
+//! ([`prom`]) and the Grafana dashboards generated from the telemetry contract
+//! ([`dashboards`]), with what runs their queries against real output ([`promtool`]).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -11,7 +13,10 @@ use std::time::{Duration, Instant};
 
 use prost::Message;
 
+pub mod dashboards;
 pub mod keeper;
+pub mod prom;
+pub mod promtool;
 
 pub use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 pub use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -532,6 +537,17 @@ pub const LEAK: i64 = 1 << 20;
 pub const REQUEST_BYTES: i64 = 100_000;
 /// The `heapspan.span.name` of the test app's `request` span.
 pub const REQUEST_SPAN: &str = "export_app::request";
+
+/// The task of `src/bin/dashboard_app.rs` that holds [`PLANTED_BYTES`] to the end.
+pub const PLANTED_TASK: &str = "planted";
+/// Bytes the planted task holds (one block).
+pub const PLANTED_BYTES: i64 = 2_500_000;
+/// The `http.route` of `dashboard_app`'s `handle` span (its span group).
+pub const PLANTED_ROUTE: &str = "/planted";
+/// Bytes allocated inside `dashboard_app`'s `handle` span and kept to the end (one block).
+pub const PLANTED_SPAN_BYTES: i64 = 300_000;
+/// The `heapspan.span.name` of `dashboard_app`'s `handle` span.
+pub const PLANTED_SPAN: &str = "dashboard_app::handle";
 
 /// Asserts what every collector run of the test app must show: every metric of the contract
 /// with its unit, the holder's live bytes, window spans of the app's tasks (with the holder's

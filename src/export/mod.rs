@@ -78,7 +78,9 @@
 //!     default: a provider configured below it drops the rest). A window carries at most
 //!     50 000 edge events in all, the tasks with the heaviest top edges first;
 //!   - the gauge [`names::GRAPH_EDGES`] (per [`names::EDGE_KIND`], every kind, zeros
-//!     included: [`names::GRAPH_METRICS`]) holds the edge counts of the latest graph;
+//!     included: [`names::GRAPH_METRICS`]) holds the edge counts of the latest graph,
+//!     [`names::GRAPH_NODES_METRIC`] its node count and [`names::GRAPH_SCAN_PAUSE`] how long
+//!     its scan deferred frees;
 //!   - with [`ExportConfig::graph_dot_dir`] (`HEAPSPAN_GRAPH_DOT_DIR`), each window's graph is
 //!     also written as Graphviz DOT to `<dir>/heapspan-graph-<pid>-<unix-ms>.dot` for a human to
 //!     look at (top 500 edges, no addresses; the newest 1000 files are kept). A file that

@@ -29,6 +29,12 @@ pub const UNIT_SECONDS: &str = "s";
 pub const UNIT_TASKS: &str = "{task}";
 /// Unit of polls.
 pub const UNIT_POLLS: &str = "{poll}";
+/// Unit of graph nodes.
+pub const UNIT_NODES: &str = "{node}";
+/// Unit of runtime worker threads.
+pub const UNIT_WORKERS: &str = "{worker}";
+/// Unit of worker parks.
+pub const UNIT_PARKS: &str = "{park}";
 
 // ---- Metrics per task name ----
 
@@ -88,6 +94,17 @@ pub const ALLOCATION_SIZE_BUCKETS: [f64; 11] = [
 /// Gauge, [`UNIT_EDGES`], attribute [`EDGE_KIND`]: edges of the live graph per kind, recorded
 /// every window a graph is taken (only with the live index on: see [`GRAPH_METRICS`]).
 pub const GRAPH_EDGES: &str = "heapspan.graph.edges";
+/// Gauge, [`UNIT_NODES`], no attributes: nodes (live indexed allocations) of the latest
+/// window's relation graph, every task together (only with the live index on: see
+/// [`GRAPH_METRICS`]). The same name as the window span attribute [`GRAPH_NODES`], which holds
+/// one task's share.
+pub const GRAPH_NODES_METRIC: &str = "heapspan.graph.nodes";
+/// Gauge, [`UNIT_SECONDS`], no attributes: how long the latest window's scan of the live index
+/// deferred frees (its copy phase, [`ScanStats::pause`](crate::graph::live::ScanStats::pause)).
+/// No application thread waits for it: a free of an indexed block during the copy returns at
+/// once and its block goes back to the allocator when the copy ends, so this is how long such
+/// memory stays held. Only with the live index on (see [`GRAPH_METRICS`]).
+pub const GRAPH_SCAN_PAUSE: &str = "heapspan.graph.scan.pause";
 /// Counter, [`UNIT_FINDINGS`], attributes [`FINDING_KIND`], [`FINDING_SEVERITY`]: findings reported (new ones, and again when one changes severity).
 pub const FINDINGS: &str = "heapspan.findings";
 /// Gauge, [`UNIT_BYTES`], no attributes: heapspan's own memory, resident
@@ -102,14 +119,14 @@ pub const TRACKER_DROPPED: &str = "heapspan.tracker.dropped";
 
 /// Gauge, [`UNIT_TASKS`]: tasks alive in the runtime.
 pub const TOKIO_RUNTIME_TASKS_ALIVE: &str = "tokio.runtime.tasks.alive";
-/// Gauge, `{worker}`: worker threads of the runtime.
+/// Gauge, [`UNIT_WORKERS`]: worker threads of the runtime.
 pub const TOKIO_RUNTIME_WORKERS: &str = "tokio.runtime.workers";
 /// Counter, [`UNIT_SECONDS`]: time the workers spent busy, summed over workers.
 pub const TOKIO_RUNTIME_WORKER_BUSY_DURATION: &str = "tokio.runtime.worker.busy.duration";
 /// Counter, [`UNIT_POLLS`]: task polls by the workers, summed (only with
 /// `--cfg tokio_unstable`).
 pub const TOKIO_RUNTIME_WORKER_POLLS: &str = "tokio.runtime.worker.polls";
-/// Counter, `{park}`: times the workers parked, summed over workers.
+/// Counter, [`UNIT_PARKS`]: times the workers parked, summed over workers.
 pub const TOKIO_RUNTIME_WORKER_PARKS: &str = "tokio.runtime.worker.parks";
 /// Counter, [`UNIT_POLLS`], attribute [`TOKIO_TASK_NAME`]: polls of tasks wrapped by
 /// heapspan ([`crate::spawn`], [`crate::instrument`]).
@@ -484,10 +501,32 @@ pub const METRICS: &[MetricName] = &[
 
 /// The metrics heapspan exports when it also takes a relation graph every window (the live
 /// index is on: [`Builder::live_index`](crate::Builder::live_index)).
-pub const GRAPH_METRICS: &[MetricName] = &[m(GRAPH_EDGES, "gauge", UNIT_EDGES)];
+pub const GRAPH_METRICS: &[MetricName] = &[
+    m(GRAPH_EDGES, "gauge", UNIT_EDGES),
+    m(GRAPH_NODES_METRIC, "gauge", UNIT_NODES),
+    m(GRAPH_SCAN_PAUSE, "gauge", UNIT_SECONDS),
+];
 
 /// The metrics of the findings (every window, with or without the live index).
 pub const FINDING_METRICS: &[MetricName] = &[m(FINDINGS, "counter", UNIT_FINDINGS)];
+
+/// The tokio metrics heapspan exports beside its own (feature `tokio-metrics`): the runtime's
+/// (when heapspan has a runtime to watch: see `ExportConfig::tokio_runtime`) and the polls of
+/// the tasks it wraps. [`TOKIO_UNSTABLE_METRICS`] come on top with `--cfg tokio_unstable`.
+pub const TOKIO_METRICS: &[MetricName] = &[
+    m(TOKIO_RUNTIME_WORKERS, "gauge", UNIT_WORKERS),
+    m(TOKIO_RUNTIME_TASKS_ALIVE, "gauge", UNIT_TASKS),
+    m(TOKIO_RUNTIME_GLOBAL_QUEUE_DEPTH, "gauge", UNIT_TASKS),
+    m(TOKIO_RUNTIME_WORKER_BUSY_DURATION, "counter", UNIT_SECONDS),
+    m(TOKIO_RUNTIME_WORKER_PARKS, "counter", UNIT_PARKS),
+    m(TOKIO_TASK_POLLS, "counter", UNIT_POLLS),
+    m(TOKIO_TASK_POLL_DURATION, "counter", UNIT_SECONDS),
+];
+
+/// The tokio metrics that exist only when the application is built with
+/// `--cfg tokio_unstable` (feature `tokio-metrics`).
+pub const TOKIO_UNSTABLE_METRICS: &[MetricName] =
+    &[m(TOKIO_RUNTIME_WORKER_POLLS, "counter", UNIT_POLLS)];
 
 #[cfg(test)]
 mod tests {
@@ -495,8 +534,18 @@ mod tests {
 
     #[test]
     fn names_follow_the_rules() {
-        for m in METRICS.iter().chain(GRAPH_METRICS).chain(FINDING_METRICS) {
-            assert!(m.name.starts_with("heapspan."), "{}", m.name);
+        let tokio = TOKIO_METRICS.iter().chain(TOKIO_UNSTABLE_METRICS);
+        for m in METRICS
+            .iter()
+            .chain(GRAPH_METRICS)
+            .chain(FINDING_METRICS)
+            .chain(tokio)
+        {
+            assert!(
+                m.name.starts_with("heapspan.") || m.name.starts_with("tokio."),
+                "{}",
+                m.name
+            );
             assert!(!m.name.ends_with("_total"), "{}", m.name);
             assert!(
                 m.name

@@ -168,6 +168,8 @@ struct Instruments {
     tracker_memory: Gauge<u64>,
     tracker_dropped: Counter<u64>,
     graph_edges: Gauge<u64>,
+    graph_nodes: Gauge<u64>,
+    scan_pause: Gauge<f64>,
     findings: Counter<u64>,
     /// `heapspan.edge.kind` attributes, in [`EdgeKind::ALL`] order.
     edge_kinds: [[KeyValue; 1]; 8],
@@ -235,6 +237,16 @@ impl Instruments {
                 .u64_gauge(n::GRAPH_EDGES)
                 .with_unit(n::UNIT_EDGES)
                 .with_description("Edges of the live relation graph, per kind.")
+                .build(),
+            graph_nodes: m
+                .u64_gauge(n::GRAPH_NODES_METRIC)
+                .with_unit(n::UNIT_NODES)
+                .with_description("Nodes of the live relation graph.")
+                .build(),
+            scan_pause: m
+                .f64_gauge(n::GRAPH_SCAN_PAUSE)
+                .with_unit(n::UNIT_SECONDS)
+                .with_description("How long the latest scan of the live index deferred frees.")
                 .build(),
             findings: m
                 .u64_counter(n::FINDINGS)
@@ -869,13 +881,13 @@ impl Exporter {
     }
 
     /// Encodes one window: a `heapspan.window` span per task window (with the live index on,
-    /// each with its share of the graph), the graph gauge and DOT file, a `heapspan.finding`
+    /// each with its share of the graph), the graph gauges and DOT file, a `heapspan.finding`
     /// span per new or changed finding, and the findings counter.
     fn window(&mut self, w: &Window) {
         let snap = &w.snapshot;
         let graph = w.graph.as_ref();
         // Each task's share of the graph goes on its window span (an ended task's on its final
-        // one); the graph's totals go to the gauge and, if asked, to a DOT file.
+        // one); the graph's totals go to the gauges and, if asked, to a DOT file.
         let split = graph.map(|g| {
             GraphWindow::new(
                 g,
@@ -905,6 +917,8 @@ impl Exporter {
             for (attrs, count) in ins.edge_kinds.iter().zip(g.graph.count_by_kind()) {
                 ins.graph_edges.record(count as u64, attrs);
             }
+            ins.graph_nodes.record(g.graph.nodes.len() as u64, &[]);
+            ins.scan_pause.record(g.scan.pause.as_secs_f64(), &[]);
             if let Some(dot) = &mut self.dot {
                 // The danger surfaces of the window's reportable findings.
                 dot.write(g, taken_at, &w.findings.surface_roots);
@@ -1603,6 +1617,57 @@ mod tests {
         e.windows_with(&snapshot(at(20_000), Vec::new(), Vec::new()), false, None);
         assert_eq!(dot_files(&out).len(), 1);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The points of f64 gauge `name` (the latest value of each).
+    fn f64_gauge(e: &Exporter, name: &str) -> Vec<f64> {
+        let (_, reader) = e.own_meter.as_ref().unwrap();
+        let mut rm = ResourceMetrics::default();
+        reader.collect(&mut rm).unwrap();
+        let mut out = Vec::new();
+        for m in rm.scope_metrics().flat_map(|s| s.metrics()) {
+            if m.name() == name {
+                match m.data() {
+                    AggregatedMetrics::F64(MetricData::Gauge(g)) => {
+                        out.extend(g.data_points().map(|p| p.value()));
+                    }
+                    _ => panic!("{name} is not an f64 gauge"),
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn each_graph_sets_the_node_gauge_and_the_scan_pause() {
+        let mut e = exporter(ExportConfig::default());
+        let mut live = small_graph(at(9000));
+        live.scan.pause = Duration::from_micros(1250);
+        let snap = snapshot(at(10_000), vec![task(7, "worker", 4096, None)], Vec::new());
+        e.windows_with(&snap, false, Some(&live));
+        // small_graph has five nodes; the gauges have no attributes.
+        assert_eq!(
+            gauge(&e, n::GRAPH_NODES_METRIC, "none"),
+            [(String::new(), 5)].into()
+        );
+        assert_eq!(f64_gauge(&e, n::GRAPH_SCAN_PAUSE), [0.00125]);
+        // The next graph replaces both values.
+        let mut live = fan_out(&[(7, 3)], 100);
+        live.scan.pause = Duration::from_millis(2);
+        let snap = snapshot(at(20_000), vec![task(7, "worker", 4096, None)], Vec::new());
+        e.windows_with(&snap, false, Some(&live));
+        assert_eq!(
+            gauge(&e, n::GRAPH_NODES_METRIC, "none"),
+            [(String::new(), 4)].into()
+        );
+        assert_eq!(f64_gauge(&e, n::GRAPH_SCAN_PAUSE), [0.002]);
+        // A window without a graph leaves them as they were.
+        let snap = snapshot(at(30_000), vec![task(7, "worker", 4096, None)], Vec::new());
+        e.windows_with(&snap, false, None);
+        assert_eq!(
+            gauge(&e, n::GRAPH_NODES_METRIC, "none"),
+            [(String::new(), 4)].into()
+        );
     }
 
     #[test]

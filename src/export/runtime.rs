@@ -29,7 +29,7 @@ impl RuntimeMetrics {
             intervals: tokio_metrics::RuntimeMonitor::new(handle).intervals(),
             workers: m
                 .u64_gauge(n::TOKIO_RUNTIME_WORKERS)
-                .with_unit("{worker}")
+                .with_unit(n::UNIT_WORKERS)
                 .with_description("Worker threads of the runtime.")
                 .build(),
             alive: m
@@ -49,7 +49,7 @@ impl RuntimeMetrics {
                 .build(),
             parks: m
                 .u64_counter(n::TOKIO_RUNTIME_WORKER_PARKS)
-                .with_unit("{park}")
+                .with_unit(n::UNIT_PARKS)
                 .with_description("Times the workers parked, summed over workers.")
                 .build(),
             #[cfg(tokio_unstable)]
