@@ -39,6 +39,14 @@
 //!     inner layout is the same, so nothing goes wrong), and a pointer less than 16 bytes
 //!     above the start of a mapping (reading its header would fault: heapspan reads 16 bytes
 //!     below any pointer it is given, as glibc reads its own chunk header there).
+//! - **FFI custody writes one header bit, only where it may.** [`custody::handover`] (an
+//!   `unsafe fn`: the caller promises a live block of the global allocator of the size given)
+//!   sets a block's custody flag only while heapspan runs (its start proved the allocator is
+//!   the global one) and only when the block's header checks for that size; the flag is
+//!   cleared only through the passport that set it, whose block cannot have been freed since
+//!   (the free of a flagged block is never forwarded). The custody registry is a map behind one
+//!   mutex taken by the custody calls and the window stage, never by the allocator, so no
+//!   allocation ever waits for it; what it allocates is charged to the `heapspan` bucket.
 //! - **No lock, no syscall, no allocation on the common path.** An operation updates a counter
 //!   in a table owned by the current thread (a relaxed load and store of a cache line nobody
 //!   else writes). The tables are one anonymous mapping made at start and never unmapped: a

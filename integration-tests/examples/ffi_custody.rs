@@ -120,10 +120,13 @@ pub fn finish(kept: usize) {
 
 /// The DOT comment line of `f`'s danger surface in the live graph now.
 pub fn surface_line(guard: &heapspan::Guard, f: &Finding) -> String {
-    let dot = guard.graph().expect("the live index is on").to_dot(&DotOptions {
-        highlight: f.roots.clone(),
-        ..DotOptions::default()
-    });
+    let dot = guard
+        .graph()
+        .expect("the live index is on")
+        .to_dot(&DotOptions {
+            highlight: f.roots.clone(),
+            ..DotOptions::default()
+        });
     dot.lines()
         .find(|l| l.contains("danger surface"))
         .unwrap_or_default()

@@ -28,9 +28,18 @@ fn the_example_finds_the_frame_c_kept_past_its_task() {
             .find(|(name, _)| *name == k)
             .map(|(_, v)| v.clone())
     };
-    assert_eq!(ev(n::FINDING_CUSTODY_CASE), Some(EvidenceValue::Text("not_reclaimed".into())));
-    assert_eq!(ev(n::FINDING_CUSTODY_UNTIL), Some(EvidenceValue::Text("task_end".into())));
-    assert_eq!(ev(n::FINDING_BOUNDARY), Some(EvidenceValue::Text("keeper_take".into())));
+    assert_eq!(
+        ev(n::FINDING_CUSTODY_CASE),
+        Some(EvidenceValue::Text("not_reclaimed".into()))
+    );
+    assert_eq!(
+        ev(n::FINDING_CUSTODY_UNTIL),
+        Some(EvidenceValue::Text("task_end".into()))
+    );
+    assert_eq!(
+        ev(n::FINDING_BOUNDARY),
+        Some(EvidenceValue::Text("keeper_take".into()))
+    );
     assert_eq!(f.severity, Severity::Medium);
     assert_eq!(f.task_name.as_deref(), Some("encoder"));
     assert_eq!(f.bytes, FRAME_SURFACE);
@@ -43,7 +52,10 @@ fn the_example_finds_the_frame_c_kept_past_its_task() {
     );
     let line = surface_line(&guard, f);
     assert!(
-        line.starts_with(&format!("// danger surface of 1 root(s): {} nodes, ", CHUNKS + 1)),
+        line.starts_with(&format!(
+            "// danger surface of 1 root(s): {} nodes, ",
+            CHUNKS + 1
+        )),
         "{line}"
     );
     finish(kept);

@@ -423,7 +423,6 @@ fn stale(user: *mut u8, layout: Layout, key: Key, realloc: bool) -> Record {
 /// `user` must point at least 16 bytes into readable memory (any heap pointer does); it is
 /// written only when its header checks, i.e. when it is a live block of this allocator whose
 /// owner is the caller.
-#[allow(dead_code)] // called by the custody API (crate::custody)
 pub(crate) unsafe fn set_custody(user: *mut u8, size: usize, on: bool) -> bool {
     // SAFETY: by the caller's contract; read, not trusted.
     let (t, s) = unsafe { header::read_raw(user) };

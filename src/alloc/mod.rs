@@ -49,8 +49,7 @@ pub use header::HEADER_BYTES;
 use header::{Key, TASK_HEAPSPAN, TASK_UNTRACKED};
 #[doc(hidden)]
 pub use local::simulate_thread_exit;
-// The custody API's way into block headers (crate::custody, landing with issue 13's custody part).
-#[allow(unused_imports)]
+// The custody API's way into block headers (crate::custody).
 pub(crate) use invalid::set_custody;
 pub(crate) use local::InternalScope;
 pub(crate) use local::{

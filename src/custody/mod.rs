@@ -231,13 +231,13 @@ pub unsafe fn handover<T>(ptr: *const T, count: usize, boundary: &'static str) -
     // Only a running heapspan proves its allocator is the global one (`start` checks), which
     // writing the header needs.
     let running = crate::alloc::state::mode() != crate::alloc::state::Mode::Off;
+    let new = Entry::new(0, addr, size, boundary, location, key, Stamp::now());
     with_registry(|r| {
-        r.handover(addr, size, boundary, location, key, Stamp::now(), |on| {
+        r.handover(new, || {
             // SAFETY: by the caller's contract `ptr` is the start of a live block of the
             // global allocator, which is heapspan's (it runs), owned by the caller; a block
             // of another size is read, not written (`set_custody` checks the header first).
             running
-                && on
                 && size != 0
                 && unsafe { crate::alloc::set_custody(ptr.cast_mut().cast(), size, true) }
         })
@@ -365,18 +365,10 @@ impl Registry {
         }
     }
 
-    /// A handover of `addr` (`size` bytes); `flag(true)` sets the block's custody flag and
-    /// says whether it could.
-    pub(crate) fn handover(
-        &mut self,
-        addr: usize,
-        size: usize,
-        boundary: &'static str,
-        location: &'static Location<'static>,
-        key: Key,
-        now: Stamp,
-        flag: impl FnOnce(bool) -> bool,
-    ) -> Passport {
+    /// The handover `new` (its number is the registry's to give); `flag()` sets the block's
+    /// custody flag and says whether it could.
+    pub(crate) fn handover(&mut self, mut new: Entry, flag: impl FnOnce() -> bool) -> Passport {
+        let (addr, location, now) = (new.addr, new.location, new.handed);
         let untracked = Passport {
             addr,
             seq: 0,
@@ -400,15 +392,14 @@ impl Registry {
         }
         self.push(twice);
         self.seq += 1;
-        let mut e = Entry::new(self.seq, addr, boundary, location, key, now);
-        e.size = size;
-        e.guarded = guarded_before || flag(true);
+        new.seq = self.seq;
+        new.guarded = guarded_before || flag();
         let p = Passport {
             addr,
-            seq: e.seq,
-            guarded: e.guarded,
+            seq: new.seq,
+            guarded: new.guarded,
         };
-        self.passports.insert(addr, e);
+        self.passports.insert(addr, new);
         p
     }
 

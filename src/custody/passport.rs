@@ -195,10 +195,11 @@ pub(crate) struct Step {
 }
 
 impl Passport {
-    /// A passport in custody from `handed`.
+    /// A passport of handover `seq` of block `addr` (`size` bytes), in custody from `handed`.
     pub(crate) fn new(
         seq: u64,
         addr: usize,
+        size: usize,
         boundary: &'static str,
         location: &'static Location<'static>,
         key: Key,
@@ -207,7 +208,7 @@ impl Passport {
         Passport {
             seq,
             addr,
-            size: 0,
+            size,
             boundary,
             location,
             key,
@@ -375,7 +376,7 @@ mod tests {
     }
 
     fn handed(t0: Stamp) -> Passport {
-        let mut p = Passport::new(1, 0x1000, BOUNDARY, here(), Key::new(7, 0), t0);
+        let mut p = Passport::new(1, 0x1000, 64, BOUNDARY, here(), Key::new(7, 0), t0);
         p.guarded = true;
         p
     }

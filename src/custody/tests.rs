@@ -32,11 +32,11 @@ struct Fixture {
 impl Fixture {
     fn hand(&mut self, addr: usize, now: Stamp, guardable: bool) -> Passport {
         let flags = &self.flags;
-        self.r
-            .handover(addr, SIZE, BOUNDARY, here(), Key::new(7, 0), now, |on| {
-                flags.borrow_mut().push((addr, on));
-                guardable
-            })
+        let new = Entry::new(0, addr, SIZE, BOUNDARY, here(), Key::new(7, 0), now);
+        self.r.handover(new, || {
+            flags.borrow_mut().push((addr, true));
+            guardable
+        })
     }
 
     fn settle(&mut self, addr: usize, to: State, now: Stamp) {
@@ -211,8 +211,8 @@ fn deadlines_and_task_ends_are_judged_by_the_drain() {
 fn until_task_end_outside_a_task_sets_no_term() {
     let t0 = Stamp::now();
     let mut f = Fixture::default();
-    let p =
-        f.r.handover(0x1000, SIZE, BOUNDARY, here(), Key::new(0, 0), t0, |_| true);
+    let new = Entry::new(0, 0x1000, SIZE, BOUNDARY, here(), Key::new(0, 0), t0);
+    let p = f.r.handover(new, || true);
     f.r.until_task_end(&p);
     assert!(p.is_tracked());
     assert!(!f.r.passports[&0x1000].needs_check());

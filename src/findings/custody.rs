@@ -166,11 +166,8 @@ fn surface(graph: Option<(&LiveGraph, &Nodes)>, vs: &[&Violation]) -> Surface {
     let mut allocations = 0u64;
     for v in vs {
         match graph.and_then(|(_, nodes)| nodes.at(v.addr)) {
-            Some(id) => {
-                if !roots.contains(&id) {
-                    roots.push(id);
-                }
-            }
+            Some(id) if roots.contains(&id) => {}
+            Some(id) => roots.push(id),
             None if v.size > 0 => {
                 bytes = bytes.saturating_add(v.size as u64);
                 allocations += 1;
