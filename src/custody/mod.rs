@@ -152,7 +152,6 @@ impl Passport {
     /// Custody must end (by [`reclaim`] or [`release`]) within `within` of the handover; the
     /// next window after that finds it `not_reclaimed` if not, and a reclaim or release after
     /// it is reported as late. `Duration::ZERO`: any window finds it overdue.
-    #[must_use = "the passport with its deadline; dropping it is fine"]
     pub fn deadline(self, within: Duration) -> Passport {
         if self.is_tracked() {
             with_registry(|r| r.set_deadline(&self, within));
@@ -163,7 +162,6 @@ impl Passport {
     /// Custody must end before the current tokio task ends (the one current at
     /// [`handover`]). Outside a task it sets nothing. Task ends are seen for tasks of
     /// heapspan's wrapper ([`crate::spawn`]) or, with `tokio_unstable`, any task.
-    #[must_use = "the passport with its term; dropping it is fine"]
     pub fn until_task_end(self) -> Passport {
         if self.is_tracked() {
             with_registry(|r| r.until_task_end(&self));

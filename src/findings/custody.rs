@@ -17,7 +17,7 @@ use crate::custody::{Case, Term, Violation};
 use crate::export::names as n;
 use crate::graph::live::LiveGraph;
 use crate::graph::AllocId;
-use crate::{Snapshot, TaskKey};
+use crate::{TaskKey, TaskStats};
 
 /// Distinct problems kept (beyond it, only known ones grow).
 const MAX_KEPT: usize = 256;
@@ -74,8 +74,10 @@ impl State {
     fn take(&mut self, input: &Input<'_>) {
         let mut groups: Vec<(Id, Vec<&Violation>)> = Vec::new();
         let mut at: HashMap<Id, usize> = HashMap::new();
+        let tasks: HashMap<u64, &TaskStats> =
+            input.snap.tasks.iter().map(|t| (t.key.id, t)).collect();
         for v in input.custody {
-            let (task, span) = names(input.snap, v.key);
+            let (task, span) = names(&tasks, v.key);
             let id = Id {
                 case: v.case,
                 term: v.term,
@@ -119,7 +121,7 @@ impl State {
             }
             if let Some(v) = last.filter(|v| v.freed_by.is_some()) {
                 p.freed_by = v.freed_by.map(|k| {
-                    let (task, span) = names(input.snap, k);
+                    let (task, span) = names(&tasks, k);
                     (task.unwrap_or_else(|| "no task".to_owned()), span)
                 });
                 p.realloc = v.realloc;
@@ -187,12 +189,12 @@ fn surface(graph: Option<(&LiveGraph, &Nodes)>, vs: &[&Violation]) -> Surface {
     }
 }
 
-/// The task's display name (from the snapshot while heapspan holds the task, else from the
-/// name index the key carries) and the span's `target::name` of an attribution key.
-fn names(snap: &Snapshot, k: Key) -> (Option<String>, Option<String>) {
+/// The task's display name (from the snapshot's `tasks` while heapspan holds the task, else
+/// from the name index the key carries) and the span's `target::name` of an attribution key.
+fn names(tasks: &HashMap<u64, &TaskStats>, k: Key) -> (Option<String>, Option<String>) {
     let id = k.task_id();
     let task = (id != 0).then(|| {
-        snap.tasks.iter().find(|t| t.key.id == id).map_or_else(
+        tasks.get(&id).map_or_else(
             || crate::layer::names::task_name(k.task_name()),
             |t| t.display_name(),
         )

@@ -8,7 +8,7 @@ use super::*;
 use crate::alloc::header::span_word;
 use crate::findings::{Engine, EvidenceValue, Finding, Judged};
 use crate::graph::{build, FlatHeap, GraphConfig, Node};
-use crate::{Buckets, Dropped, MemStats, SizeHistogram, TaskSource, TaskStats};
+use crate::{Buckets, Dropped, MemStats, SizeHistogram, Snapshot, TaskSource, TaskStats};
 
 const BOUNDARY: &str = "keeper";
 const BASE: usize = 0x7300_0000;
