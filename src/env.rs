@@ -68,6 +68,7 @@
 //! [`Builder::max_threads`]: crate::Builder::max_threads
 //! [`Builder::live_index`]: crate::Builder::live_index
 //! [`Builder::capture_sites`]: crate::Builder::capture_sites
+//! [`Builder::on_invalid_free`]: crate::Builder::on_invalid_free
 //! [`FindingsConfig::enabled`]: crate::findings::FindingsConfig::enabled
 //! [`FindingsConfig::growth_windows`]: crate::findings::FindingsConfig::growth_windows
 //! [`ExportConfig`]: crate::export::ExportConfig
