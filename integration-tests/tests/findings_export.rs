@@ -88,35 +88,6 @@ fn findings_are_in_the_otlp_json_file() {
         Duration::from_secs(60),
     );
     assert!(out.status.success(), "{out:?}");
-    let mut spans = Vec::new();
-    for v in json_lines(&file) {
-        let Some(rs) = v["resourceSpans"].as_array() else {
-            continue;
-        };
-        for s in rs
-            .iter()
-            .flat_map(|r| r["scopeSpans"].as_array().cloned().unwrap_or_default())
-            .flat_map(|s| s["spans"].as_array().cloned().unwrap_or_default())
-        {
-            let mut span = LoggedSpan {
-                name: s["name"].as_str().unwrap_or_default().to_owned(),
-                attrs: Vec::new(),
-            };
-            for kv in s["attributes"].as_array().cloned().unwrap_or_default() {
-                let v = &kv["value"];
-                let text = v["stringValue"]
-                    .as_str()
-                    .map(str::to_owned)
-                    .or_else(|| v["intValue"].as_str().map(str::to_owned))
-                    .or_else(|| v["intValue"].as_i64().map(|i| i.to_string()))
-                    .or_else(|| v["doubleValue"].as_f64().map(|x| x.to_string()))
-                    .or_else(|| v["boolValue"].as_bool().map(|b| b.to_string()))
-                    .unwrap_or_default();
-                span.attrs
-                    .push((kv["key"].as_str().unwrap_or_default().to_owned(), text));
-            }
-            spans.push(span);
-        }
-    }
+    let spans = file_spans(&file);
     assert_escape(&spans, "the OTLP JSON file");
 }

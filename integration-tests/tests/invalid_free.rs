@@ -38,54 +38,12 @@ fn findings(out: &Output) -> Vec<String> {
         .collect()
 }
 
-/// The attributes of the `heapspan.finding` spans of kind `dealloc.invalid` in the OTLP file.
-fn exported(file: &Path) -> Vec<Vec<(String, String)>> {
-    let mut out = Vec::new();
-    for line in json_lines(file) {
-        let Some(rs) = line.get("resourceSpans").and_then(|v| v.as_array()) else {
-            continue;
-        };
-        for r in rs {
-            for ss in r["scopeSpans"].as_array().into_iter().flatten() {
-                for s in ss["spans"].as_array().into_iter().flatten() {
-                    if s["name"] != n::FINDING_SPAN {
-                        continue;
-                    }
-                    let attrs: Vec<(String, String)> = s["attributes"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|a| {
-                            let v = &a["value"];
-                            let v = v
-                                .get("stringValue")
-                                .and_then(|x| x.as_str().map(str::to_owned))
-                                .or_else(|| {
-                                    v.get("intValue")
-                                        .map(|x| x.to_string().trim_matches('"').to_owned())
-                                })
-                                .unwrap_or_else(|| v.to_string());
-                            (a["key"].as_str().unwrap_or_default().to_owned(), v)
-                        })
-                        .collect();
-                    if attrs
-                        .iter()
-                        .any(|(k, v)| k == n::FINDING_KIND && v == "dealloc.invalid")
-                    {
-                        out.push(attrs);
-                    }
-                }
-            }
-        }
-    }
-    out
-}
-
-fn attr<'a>(attrs: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    attrs
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
+/// The `heapspan.finding` spans of kind `dealloc.invalid` in the OTLP file.
+fn exported(file: &Path) -> Vec<LoggedSpan> {
+    file_spans(file)
+        .into_iter()
+        .filter(|s| s.name == n::FINDING_SPAN && s.attr(n::FINDING_KIND) == Some("dealloc.invalid"))
+        .collect()
 }
 
 #[test]
@@ -119,21 +77,21 @@ fn a_double_free_is_survived_and_reported_with_the_index_off_and_on() {
         let spans = exported(&file);
         let s = spans
             .iter()
-            .find(|a| attr(a, n::FINDING_INVALID_CASE) == Some("double_free"))
+            .find(|a| a.attr(n::FINDING_INVALID_CASE) == Some("double_free"))
             .unwrap_or_else(|| {
                 panic!(
                     "index {index}: no double-free finding span in {}",
                     file.display()
                 )
             });
-        assert_eq!(attr(s, n::FINDING_SEVERITY), Some("critical"));
-        assert_eq!(attr(s, n::FINDING_ALLOC_TASK), Some("victim"));
+        assert_eq!(s.attr(n::FINDING_SEVERITY), Some("critical"));
+        assert_eq!(s.attr(n::FINDING_ALLOC_TASK), Some("victim"));
         assert_eq!(
-            attr(s, n::FINDING_ALLOC_SPAN),
+            s.attr(n::FINDING_ALLOC_SPAN),
             Some("invalid_free_app::load")
         );
-        assert_eq!(attr(s, n::FINDING_FREE_TASK), Some("second"));
-        assert_eq!(attr(s, n::FINDING_LAYOUT_SIZE), Some("256"));
+        assert_eq!(s.attr(n::FINDING_FREE_TASK), Some("second"));
+        assert_eq!(s.attr(n::FINDING_LAYOUT_SIZE), Some("256"));
     }
 }
 
@@ -205,8 +163,8 @@ fn the_abort_setting_aborts_after_the_report_is_written() {
     assert!(
         spans
             .iter()
-            .any(|a| attr(a, n::FINDING_INVALID_CASE) == Some("double_free")
-                && attr(a, n::FINDING_ALLOC_TASK) == Some("victim")),
+            .any(|a| a.attr(n::FINDING_INVALID_CASE) == Some("double_free")
+                && a.attr(n::FINDING_ALLOC_TASK) == Some("victim")),
         "the report reached the file before the abort: {spans:?}"
     );
 }

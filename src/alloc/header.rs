@@ -239,17 +239,12 @@ pub(crate) unsafe fn read_raw(user: *mut u8) -> (u64, u64) {
 /// tag bits, [`EXT`] kept. `None` sends the free to its cold side ([`super::invalid`]).
 #[inline(always)]
 pub(crate) fn check(t: u64, s: u64, user: *mut u8, size: usize) -> Option<Key> {
-    let key = Key {
-        task: t & !TASK_TAG,
-        span: s & !SPAN_TAG,
-    };
-    let (tt, ts) = tag(key.task, key.span, user as usize, size);
-    (((t ^ tt) & TASK_TAG) | ((s ^ ts) & SPAN_TAG) | (s & CUSTODY) == 0).then_some(key)
+    check_words(t, s, user, size).filter(|_| s & CUSTODY == 0)
 }
 
 /// Whether raw header words `(t, s)` are a valid tagged header of a block at `user` of `size`
-/// bytes (custody or not), and its key (tag bits and [`CUSTODY`] cleared) if so.
-#[inline]
+/// bytes (custody or not), and its key (tag bits and [`CUSTODY`] cleared, [`EXT`] kept) if so.
+#[inline(always)]
 pub(crate) fn check_words(t: u64, s: u64, user: *mut u8, size: usize) -> Option<Key> {
     let key = Key {
         task: t & !TASK_TAG,

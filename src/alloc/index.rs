@@ -338,8 +338,9 @@ pub(crate) fn reallocs_of(size_word: u64) -> u64 {
 pub(crate) unsafe fn word<'a>(user: *const u8, off: usize) -> &'a AtomicU64 {
     // SAFETY: by the caller's contract the word is inside a live block, 8-aligned (`user` is
     // at least 8-aligned and `off` a multiple of 8). Once the block is published, its header
-    // words are written only atomically (`defer`, `rewrite_after_realloc`); plain reads of them
-    // (the dispatch in `dealloc`/`realloc`) never race with a write.
+    // words are written only atomically (`defer`, `rewrite_after_realloc`, the custody flag's
+    // `invalid::set_custody`, all by the block's owner); plain reads of them (the check in
+    // `dealloc`/`realloc`, by the owner) never race with a write.
     unsafe { AtomicU64::from_ptr(user.sub(off).cast::<u64>().cast_mut()) }
 }
 

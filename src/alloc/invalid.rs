@@ -22,8 +22,13 @@
 //!   with another size, or a second free whose traces the inner allocator reused.
 //!
 //! With [`InvalidFreeAction::Abort`](crate::InvalidFreeAction::Abort) the freeing thread then
-//! waits (at most [`ABORT_WAIT`]) until the window stage has reported the record and the
-//! export has written it, and aborts the process.
+//! waits (at most [`ABORT_WAIT`]; not at all on heapspan's own threads, which write the
+//! report) until the window stage has reported the record and the export has written it, and
+//! aborts the process.
+//!
+//! Accounting is untouched by an invalid free: nothing is recorded as freed, which is true of
+//! a block that is not given back (in custody, a wrong layout), and of a second free (the
+//! first one was counted).
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::ptr;
@@ -325,13 +330,7 @@ fn report(r: &Record) {
 /// (the 16 bytes below it were already read).
 #[cold]
 #[inline(never)]
-pub(crate) unsafe fn on_free<A: GlobalAlloc>(
-    _alloc: &Allocator<A>,
-    user: *mut u8,
-    layout: Layout,
-    t: u64,
-    s: u64,
-) {
+pub(crate) unsafe fn on_free(user: *mut u8, layout: Layout, t: u64, s: u64) {
     report(&classify(user, layout, t, s, false));
 }
 

@@ -118,8 +118,10 @@ const UNTRACKED: Key = Key {
     span: 0,
 };
 
-// SAFETY: every method forwards to `inner` with the layout `header::outer` (or, for indexed
-// blocks, `index::outer_ext`) derives from the caller's layout, always the same derivation for
+// SAFETY: a free or realloc whose header does not check (`header::check`: a block not ours,
+// already freed, freed with another size, or in foreign custody) is never forwarded (see
+// `invalid`); every other call forwards to `inner` with the layout `header::outer` (or, for
+// indexed blocks, `index::outer_ext`) derives from the caller's layout, always the same derivation for
 // the same caller layout and block kind, so the inner allocator sees a consistent layout for
 // each block; the caller gets `base + off`, which is aligned to the requested alignment (off
 // is a multiple of it and base is aligned to at least it) and has `layout.size()` usable bytes
@@ -146,7 +148,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Allocator<A> {
         let (t, s) = unsafe { header::read_raw(user) };
         let Some(key) = header::check(t, s, user, layout.size()) else {
             // SAFETY: forwarded caller contract (as far as the caller kept it).
-            return unsafe { invalid::on_free(self, user, layout, t, s) };
+            return unsafe { invalid::on_free(user, layout, t, s) };
         };
         if key.span & header::EXT != 0 {
             // SAFETY: an extended block of this allocator, freed by its owner.

@@ -150,6 +150,12 @@ pub(crate) fn stop() {
 }
 
 /// A fresh heapspan span instance.
+/// Instance 0 means "no span": it is skipped when the 40-bit counter wraps.
 pub(crate) fn next_span_instance() -> u64 {
-    NEXT_SPAN.fetch_add(1, Ordering::Relaxed) & super::header::SPAN_MASK
+    loop {
+        let i = NEXT_SPAN.fetch_add(1, Ordering::Relaxed) & super::header::SPAN_MASK;
+        if i != 0 {
+            return i;
+        }
+    }
 }

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::panic::Location;
 
 use super::{human, Draft, FindingsConfig, Input, Kind, Severity, Verdict, MAX_ROOTS};
-use crate::alloc::header::{Key, SPAN_MASK};
+use crate::alloc::header::Key;
 use crate::custody::{Case, Term, Violation};
 use crate::export::names as n;
 use crate::graph::live::LiveGraph;
@@ -199,15 +199,7 @@ fn names(tasks: &HashMap<u64, &TaskStats>, k: Key) -> (Option<String>, Option<St
             |t| t.display_name(),
         )
     });
-    let span = (k.span_word() & SPAN_MASK != 0).then(|| {
-        let (target, name) = crate::layer::names::span_name(k.span_group());
-        if target.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{target}::{name}")
-        }
-    });
-    (task, span)
+    (task, crate::layer::names::span_label(k))
 }
 
 fn place(l: &Location<'_>) -> String {

@@ -155,6 +155,18 @@ pub(crate) fn span_index(meta: &'static tracing_core::Metadata<'static>) -> (u16
     (n, grouped)
 }
 
+/// `target::name` of the span an allocator key names (`None`: no span).
+pub(crate) fn span_label(k: crate::alloc::header::Key) -> Option<String> {
+    (k.span_word() & crate::alloc::header::SPAN_MASK != 0).then(|| {
+        let (target, name) = span_name(k.span_group());
+        if target.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{target}::{name}")
+        }
+    })
+}
+
 /// The `(target, name)` of span group `n`.
 pub(crate) fn span_name(n: u16) -> SpanName {
     match n {

@@ -389,9 +389,7 @@ fn invalid_free(r: &crate::alloc::invalid::Record) -> InvalidFree {
 
 /// The task and span names of an allocator key.
 fn owner(k: crate::alloc::header::Key) -> Owner {
-    use crate::alloc::header::{
-        SPAN_MASK, TASK_HEAPSPAN, TASK_NONE, TASK_OVERFLOW, TASK_UNTRACKED,
-    };
+    use crate::alloc::header::{TASK_HEAPSPAN, TASK_NONE, TASK_OVERFLOW, TASK_UNTRACKED};
     let task = match k.task {
         TASK_NONE => "no task".to_owned(),
         TASK_HEAPSPAN => "heapspan".to_owned(),
@@ -399,15 +397,10 @@ fn owner(k: crate::alloc::header::Key) -> Owner {
         TASK_OVERFLOW => "overflow".to_owned(),
         _ => crate::layer::names::task_name(k.task_name()),
     };
-    let span = (k.span_word() & SPAN_MASK != 0).then(|| {
-        let (target, name) = crate::layer::names::span_name(k.span_group());
-        if target.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{target}::{name}")
-        }
-    });
-    Owner { task, span }
+    Owner {
+        task,
+        span: crate::layer::names::span_label(k),
+    }
 }
 
 /// The export's end of the window channel.
