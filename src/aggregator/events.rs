@@ -39,9 +39,10 @@ impl Loc {
     }
 }
 
-/// One lifecycle event. Events carry no time: the aggregator stamps them with the time of the
-/// fold that takes them in (a `clock_gettime` per event would be most of a task start's cost),
-/// so starts, ends, opens and closes are known to the fold interval.
+/// One lifecycle event. Events carry no time: the aggregator stamps them with a time taken
+/// once the fold has read them all (a `clock_gettime` per event would be most of a task
+/// start's cost), so starts, ends, opens and closes are known to the fold interval, and never
+/// stamped before they happened (what the custody check of a task's end relies on).
 #[derive(Debug)]
 pub(crate) enum Event {
     SpanNew {

@@ -349,6 +349,8 @@ pub(crate) struct Aggregator {
     /// Reused buffers of the fold.
     scratch: Vec<(Key, Counters)>,
     scratch_events: Vec<crate::alloc::ring::Words>,
+    /// The channel's events of a fold (reused).
+    scratch_channel: Vec<Event>,
     /// Ends read before their start (a task first polled on one thread and dropped on
     /// another, whose queue was read first), with the fold that read them: kept two folds for
     /// the start to find.
@@ -395,6 +397,7 @@ impl Aggregator {
             touched_spans: Vec::new(),
             scratch: Vec::new(),
             scratch_events: Vec::new(),
+            scratch_channel: Vec::new(),
             early_task_ends: FastMap::default(),
             early_span_closes: FastMap::default(),
             early_span_regroups: FastMap::default(),
@@ -488,13 +491,19 @@ impl Aggregator {
         self.fold_overflow(&mut sizes);
         // Events after the tables: a span or task whose allocations were just read was
         // created before them, so its event is (normally) in by now.
-        while let Ok(e) = self.events.try_recv() {
-            self.on_event(e, now);
+        let mut channel = std::mem::take(&mut self.scratch_channel);
+        channel.extend(self.events.try_iter());
+        // Every event was read by now, so this stamp is at or after each of them (and at most
+        // a fold later): an end is never stamped before it happened.
+        let read = Instant::now();
+        for e in channel.drain(..) {
+            self.on_event(e, read);
         }
+        self.scratch_channel = channel;
         // The threads' queued events after the channel's (starts there come first).
         for w in queued_events.drain(..) {
             if let Some(e) = Event::from_queued(w) {
-                self.on_event(e, now);
+                self.on_event(e, read);
             }
         }
         self.scratch_events = queued_events;
@@ -877,6 +886,9 @@ impl Aggregator {
         }
         if self.scratch_events.capacity() > 4 * self.scratch_events.len().max(4096) {
             self.scratch_events.shrink_to(4096);
+        }
+        if self.scratch_channel.capacity() > 4096 {
+            self.scratch_channel.shrink_to(4096);
         }
     }
 
