@@ -83,19 +83,42 @@ fn trim(x: f64) -> String {
     s.to_owned()
 }
 
-/// Round ticks over `0..=span_ms` of elapsed time: at most about 8, at 1, 2, 5, 10, 15, 30 s,
-/// 1, 2, 5, 10, 15, 30 min, 1, 2, 3, 6, 12 h or days.
+/// Round ticks over `0..=span_ms` of elapsed time: at most 7, at 10, 20, 50 … 500 ms,
+/// 1, 2, 5, 10, 15, 30 s, 1, 2, 5, 10, 15, 30 min, 1, 2, 3, 6, 12 h or days.
 pub(crate) fn time_ticks(span_ms: i64) -> Vec<i64> {
-    const STEPS_S: [i64; 19] = [
-        1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10_800, 21_600, 43_200,
-        86_400, 604_800,
+    const STEPS_MS: [i64; 25] = [
+        10,
+        20,
+        50,
+        100,
+        200,
+        500,
+        1000,
+        2000,
+        5000,
+        10_000,
+        15_000,
+        30_000,
+        60_000,
+        120_000,
+        300_000,
+        600_000,
+        900_000,
+        1_800_000,
+        3_600_000,
+        7_200_000,
+        10_800_000,
+        21_600_000,
+        43_200_000,
+        86_400_000,
+        604_800_000,
     ];
     let span_ms = span_ms.max(1);
-    let step_ms = STEPS_S
+    let step_ms = STEPS_MS
         .iter()
-        .map(|s| s * 1000)
-        .find(|s| span_ms / s <= 8)
-        .unwrap_or_else(|| (span_ms / 8).max(1));
+        .copied()
+        .find(|s| span_ms / s <= 6)
+        .unwrap_or_else(|| (span_ms / 6).max(1));
     (0..=span_ms / step_ms).map(|i| i * step_ms).collect()
 }
 
@@ -107,7 +130,11 @@ pub(crate) fn elapsed_label(ms: i64) -> String {
     } else if ms < 1000 {
         format!("{ms} ms")
     } else if s < 60 {
-        format!("{s} s")
+        if ms % 1000 == 0 {
+            format!("{s} s")
+        } else {
+            format!("{} s", trim(ms as f64 / 1000.0))
+        }
     } else if s < 3600 {
         match s % 60 {
             0 => format!("{} min", s / 60),
@@ -295,6 +322,9 @@ mod tests {
         assert_eq!(elapsed_label(250), "250 ms");
         assert_eq!(elapsed_label(3 * 86_400_000), "3 d");
         assert_eq!(time_ticks(0), [0]);
+        assert_eq!(time_ticks(812), [0, 200, 400, 600, 800]);
+        assert_eq!(elapsed_label(600), "600 ms");
+        assert_eq!(elapsed_label(1500), "1.5 s");
         assert!(time_ticks(100 * 86_400_000).len() <= 16);
     }
 

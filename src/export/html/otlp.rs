@@ -265,10 +265,8 @@ impl Gathered {
                             spans.push((name, v));
                             at[1] = at[1].max(t);
                         }
-                        n::TRACKER_MEMORY => {
-                            if self.tracker.is_none_or(|(t0, _)| t >= t0) {
-                                self.tracker = Some((t, v.max(0) as u64));
-                            }
+                        n::TRACKER_MEMORY if self.tracker.is_none_or(|(t0, _)| t >= t0) => {
+                            self.tracker = Some((t, v.max(0) as u64));
                         }
                         n::TRACKER_DROPPED => {
                             let reason = string(&p.attributes, n::DROP_REASON)

@@ -54,7 +54,8 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-sp
 .sev-info .badge { background: #78909c; }
 .metric { color: var(--muted); }
 .metric b { color: var(--fg); }
-.cols { display: grid; grid-template-columns: minmax(280px, 1fr) 2fr; gap: 16px; align-items: start; }
+.cols { display: grid; grid-template-columns: minmax(240px, 300px) minmax(0, 1fr); gap: 16px; align-items: start; }
+.cols.single { grid-template-columns: minmax(240px, 560px); }
 table.evidence td:first-child { color: var(--muted); white-space: nowrap; }
 .graph-box { overflow-x: auto; border: 1px solid #eef1f4; border-radius: 6px; background: #fcfcfd; }
 .graph-note { color: var(--muted); font-size: 12.5px; margin: 4px 0; }
@@ -87,9 +88,9 @@ pub(crate) fn page(v: &View) -> String {
     series_box(&mut out, "spans", "by span name", &v.spans, &v.header);
     out.push_str("</div>");
     findings(&mut out, v);
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "<footer>heapspan {} · a self-contained page: no script, no network.</footer></body></html>\n",
+        "<footer>heapspan {} · a self-contained page: no script, no network.</footer></body></html>",
         env!("CARGO_PKG_VERSION")
     );
     out
@@ -351,7 +352,12 @@ fn finding(out: &mut String, f: &FindingView) {
     if !place.is_empty() {
         let _ = write!(out, "<p class=\"place\">{}</p>", place.join(" · "));
     }
-    out.push_str("<div class=\"cols\"><table class=\"evidence\"><tbody>");
+    let drawn = f.graph.is_some() || f.graph_missing.is_some();
+    out.push_str(if drawn {
+        "<div class=\"cols\"><table class=\"evidence\"><tbody>"
+    } else {
+        "<div class=\"cols single\"><table class=\"evidence\"><tbody>"
+    });
     let mut row = |k: &str, label: &str, v: &str| {
         let _ = write!(
             out,

@@ -14,14 +14,16 @@ use crate::export::report::human_bytes;
 use crate::graph::{Capability, EdgeKind};
 
 /// A node's box.
-pub(crate) const NODE_W: f64 = 190.0;
+pub(crate) const NODE_W: f64 = 232.0;
 pub(crate) const NODE_H: f64 = 50.0;
 /// Gaps between columns (room for the edges and their labels) and rows.
-const GAP_X: f64 = 90.0;
+const GAP_X: f64 = 84.0;
 const GAP_Y: f64 = 16.0;
 const MARGIN: f64 = 12.0;
 /// Rows of a column before a layer wraps into the next one.
 pub(crate) const ROWS_PER_COLUMN: usize = 8;
+/// Characters of a name on a node's line (the whole name is in its tooltip).
+const NODE_LINE_CHARS: usize = 33;
 /// Edges labelled on the drawing at most (beyond, the edge list below it has them).
 const LABELLED_EDGES: usize = 40;
 
@@ -46,35 +48,56 @@ impl Layout {
     }
 }
 
-/// Lays `g` out: depth 0 the roots (in the graph's order), then breadth-first along the
-/// edges' direction (holder to target) in the order of the graph's edges; nodes no root
+/// Lays `g` out, in columns by breadth-first depth along the edges' direction (holder to
+/// target), in the order of the graph's edges. The walk starts at the roots nothing drawn
+/// points at (in the graph's order); roots still unreached (held by other roots, or members
+/// of a cycle) start a walk of their own, the one with the most edges out first, so that a
+/// root held by another one is drawn after it and a cycle reads as a chain. Nodes no root
 /// reaches go one layer beyond the deepest. A layer of more than [`ROWS_PER_COLUMN`] nodes
 /// takes several columns.
 pub(crate) fn layout(g: &GraphView) -> Layout {
     let index: HashMap<u64, usize> = g.nodes.iter().enumerate().map(|(i, n)| (n.id, i)).collect();
     let mut out: Vec<Vec<usize>> = vec![Vec::new(); g.nodes.len()];
+    let mut held = vec![false; g.nodes.len()];
     for e in &g.edges {
         if let (Some(&a), Some(&b)) = (index.get(&e.from), index.get(&e.to)) {
             out[a].push(b);
+            if a != b {
+                held[b] = true;
+            }
         }
     }
     let mut depth = vec![usize::MAX; g.nodes.len()];
     let mut order = Vec::with_capacity(g.nodes.len());
     let mut queue = VecDeque::new();
-    for (i, n) in g.nodes.iter().enumerate() {
-        if n.root {
+    let mut walk = |seeds: &[usize], depth: &mut Vec<usize>, order: &mut Vec<usize>| {
+        for &i in seeds {
             depth[i] = 0;
             queue.push_back(i);
         }
-    }
-    while let Some(v) = queue.pop_front() {
-        order.push(v);
-        for &t in &out[v] {
-            if depth[t] == usize::MAX {
-                depth[t] = depth[v] + 1;
-                queue.push_back(t);
+        while let Some(v) = queue.pop_front() {
+            order.push(v);
+            for &t in &out[v] {
+                if depth[t] == usize::MAX {
+                    depth[t] = depth[v] + 1;
+                    queue.push_back(t);
+                }
             }
         }
+    };
+    let free: Vec<usize> = (0..g.nodes.len())
+        .filter(|&i| g.nodes[i].root && !held[i])
+        .collect();
+    walk(&free, &mut depth, &mut order);
+    loop {
+        let reach = |i: usize| out[i].iter().filter(|&&t| depth[t] == usize::MAX).count();
+        let Some(seed) = (0..g.nodes.len())
+            .filter(|&i| g.nodes[i].root && depth[i] == usize::MAX)
+            .max_by(|&a, &b| reach(a).cmp(&reach(b)).then(b.cmp(&a)))
+        else {
+            break;
+        };
+        walk(&[seed], &mut depth, &mut order);
     }
     let deepest = order.iter().map(|&i| depth[i]).max().map_or(0, |d| d + 1);
     for (i, d) in depth.iter_mut().enumerate() {
@@ -175,18 +198,33 @@ fn edge_path(l: &Layout, a: usize, b: usize, e: &EdgeView) -> (String, (f64, f64
                 x1 + dx,
                 x2 - dx
             ),
-            ((x1 + x2) / 2.0, (ay + by) / 2.0),
+            ((x1 + x2) / 2.0, (ay + by) / 2.0 - 4.0),
+        )
+    } else if l.column[b] < l.column[a] {
+        // Backwards: from the source's left side to the target's right side, 12 px below the
+        // middle, so that it runs beside a forward edge between the same two nodes; its label
+        // goes below the line.
+        let (x1, x2) = (ax, bx + NODE_W);
+        let (y1, y2) = (ay + 12.0, by + 12.0);
+        let dx = (x1 - x2) / 2.0;
+        (
+            format!(
+                "M{x1:.1},{y1:.1} C{:.1},{y1:.1} {:.1},{y2:.1} {x2:.1},{y2:.1}",
+                x1 - dx,
+                x2 + dx
+            ),
+            ((x1 + x2) / 2.0, (y1 + y2) / 2.0 + 14.0),
         )
     } else {
-        // Same column or backwards: an arc on the right of the boxes, wider for the edge
-        // going up, so that two edges of a pair stay apart.
-        let x1 = ax + NODE_W;
-        let x2 = bx + NODE_W;
+        // Same column: an arc on the right of the boxes, wider for the edge going up, so that
+        // two edges of a pair stay apart.
+        let x = ax + NODE_W;
         let bulge = if by > ay { 36.0 } else { 62.0 } + (e.kind.len() % 3) as f64 * 4.0;
-        let cx = x1.max(x2) + bulge;
+        let cx = x + bulge;
         (
-            format!("M{x1:.1},{ay:.1} C{cx:.1},{ay:.1} {cx:.1},{by:.1} {x2:.1},{by:.1}"),
-            (x1.max(x2) + bulge * 0.75, (ay + by) / 2.0),
+            format!("M{x:.1},{ay:.1} C{cx:.1},{ay:.1} {cx:.1},{by:.1} {x:.1},{by:.1}"),
+            // Near the source: the labels of a pair of edges do not meet.
+            (x + bulge * 0.75, ay + (by - ay) * 0.3),
         )
     }
 }
@@ -246,8 +284,7 @@ pub(crate) fn svg(finding: &str, g: &GraphView) -> String {
         if labelled {
             let _ = write!(
                 out,
-                "<text class=\"edge-label\" x=\"{mx:.1}\" y=\"{:.1}\" fill=\"{colour}\">{}</text>",
-                my - 4.0,
+                "<text class=\"edge-label\" x=\"{mx:.1}\" y=\"{my:.1}\" fill=\"{colour}\">{}</text>",
                 escape::text(&label)
             );
         }
@@ -265,7 +302,7 @@ pub(crate) fn svg(finding: &str, g: &GraphView) -> String {
             if let Some(v) = v {
                 let _ = write!(full, "\n{what} {v}");
                 if lines.len() < 3 {
-                    lines.push(format!("{what} {}", escape::clip(v, 27)));
+                    lines.push(format!("{what} {}", escape::clip(v, NODE_LINE_CHARS)));
                 }
             }
         }
@@ -336,7 +373,9 @@ mod tests {
 
     #[test]
     fn layers_are_breadth_first_depths_from_the_roots() {
-        // Roots 1 and 2 hold each other (a cycle); 1 owns 3, 3 owns 4; 5 is reached by nothing.
+        // Roots 1 and 2 hold each other (a cycle): the walk starts at the root with the most
+        // edges out (1), so 2 comes one layer later; 1 owns 3, 3 owns 4; 5 is reached by
+        // nothing.
         let g = graph(
             vec![
                 node(1, true),
@@ -353,9 +392,16 @@ mod tests {
             ],
         );
         let l = layout(&g);
-        assert_eq!(l.depth, [0, 0, 1, 2, 3]);
-        assert_eq!(l.column, [0, 0, 1, 2, 3]);
-        assert_eq!(l.row, [0, 1, 0, 0, 0]);
+        assert_eq!(l.depth, [0, 1, 1, 2, 3]);
+        assert_eq!(l.column, [0, 1, 1, 2, 3]);
+        assert_eq!(l.row, [0, 0, 1, 0, 0]);
+        // A root nothing points at starts the walk; a root it holds comes after it; a root
+        // of its own (6, held by nothing) shares the first layer.
+        let g2 = graph(
+            vec![node(1, true), node(2, true), node(6, true), node(3, false)],
+            vec![edge(2, 1, "owns"), edge(1, 3, "owns")],
+        );
+        assert_eq!(layout(&g2).depth, [1, 0, 0, 2]);
         // Deterministic: the same graph, the same drawing.
         assert_eq!(layout(&g), l);
         assert_eq!(svg("f", &g), svg("f", &g));
@@ -403,7 +449,12 @@ mod tests {
         // Names are escaped, long ones clipped on the drawing and whole in the tooltip.
         assert!(s.contains("task &lt;cache&gt; &amp; &quot;co&quot;"), "{s}");
         assert!(!s.contains("<cache>"));
-        assert!(s.contains(">span app::a_very_long_span_name…<"));
+        let clipped = escape::clip(
+            "app::a_very_long_span_name_that_does_not_fit",
+            NODE_LINE_CHARS,
+        );
+        assert!(clipped.ends_with('…') && clipped.chars().count() == NODE_LINE_CHARS);
+        assert!(s.contains(&format!(">span {clipped}<")), "{s}");
         assert!(s.contains("span app::a_very_long_span_name_that_does_not_fit"));
         assert!(s.contains("#1 · 16 B"));
         let defs = markers();
