@@ -710,7 +710,7 @@ impl Drop for Guard {
             w.shutdown(deadline);
         }
         if let Some(h) = self.html.take() {
-            h.write();
+            h.write(deadline);
         }
         if let Some(e) = self.export.take() {
             e.shutdown(deadline);

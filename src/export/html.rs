@@ -25,12 +25,13 @@
 //!   Needs no collector and no OTLP file. The history is kept on the window stage's thread,
 //!   never on the allocation path: per window, the live bytes of the
 //!   [`SERIES_NAMES_KEPT`] largest task names and span names (the rest added up), for the last
-//!   [`HISTORY_WINDOWS`] windows (about an hour at the default 10-second window, a few hundred
-//!   KiB at most); the last window's findings at or above the reporting score (at most
+//!   [`HISTORY_WINDOWS`] windows (an hour at the default 10-second window; about 1 MiB with
+//!   names of 40 characters, counted in heapspan's own memory); the last window's findings at or above the reporting score (at most
 //!   [`MAX_FINDINGS`]), and the surfaces of the first [`FINDING_GRAPHS`] of them in the latest
 //!   window that had a graph (the live index on:
 //!   [`Builder::live_index`](crate::Builder::live_index)). A page that cannot be written is
-//!   reported on stderr. A process that exits without dropping its guard writes no page.
+//!   reported on stderr; the guard waits for the window stage's last record at most until its
+//!   shutdown timeout. A process that exits without dropping its guard writes no page.
 //! - **From an OTLP JSON file** heapspan wrote ([`ExportConfig::file`](super::ExportConfig::file),
 //!   `HEAPSPAN_OTLP_FILE`): [`render_otlp_file`] (or `cargo run --example html_report -- <file>
 //!   <page>`). The live-bytes metrics give the charts (every export, spread to at most

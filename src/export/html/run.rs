@@ -4,8 +4,8 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, TryLockError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::model::{
     float_text, sort_findings, EdgeView, FindingView, GraphView, Header, NodeView, Point, Series,
@@ -355,13 +355,28 @@ impl EndOfRun {
     }
 
     /// Renders the page and writes it (a failure is reported on stderr: the guard is
-    /// stopping, there is nobody to return it to).
-    pub(crate) fn write(self) {
-        let view = self
-            .recorder
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .view();
+    /// stopping, there is nobody to return it to). Waits for the window stage to finish
+    /// recording until `deadline` at most (the guard's shutdown bound), then gives up, saying
+    /// so: a stuck stage never holds the process's exit.
+    pub(crate) fn write(self, deadline: Instant) {
+        let view = loop {
+            match self.recorder.try_lock() {
+                Ok(r) => break Some(r.view()),
+                Err(TryLockError::Poisoned(p)) => break Some(p.into_inner().view()),
+                Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(TryLockError::WouldBlock) => break None,
+            }
+        };
+        let Some(view) = view else {
+            eprintln!(
+                "heapspan: the HTML report was not written to {}: the window stage was still \
+                 recording when the shutdown timeout ran out",
+                self.path.display()
+            );
+            return;
+        };
         if let Err(e) = write_page(&self.path, &super::render::page(&view)) {
             eprintln!(
                 "heapspan: writing the HTML report to {} failed: {e}",
@@ -391,8 +406,6 @@ pub(crate) fn write_page(path: &Path, html: &str) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
     use crate::aggregator::residue::ResidueRound;
     use crate::export::graph::tests::{fan_out, small_graph, snapshot};
@@ -616,7 +629,17 @@ mod tests {
             vec![finding(1, 0.9, &[3])],
             Some(small_graph(at(1))),
         ));
-        end.write();
+        // A stage still recording at the deadline: nothing is written, nothing waits.
+        let held = end.recorder.clone();
+        let lock = held.lock().unwrap();
+        EndOfRun {
+            path: path.clone(),
+            recorder: held.clone(),
+        }
+        .write(Instant::now());
+        assert!(!path.exists());
+        drop(lock);
+        end.write(Instant::now() + Duration::from_secs(60));
         let html = std::fs::read_to_string(&path).unwrap();
         assert!(html.contains("data-name=\"planted\" data-live=\"4096\""));
         assert!(html.contains("data-kind=\"refcount.unreachable_cycle\""));
