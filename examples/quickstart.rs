@@ -6,6 +6,7 @@
 //! cargo run --release --example quickstart
 //! ```
 //! Needs no collector. `QUICKSTART_REQUESTS` sets how many requests it serves (default 2400).
+//! At the end it writes the HTML view of the run to `target/heapspan-report.html`.
 //!
 //! It plants three real problems, which its report's "Findings" section names:
 //! - the `loader` task leaks a 1 MiB table that nothing points to when it ends
@@ -35,6 +36,9 @@ static ALLOC: heapspan::Allocator = heapspan::Allocator::system();
 
 /// Audit records kept for ever: the per-request leak.
 static AUDIT: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// Where the HTML view of the run goes (relative to the working directory).
+const HTML_REPORT: &str = "target/heapspan-report.html";
 
 /// Windows the quickstart cuts (one per batch of requests).
 const WINDOWS: u64 = 12;
@@ -124,6 +128,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     use tracing_subscriber::{fmt, layer::SubscriberExt, EnvFilter, Layer};
     let guard = heapspan::Builder::from_env()?
         .live_index(heapspan::IndexMode::Full)
+        // The HTML view of the run, written when the guard is dropped.
+        .html_report(HTML_REPORT)
         // Windows are cut below, one per batch; the timer would cut one an hour.
         .export(heapspan::export::ExportConfig::default().window(Duration::from_secs(3600)))
         .start()?;
@@ -235,5 +241,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     drop((cache_open, workers_open));
     let entries = cache_task.await?;
     println!("the cache held {entries} entries; it has ended and freed them");
+    // Stopping heapspan writes the HTML view: charts, findings, the graph around each one.
+    drop(guard);
+    println!("HTML report (open it in a browser): {HTML_REPORT}");
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Configuration and the running guard.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -10,6 +11,7 @@ use crate::aggregator::{self, events, Aggregator, Limits, Shared};
 use crate::alloc::{self, InternalScope};
 use crate::env;
 use crate::error::{Error, Result};
+use crate::export::html::run::EndOfRun;
 use crate::export::pipeline::{self, ExportHandle};
 use crate::export::ExportConfig;
 use crate::findings::{Finding, FindingsConfig};
@@ -78,6 +80,7 @@ pub struct Builder {
     live_index: Option<IndexMode>,
     capture_sites: Option<bool>,
     on_invalid_free: Option<InvalidFreeAction>,
+    html_report: Option<PathBuf>,
     ended_task_retention: usize,
     closed_span_retention: usize,
     idle_task_eviction: Duration,
@@ -98,6 +101,7 @@ impl Default for Builder {
             live_index: None,
             capture_sites: None,
             on_invalid_free: None,
+            html_report: None,
             ended_task_retention: DEFAULT_ENDED_TASK_RETENTION,
             closed_span_retention: DEFAULT_CLOSED_SPAN_RETENTION,
             idle_task_eviction: DEFAULT_IDLE_TASK_EVICTION,
@@ -124,6 +128,7 @@ pub(crate) struct Settings {
     pub(crate) capture_sites: bool,
     pub(crate) on_invalid_free: InvalidFreeAction,
     pub(crate) findings: FindingsConfig,
+    pub(crate) html_report: Option<PathBuf>,
 }
 
 /// What heapspan does after it reported an invalid free ([`Builder::on_invalid_free`]).
@@ -198,6 +203,10 @@ impl Builder {
             Some(a) => a,
             None => env::on_invalid_free(lookup)?.unwrap_or_default(),
         };
+        let html_report = match &self.html_report {
+            Some(p) => Some(p.clone()),
+            None => env::html_report(lookup)?,
+        };
         let settings = Settings {
             fold_interval,
             max_threads,
@@ -205,6 +214,7 @@ impl Builder {
             capture_sites,
             on_invalid_free,
             findings: self.findings.clone().apply_env(lookup)?,
+            html_report,
         };
         self.validate(&settings)?;
         Ok(settings)
@@ -265,6 +275,19 @@ impl Builder {
     /// `HEAPSPAN_LIVE_INDEX` and `HEAPSPAN_SAMPLE_MEAN_BYTES`); see [`crate::graph::live`].
     pub fn live_index(mut self, mode: IndexMode) -> Self {
         self.live_index = Some(mode);
+        self
+    }
+
+    /// Writes the HTML view of the run to `path` when the [`Guard`] is dropped: live bytes
+    /// over time per task and span name, the last window's findings with their evidence, and
+    /// the relation graph around each finding's roots (with the live index on), in one
+    /// self-contained page (see [`export::html`](crate::export::html)). Default: none (off);
+    /// environment `HEAPSPAN_HTML_REPORT`. The directory is created if missing; a path that
+    /// is a directory is refused at start. heapspan keeps a bounded history of its windows
+    /// for it ([`export::html::HISTORY_WINDOWS`](crate::export::html::HISTORY_WINDOWS)),
+    /// off the allocation path.
+    pub fn html_report(mut self, path: impl Into<PathBuf>) -> Self {
+        self.html_report = Some(path.into());
         self
     }
 
@@ -442,6 +465,19 @@ impl Builder {
                 "from 1 to 4096",
             );
         }
+        if let Some(p) = &s.html_report {
+            if p.as_os_str().is_empty() || p.is_dir() {
+                return bad(
+                    if self.html_report.is_some() {
+                        "html_report"
+                    } else {
+                        env::HEAPSPAN_HTML_REPORT
+                    },
+                    p.display().to_string(),
+                    "a file path (not a directory)",
+                );
+            }
+        }
         s.findings.validate()
     }
 
@@ -477,6 +513,14 @@ impl Builder {
             0
         };
         let shutdown_timeout = resolved.shutdown_timeout;
+        let html = settings.html_report.clone().map(|path| {
+            let service = resolved
+                .resource
+                .iter()
+                .find(|(k, _)| k == "service.name")
+                .map_or_else(|| "unknown_service".to_owned(), |(_, v)| v.clone());
+            EndOfRun::new(path, service, settings.findings.min_score)
+        });
         let export = pipeline::prepare(resolved)?;
         if export.as_ref().is_some_and(|e| e.writes_dot()) && settings.live_index == IndexMode::Off
         {
@@ -536,7 +580,8 @@ impl Builder {
             }
             None => (None, None),
         };
-        let stage = match Stage::spawn(shared.clone(), window_settings, tx) {
+        let observer = html.as_ref().map(EndOfRun::observer);
+        let stage = match Stage::spawn(shared.clone(), window_settings, tx, observer) {
             Ok(s) => s,
             Err(e) => {
                 stop_aggregator(thread);
@@ -564,6 +609,7 @@ impl Builder {
             thread: Some(thread),
             windows: Some(stage),
             export,
+            html,
             shutdown_timeout,
         })
     }
@@ -580,8 +626,9 @@ impl Drop for AggregatorHold {
     }
 }
 
-/// Keeps heapspan running; dropping it flushes the export, stops the aggregator after a last
-/// fold, and returns the allocator to pass-through (heapspan cannot be started again).
+/// Keeps heapspan running; dropping it cuts a last window, writes the HTML report (with
+/// [`Builder::html_report`]), flushes the export, stops the aggregator after a last fold, and
+/// returns the allocator to pass-through (heapspan cannot be started again).
 #[must_use = "heapspan stops when the guard is dropped"]
 #[derive(Debug)]
 pub struct Guard {
@@ -591,6 +638,8 @@ pub struct Guard {
     thread: Option<JoinHandle<()>>,
     windows: Option<Stage>,
     export: Option<ExportHandle>,
+    /// The HTML view, written once the last window is in.
+    html: Option<EndOfRun>,
     shutdown_timeout: Duration,
 }
 
@@ -699,6 +748,9 @@ impl Drop for Guard {
         if let Some(w) = self.windows.take() {
             w.shutdown(deadline);
         }
+        if let Some(h) = self.html.take() {
+            h.write(deadline);
+        }
         if let Some(e) = self.export.take() {
             e.shutdown(deadline);
         }
@@ -741,6 +793,7 @@ mod tests {
                 capture_sites: false,
                 on_invalid_free: InvalidFreeAction::Report,
                 findings: FindingsConfig::default(),
+                html_report: None,
             }
         );
     }
@@ -817,6 +870,38 @@ mod tests {
         assert_eq!(
             s.findings.growth_windows, 4,
             "not set in code: from the environment"
+        );
+    }
+
+    #[test]
+    fn the_html_report_path_comes_from_code_then_the_environment_and_is_not_a_directory() {
+        let env = vars(&[(HEAPSPAN_HTML_REPORT, "from-env.html")]);
+        let s = crate::builder().settings_with(&env).unwrap();
+        assert_eq!(s.html_report, Some(PathBuf::from("from-env.html")));
+        let s = crate::builder()
+            .html_report("from-code.html")
+            .settings_with(&env)
+            .unwrap();
+        assert_eq!(s.html_report, Some(PathBuf::from("from-code.html")));
+        let dir = std::env::temp_dir();
+        let e = crate::builder()
+            .html_report(&dir)
+            .settings_with(vars(&[]))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "invalid value {:?} for html_report: expected a file path (not a directory)",
+                dir.display().to_string()
+            )
+        );
+        let e = crate::builder()
+            .settings_with(vars(&[(HEAPSPAN_HTML_REPORT, dir.to_str().unwrap())]))
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("for HEAPSPAN_HTML_REPORT: expected a file path"),
+            "{e}"
         );
     }
 

@@ -24,6 +24,7 @@
 //! | `HEAPSPAN_OTLP_FILE` | [`ExportConfig::file`]: OTLP JSON lines written here when no endpoint is set | none | a file path |
 //! | `HEAPSPAN_GRAPH_TOP_EDGES` | [`ExportConfig::graph_top_edges`]: `heapspan.edge` events per task window | `100` | 0 to 10000 |
 //! | `HEAPSPAN_GRAPH_DOT_DIR` | [`ExportConfig::graph_dot_dir`]: each window's graph written as DOT here | none | a directory (created if missing) |
+//! | `HEAPSPAN_HTML_REPORT` | [`Builder::html_report`]: the HTML view written here when the guard stops | none (off) | a file path (its directory created if missing) |
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` | [`ExportConfig::endpoint`]: base URL of the collector (`/v1/traces`, `/v1/metrics` appended for HTTP); turns export on | none | `http://host[:port][/path]` (no `https://`: see below) |
 //! | `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` | full URL of the traces (used as given) | from `OTEL_EXPORTER_OTLP_ENDPOINT` | as `OTEL_EXPORTER_OTLP_ENDPOINT` |
 //! | `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` | full URL of the metrics (used as given) | from `OTEL_EXPORTER_OTLP_ENDPOINT` | as `OTEL_EXPORTER_OTLP_ENDPOINT` |
@@ -69,6 +70,7 @@
 //! [`Builder::live_index`]: crate::Builder::live_index
 //! [`Builder::capture_sites`]: crate::Builder::capture_sites
 //! [`Builder::on_invalid_free`]: crate::Builder::on_invalid_free
+//! [`Builder::html_report`]: crate::Builder::html_report
 //! [`FindingsConfig::enabled`]: crate::findings::FindingsConfig::enabled
 //! [`FindingsConfig::growth_windows`]: crate::findings::FindingsConfig::growth_windows
 //! [`ExportConfig`]: crate::export::ExportConfig
@@ -146,6 +148,8 @@ pub const HEAPSPAN_OTLP_FILE: &str = "HEAPSPAN_OTLP_FILE";
 pub const HEAPSPAN_GRAPH_TOP_EDGES: &str = "HEAPSPAN_GRAPH_TOP_EDGES";
 /// [`ExportConfig::graph_dot_dir`](crate::export::ExportConfig::graph_dot_dir).
 pub const HEAPSPAN_GRAPH_DOT_DIR: &str = "HEAPSPAN_GRAPH_DOT_DIR";
+/// [`Builder::html_report`](crate::Builder::html_report).
+pub const HEAPSPAN_HTML_REPORT: &str = "HEAPSPAN_HTML_REPORT";
 /// The collector's base URL, both signals.
 pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 /// The full URL of the traces.
@@ -192,6 +196,7 @@ pub const ALL: &[&str] = &[
     HEAPSPAN_OTLP_FILE,
     HEAPSPAN_GRAPH_TOP_EDGES,
     HEAPSPAN_GRAPH_DOT_DIR,
+    HEAPSPAN_HTML_REPORT,
     OTEL_EXPORTER_OTLP_ENDPOINT,
     OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
     OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
@@ -395,6 +400,11 @@ pub(crate) fn graph_top_edges(lookup: impl Fn(&str) -> Option<String>) -> Result
 /// by the export settings).
 pub(crate) fn graph_dot_dir(lookup: impl Fn(&str) -> Option<String>) -> Result<Option<PathBuf>> {
     path(lookup, HEAPSPAN_GRAPH_DOT_DIR)
+}
+
+/// `HEAPSPAN_HTML_REPORT` (whether it names a directory is checked by the builder).
+pub(crate) fn html_report(lookup: impl Fn(&str) -> Option<String>) -> Result<Option<PathBuf>> {
+    path(lookup, HEAPSPAN_HTML_REPORT)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -659,7 +669,7 @@ mod tests {
     #[test]
     fn the_table_lists_exactly_the_constants() {
         let table = table();
-        assert_eq!(table.len(), 27, "{table:?}");
+        assert_eq!(table.len(), 28, "{table:?}");
         assert_eq!(
             table.iter().collect::<BTreeSet<_>>().len(),
             table.len(),
@@ -750,6 +760,7 @@ mod tests {
             (HEAPSPAN_OTLP_FILE, "/tmp/run.jsonl"),
             (HEAPSPAN_GRAPH_TOP_EDGES, "0"),
             (HEAPSPAN_GRAPH_DOT_DIR, "graphs"),
+            (HEAPSPAN_HTML_REPORT, " out/report.html "),
         ]);
         assert_eq!(fold_interval(&v).unwrap(), Some(Duration::from_millis(25)));
         assert_eq!(max_threads(&v).unwrap(), Some(16));
@@ -770,6 +781,10 @@ mod tests {
         );
         assert_eq!(graph_top_edges(&v).unwrap(), Some(0));
         assert_eq!(graph_dot_dir(&v).unwrap(), Some(PathBuf::from("graphs")));
+        assert_eq!(
+            html_report(&v).unwrap(),
+            Some(PathBuf::from("out/report.html"))
+        );
         for (s, on) in [
             ("on", true),
             (" TRUE ", true),

@@ -1,6 +1,7 @@
 //! Errors.
 
-/// Everything that can go wrong when starting heapspan.
+/// Everything that can go wrong when starting heapspan (and when rendering an HTML report from
+/// a file).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -36,6 +37,18 @@ pub enum Error {
         /// Why.
         detail: String,
     },
+    /// The HTML view could not be made: its input could not be read or holds no OTLP JSON
+    /// line, or the page could not be written
+    /// ([`export::html::render_otlp_file`](crate::export::html::render_otlp_file)).
+    #[error("HTML report: could not {what} {}: {detail}", path.display())]
+    HtmlReport {
+        /// `read` (the OTLP JSON file) or `write` (the page).
+        what: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        detail: String,
+    },
     /// heapspan could not start its background thread.
     #[error("could not start heapspan's {thread} thread: {source}")]
     Thread {
@@ -68,5 +81,14 @@ mod tests {
         assert!(Error::AllocatorNotInstalled
             .to_string()
             .contains("#[global_allocator]"));
+        let e = Error::HtmlReport {
+            what: "read",
+            path: "run.jsonl".into(),
+            detail: "no OTLP JSON line in it".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "HTML report: could not read run.jsonl: no OTLP JSON line in it"
+        );
     }
 }

@@ -9,8 +9,8 @@
 //! - a pointer reclaimed before its deadline, and one released by C before its task's end,
 //!   are not found.
 //!
-//! The window's DOT output highlights both surfaces, and the findings are in the OTLP JSON file
-//! with their boundary.
+//! The window's DOT output and the HTML view highlight both surfaces, and the findings are in
+//! the OTLP JSON file with their boundary.
 
 #[path = "custody_common/mod.rs"]
 mod custody_common;
@@ -34,8 +34,11 @@ const DEADLINE_BOXES: usize = 3;
 fn pointers_c_keeps_past_their_terms_are_found_with_their_danger_surface() {
     let dir = scratch("custody_not_reclaimed");
     let file = dir.join("heapspan.otlp.jsonl");
+    let html = dir.join("heapspan-report.html");
     let guard = start(
-        heapspan::Builder::default().live_index(heapspan::IndexMode::Full),
+        heapspan::Builder::default()
+            .live_index(heapspan::IndexMode::Full)
+            .html_report(&html),
         ExportConfig::default().file(&file).graph_dot_dir(&dir),
     );
     let rt = runtime();
@@ -164,6 +167,25 @@ fn pointers_c_keeps_past_their_terms_are_found_with_their_danger_surface() {
             dot.lines().take(3).collect::<Vec<_>>().join("\n")
         );
     }
+    // The HTML view shows both findings, each with its surface drawn: the buffer (the root)
+    // and its boxes, 5 + 1 and 3 + 1 nodes.
+    let page = std::fs::read_to_string(&html).expect("the HTML view");
+    assert_eq!(
+        page.matches("data-kind=\"ffi.custody\"").count(),
+        2,
+        "both findings on the page"
+    );
+    for boxes in [WORKER_BOXES, DEADLINE_BOXES] {
+        let nodes = format!("data-nodes=\"{}\"", boxes + 1);
+        assert!(
+            page.split("<svg class=\"surface\"")
+                .skip(1)
+                .any(|svg| svg.split('>').next().is_some_and(|t| t.contains(&nodes))),
+            "a surface of {} nodes on the page",
+            boxes + 1
+        );
+    }
+    assert!(page.contains("keeper"), "the boundary on the page");
     // The OTLP JSON file has them, with the boundary.
     let spans = file_spans(&file);
     let exported: Vec<_> = spans

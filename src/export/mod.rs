@@ -1,5 +1,5 @@
 //! Getting the tables out: OTLP metrics and spans, the embedded OTLP JSON file, the terminal
-//! report.
+//! report, the HTML view ([`html`]).
 //!
 //! # What is exported
 //!
@@ -153,6 +153,7 @@
 pub mod config;
 pub(crate) mod graph;
 pub(crate) mod histogram;
+pub mod html;
 #[cfg(feature = "http")]
 pub(crate) mod http_client;
 pub mod names;

@@ -171,8 +171,9 @@ pub const WINDOW_EDGES_SPAN: &str = "heapspan.window.edges";
 /// [`FINDING_WINDOWS`], [`FINDING_SUMMARY`], [`FINDING_FROM_GRAPH`], [`TOKIO_TASK_NAME`] and
 /// [`SPAN_NAME`] where it has them, [`CODE_FILE_PATH`]/[`CODE_LINE_NUMBER`] (the allocating
 /// site with sites on, else the spawn location), [`FINDING_HOLDER`] and
-/// [`FINDING_HOLDER_CLASS`] where the kind has a holder, and the kind's evidence (the
-/// `heapspan.finding.*` evidence constants below).
+/// [`FINDING_HOLDER_CLASS`] where the kind has a holder, [`FINDING_ROOTS`] where it has roots
+/// (with the live index), and the kind's evidence (the `heapspan.finding.*` evidence constants
+/// below).
 pub const FINDING_SPAN: &str = "heapspan.finding";
 /// What an application's span instance left behind, read a window after it
 /// closed (feature `tracing-opentelemetry`): a child of the application's span (same trace),
@@ -340,6 +341,11 @@ pub const FINDING_FROM_GRAPH: &str = "heapspan.finding.from_graph";
 pub const FINDING_HOLDER: &str = "heapspan.finding.holder";
 /// The holder's class: `unowned`, `transferred`, `retained`, `cycle`, `allocation`, `unknown`.
 pub const FINDING_HOLDER_CLASS: &str = "heapspan.finding.holder.class";
+/// i64 array: the allocation ids (as [`EDGE_FROM`]) of the roots of the finding's danger
+/// surface ([`Finding::roots`](crate::findings::Finding::roots): escaped blocks, a cycle's
+/// members, …; at most 64), present when it has any. With the [`EDGE_EVENT`]s of the window
+/// spans they give the graph around the finding (the HTML view draws it from an OTLP file).
+pub const FINDING_ROOTS: &str = "heapspan.finding.roots";
 /// Evidence, i64: how much a series grew over the growth windows.
 pub const FINDING_GROWTH_BYTES: &str = "heapspan.finding.growth.bytes";
 /// Evidence, f64: the robust (Theil–Sen) slope of the series, bytes per window.

@@ -982,6 +982,14 @@ impl Exporter {
             attrs.push(KeyValue::new(n::FINDING_HOLDER, h.to_string()));
             attrs.push(KeyValue::new(n::FINDING_HOLDER_CLASS, h.class()));
         }
+        if !f.roots.is_empty() {
+            // The same 64 bits as the edge events' ids.
+            let ids = f.roots.iter().map(|r| r.0 as i64).collect();
+            attrs.push(KeyValue::new(
+                n::FINDING_ROOTS,
+                Value::Array(Array::I64(ids)),
+            ));
+        }
         for (key, v) in &f.evidence {
             attrs.push(KeyValue::new(
                 *key,

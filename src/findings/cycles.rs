@@ -68,7 +68,9 @@ pub(crate) struct Unreachable {
 ///
 /// Only a counted reference (an `Rc`/`Arc`/`Weak` handle) keeps a cycle alive, and every such
 /// handle is in a count: so a cycle is unreachable when each refcounted member's
-/// `strong + weak − 1` references are all found as pointer words in members. A word from
+/// `strong + weak − 1` references are all found as pointer words in members, held by as many
+/// members (several words in one member count once: a stale copy beside a handle, as an async
+/// state machine keeps them, would otherwise hide a handle on a stack). A word from
 /// outside into a member with no refcount (a `Box` the cycle's `Rc` points back to, say) is
 /// an owner: the cycle is held. Words from outside into a refcounted member are set aside
 /// only when that member's count is met exactly, by that many members holding one word each
@@ -108,9 +110,12 @@ pub(crate) fn unreachable(g: &LiveGraph) -> Vec<Unreachable> {
                 continue;
             };
             let refs = (r.strong + r.weak.saturating_sub(1)) as u64;
+            // Each count needs a holder of its own: two words of one block (a handle and a
+            // stale copy of it, as an async state machine leaves them) would otherwise stand in
+            // for a handle on a stack or in an unindexed block.
             let met = r.strong > 0
                 && if w.outside == 0 {
-                    w.inside >= refs
+                    w.inside >= refs && w.holders >= refs
                 } else {
                     w.inside == refs && w.holders == refs
                 };
@@ -361,6 +366,27 @@ mod tests {
         g.graph = build(&g.graph.nodes, &heap, &[], &GraphConfig::default());
         assert_eq!(g.graph.cycles.len(), 1);
         assert!(unreachable(&g).is_empty(), "held by the outside handle");
+    }
+
+    #[test]
+    fn a_stale_copy_inside_a_member_does_not_stand_in_for_a_handle_on_a_stack() {
+        // As a tokio task's cell and a oneshot channel it awaits: the first box's strong count
+        // is 2, the second box holds its pointer twice (the receiver and a stale copy in the
+        // state machine), and the other handle (the sender) is on a stack, seen by no scan.
+        let mut g = cycle_with_outside_word(false);
+        let mut heap = FlatHeap::new(0x1000, 32);
+        for (at, next, strong) in [(0x1000, 0x1040, 2), (0x1040, 0x1000, 1)] {
+            heap.write(at, strong);
+            heap.write(at + 8, 1);
+            heap.write(at + 16, next);
+            heap.write(at + 24, next);
+        }
+        g.graph = build(&g.graph.nodes, &heap, &[], &GraphConfig::default());
+        assert_eq!(g.graph.cycles.len(), 1);
+        assert!(
+            unreachable(&g).is_empty(),
+            "two words of one block are one holder: the count has room for a handle unseen"
+        );
     }
 
     /// A healthy parent/child pair: a block outside owns the parent (no refcount: a `Box`),

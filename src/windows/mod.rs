@@ -28,6 +28,10 @@ use crate::findings::{Engine, Finding, FindingsConfig, Input, Judged};
 use crate::graph::live::{CaptureConfig, LiveGraph};
 use crate::{MemStats, Snapshot};
 
+/// What else takes each window, on the stage's thread, before the export gets it (the HTML
+/// view's history): wired by the builder, so that this stage knows nothing of what it feeds.
+pub(crate) type Observer = Box<dyn FnMut(&Window) + Send>;
+
 /// Windows the export may be behind before one is dropped.
 const EXPORT_BACKLOG: usize = 8;
 /// How often the stage looks for invalid frees waiting (a window is cut at once for them).
@@ -145,18 +149,20 @@ pub(crate) struct Stage {
 }
 
 impl Stage {
-    /// Starts the stage on the aggregator's tables; windows go to `export` when it is set.
+    /// Starts the stage on the aggregator's tables; windows go to `observer` and then to
+    /// `export`, each when it is set.
     pub(crate) fn spawn(
         shared: Shared,
         settings: Settings,
         export: Option<SyncSender<Arc<Window>>>,
+        observer: Option<Observer>,
     ) -> Result<Stage> {
         let control = Arc::new(Control::default());
         let thread = {
             let control = control.clone();
             crate::thread::spawn("heapspan-windows", move || {
                 let mut w = Windower::new(settings);
-                w.run(&shared, &control, export);
+                w.run(&shared, &control, export, observer);
                 control.lock().ended = true;
                 control.cv.notify_all();
             })?
@@ -223,7 +229,13 @@ impl Windower {
         self.cutter = cut::Cutter::new(start, self.settings.bounds);
     }
 
-    fn run(&mut self, shared: &Shared, control: &Control, export: Option<SyncSender<Arc<Window>>>) {
+    fn run(
+        &mut self,
+        shared: &Shared,
+        control: &Control,
+        export: Option<SyncSender<Arc<Window>>>,
+        mut observer: Option<Observer>,
+    ) {
         let mut next = Instant::now() + self.settings.window;
         loop {
             let (stopping, asked) = {
@@ -254,6 +266,18 @@ impl Windower {
             w.residues = residues;
             *control.findings.lock().unwrap_or_else(|p| p.into_inner()) =
                 w.findings.current.clone();
+            // A panic in the observer turns it off for the rest of the run (windows, findings
+            // and export go on without it).
+            if let Some(f) = observer.as_mut() {
+                let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&w))).is_ok();
+                if !ok {
+                    observer = None;
+                    eprintln!(
+                        "heapspan: recording a window for the HTML report panicked; the report \
+                         is off for the rest of the run"
+                    );
+                }
+            }
             let upto = w.invalid_upto;
             if crate::alloc::invalid::ABORT.load(Ordering::Relaxed) {
                 for f in &w.findings.current {
