@@ -239,7 +239,14 @@ pub(crate) unsafe fn read_raw(user: *mut u8) -> (u64, u64) {
 /// tag bits, [`EXT`] kept. `None` sends the free to its cold side ([`super::invalid`]).
 #[inline(always)]
 pub(crate) fn check(t: u64, s: u64, user: *mut u8, size: usize) -> Option<Key> {
-    check_words(t, s, user, size).filter(|_| s & CUSTODY == 0)
+    let key = Key {
+        task: t & !TASK_TAG,
+        span: s & !SPAN_TAG,
+    };
+    let (tt, ts) = tag(key.task, key.span, user as usize, size);
+    // `ts` never has `CUSTODY`: a block in custody fails here, in the same test as the tag
+    // (so the key returned has no `CUSTODY` either).
+    (((t ^ tt) & TASK_TAG) | ((s ^ ts) & (SPAN_TAG | CUSTODY)) == 0).then_some(key)
 }
 
 /// Whether raw header words `(t, s)` are a valid tagged header of a block at `user` of `size`
