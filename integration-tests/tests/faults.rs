@@ -1,6 +1,6 @@
 //! A collector that is not there yet, or dies and comes back, costs the application nothing:
-//! its work completes at the same throughput, what could not be sent is counted, and export
-//! resumes by itself.
+//! its work is not held up (its throughput stays far above what waiting for the export would
+//! leave), what could not be sent is counted, and export resumes by itself.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -148,9 +148,13 @@ fn the_collector_dies_and_comes_back() {
         "throughput: baseline {baseline}, with export and a collector restart {with_faults} \
          ({ratio:.3})"
     );
+    // Not a speed figure (that is `benches/export.rs`'s): a guard against blocking. An app
+    // held up while the collector is down (2.5 s of its 4.5 s) would keep at most 0.45 of
+    // its throughput; 0.6 leaves room for a shared 2-core machine (this bound was 0.9 and
+    // failed at 0.875 in a clean-clone run with a build beside it).
     assert!(
-        ratio >= 0.90,
-        "throughput fell to {ratio:.3} of the baseline"
+        ratio >= 0.6,
+        "throughput fell to {ratio:.3} of the baseline: the app waited for the export"
     );
 }
 
