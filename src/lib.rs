@@ -200,8 +200,9 @@ mod thread;
 mod windows;
 
 pub use aggregator::snapshot::{
-    Buckets, Dropped, Location, MemStats, SizeHistogram, Snapshot, SortBy, SpanGroup,
-    SpanGroupStats, SpanNameStats, SpanStats, TaskKey, TaskNameStats, TaskSource, TaskStats,
+    Buckets, Dropped, HandOff, HandOffs, Location, MemStats, SizeHistogram, Snapshot, SortBy,
+    SpanGroup, SpanGroupStats, SpanNameStats, SpanStats, TaskKey, TaskNameStats, TaskSource,
+    TaskStats,
 };
 pub use alloc::Allocator;
 pub use builder::{

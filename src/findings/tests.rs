@@ -49,6 +49,7 @@ fn empty(taken_at: SystemTime) -> Snapshot {
         total: MemStats::default(),
         allocation_sizes: SizeHistogram::default(),
         dropped: Dropped::default(),
+        handoffs: crate::HandOffs::default(),
         tracker_bytes: 0,
     }
 }
