@@ -30,15 +30,18 @@ fn run_app(name: &str, mode: &str, max_cells: usize) -> (std::path::PathBuf, Str
     (file, stdout)
 }
 
+/// A cell of the matrix: (allocating, freeing) task name, (bytes, frees).
+type Cell = ((String, String), (u64, u64));
+
 /// Per (allocating, freeing) task name: the exported bytes and frees at the last export.
-fn cells(file: &Path) -> Vec<((String, String), (u64, u64))> {
+fn cells(file: &Path) -> Vec<Cell> {
     let key = |p: &LoggedPoint| {
         (
             p.attr(n::TOKIO_TASK_NAME).unwrap_or_default().to_owned(),
             p.attr(n::FREE_TASK_NAME).unwrap_or_default().to_owned(),
         )
     };
-    let mut out: Vec<((String, String), (u64, u64))> = Vec::new();
+    let mut out: Vec<Cell> = Vec::new();
     for p in file_totals(file, n::TASK_MEMORY_HANDED_OFF) {
         assert_eq!(p.unit, n::UNIT_BYTES);
         assert_eq!(p.attrs.len(), 2, "{p:?}");
@@ -56,7 +59,7 @@ fn cells(file: &Path) -> Vec<((String, String), (u64, u64))> {
 }
 
 #[track_caller]
-fn cell(cells: &[((String, String), (u64, u64))], from: &str, to: &str) -> Option<(u64, u64)> {
+fn cell(cells: &[Cell], from: &str, to: &str) -> Option<(u64, u64)> {
     cells
         .iter()
         .find(|((a, b), _)| a == from && b == to)
@@ -113,7 +116,7 @@ fn producer_to_consumer_and_to_no_task_are_exact_and_self_frees_are_in_no_cell()
 }
 
 /// The matrix the app printed from its last snapshot: `cell <from> -> <to> bytes=… frees=…`.
-fn printed(stdout: &str) -> Vec<((String, String), (u64, u64))> {
+fn printed(stdout: &str) -> Vec<Cell> {
     stdout
         .lines()
         .filter_map(|l| {
@@ -129,7 +132,7 @@ fn printed(stdout: &str) -> Vec<((String, String), (u64, u64))> {
         .collect()
 }
 
-fn totals(cells: &[((String, String), (u64, u64))]) -> (u64, u64) {
+fn totals(cells: &[Cell]) -> (u64, u64) {
     cells
         .iter()
         .fold((0, 0), |(b, f), (_, (cb, cf))| (b + cb, f + cf))

@@ -77,7 +77,7 @@ fn main() {
             }
         });
         let mut producers = Vec::with_capacity(tasks);
-        for i in 0..tasks {
+        for (i, &name) in names.iter().cycle().take(tasks).enumerate() {
             let (to_consumer, to_thread) = (to_consumer.clone(), to_thread.clone());
             let work = async move {
                 if by_name {
@@ -99,7 +99,7 @@ fn main() {
                 }
             };
             producers.push(if by_name {
-                heapspan::spawn(names[i], work)
+                heapspan::spawn(name, work)
             } else {
                 heapspan::spawn("producer", work)
             });
