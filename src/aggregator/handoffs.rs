@@ -118,7 +118,7 @@ fn add(
     e.1 = e.1.saturating_add(frees);
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use crate::alloc::handoff::CELLS;
