@@ -162,8 +162,9 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Allocator<A> {
             let handoff = record::maybe_handoff(key, Local::current_task_id());
             let l = local();
             let st = l.state.get();
-            // The common case has no other call but the inner free: the thread's table, its
-            // last slot, the allocating task, not one of heapspan's own blocks to scrub.
+            // Besides `try_id`, the common case makes no call but the inner free: the thread's
+            // table, its last slot, the allocating task (so no hand-off to count), not one of
+            // heapspan's own blocks to scrub.
             let fast = st as usize > ORPHAN as usize && {
                 // SAFETY: a non-sentinel `state` points into the leaked pool, owned by this
                 // thread; the hint is this table's.
