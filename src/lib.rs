@@ -55,6 +55,15 @@
 //!   and never wait for another thread's progress: they use atomic read-modify-writes, and
 //!   take queue memory from the *system* allocator (never the global one, so they cannot
 //!   recurse; glibc's malloc takes its arena lock there, as the inner allocator does anyway).
+//! - **The hand-off matrix costs a free one comparison.** Every counted free compares the id
+//!   bits of the block's task word with the current tokio task's id (`tokio::task::try_id()`,
+//!   one call into tokio, as an allocation makes); only when they differ does it take the
+//!   cold path, which looks up the freeing task's name and adds the free to a cell of the
+//!   *freeing thread's own table* (64 cells claimed once each, written with plain stores, no
+//!   lock, no allocation; a pair with no cell left goes to the table's `other → other` cell,
+//!   counted, so the totals stay exact). A thread without a table borrows one for the call, as
+//!   for any operation; with none to borrow, the free is added to shared overflow counters
+//!   (atomic adds). Nothing of it runs in pass-through mode.
 //! - **Re-entrancy.** The one step that calls out is a thread's claim of its table
 //!   (registering the thread-exit hook). The table is set before that call, so an allocation
 //!   made inside it is recorded in it (no table operation is in progress then) and charged to
@@ -200,8 +209,9 @@ mod thread;
 mod windows;
 
 pub use aggregator::snapshot::{
-    Buckets, Dropped, Location, MemStats, SizeHistogram, Snapshot, SortBy, SpanGroup,
-    SpanGroupStats, SpanNameStats, SpanStats, TaskKey, TaskNameStats, TaskSource, TaskStats,
+    Buckets, Dropped, HandOff, HandOffs, Location, MemStats, SizeHistogram, Snapshot, SortBy,
+    SpanGroup, SpanGroupStats, SpanNameStats, SpanStats, TaskKey, TaskNameStats, TaskSource,
+    TaskStats,
 };
 pub use alloc::Allocator;
 pub use builder::{

@@ -777,6 +777,54 @@ fn overview() -> Value {
         )),
     );
 
+    b.row("Hand-offs between tasks");
+    let pair = [n::TOKIO_TASK_NAME, n::FREE_TASK_NAME];
+    let pair_legend = format!(
+        "{} \u{2192} {}",
+        legend(&[n::TOKIO_TASK_NAME]),
+        legend(&[n::FREE_TASK_NAME])
+    );
+    b.add(
+        panel(
+            BarGauge,
+            "Hand-off matrix: bytes freed by another task (allocating \u{2192} freeing)",
+            "bytes",
+            12,
+            &about(
+                &[n::TASK_MEMORY_HANDED_OFF],
+                "The largest cells of the hand-off matrix over the dashboard's range: bytes a task name allocated and another task name (or `no task`: plain threads, main) freed. Normal message passing; a task freeing its own blocks is in no cell.",
+            ),
+        )
+        .query(Instant(
+            format!(
+                "topk(15, {})",
+                sum_by(
+                    &pair,
+                    &format!(
+                        "increase({}[$__range])",
+                        sel(n::TASK_MEMORY_HANDED_OFF, "", By::Service)
+                    )
+                )
+            ),
+            pair_legend.clone(),
+        )),
+    );
+    b.add(
+        panel(
+            TimeSeries,
+            "Hand-offs per second (allocating \u{2192} freeing)",
+            "ops",
+            12,
+            &about(
+                &[n::TASK_HANDOFFS],
+                "Frees by another task than the allocating one, per cell of the hand-off matrix.",
+            ),
+        )
+        .query(Range(
+            sum_by(&pair, &rate(n::TASK_HANDOFFS, "", By::Service)),
+            pair_legend,
+        )),
+    );
     b.row("heapspan itself");
     b.add(
         panel(
@@ -1164,6 +1212,7 @@ pub fn attributes(metric: &str) -> &'static [&'static str] {
         | n::SPAN_MEMORY_FREED
         | n::SPAN_MEMORY_LIVE
         | n::SPAN_ALLOCATIONS => &[n::SPAN_NAME, n::SPAN_GROUP],
+        n::TASK_MEMORY_HANDED_OFF | n::TASK_HANDOFFS => &[n::TOKIO_TASK_NAME, n::FREE_TASK_NAME],
         n::GRAPH_EDGES => &[n::EDGE_KIND],
         n::FINDINGS => &[n::FINDING_KIND, n::FINDING_SEVERITY],
         n::TRACKER_DROPPED => &[n::DROP_REASON],
@@ -1190,6 +1239,7 @@ pub fn optional_attribute(attribute: &str) -> bool {
 fn example_value(attribute: &str) -> &'static str {
     match attribute {
         n::TOKIO_TASK_NAME => "cache",
+        n::FREE_TASK_NAME => "consumer",
         n::SPAN_NAME => "app::handle",
         n::SPAN_GROUP => "http.route=/users",
         n::EDGE_KIND => "owns",

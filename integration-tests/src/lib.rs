@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use prost::Message;
 
 pub mod dashboards;
+pub mod handoff;
 pub mod keeper;
 pub mod prom;
 pub mod promtool;
@@ -513,6 +514,75 @@ pub fn file_spans(path: &Path) -> Vec<LoggedSpan> {
         }
     }
     spans
+}
+
+/// The data points of the sums and gauges named `metric` in an OTLP JSON file, in file order
+/// (for cumulative sums, the last point of an attribute set is its total), attributes
+/// rendered as text; the value is the point's integer (or its float, truncated).
+pub fn file_points(path: &Path, metric: &str) -> Vec<LoggedPoint> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point};
+    let mut points = Vec::new();
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    for line in text.lines().filter(|l| l.contains("\"resourceMetrics\"")) {
+        let Ok(req) = serde_json::from_str::<ExportMetricsServiceRequest>(line) else {
+            continue;
+        };
+        for m in req
+            .resource_metrics
+            .iter()
+            .flat_map(|r| &r.scope_metrics)
+            .flat_map(|s| &s.metrics)
+            .filter(|m| m.name == metric)
+        {
+            let dps = match &m.data {
+                Some(Data::Sum(s)) => &s.data_points,
+                Some(Data::Gauge(g)) => &g.data_points,
+                _ => continue,
+            };
+            for p in dps {
+                let attrs = p
+                    .attributes
+                    .iter()
+                    .map(|kv| {
+                        let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                            Some(Value::StringValue(s)) => s.clone(),
+                            Some(Value::IntValue(i)) => i.to_string(),
+                            Some(Value::BoolValue(b)) => b.to_string(),
+                            Some(Value::DoubleValue(d)) => d.to_string(),
+                            _ => String::new(),
+                        };
+                        (kv.key.clone(), v)
+                    })
+                    .collect();
+                let value = match p.value {
+                    Some(number_data_point::Value::AsInt(i)) => i as f64,
+                    Some(number_data_point::Value::AsDouble(d)) => d,
+                    None => continue,
+                };
+                points.push(LoggedPoint {
+                    metric: m.name.clone(),
+                    unit: m.unit.clone(),
+                    attrs,
+                    value,
+                });
+            }
+        }
+    }
+    points
+}
+
+/// The last value of each attribute set of the cumulative sum `metric` in an OTLP JSON file:
+/// the totals of its series at the last export.
+pub fn file_totals(path: &Path, metric: &str) -> Vec<LoggedPoint> {
+    let mut last: Vec<LoggedPoint> = Vec::new();
+    for p in file_points(path, metric) {
+        match last.iter_mut().find(|l| l.attrs == p.attrs) {
+            Some(l) => *l = p,
+            None => last.push(p),
+        }
+    }
+    last
 }
 
 /// Polls `f` every 100 ms until it returns `Some`, at most `limit`.

@@ -35,6 +35,7 @@
 //! with history.
 
 pub(crate) mod events;
+pub(crate) mod handoffs;
 pub(crate) mod residue;
 pub(crate) mod run;
 pub mod snapshot;
@@ -363,6 +364,8 @@ pub(crate) struct Aggregator {
     last_idle_scan: Instant,
     /// Closed instances sampled for their residue.
     residue: residue::Sampler,
+    /// The hand-off matrix.
+    handoffs: handoffs::Matrix,
 }
 
 impl Aggregator {
@@ -405,6 +408,7 @@ impl Aggregator {
             last_eviction: Instant::now(),
             last_idle_scan: Instant::now(),
             residue: residue::Sampler::new(limits.residue_per_window),
+            handoffs: handoffs::Matrix::default(),
         }
     }
 
@@ -464,6 +468,7 @@ impl Aggregator {
             st.add_sizes(&mut sizes.counts, &mut grown);
             st.read(|q| take(q, applied, &mut deltas, &mut queued_events));
         }
+        self.handoffs.fold(tables);
         // The fold allocates (these vectors, the maps) on the calling thread, whose own table
         // it reads too: an allocation made while that table is read may evict a tenancy the
         // read had not reached yet into its ring. Reading that ring again until it stays
@@ -1139,6 +1144,9 @@ impl Aggregator {
             lost_operations: crate::alloc::budget::LOST.load(Ordering::Relaxed),
             span_stack_overflow: events::SPAN_STACK_OVERFLOW.load(Ordering::Relaxed),
         };
+        let matrix = std::mem::take(&mut self.handoffs);
+        let handoffs = matrix.snapshot(|n| self.task_name_string(n));
+        self.handoffs = matrix;
         Snapshot {
             taken_at: SystemTime::now(),
             tasks,
@@ -1151,6 +1159,7 @@ impl Aggregator {
             total: self.total,
             allocation_sizes: self.sizes,
             dropped,
+            handoffs,
             tracker_bytes: self.tracker_bytes(),
         }
     }

@@ -381,6 +381,116 @@ impl Dropped {
     }
 }
 
+/// One cell of the hand-off matrix: frees of blocks that tasks of one name allocated, made
+/// while a task of another task's (or no task) was current.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandOff {
+    /// The allocating side: a task name as [`TaskNameStats::name`] has it, or
+    /// [`HandOffs::NO_TASK`] for blocks allocated outside any task; `other` for the overflow
+    /// cell.
+    pub allocated_by: String,
+    /// The freeing side: a task name, [`HandOffs::NO_TASK`] for frees outside any task (a
+    /// plain thread, `main`, `spawn_blocking` outside a task), `other` for the overflow cell.
+    pub freed_by: String,
+    /// Bytes freed.
+    pub bytes: u64,
+    /// Number of frees.
+    pub frees: u64,
+}
+
+/// The hand-off matrix since start (`alloc.cross_task_free`): per pair of allocating and
+/// freeing task names, the blocks freed while a task other than the one that allocated them
+/// (or no task) was current.
+///
+/// Tasks are compared by id, names only label the cells: two tasks of one name handing off
+/// count in that name's diagonal cell, a task freeing its own blocks in none. Blocks heapspan
+/// allocated for itself, those allocated before start and those of the overflow bucket have
+/// no allocating task and are left out, and so are frees made by heapspan's own code; a
+/// realloc is no free (the block keeps its allocating task). The figures are exact: a pair
+/// that finds no cell left in its thread's bounded table (64 pairs per thread, 4096 in all)
+/// is counted in the `other → other` cell, with [`HandOffs::overflow_frees`] saying how many
+/// were. The matrix of one window is [`HandOffs::since`] the previous snapshot's.
+///
+/// ```
+/// # #[global_allocator]
+/// # static ALLOC: heapspan::Allocator = heapspan::Allocator::system();
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), heapspan::Error> {
+/// let guard = heapspan::builder().start()?;
+/// let block = heapspan::spawn("producer", async { vec![0u8; 1000] }).await.unwrap();
+/// drop(block); // freed outside any task: `main` under `block_on`
+/// let m = guard.snapshot().handoffs;
+/// let cell = m.cell("producer", heapspan::HandOffs::NO_TASK).unwrap();
+/// assert_eq!((cell.bytes, cell.frees), (1000, 1));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HandOffs {
+    /// The cells, most bytes first.
+    pub cells: Vec<HandOff>,
+    /// Frees counted in the `other → other` cell because their pair found no cell (their
+    /// thread's table of cells was full, or the process-wide bound was reached).
+    pub overflow_frees: u64,
+}
+
+impl HandOffs {
+    /// The side of code outside any tokio task, on both axes.
+    pub const NO_TASK: &'static str = "no task";
+
+    /// The cell of blocks allocated by `allocated_by` and freed by `freed_by`.
+    pub fn cell(&self, allocated_by: &str, freed_by: &str) -> Option<&HandOff> {
+        self.cells
+            .iter()
+            .find(|c| c.allocated_by == allocated_by && c.freed_by == freed_by)
+    }
+
+    /// Bytes of every cell.
+    pub fn bytes(&self) -> u64 {
+        self.cells.iter().map(|c| c.bytes).sum()
+    }
+
+    /// Frees of every cell.
+    pub fn frees(&self) -> u64 {
+        self.cells.iter().map(|c| c.frees).sum()
+    }
+
+    /// What was added since `earlier` (a snapshot's matrix taken before this one): the
+    /// matrix of the time between them, cells that did not grow left out, most bytes first.
+    pub fn since(&self, earlier: &HandOffs) -> HandOffs {
+        let mut cells: Vec<HandOff> = self
+            .cells
+            .iter()
+            .filter_map(|c| {
+                let (b, f) = earlier
+                    .cell(&c.allocated_by, &c.freed_by)
+                    .map_or((0, 0), |e| (e.bytes, e.frees));
+                let d = HandOff {
+                    bytes: c.bytes.saturating_sub(b),
+                    frees: c.frees.saturating_sub(f),
+                    ..c.clone()
+                };
+                (d.bytes != 0 || d.frees != 0).then_some(d)
+            })
+            .collect();
+        sort_cells(&mut cells);
+        HandOffs {
+            cells,
+            overflow_frees: self.overflow_frees.saturating_sub(earlier.overflow_frees),
+        }
+    }
+}
+
+/// Most bytes first, then by names (a stable order for equal cells).
+pub(crate) fn sort_cells(cells: &mut [HandOff]) {
+    cells.sort_by(|a, b| {
+        b.bytes
+            .cmp(&a.bytes)
+            .then_with(|| a.allocated_by.cmp(&b.allocated_by))
+            .then_with(|| a.freed_by.cmp(&b.freed_by))
+    });
+}
+
 /// Sizes of single allocations since start: explicit buckets with upper bounds
 /// [`SizeHistogram::BOUNDS`] (16 B to 16 MiB, powers of 4) and one bucket above.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -446,6 +556,8 @@ pub struct Snapshot {
     pub allocation_sizes: SizeHistogram,
     /// What could not be recorded.
     pub dropped: Dropped,
+    /// The hand-off matrix since start: frees by another task than the allocating one.
+    pub handoffs: HandOffs,
     /// heapspan's own memory right now, resident, bytes: the one figure for what heapspan
     /// costs. It is its heap blocks (the [`Buckets::heapspan`] bucket's live bytes) plus what
     /// it maps outside the heap: the thread tables' resident pages, the queue chunks and
@@ -635,6 +747,7 @@ mod tests {
             total: MemStats::default(),
             allocation_sizes: SizeHistogram::default(),
             dropped: Dropped::default(),
+            handoffs: HandOffs::default(),
             tracker_bytes: 0,
         }
     }

@@ -38,7 +38,7 @@ pub(crate) const ID_BITS: u32 = 43;
 pub(crate) const ID_MASK: u64 = (1 << ID_BITS) - 1;
 /// Task ids at or above this are not representable (at 100,000 tasks a second, tokio's
 /// counter reaches it after 2.7 years); their allocations count as outside any task.
-const ID_LIMIT: u64 = ID_MASK - 15;
+pub(crate) const ID_LIMIT: u64 = ID_MASK - 15;
 /// The highest task name index (12 bits): the layer's names past it share it, as `other`.
 pub(crate) const NAME_MAX: u16 = 0xFFF;
 /// Where both words keep their tag bits.

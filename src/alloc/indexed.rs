@@ -90,6 +90,9 @@ impl<A: GlobalAlloc> Allocator<A> {
                 Key::new(key.task, key.span & !EXT),
                 Op::Free(layout.size() as u64),
             );
+            if record::maybe_handoff(key, Local::current_task_id()) {
+                record::on_handoff(l, key, layout.size() as u64);
+            }
         }
         // SAFETY: forwarded: a live extended block being freed.
         unsafe { self.free_ext_uncounted(l, user, layout, id) };

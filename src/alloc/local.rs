@@ -138,6 +138,24 @@ impl Local {
         header::task_word(id, self.task_name.hi_for(id))
     }
 
+    /// The tokio task current on this thread: its id, 0 outside any task or for an id a
+    /// header cannot hold (as [`header::task_word`] counts it). What a free compares with the
+    /// id bits of the block's task word ([`super::record::maybe_handoff`]).
+    #[inline(always)]
+    pub(crate) fn current_task_id() -> u64 {
+        match tokio::task::try_id() {
+            Some(id) => {
+                let id = super::key::task_id_u64(id);
+                if id >= header::ID_LIMIT {
+                    0
+                } else {
+                    id
+                }
+            }
+            None => 0,
+        }
+    }
+
     /// The key an allocation made now on this thread gets.
     #[inline(always)]
     pub(crate) fn alloc_key(&self) -> Key {

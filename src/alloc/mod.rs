@@ -25,6 +25,7 @@
 
 pub(crate) mod budget;
 pub(crate) mod fallback;
+pub(crate) mod handoff;
 pub(crate) mod header;
 pub(crate) mod index;
 mod indexed;
@@ -56,7 +57,7 @@ pub(crate) use local::{
     current_key_for_span, current_table, enter_task_name, exit_task_name, mark_internal_thread,
     pop_span, push_event, push_span, regroup_span,
 };
-use local::{local, ORPHAN};
+use local::{local, Local, ORPHAN};
 use slots::Op;
 use state::Mode;
 pub(crate) use state::{next_span_instance, stop, Pool};
@@ -154,26 +155,36 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Allocator<A> {
             // SAFETY: an extended block of this allocator, freed by its owner.
             return unsafe { self.dealloc_ext(user, layout, key) };
         }
-        // `outer` succeeded for this layout when it was allocated, so it succeeds now.
-        let Some((outer, off)) = header::outer(layout) else {
-            return;
-        };
         let mode = state::mode();
         if mode != Mode::Off {
+            // Whether a task other than the allocating one frees it (compared by id): a call
+            // into tokio, made first, while few values are live.
+            let handoff = record::maybe_handoff(key, Local::current_task_id());
             let l = local();
             let st = l.state.get();
-            // The common case has no call but the inner free (so no saved registers): the
-            // thread's table, its last slot, not one of heapspan's own blocks to scrub.
+            // Besides `try_id`, the common case makes no call but the inner free: the thread's
+            // table, its last slot, the allocating task (so no hand-off to count), not one of
+            // heapspan's own blocks to scrub.
             let fast = st as usize > ORPHAN as usize && {
                 // SAFETY: a non-sentinel `state` points into the leaked pool, owned by this
                 // thread; the hint is this table's.
                 unsafe { (*st).record_hinted(key, Op::Free(layout.size() as u64), &l.hint) }
             };
-            if !fast || (mode >= Mode::Indexed && key.task == TASK_HEAPSPAN) {
+            // heapspan's own blocks, which need scrubbing while the live index is on, take the
+            // slow path too: the id bits of their task word match no task's.
+            if !fast || handoff {
+                let done = Done {
+                    recorded: fast,
+                    handoff,
+                };
                 // SAFETY: forwarded caller contract.
-                return unsafe { self.dealloc_slow(user, layout, key, (t, s), mode, fast) };
+                return unsafe { self.dealloc_slow(user, layout, key, (t, s), done) };
             }
         }
+        // `outer` succeeded for this layout when it was allocated, so it succeeds now.
+        let Some((outer, off)) = header::outer(layout) else {
+            return;
+        };
         // SAFETY: the caller's block of `layout.size()` bytes, freed right after.
         unsafe { header::write_tombstone(user, layout.size(), t, s) };
         // SAFETY: `base` and `outer` are exactly what the inner allocator handed out.
@@ -253,8 +264,9 @@ impl<A: GlobalAlloc> Allocator<A> {
         unsafe { self.alloc_plain(layout, zeroed, mode == Mode::Counting) }
     }
 
-    /// The rest of a plain free: counted unless `recorded`, scrubbed if it is one of
-    /// heapspan's own blocks while the live index is on, then freed.
+    /// The rest of a plain free: counted unless `done.recorded`, counted as a hand-off if
+    /// `done.handoff` says it may be one, scrubbed if it is one of heapspan's own blocks while
+    /// the live index is on, then freed.
     #[cold]
     #[inline(never)]
     unsafe fn dealloc_slow(
@@ -263,11 +275,15 @@ impl<A: GlobalAlloc> Allocator<A> {
         layout: Layout,
         key: Key,
         (t, s): (u64, u64),
-        mode: Mode,
-        recorded: bool,
+        done: Done,
     ) {
-        if !recorded {
-            record::record(local(), key, Op::Free(layout.size() as u64));
+        let mode = state::mode();
+        let l = local();
+        if !done.recorded {
+            record::record(l, key, Op::Free(layout.size() as u64));
+        }
+        if done.handoff {
+            record::on_handoff(l, key, layout.size() as u64);
         }
         if mode >= Mode::Indexed && key.task == TASK_HEAPSPAN {
             // heapspan's own buffers hold addresses of the heap (a scan's copies, node lists):
@@ -337,6 +353,15 @@ impl<A: GlobalAlloc> Allocator<A> {
         unsafe { header::write(user, key, layout.size()) };
         user
     }
+}
+
+/// What the inlined part of a free did before handing over to `dealloc_slow`.
+#[derive(Clone, Copy)]
+struct Done {
+    /// The free is counted.
+    recorded: bool,
+    /// The current task's id is not the block's: it may be a hand-off.
+    handoff: bool,
 }
 
 /// The rest of a counted plain allocation that missed the fast path: counted (or sent to the

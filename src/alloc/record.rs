@@ -1,7 +1,8 @@
 //! Recording one operation: the thread's own table, else a table borrowed for the call, else
 //! the shared fallback; an allocation refused at the queue bound goes to the overflow bucket.
 
-use super::header::{Key, TASK_OVERFLOW};
+use super::handoff::{self, Side, SIDE_NONE};
+use super::header::{Key, ID_MASK, TASK_NONE, TASK_OVERFLOW};
 use super::local::Local;
 use super::slots::{size_bucket, Op, SIZE_BUCKETS};
 use super::state::{self, Mode};
@@ -71,6 +72,61 @@ pub(crate) fn on_alloc(l: &Local, size: u64) -> Key {
         key
     } else {
         overflow(size)
+    }
+}
+
+/// Whether a free of a block allocated under `key`, made while task `current` runs (its id,
+/// 0 outside any task), may be a hand-off: the ids differ. A cheap test for the free path; the
+/// rest is [`on_handoff`]'s.
+#[inline(always)]
+pub(crate) fn maybe_handoff(key: Key, current: u64) -> bool {
+    const {
+        // The reserved buckets' id bits match no task's id (nor 0): their frees always take
+        // the slow path, where heapspan's own blocks are scrubbed.
+        assert!(super::header::TASK_HEAPSPAN & ID_MASK >= super::header::ID_LIMIT);
+        assert!(TASK_OVERFLOW & ID_MASK >= super::header::ID_LIMIT);
+    }
+    (key.task ^ current) & ID_MASK != 0
+}
+
+/// A free of `size` bytes of a block allocated under `key`, made by a task other than the
+/// allocating one (or by none, or of a block no task allocated): counted in the hand-off cells
+/// of this thread's table (or of a table borrowed for the call; with none to borrow, in the
+/// shared overflow figures). Blocks of heapspan's own, of before start and of the overflow
+/// bucket have no allocating task to name, and frees by heapspan's own code are no hand-off:
+/// none of them is counted. So is no free whose task ids turn out to match (an id beyond what
+/// a header holds counts as no task on both sides).
+#[cold]
+#[inline(never)]
+pub(crate) fn on_handoff(l: &Local, key: Key, size: u64) {
+    if l.heapspan_own.get() || key.task >= TASK_OVERFLOW {
+        return;
+    }
+    let current = l.task_word();
+    if !maybe_handoff(key, current) {
+        return;
+    }
+    let (from, to) = (side(key.task), side(current));
+    if let Some(st) = l.table() {
+        st.handoffs().record(from, to, size);
+        return;
+    }
+    if l.with_borrowed(|st, _| st.handoffs().record(from, to, size))
+        .is_none()
+    {
+        handoff::SHARED_OVERFLOW_FREES.fetch_add(1, Ordering::Relaxed);
+        handoff::SHARED_OVERFLOW_BYTES.fetch_add(size, Ordering::Relaxed);
+    }
+}
+
+/// The hand-off side of a task word that is no reserved bucket but [`TASK_NONE`]: its name
+/// index, or [`SIDE_NONE`].
+#[inline]
+fn side(task: u64) -> Side {
+    if task == TASK_NONE {
+        SIDE_NONE
+    } else {
+        Key::new(task, 0).task_name()
     }
 }
 

@@ -251,6 +251,8 @@ pub(crate) struct ThreadState {
     grown: AtomicU64,
     ring: Ring,
     slots: [Slot; SLOTS],
+    /// Frees of other tasks' blocks on this table, per pair of task names.
+    handoffs: super::handoff::HandOffs,
 }
 
 impl ThreadState {
@@ -265,6 +267,7 @@ impl ThreadState {
             grown: AtomicU64::new(0),
             ring: Ring::new(),
             slots: std::array::from_fn(|_| Slot::new()),
+            handoffs: super::handoff::HandOffs::new(),
         }
     }
 
@@ -272,6 +275,12 @@ impl ThreadState {
     #[inline]
     pub(crate) fn id(&self) -> usize {
         self.id.load(Ordering::Relaxed)
+    }
+
+    /// The hand-off cells (written by the owner, or the thread holding the table borrowed).
+    #[inline]
+    pub(crate) fn handoffs(&self) -> &super::handoff::HandOffs {
+        &self.handoffs
     }
 
     /// The new owner: notes the table's position (after a successful claim).

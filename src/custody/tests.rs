@@ -332,6 +332,7 @@ fn an_unused_registry_is_never_made() {
         total: crate::MemStats::default(),
         allocation_sizes: crate::SizeHistogram::default(),
         dropped: crate::Dropped::default(),
+        handoffs: crate::HandOffs::default(),
         tracker_bytes: 0,
     };
     assert!(drain(&snap).is_empty());

@@ -41,6 +41,10 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
 /// Default for [`ExportConfig::max_task_names`] and [`ExportConfig::max_span_names`]: series per
 /// instrument, well below the SDK's cardinality limit of 2000.
 pub const DEFAULT_MAX_NAMES: usize = 500;
+/// Default for [`ExportConfig::max_handoff_cells`]: cells of the hand-off matrix exported as
+/// their own series (pairs of allocating and freeing task names). A service hands off between
+/// a few dozen pairs; the rest of a larger matrix is added up under `other → other`.
+pub const DEFAULT_MAX_HANDOFF_CELLS: usize = 100;
 /// Default for [`ExportConfig::span_queue_capacity`]: spans waiting for export; beyond it they
 /// are dropped and counted.
 pub const DEFAULT_SPAN_QUEUE_CAPACITY: usize = 8192;
@@ -123,6 +127,7 @@ pub struct ExportConfig {
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) max_task_names: Option<usize>,
     pub(crate) max_span_names: Option<usize>,
+    pub(crate) max_handoff_cells: Option<usize>,
     pub(crate) span_queue_capacity: Option<usize>,
     pub(crate) graph_top_edges: Option<usize>,
     pub(crate) graph_dot_dir: Option<PathBuf>,
@@ -234,6 +239,18 @@ impl ExportConfig {
     /// Span names exported as their own series (default [`DEFAULT_MAX_NAMES`]; at most 1999).
     pub fn max_span_names(mut self, n: usize) -> Self {
         self.max_span_names = Some(n);
+        self
+    }
+
+    /// Cells of the hand-off matrix ([`Snapshot::handoffs`](crate::Snapshot::handoffs): pairs
+    /// of allocating and freeing task names) exported as their own series of
+    /// [`names::TASK_MEMORY_HANDED_OFF`](crate::export::names::TASK_MEMORY_HANDED_OFF) and
+    /// [`names::TASK_HANDOFFS`](crate::export::names::TASK_HANDOFFS) (default
+    /// [`DEFAULT_MAX_HANDOFF_CELLS`]; at most 1999). As for task names, a cell keeps its series
+    /// once it has one, new cells get the free ones largest first, and the rest are added up
+    /// under [`names::OTHER`](crate::export::names::OTHER) on both sides: the totals stay exact.
+    pub fn max_handoff_cells(mut self, n: usize) -> Self {
+        self.max_handoff_cells = Some(n);
         self
     }
 
@@ -426,6 +443,10 @@ impl ExportConfig {
         };
         let max_task_names = cap("max_task_names", self.max_task_names)?;
         let max_span_names = cap("max_span_names", self.max_span_names)?;
+        let max_handoff_cells = match self.max_handoff_cells {
+            None => DEFAULT_MAX_HANDOFF_CELLS,
+            v => cap("max_handoff_cells", v)?,
+        };
         let span_queue_capacity = match self.span_queue_capacity {
             Some(0) => return Err(bad("span_queue_capacity", "0".into(), "at least 1")),
             Some(n) => n,
@@ -512,6 +533,7 @@ impl ExportConfig {
             resource,
             max_task_names,
             max_span_names,
+            max_handoff_cells,
             span_queue_capacity,
             graph_top_edges,
             graph_dot_dir,
@@ -657,6 +679,8 @@ pub struct Resolved {
     pub max_task_names: usize,
     /// Span-name series cap.
     pub max_span_names: usize,
+    /// Hand-off cell series cap.
+    pub max_handoff_cells: usize,
     /// Span queue capacity.
     pub span_queue_capacity: usize,
     /// `heapspan.edge` events per task per window.
@@ -755,6 +779,7 @@ mod tests {
         assert_eq!(r.metrics.timeout, DEFAULT_TIMEOUT);
         assert_eq!(r.traces.url, None);
         assert_eq!(r.max_task_names, DEFAULT_MAX_NAMES);
+        assert_eq!(r.max_handoff_cells, DEFAULT_MAX_HANDOFF_CELLS);
     }
 
     #[test]
@@ -1013,6 +1038,7 @@ mod tests {
         assert!(rejected(c(), &[(OTEL_EXPORTER_OTLP_HEADERS, "=x")])
             .contains("OTEL_EXPORTER_OTLP_HEADERS"));
         assert!(rejected(c().max_task_names(5000), &[]).contains("max_task_names"));
+        assert!(rejected(c().max_handoff_cells(0), &[]).contains("max_handoff_cells"));
         assert!(rejected(c().header("bad:name", "x"), &[]).contains("for header:"));
     }
 

@@ -474,6 +474,7 @@ pub(crate) mod tests {
             total: MemStats::default(),
             allocation_sizes: SizeHistogram::default(),
             dropped: Dropped::default(),
+            handoffs: crate::HandOffs::default(),
             tracker_bytes: 0,
         }
     }

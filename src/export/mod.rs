@@ -13,7 +13,12 @@
 //!   allocated, freed and live bytes and allocations; per task name the peak of its live bytes
 //!   (all its tasks together; for `other`, the largest of the names it gathers); heapspan's own
 //!   memory ([`names::TRACKER_MEMORY`]) and what it dropped
-//!   ([`names::TRACKER_DROPPED`], per reason).
+//!   ([`names::TRACKER_DROPPED`], per reason); the hand-off matrix
+//!   ([`names::TASK_MEMORY_HANDED_OFF`], [`names::TASK_HANDOFFS`]: bytes and frees of blocks
+//!   one task name allocated and another task, or [`names::NO_TASK`], freed, per pair,
+//!   [`names::TOKIO_TASK_NAME`] × [`names::FREE_TASK_NAME`]), at most
+//!   [`ExportConfig::max_handoff_cells`] cells (default [`DEFAULT_MAX_HANDOFF_CELLS`]) with
+//!   their own series, the rest added up under [`names::OTHER`] on both sides.
 //! - **Cardinality**: at most [`ExportConfig::max_task_names`] task names and
 //!   [`ExportConfig::max_span_names`] span names and groups get their own series (default
 //!   [`DEFAULT_MAX_NAMES`], below the SDK's limit of 2000 series per instrument). A name keeps
@@ -171,7 +176,7 @@ pub(crate) mod user_spans;
 
 pub use config::{
     ExportConfig, Protocol, Resolved, SignalSettings, DEFAULT_GRAPH_TOP_EDGES,
-    DEFAULT_GRPC_ENDPOINT, DEFAULT_HTTP_ENDPOINT, DEFAULT_MAX_NAMES,
+    DEFAULT_GRPC_ENDPOINT, DEFAULT_HTTP_ENDPOINT, DEFAULT_MAX_HANDOFF_CELLS, DEFAULT_MAX_NAMES,
     DEFAULT_METRIC_EXPORT_INTERVAL, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_SPAN_QUEUE_CAPACITY,
     DEFAULT_TIMEOUT, DEFAULT_WINDOW, MAX_GRAPH_TOP_EDGES,
 };

@@ -35,6 +35,8 @@ pub const UNIT_NODES: &str = "{node}";
 pub const UNIT_WORKERS: &str = "{worker}";
 /// Unit of worker parks.
 pub const UNIT_PARKS: &str = "{park}";
+/// Unit of frees.
+pub const UNIT_FREES: &str = "{free}";
 
 // ---- Metrics per task name ----
 
@@ -50,6 +52,23 @@ pub const TASK_MEMORY_LIVE: &str = "heapspan.task.memory.live";
 pub const TASK_MEMORY_PEAK: &str = "heapspan.task.memory.peak";
 /// Counter, [`UNIT_ALLOCATIONS`], attribute [`TOKIO_TASK_NAME`]: number of allocations.
 pub const TASK_ALLOCATIONS: &str = "heapspan.task.allocations";
+
+// ---- The hand-off matrix (`alloc.cross_task_free`) ----
+//
+// One series per cell: the allocating task name ([`TOKIO_TASK_NAME`]) and the freeing one
+// ([`FREE_TASK_NAME`]), [`NO_TASK`] on either side for code outside any task; frees by the
+// allocating task itself are in no cell. Cells beyond
+// [`ExportConfig::max_handoff_cells`](crate::export::ExportConfig::max_handoff_cells) are added
+// up under [`OTHER`] on both sides (so are pairs a thread's bounded table had no cell left for:
+// [`DROP_REASON_HANDOFF_OVERFLOW`]). See [`HandOffs`](crate::HandOffs).
+
+/// Counter, [`UNIT_BYTES`], attributes [`TOKIO_TASK_NAME`] (allocating) and
+/// [`FREE_TASK_NAME`] (freeing): bytes of blocks freed while a task other than the allocating
+/// one (or no task) was current.
+pub const TASK_MEMORY_HANDED_OFF: &str = "heapspan.task.memory.handed_off";
+/// Counter, [`UNIT_FREES`], attributes [`TOKIO_TASK_NAME`], [`FREE_TASK_NAME`]: number of
+/// those frees.
+pub const TASK_HANDOFFS: &str = "heapspan.task.handoffs";
 
 // ---- Metrics per span name (and group) ----
 //
@@ -189,6 +208,13 @@ pub const SPAN_RESIDUE_SPAN: &str = "heapspan.span.residue";
 /// `unnamed` (see [`TaskStats::display_name`](crate::TaskStats::display_name)); names beyond the
 /// cardinality cap become [`OTHER`].
 pub const TOKIO_TASK_NAME: &str = "tokio.task.name";
+/// The freeing side of the hand-off matrix ([`TASK_MEMORY_HANDED_OFF`], [`TASK_HANDOFFS`]): the
+/// name of the task current at the free, as [`TOKIO_TASK_NAME`] names tasks, or [`NO_TASK`].
+pub const FREE_TASK_NAME: &str = "heapspan.free.task.name";
+/// The value of [`TOKIO_TASK_NAME`] and [`FREE_TASK_NAME`] on the hand-off matrix for code
+/// outside any tokio task (`main`, plain threads, `spawn_blocking` outside a task): the
+/// report's `unattributed (no task)`.
+pub const NO_TASK: &str = crate::HandOffs::NO_TASK;
 /// i64: tokio's task id (window spans only, never on metrics).
 pub const TOKIO_TASK_ID: &str = "tokio.task.id";
 /// The span dimension: `target::name` of the tracing span (the static name, whatever its
@@ -430,6 +456,11 @@ pub const FINDING_LAYOUT_SIZE: &str = "heapspan.finding.layout.size";
 pub const FINDING_LAYOUT_ALIGN: &str = "heapspan.finding.layout.align";
 /// Evidence of a layout mismatch, i64: the size the block was allocated with.
 pub const FINDING_ALLOCATED_SIZE: &str = "heapspan.finding.allocated.size";
+/// Evidence of `alloc.cross_task_free` (and of `task.escaped_allocation` when its task name's
+/// blocks were handed off in the window): the name's row of the window's hand-off matrix,
+/// largest first, as `freeing name = bytes B / frees` joined by `; ` (at most 8 cells, then
+/// `; N more`); the freeing name is a task name or [`NO_TASK`].
+pub const FINDING_HANDOFF_CELLS: &str = "heapspan.finding.handoff.cells";
 /// Evidence of `ffi.custody`: the boundary the pointer was handed across (the name given to
 /// [`custody::handover`](crate::custody::handover)); `unknown` for `not_handed`.
 pub const FINDING_BOUNDARY: &str = "heapspan.finding.boundary";
@@ -454,6 +485,11 @@ pub const DROP_REASON_OVERFLOW_ALLOCATION: &str = "overflow_allocation";
 pub const DROP_REASON_LOST_OPERATION: &str = "lost_operation";
 /// [`DROP_REASON`]: spans nested deeper than heapspan tracks.
 pub const DROP_REASON_SPAN_STACK_OVERFLOW: &str = "span_stack_overflow";
+/// [`DROP_REASON`]: frees counted in the `other → other` cell of the hand-off matrix because
+/// their pair found no cell (the freeing thread's table of 64 pairs was full, or the 4096
+/// pairs the aggregator keeps apart were reached): their bytes are in the totals, their pair
+/// is lost.
+pub const DROP_REASON_HANDOFF_OVERFLOW: &str = "handoff_overflow";
 /// [`DROP_REASON`]: heapspan's span export queue was full (spans dropped).
 pub const DROP_REASON_EXPORT_QUEUE_FULL: &str = "export_queue_full";
 /// [`DROP_REASON`]: an export request failed (its spans are dropped; metrics are cumulative
@@ -500,6 +536,8 @@ pub const METRICS: &[MetricName] = &[
     m(SPAN_MEMORY_FREED, "counter", UNIT_BYTES),
     m(SPAN_MEMORY_LIVE, "updowncounter", UNIT_BYTES),
     m(SPAN_ALLOCATIONS, "counter", UNIT_ALLOCATIONS),
+    m(TASK_MEMORY_HANDED_OFF, "counter", UNIT_BYTES),
+    m(TASK_HANDOFFS, "counter", UNIT_FREES),
     m(ALLOCATION_SIZE, "histogram", UNIT_BYTES),
     m(TRACKER_MEMORY, "gauge", UNIT_BYTES),
     m(TRACKER_DROPPED, "counter", UNIT_EVENTS),

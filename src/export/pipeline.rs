@@ -165,6 +165,8 @@ struct Instruments {
     span_freed: Counter<u64>,
     span_live: UpDownCounter<i64>,
     span_allocations: Counter<u64>,
+    handed_off: Counter<u64>,
+    handoffs: Counter<u64>,
     tracker_memory: Gauge<u64>,
     tracker_dropped: Counter<u64>,
     graph_edges: Gauge<u64>,
@@ -223,6 +225,22 @@ impl Instruments {
                 .with_unit(n::UNIT_ALLOCATIONS)
                 .with_description("Allocations inside spans, per span name.")
                 .build(),
+            handed_off: m
+                .u64_counter(n::TASK_MEMORY_HANDED_OFF)
+                .with_unit(n::UNIT_BYTES)
+                .with_description(
+                    "Bytes of blocks freed while another task than the allocating one (or no \
+                     task) was current, per allocating and freeing task name.",
+                )
+                .build(),
+            handoffs: m
+                .u64_counter(n::TASK_HANDOFFS)
+                .with_unit(n::UNIT_FREES)
+                .with_description(
+                    "Frees by another task than the allocating one (or by no task), per \
+                     allocating and freeing task name.",
+                )
+                .build(),
             tracker_memory: m
                 .u64_gauge(n::TRACKER_MEMORY)
                 .with_unit(n::UNIT_BYTES)
@@ -275,6 +293,32 @@ impl NameCap {
             assigned: HashMap::new(),
             other: vec![KeyValue::new(key, n::OTHER)],
         }
+    }
+
+    /// The cap of the hand-off matrix's cells: [`n::TOKIO_TASK_NAME`] (allocating) and
+    /// [`n::FREE_TASK_NAME`] (freeing), both [`n::OTHER`] beyond the cap.
+    fn pairs(cap: usize) -> Self {
+        NameCap {
+            cap,
+            key: n::TOKIO_TASK_NAME,
+            assigned: HashMap::new(),
+            other: vec![
+                KeyValue::new(n::TOKIO_TASK_NAME, n::OTHER),
+                KeyValue::new(n::FREE_TASK_NAME, n::OTHER),
+            ],
+        }
+    }
+
+    /// The series of the hand-off cell of blocks `from` allocated and `to` freed.
+    fn pair_attrs(&mut self, from: &str, to: &str) -> &[KeyValue] {
+        let id = format!("{from}\u{0}{to}");
+        self.attrs_with(&id, || {
+            vec![
+                KeyValue::new(n::TOKIO_TASK_NAME, from.to_owned()),
+                KeyValue::new(n::FREE_TASK_NAME, to.to_owned()),
+            ]
+        })
+        .0
     }
 
     fn attrs(&mut self, name: &str) -> (&[KeyValue], bool) {
@@ -462,7 +506,11 @@ struct Exporter {
     resource: Resource,
     tasks: NameCap,
     spans: NameCap,
+    handoff_cells: NameCap,
     prev_task_names: HashMap<String, MemStats>,
+    /// Per hand-off cell (allocating, freeing name): bytes and frees last exported.
+    prev_handoffs: HashMap<(String, String), (u64, u64)>,
+    prev_handoff_overflow: u64,
     /// Per span group (name, target, field values): the figures last exported.
     prev_span_groups: HashMap<(&'static str, &'static str, crate::SpanGroup), MemStats>,
     prev_dropped: crate::Dropped,
@@ -571,6 +619,7 @@ pub(crate) fn prepare(cfg: Resolved) -> Result<Option<Prepared>> {
         shared: None,
         tasks: NameCap::new(n::TOKIO_TASK_NAME, cfg.max_task_names),
         spans: NameCap::new(n::SPAN_NAME, cfg.max_span_names),
+        handoff_cells: NameCap::pairs(cfg.max_handoff_cells),
         cfg,
         sink,
         instruments,
@@ -580,6 +629,8 @@ pub(crate) fn prepare(cfg: Resolved) -> Result<Option<Prepared>> {
         queue,
         resource,
         prev_task_names: HashMap::new(),
+        prev_handoffs: HashMap::new(),
+        prev_handoff_overflow: 0,
         prev_span_groups: HashMap::new(),
         prev_dropped: crate::Dropped::default(),
         prev_queue_dropped: 0,
@@ -794,6 +845,26 @@ impl Exporter {
             );
             self.prev_span_groups.insert(key, s.mem);
         }
+        // The hand-off matrix, its cells largest first (the cap keeps the biggest).
+        for c in &snap.handoffs.cells {
+            let key = (c.allocated_by.clone(), c.freed_by.clone());
+            let prev = self.prev_handoffs.get(&key).copied().unwrap_or_default();
+            let (bytes, frees) = (
+                c.bytes.saturating_sub(prev.0),
+                c.frees.saturating_sub(prev.1),
+            );
+            if bytes == 0 && frees == 0 {
+                continue;
+            }
+            let attrs = self.handoff_cells.pair_attrs(&c.allocated_by, &c.freed_by);
+            if bytes > 0 {
+                ins.handed_off.add(bytes, attrs);
+            }
+            if frees > 0 {
+                ins.handoffs.add(frees, attrs);
+            }
+            self.prev_handoffs.insert(key, (c.bytes, c.frees));
+        }
         // Self metrics.
         ins.tracker_memory.record(snap.tracker_bytes, &[]);
         let d = snap.dropped;
@@ -822,6 +893,11 @@ impl Exporter {
                 p.span_stack_overflow,
             ),
             (
+                n::DROP_REASON_HANDOFF_OVERFLOW,
+                snap.handoffs.overflow_frees,
+                self.prev_handoff_overflow,
+            ),
+            (
                 n::DROP_REASON_EXPORT_QUEUE_FULL,
                 queue_dropped,
                 self.prev_queue_dropped,
@@ -845,6 +921,7 @@ impl Exporter {
             );
         }
         self.prev_dropped = d;
+        self.prev_handoff_overflow = snap.handoffs.overflow_frees;
         self.prev_queue_dropped = queue_dropped;
         self.prev_export_failed = self.export_failed;
         self.prev_dot_failed = dot_failed;

@@ -565,6 +565,7 @@ mod tests {
             },
             allocation_sizes: SizeHistogram::default(),
             dropped: Dropped::default(),
+            handoffs: crate::HandOffs::default(),
             tracker_bytes: 2000 + 50_000,
         })
     }

@@ -60,8 +60,8 @@ pub const DEFAULT_LARGE_FUTURE_BYTES: u64 = 1024;
 /// Default for [`FindingsConfig::churn_allocations_per_sec`]: 100 000 allocations a second
 /// in one span name, nearly all freed again within the window.
 pub const DEFAULT_CHURN_ALLOCATIONS_PER_SEC: f64 = 100_000.0;
-/// Default for [`FindingsConfig::cross_task_min_bytes`]: 1 MiB a window freed after the
-/// allocating task ended.
+/// Default for [`FindingsConfig::cross_task_min_bytes`]: 1 MiB of a task name's blocks freed
+/// by other tasks (or no task) in a window (its row of the hand-off matrix).
 pub const DEFAULT_CROSS_TASK_MIN_BYTES: u64 = 1 << 20;
 
 /// Thresholds of the danger findings (see the crate's "Findings" section); pass to
@@ -211,8 +211,8 @@ impl FindingsConfig {
         /// Allocation rate of one span name for `alloc.temporary_churn` (default
         /// [`DEFAULT_CHURN_ALLOCATIONS_PER_SEC`]).
         churn_allocations_per_sec: f64;
-        /// Bytes a window freed after their task ended for `alloc.cross_task_free` (default
-        /// [`DEFAULT_CROSS_TASK_MIN_BYTES`]).
+        /// Bytes of a task name's blocks that other tasks (or no task) freed in a window for
+        /// `alloc.cross_task_free` (default [`DEFAULT_CROSS_TASK_MIN_BYTES`]).
         cross_task_min_bytes: u64;
     }
 

@@ -1,5 +1,5 @@
 //! Allocations that outlive their task (`task.escaped_allocation`), and frees of a task's
-//! allocations after it ended (`alloc.cross_task_free`).
+//! allocations by other tasks (`alloc.cross_task_free`, from the hand-off matrix).
 //!
 //! Per task name whose tasks' ends heapspan sees (the wrapper, `tokio_unstable`): the
 //! *residue* is the name's live bytes minus those of its running tasks, what its ended tasks
@@ -35,6 +35,11 @@ enum Class {
 impl State {
     pub(crate) fn run(&mut self, cfg: &FindingsConfig, input: &Input<'_>, out: &mut Vec<Draft>) {
         let snap = input.snap;
+        // The window's hand-off matrix (since start in the first window).
+        let handoffs = match input.prev {
+            Some(prev) => snap.handoffs.since(&prev.handoffs),
+            None => snap.handoffs.clone(),
+        };
         // Running tasks' live bytes per name, and the ended ones' keys.
         let mut running: HashMap<String, i64> = HashMap::new();
         let mut ended: HashMap<String, Vec<&TaskStats>> = HashMap::new();
@@ -138,6 +143,7 @@ impl State {
                         }
                         d.holder = Some(holder);
                         d.roots = roots;
+                        handoff_evidence(&mut d, &handoffs, &nm.name);
                         out.push(d);
                     }
                 }
@@ -162,12 +168,27 @@ impl State {
                     d.holder = Some(Holder::Unknown);
                     d.ev(n::FINDING_TASKS, nm.ended);
                     d.ev(n::FINDING_THRESHOLD, cfg.escape_min_bytes);
+                    handoff_evidence(&mut d, &handoffs, &nm.name);
                     out.push(d);
                 }
             }
         }
         self.residue.retain(|k, _| seen.contains(k));
-        cross_task_frees(cfg, input, out);
+        cross_task_frees(cfg, input, &handoffs, out);
+    }
+}
+
+/// The cells of the window's hand-off matrix whose blocks tasks named `name` allocated, on an
+/// escaped-allocation finding of that name: where its blocks went this window, when they were
+/// handed off (the evidence that a survivor's holder may be one of those tasks).
+fn handoff_evidence(d: &mut Draft, window: &crate::HandOffs, name: &str) {
+    let cells: Vec<&crate::HandOff> = window
+        .cells
+        .iter()
+        .filter(|c| c.allocated_by == name)
+        .collect();
+    if !cells.is_empty() {
+        d.ev(n::FINDING_HANDOFF_CELLS, cells_evidence(&cells));
     }
 }
 
@@ -301,126 +322,82 @@ fn holds(e: &crate::graph::Edge) -> bool {
     e.kind.is_ownership() || (e.kind == EdgeKind::Slice && e.confidence >= MIN_SLICE_CONFIDENCE)
 }
 
-/// `alloc.cross_task_free`: per task name, bytes of its tasks' allocations freed this window
-/// after those tasks had ended (so while another task, or none, ran). A lower bound of the
-/// hand-offs (frees by another task while the allocating one still runs are not seen without a
-/// check on the free path), and never a problem by itself: info, diagnostic.
-///
-/// When every task of the name that ended in the window is still in the tables, the name's
-/// frees this window minus those of its tasks that were running at the window's start (or
-/// started in it) are the frees after an end: exact, tasks forgotten earlier included. When
-/// some of them were forgotten already (more tasks ended than
-/// [`crate::Builder::ended_task_retention`] keeps), their own frees would pass for hand-offs:
-/// then only the tasks that ended before the window and are still in the tables count, from
-/// their own figures.
-fn cross_task_frees(cfg: &FindingsConfig, input: &Input<'_>, out: &mut Vec<Draft>) {
-    let Some(prev) = input.prev else {
-        return;
-    };
-    // At the window's start: each name's (freed bytes, frees, ended tasks), each task's
-    // (freed bytes, frees).
-    let names_before: HashMap<&str, (u64, u64, u64)> = prev
-        .task_names
-        .iter()
-        .map(|t| (t.name.as_str(), (t.mem.freed_bytes, t.mem.frees, t.ended)))
-        .collect();
-    let tasks_before: HashMap<u64, (u64, u64)> = prev
-        .tasks
-        .iter()
-        .map(|t| (t.key.id, (t.mem.freed_bytes, t.mem.frees)))
-        .collect();
-    /// One name's tasks this window.
-    #[derive(Default)]
-    struct Tasks<'a> {
-        /// Frees (bytes, count) of the tasks that ran in the window: their own, probably.
-        own: (u64, u64),
-        /// Of those, the ones that ended in the window.
-        ended_in_window: u64,
-        /// Frees (bytes, count) of the tasks that ended before it, and those tasks.
-        after_end: (u64, u64),
-        ended_before: Vec<&'a TaskStats>,
-    }
-    let mut by_name: HashMap<String, Tasks<'_>> = HashMap::new();
-    for t in &input.snap.tasks {
-        let ended_before = t.ended.is_some_and(|e| e <= input.start);
-        let (bytes0, frees0) = match tasks_before.get(&t.key.id) {
-            Some(&b) => b,
-            // Ended before the window yet not in its first snapshot: nothing to compare with.
-            None if ended_before => continue,
-            // Started in the window.
-            None => (0, 0),
-        };
-        let delta = (
-            t.mem.freed_bytes.saturating_sub(bytes0),
-            t.mem.frees.saturating_sub(frees0),
-        );
-        let e = by_name.entry(t.display_name()).or_default();
-        if ended_before {
-            e.after_end.0 += delta.0;
-            e.after_end.1 += delta.1;
-            if delta.0 > 0 {
-                e.ended_before.push(t);
-            }
-        } else {
-            e.own.0 += delta.0;
-            e.own.1 += delta.1;
-            e.ended_in_window += u64::from(t.ended.is_some());
-        }
-    }
-    for nm in &input.snap.task_names {
-        if nm.ended == 0 {
+/// Most freeing names a hand-off finding lists in its evidence.
+const MAX_EVIDENCE_CELLS: usize = 8;
+
+/// `alloc.cross_task_free`: per task name, the bytes of its tasks' blocks freed this window by
+/// another task, or outside any task: the row of the name in the window's hand-off matrix
+/// ([`crate::HandOffs`], counted in the free path, so frees while the allocating task still
+/// runs are in too). Normal message passing, never a problem by itself: info, diagnostic,
+/// from [`FindingsConfig::cross_task_min_bytes`] a window. Its evidence is the row's cells,
+/// largest first ([`n::FINDING_HANDOFF_CELLS`]). Blocks allocated outside any task, and the
+/// overflow cell, make no finding (no task name to report).
+fn cross_task_frees(
+    cfg: &FindingsConfig,
+    input: &Input<'_>,
+    window: &crate::HandOffs,
+    out: &mut Vec<Draft>,
+) {
+    let mut rows: Vec<(&str, Vec<&crate::HandOff>)> = Vec::new();
+    for c in &window.cells {
+        if c.allocated_by == crate::HandOffs::NO_TASK || c.allocated_by == n::OTHER {
             continue;
         }
-        let tasks = by_name.remove(&nm.name).unwrap_or_default();
-        let (bytes0, frees0, ended0) = names_before
-            .get(nm.name.as_str())
-            .copied()
-            .unwrap_or((0, 0, 0));
-        let all_kept = nm.ended.saturating_sub(ended0) == tasks.ended_in_window;
-        let (bytes, frees) = if all_kept {
-            (
-                nm.mem
-                    .freed_bytes
-                    .saturating_sub(bytes0)
-                    .saturating_sub(tasks.own.0),
-                nm.mem
-                    .frees
-                    .saturating_sub(frees0)
-                    .saturating_sub(tasks.own.1),
-            )
-        } else {
-            tasks.after_end
-        };
+        match rows.iter_mut().find(|(name, _)| *name == c.allocated_by) {
+            Some((_, cells)) => cells.push(c),
+            None => rows.push((&c.allocated_by, vec![c])),
+        }
+    }
+    for (name, cells) in rows {
+        let bytes: u64 = cells.iter().map(|c| c.bytes).sum();
+        let frees: u64 = cells.iter().map(|c| c.frees).sum();
         if bytes < cfg.cross_task_min_bytes {
             continue;
         }
+        let to: Vec<&str> = cells.iter().map(|c| c.freed_by.as_str()).collect();
         let mut d = Draft::new(
             Kind::CrossTaskFree,
             Severity::Info,
             Verdict::Diagnostic,
             format!(
-                "{} allocated by tasks named {} was freed this window after those tasks ended \
-                 (handed off to other tasks)",
+                "{} allocated by tasks named {name} was freed this window by {} (handed off)",
                 human(bytes),
-                nm.name
+                match to.as_slice() {
+                    [one] => (*one).to_owned(),
+                    [first, rest @ ..] => format!("{first} and {} more", rest.len()),
+                    [] => String::new(),
+                }
             ),
         );
-        d.confidence = if all_kept { 0.9 } else { 0.7 };
+        // Counted in the free path: exact.
+        d.confidence = 1.0;
         d.bytes = bytes;
         d.allocations = frees;
-        d.task_name = Some(nm.name.clone());
-        d.location = tasks.ended_before.iter().find_map(|t| t.location.clone());
-        d.tasks = tasks
-            .ended_before
-            .iter()
-            .rev()
-            .take(8)
-            .map(|t| t.key)
-            .collect();
+        d.task_name = Some(name.to_owned());
+        let tasks: Vec<&TaskStats> = input.snap.tasks_named(name).collect();
+        d.location = tasks.iter().find_map(|t| t.location.clone());
+        d.tasks = tasks.iter().rev().take(8).map(|t| t.key).collect();
+        d.ev(n::FINDING_HANDOFF_CELLS, cells_evidence(&cells));
         d.ev(
             n::FINDING_THRESHOLD,
             EvidenceValue::from(cfg.cross_task_min_bytes),
         );
         out.push(d);
     }
+}
+
+/// The evidence text of hand-off cells (one row of the matrix, largest first): `freeing name
+/// = bytes B / frees`, joined by `; `, the first [`MAX_EVIDENCE_CELLS`] and a count of the rest.
+fn cells_evidence(cells: &[&crate::HandOff]) -> String {
+    let mut s = String::new();
+    for c in cells.iter().take(MAX_EVIDENCE_CELLS) {
+        if !s.is_empty() {
+            s.push_str("; ");
+        }
+        s.push_str(&format!("{} = {} B / {}", c.freed_by, c.bytes, c.frees));
+    }
+    if cells.len() > MAX_EVIDENCE_CELLS {
+        s.push_str(&format!("; {} more", cells.len() - MAX_EVIDENCE_CELLS));
+    }
+    s
 }

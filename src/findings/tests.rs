@@ -49,6 +49,7 @@ fn empty(taken_at: SystemTime) -> Snapshot {
         total: MemStats::default(),
         allocation_sizes: SizeHistogram::default(),
         dropped: Dropped::default(),
+        handoffs: crate::HandOffs::default(),
         tracker_bytes: 0,
     }
 }
@@ -453,13 +454,50 @@ fn an_unowned_escape_is_weaker_when_the_graph_left_nodes_unread() {
     ));
 }
 
+/// A hand-off cell of the matrix.
+fn cell(from: &str, to: &str, bytes: u64, frees: u64) -> crate::HandOff {
+    crate::HandOff {
+        allocated_by: from.to_owned(),
+        freed_by: to.to_owned(),
+        bytes,
+        frees,
+    }
+}
+
+/// Two windows in which a running task named `producer` hands blocks off: by the end of the
+/// first, 1 MiB to `consumer`; by the end of the second (the matrix is cumulative), `bytes`
+/// more to `consumer` and 4 KiB to code outside any task. Blocks allocated outside any task
+/// and freed by `consumer`, and the overflow cell, also grow by 8 MiB.
+fn handoff_windows(bytes: u64) -> Vec<Snapshot> {
+    let first = vec![cell("producer", "consumer", MIB, 16)];
+    let second = vec![
+        cell("producer", "consumer", MIB + bytes, 48),
+        cell("producer", crate::HandOffs::NO_TASK, 4 * KIB, 1),
+        cell(crate::HandOffs::NO_TASK, "consumer", 8 * MIB, 2),
+        cell("other", "other", 8 * MIB, 2),
+    ];
+    [first, second]
+        .into_iter()
+        .enumerate()
+        .map(|(i, cells)| Snapshot {
+            tasks: vec![
+                running(1, "producer", end(i)),
+                running(2, "consumer", end(i)),
+            ],
+            handoffs: crate::HandOffs {
+                cells,
+                overflow_frees: 2 * i as u64,
+            },
+            ..empty(end(i))
+        })
+        .collect()
+}
+
 #[test]
 fn cross_task_min_bytes_moves_the_verdict() {
-    // Tasks named `handoff` ended holding 2 MiB; the next window all of it is freed, by
-    // whoever received it (no task of the name runs).
-    let mut w = residue_windows("handoff", 2 * MIB, 2);
-    w[1].task_names[0].mem.freed_bytes = 2 * MIB;
-    w[1].task_names[0].mem.frees = 1;
+    // The allocating task still runs: the matrix sees its hand-offs all the same. The
+    // second window's row of `producer` is 2 MiB to `consumer` and 4 KiB to no task.
+    let w = handoff_windows(2 * MIB - 4 * KIB);
     assert_eq!(
         verdicts(
             Kind::CrossTaskFree,
@@ -472,6 +510,40 @@ fn cross_task_min_bytes_moves_the_verdict() {
     );
 }
 
+#[test]
+fn a_cross_task_free_finding_is_the_windows_row_of_the_matrix_with_its_cells() {
+    let w = handoff_windows(3 * MIB);
+    let j = judge(&cfg().cross_task_min_bytes(MIB), &w, None);
+    let found: Vec<&Finding> = j
+        .current
+        .iter()
+        .filter(|f| f.kind == Kind::CrossTaskFree)
+        .collect();
+    // One finding, of `producer` (blocks allocated outside any task and the overflow cell
+    // have no task name to report), with the second window's figures: its row of the matrix
+    // grew by 3 MiB to `consumer` and 4 KiB to no task.
+    assert_eq!(found.len(), 1, "{found:?}");
+    let f = found[0];
+    assert_eq!(f.task_name.as_deref(), Some("producer"));
+    assert_eq!(
+        (f.severity, f.verdict),
+        (Severity::Info, Verdict::Diagnostic)
+    );
+    assert_eq!(f.bytes, 3 * MIB + 4 * KIB);
+    assert_eq!(f.allocations, 33);
+    assert!(
+        f.evidence.iter().any(|(k, v)| {
+            *k == crate::export::names::FINDING_HANDOFF_CELLS
+                && *v
+                    == EvidenceValue::Text(format!(
+                        "consumer = {} B / 32; no task = 4096 B / 1",
+                        3 * MIB
+                    ))
+        }),
+        "{:?}",
+        f.evidence
+    );
+}
 // ---------------------------------------------------------------------------------------------
 // Growth.
 

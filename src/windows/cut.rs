@@ -235,6 +235,7 @@ mod tests {
             total: MemStats::default(),
             allocation_sizes: crate::SizeHistogram::default(),
             dropped: crate::Dropped::default(),
+            handoffs: crate::HandOffs::default(),
             tracker_bytes: 0,
         }
     }

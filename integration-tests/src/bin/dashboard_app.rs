@@ -10,6 +10,8 @@
 //! - a `leaker` task leaks [`LEAK`] bytes nothing points to and ends (with the live index on,
 //!   an escaped-allocation finding, and a relation graph every window);
 //! - a `churn` task allocates and frees for `APP_MILLIS` (default 1200), polled often;
+//! - a `producer` task hands a 4096-byte block to `main`, which frees it (a cell of the
+//!   hand-off matrix);
 //! - tokio-metrics watches the runtime.
 //!
 //! heapspan is configured from the environment (`HEAPSPAN_*`, `OTEL_*`), as in a deployment.
@@ -56,6 +58,11 @@ fn main() {
         })
         .await
         .expect("leaker");
+        // A hand-off: a block the `producer` task allocated, freed outside any task.
+        let handed = heapspan::spawn("producer", async { vec![7u8; 4096] })
+            .await
+            .expect("producer");
+        drop(black_box(handed));
         // Pending until the runtime is dropped, after heapspan has stopped.
         drop(heapspan::spawn(PLANTED_TASK, async move {
             // A block freed at once (its freed bytes have a series), the planted one held.

@@ -33,6 +33,7 @@ fn snapshot(taken_at: SystemTime, tasks: Vec<TaskStats>) -> Snapshot {
         total: MemStats::default(),
         allocation_sizes: SizeHistogram::default(),
         dropped: Dropped::default(),
+        handoffs: crate::HandOffs::default(),
         tracker_bytes: 0,
     }
 }
