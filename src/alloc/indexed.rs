@@ -83,14 +83,16 @@ impl<A: GlobalAlloc> Allocator<A> {
             return unsafe { super::invalid::on_stale_ext(user, layout, key) };
         }
         let l = local();
-        super::invalid::remember_free(l, user, key);
+        // Who frees it: one call into tokio for the evidence and the hand-off test both.
+        let now = l.alloc_key();
+        super::invalid::remember_free(l, user, key, now);
         if state::mode() != Mode::Off {
             record::record(
                 l,
                 Key::new(key.task, key.span & !EXT),
                 Op::Free(layout.size() as u64),
             );
-            if record::maybe_handoff(key, Local::current_task_id()) {
+            if record::maybe_handoff(key, now.task) {
                 record::on_handoff(l, key, layout.size() as u64);
             }
         }

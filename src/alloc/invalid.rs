@@ -14,8 +14,8 @@
 //!   it);
 //! - **double free**: the block's tombstone names it ([`header::read_tombstone`]), or, with the
 //!   live index on, it is an indexed block whose entry no longer names it, or it is among the
-//!   [`RING`] most recent indexed frees (which also names the task and span of the first
-//!   free);
+//!   most recent indexed frees its thread tables remember ([`super::recent`], which also names
+//!   the task and span of the first free);
 //! - **layout mismatch**: with the live index on, the block is a live indexed block whose size
 //!   or alignment differs from the free's layout (its own size word says so);
 //! - **unrecognised**: anything else: a pointer heapspan never handed out, a plain block freed
@@ -37,7 +37,7 @@ use std::time::Duration;
 use super::header::{self, Key, EXT};
 use super::local::{local, Local};
 use super::{index, Allocator};
-use crate::sync::statics::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::statics::{AtomicBool, AtomicU64, Ordering};
 
 /// What kind of invalid free a [`Record`] is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -84,8 +84,6 @@ pub(crate) struct Record {
 
 /// Records the queue holds until the window stage drains them.
 pub(crate) const QUEUE: usize = 64;
-/// Recent frees of indexed blocks remembered for a double free's first freeing place.
-pub(crate) const RING: usize = 1024;
 /// How long an aborting free waits for its report to be written.
 pub(crate) const ABORT_WAIT: Duration = Duration::from_secs(10);
 
@@ -115,47 +113,23 @@ pub(crate) static ABORT: AtomicBool = AtomicBool::new(false);
 /// Records reported through to the export (set by the stage that wrote them).
 static REPORTED: AtomicU64 = AtomicU64::new(0);
 
-struct RingSlot {
-    addr: AtomicUsize,
-    words: [AtomicU64; 4],
-}
-
-#[allow(clippy::declare_interior_mutable_const)]
-const EMPTY_RING: RingSlot = RingSlot {
-    addr: AtomicUsize::new(0),
-    words: [const { AtomicU64::new(0) }; 4],
-};
-
-static RECENT: [RingSlot; RING] = [EMPTY_RING; RING];
-static RECENT_NEXT: AtomicUsize = AtomicUsize::new(0);
-
-/// Remembers a valid free of an indexed block: who allocated it and who frees it.
+/// Remembers a valid free of an indexed block in this thread's table: who allocated it (`key`)
+/// and who frees it (`now`). Threads without a table of their own remember nothing (it is
+/// evidence, not bookkeeping).
 #[inline]
-pub(crate) fn remember_free(l: &Local, user: *mut u8, key: Key) {
-    let now = l.alloc_key();
-    let slot = &RECENT[RECENT_NEXT.fetch_add(1, Ordering::Relaxed) % RING];
-    // Address 0 while the slot is rewritten, so a reader never takes half of two frees for one
-    // (a reader racing a rewrite may miss the entry: it is evidence, not bookkeeping).
-    slot.addr.store(0, Ordering::Relaxed);
-    slot.words[0].store(key.task, Ordering::Relaxed);
-    slot.words[1].store(key.span & !EXT, Ordering::Relaxed);
-    slot.words[2].store(now.task, Ordering::Relaxed);
-    slot.words[3].store(now.span, Ordering::Relaxed);
-    slot.addr.store(user as usize, Ordering::Release);
+pub(crate) fn remember_free(l: &Local, user: *mut u8, key: Key, now: Key) {
+    if let Some(st) = l.table() {
+        st.recent_frees()
+            .remember(user, Key::new(key.task, key.span & !EXT), now);
+    }
 }
 
-/// The most recent remembered free of `user`: `(allocated by, freed by)`.
-fn recent(user: *mut u8) -> Option<(Key, Key)> {
-    let next = RECENT_NEXT.load(Ordering::Relaxed);
-    (0..RING.min(next)).find_map(|k| {
-        let slot = &RECENT[(next - 1 - k) % RING];
-        if slot.addr.load(Ordering::Acquire) != user as usize {
-            return None;
-        }
-        let w = |i: usize| slot.words[i].load(Ordering::Relaxed);
-        let found = (Key::new(w(0), w(1)), Key::new(w(2), w(3)));
-        (slot.addr.load(Ordering::Relaxed) == user as usize).then_some(found)
-    })
+/// The remembered free of `user` (allocated under `by`, when known) in any thread table:
+/// `(allocated by, freed by)`.
+fn recent(user: *mut u8, by: Option<Key>) -> Option<(Key, Key)> {
+    let pool = super::state::pool()?;
+    let tables = pool.claimed().iter().map(|t| t.recent_frees());
+    super::recent::find_in(tables, user, by).map(|f| (f.allocated_by, f.freed_by))
 }
 
 fn push(r: &Record) -> Option<u64> {
@@ -267,16 +241,18 @@ fn classify(user: *mut u8, layout: Layout, t: u64, s: u64, realloc: bool) -> Rec
         r.allocated_by = Some(Key::new(key.task, key.span & !EXT));
         return r;
     }
-    if let Some((by, first)) = recent(user) {
+    // SAFETY: the caller was handed `user` for `size` bytes; read, not trusted.
+    let tomb = unsafe { header::read_tombstone(user, size) }
+        .map(|key| Key::new(key.task, key.span & !EXT));
+    if let Some((by, first)) = recent(user, tomb) {
         r.case = Case::DoubleFree;
         r.allocated_by = Some(by);
         r.first_free_by = Some(first);
         return r;
     }
-    // SAFETY: the caller was handed `user` for `size` bytes; read, not trusted.
-    if let Some(key) = unsafe { header::read_tombstone(user, size) } {
+    if let Some(key) = tomb {
         r.case = Case::DoubleFree;
-        r.allocated_by = Some(Key::new(key.task, key.span & !EXT));
+        r.allocated_by = Some(key);
         return r;
     }
     if s & EXT != 0 {
@@ -400,7 +376,7 @@ pub(crate) unsafe fn on_stale_ext_realloc<A: GlobalAlloc>(
 }
 
 fn stale(user: *mut u8, layout: Layout, key: Key, realloc: bool) -> Record {
-    let first = recent(user).map(|(_, f)| f);
+    let first = recent(user, Some(Key::new(key.task, key.span & !EXT))).map(|(_, f)| f);
     Record {
         case: Case::DoubleFree,
         realloc,

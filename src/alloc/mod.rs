@@ -33,6 +33,7 @@ pub(crate) mod invalid;
 pub(crate) mod key;
 pub(crate) mod local;
 pub(crate) mod pages;
+mod recent;
 pub(crate) mod record;
 pub(crate) mod ring;
 pub(crate) mod sampler;

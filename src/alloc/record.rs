@@ -75,8 +75,8 @@ pub(crate) fn on_alloc(l: &Local, size: u64) -> Key {
     }
 }
 
-/// Whether a free of a block allocated under `key`, made while task `current` runs (its id,
-/// 0 outside any task), may be a hand-off: the ids differ. A cheap test for the free path; the
+/// Whether a free of a block allocated under `key`, made while task `current` runs (its id, 0
+/// outside any task, or its task word: only the id bits are compared), may be a hand-off: the ids differ. A cheap test for the free path; the
 /// rest is [`on_handoff`]'s.
 #[inline(always)]
 pub(crate) fn maybe_handoff(key: Key, current: u64) -> bool {

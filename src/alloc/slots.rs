@@ -253,6 +253,8 @@ pub(crate) struct ThreadState {
     slots: [Slot; SLOTS],
     /// Frees of other tasks' blocks on this table, per pair of task names.
     handoffs: super::handoff::HandOffs,
+    /// The last frees of indexed blocks on this table (evidence for a double free).
+    recent_frees: super::recent::RecentFrees,
 }
 
 impl ThreadState {
@@ -268,6 +270,7 @@ impl ThreadState {
             ring: Ring::new(),
             slots: std::array::from_fn(|_| Slot::new()),
             handoffs: super::handoff::HandOffs::new(),
+            recent_frees: super::recent::RecentFrees::new(),
         }
     }
 
@@ -275,6 +278,12 @@ impl ThreadState {
     #[inline]
     pub(crate) fn id(&self) -> usize {
         self.id.load(Ordering::Relaxed)
+    }
+
+    /// The recent frees of indexed blocks (written by the owner only).
+    #[inline]
+    pub(crate) fn recent_frees(&self) -> &super::recent::RecentFrees {
+        &self.recent_frees
     }
 
     /// The hand-off cells (written by the owner, or the thread holding the table borrowed).
