@@ -241,7 +241,7 @@ impl Builder {
     /// exited threads are reused; environment `HEAPSPAN_MAX_THREADS`). A thread beyond it borrows a free table for each
     /// operation, or, when every table is claimed by a live thread, goes through a slower
     /// lock-free fallback (one node per operation); nothing is dropped either way. The tables
-    /// are one mapping of about 17 KiB of address space each, resident only once used.
+    /// are one mapping of about 21 KiB of address space each, resident only once used.
     pub fn max_threads(mut self, n: usize) -> Self {
         self.max_threads = Some(n);
         self

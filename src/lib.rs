@@ -29,8 +29,9 @@
 //!     valid with a probability of 2⁻¹⁶ at most (a random header, measured in
 //!     `header::tests`). A second free is named as one (with who allocated the block) when
 //!     its tombstone survived.
-//!   - *Only with the live index*: the place of the first free of a double free (a ring of the
-//!     last 1024 indexed frees), a double free of an indexed block whose header survived (its
+//!   - *Only with the live index*: the place of the first free of a double free (each thread
+//!     table remembers its last 64 indexed frees; unknown when tables disagree on a reused
+//!     address), a double free of an indexed block whose header survived (its
 //!     index entry no longer names it), and a wrong layout told apart from a foreign pointer
 //!     (a live indexed block's own size word).
 //!   - *Cannot be detected*: a second free of a block that was handed out again in between
