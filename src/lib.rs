@@ -65,8 +65,9 @@
 //!   counted, so the totals stay exact). A thread without a table borrows one for the call, as
 //!   for any operation; with none to borrow, the free is added to shared overflow counters
 //!   (atomic adds). Nothing of it runs in pass-through mode.
-//! - **Re-entrancy.** The one step that calls out is a thread's claim of its table
-//!   (registering the thread-exit hook). The table is set before that call, so an allocation
+//! - **Re-entrancy.** Besides `tokio::task::try_id()` (which allocation and free skip while
+//!   heapspan's own code runs on the thread), the one step that calls out is a thread's claim
+//!   of its table (registering the thread-exit hook). The table is set before that call, so an allocation
 //!   made inside it is recorded in it (no table operation is in progress then) and charged to
 //!   the `heapspan` bucket; it can never recurse. Code of heapspan that may allocate (the
 //!   layer, the aggregator, snapshots, export, event sends) runs in an `InternalScope`: its

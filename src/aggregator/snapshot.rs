@@ -382,7 +382,7 @@ impl Dropped {
 }
 
 /// One cell of the hand-off matrix: frees of blocks that tasks of one name allocated, made
-/// while a task of another task's (or no task) was current.
+/// while another task (of the other name, or of the same one), or none, was current.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HandOff {
     /// The allocating side: a task name as [`TaskNameStats::name`] has it, or

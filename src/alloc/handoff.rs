@@ -103,8 +103,8 @@ impl HandOffs {
     /// allocation, no read-modify-write.
     pub(crate) fn record(&self, from: Side, to: Side, size: u64) {
         let key = pack(from, to);
-        let start =
-            (u64::from(from) << 16 | u64::from(to)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58;
+        let start = (u64::from(from) << 16 | u64::from(to)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            >> (64 - CELLS.trailing_zeros());
         for i in 0..CELLS {
             let cell = &self.cells[(start as usize + i) & (CELLS - 1)];
             let k = cell.key.load(Ordering::Relaxed);

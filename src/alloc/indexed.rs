@@ -5,7 +5,7 @@
 use std::alloc::{GlobalAlloc, Layout};
 use std::ptr;
 
-use super::header::{self, Key, EXT, TASK_HEAPSPAN};
+use super::header::{self, Key, EXT, ID_MASK, TASK_HEAPSPAN};
 use super::local::{local, Local};
 use super::slots::Op;
 use super::state::{self, Mode};
@@ -93,7 +93,7 @@ impl<A: GlobalAlloc> Allocator<A> {
                 Op::Free(layout.size() as u64),
             );
             if record::maybe_handoff(key, now.task) {
-                record::on_handoff(l, key, layout.size() as u64);
+                record::on_handoff(l, key, layout.size() as u64, now.task & ID_MASK);
             }
         }
         // SAFETY: forwarded: a live extended block being freed.

@@ -76,7 +76,7 @@ pub(crate) struct Record {
     pub(crate) allocated_size: Option<u64>,
     /// Who allocated the block, when known.
     pub(crate) allocated_by: Option<Key>,
-    /// Who freed it the first time, when known (a double free found in the ring).
+    /// Who freed it the first time, when known (a double free found among the thread tables' recent frees, [`super::recent`]).
     pub(crate) first_free_by: Option<Key>,
     /// Who was current at this free.
     pub(crate) freed_by: Key,

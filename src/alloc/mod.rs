@@ -123,12 +123,14 @@ const UNTRACKED: Key = Key {
 // SAFETY: a free or realloc whose header does not check (`header::check`: a block not ours,
 // already freed, freed with another size, or in foreign custody) is never forwarded (see
 // `invalid`); every other call forwards to `inner` with the layout `header::outer` (or, for
-// indexed blocks, `index::outer_ext`) derives from the caller's layout, always the same derivation for
-// the same caller layout and block kind, so the inner allocator sees a consistent layout for
-// each block; the caller gets `base + off`, which is aligned to the requested alignment (off
-// is a multiple of it and base is aligned to at least it) and has `layout.size()` usable bytes
-// behind it. Accounting never touches the block itself beyond the header (heapspan's own
-// blocks are zeroed before they are freed while the live index is on).
+// indexed blocks, `index::outer_ext`) derives from the caller's layout, always the same
+// derivation for the same caller layout and block kind, so the inner allocator sees a
+// consistent layout for each block; the caller gets `base + off`, which is aligned to the
+// requested alignment (off is a multiple of it and base is aligned to at least it) and has
+// `layout.size()` usable bytes behind it. Accounting never touches the block itself beyond
+// the header, except on a free, right before the block goes back: the tombstone in its first
+// 16 bytes (`header::write_tombstone`), and heapspan's own blocks zeroed while the live index
+// is on.
 unsafe impl<A: GlobalAlloc> GlobalAlloc for Allocator<A> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
@@ -158,10 +160,16 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Allocator<A> {
         }
         let mode = state::mode();
         if mode != Mode::Off {
-            // Whether a task other than the allocating one frees it (compared by id): a call
-            // into tokio, made first, while few values are live.
-            let handoff = record::maybe_handoff(key, Local::current_task_id());
             let l = local();
+            // Who frees it, by id (0 outside any task): a call into tokio, skipped while
+            // heapspan's own code runs on this thread (a table being claimed, heapspan's
+            // threads), as the allocation path skips it.
+            let current = if l.heapspan_own.get() {
+                0
+            } else {
+                Local::current_task_id()
+            };
+            let handoff = record::maybe_handoff(key, current);
             let st = l.state.get();
             // Besides `try_id`, the common case makes no call but the inner free: the thread's
             // table, its last slot, the allocating task (so no hand-off to count), not one of
@@ -171,12 +179,16 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Allocator<A> {
                 // thread; the hint is this table's.
                 unsafe { (*st).record_hinted(key, Op::Free(layout.size() as u64), &l.hint) }
             };
-            // heapspan's own blocks, which need scrubbing while the live index is on, take the
-            // slow path too: the id bits of their task word match no task's.
+            // A free that may be a hand-off takes the slow path, and so does every free of a
+            // reserved bucket's block (heapspan's own, which need scrubbing while the live
+            // index is on; of before start; of the overflow bucket): their id bits match no
+            // task's, nor 0.
             if !fast || handoff {
                 let done = Done {
                     recorded: fast,
                     handoff,
+                    current,
+                    mode,
                 };
                 // SAFETY: forwarded caller contract.
                 return unsafe { self.dealloc_slow(user, layout, key, (t, s), done) };
@@ -278,15 +290,14 @@ impl<A: GlobalAlloc> Allocator<A> {
         (t, s): (u64, u64),
         done: Done,
     ) {
-        let mode = state::mode();
         let l = local();
         if !done.recorded {
             record::record(l, key, Op::Free(layout.size() as u64));
         }
         if done.handoff {
-            record::on_handoff(l, key, layout.size() as u64);
+            record::on_handoff(l, key, layout.size() as u64, done.current);
         }
-        if mode >= Mode::Indexed && key.task == TASK_HEAPSPAN {
+        if done.mode >= Mode::Indexed && key.task == TASK_HEAPSPAN {
             // heapspan's own buffers hold addresses of the heap (a scan's copies, node lists):
             // freed as they are, a block reusing the memory would show them to the next scan
             // as pointers.
@@ -363,6 +374,10 @@ struct Done {
     recorded: bool,
     /// The current task's id is not the block's: it may be a hand-off.
     handoff: bool,
+    /// The current task's id (0 outside any task, or while heapspan's own code runs).
+    current: u64,
+    /// The mode the free was counted in.
+    mode: Mode,
 }
 
 /// The rest of a counted plain allocation that missed the fast path: counted (or sent to the

@@ -11,7 +11,7 @@
 //! All atomics, valid when all-zero, like the rest of the table.
 
 use super::header::Key;
-use crate::sync::{AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{fence, AtomicU64, AtomicUsize, Ordering};
 
 /// Frees remembered per table (a power of two).
 #[cfg(not(loom))]
@@ -19,10 +19,12 @@ pub(crate) const RECENT: usize = 64;
 #[cfg(loom)]
 pub(crate) const RECENT: usize = 2;
 
-/// One remembered free: the block's address (0 while the slot is rewritten) and the keys it
-/// was allocated and freed under.
+/// One remembered free: the block's address and the keys it was allocated and freed under,
+/// behind a sequence number (odd while the owner rewrites the slot) so a reader never takes
+/// half of two frees for one.
 #[derive(Debug)]
 struct Slot {
+    seq: AtomicU64,
     addr: AtomicUsize,
     words: [AtomicU64; 4],
 }
@@ -31,6 +33,7 @@ impl Slot {
     #[cfg(loom)]
     fn new() -> Self {
         Slot {
+            seq: AtomicU64::new(0),
             addr: AtomicUsize::new(0),
             words: std::array::from_fn(|_| AtomicU64::new(0)),
         }
@@ -69,31 +72,39 @@ impl RecentFrees {
         let n = self.next.load(Ordering::Relaxed);
         self.next.store(n.wrapping_add(1), Ordering::Relaxed);
         let slot = &self.slots[n % RECENT];
-        // Address 0 while the slot is rewritten, so a reader never takes half of two frees for
-        // one (a reader racing a rewrite may miss the entry: it is evidence, not bookkeeping).
-        slot.addr.store(0, Ordering::Relaxed);
+        // A seqlock with one writer: odd while rewritten; the fence keeps the new contents
+        // from being seen before the odd number is.
+        let v = slot.seq.load(Ordering::Relaxed);
+        slot.seq.store(v.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::Release);
+        slot.addr.store(user as usize, Ordering::Relaxed);
         slot.words[0].store(by.task, Ordering::Relaxed);
         slot.words[1].store(by.span, Ordering::Relaxed);
         slot.words[2].store(now.task, Ordering::Relaxed);
         slot.words[3].store(now.span, Ordering::Relaxed);
-        slot.addr.store(user as usize, Ordering::Release);
+        slot.seq.store(v.wrapping_add(2), Ordering::Release);
     }
 
     /// The most recent free of `user` in this table allocated under `by` (any key if `None`).
+    /// A slot being rewritten meanwhile is skipped (it is evidence, not bookkeeping).
     pub(crate) fn find(&self, user: *mut u8, by: Option<Key>) -> Option<Found> {
         let next = self.next.load(Ordering::Relaxed);
         (0..RECENT.min(next)).find_map(|k| {
             let slot = &self.slots[next.wrapping_sub(1 + k) % RECENT];
-            if slot.addr.load(Ordering::Acquire) != user as usize {
+            let v = slot.seq.load(Ordering::Acquire);
+            if v % 2 == 1 {
                 return None;
             }
+            let addr = slot.addr.load(Ordering::Relaxed);
             let w = |i: usize| slot.words[i].load(Ordering::Relaxed);
             let found = Found {
                 allocated_by: Key::new(w(0), w(1)),
                 freed_by: Key::new(w(2), w(3)),
             };
-            let whole = slot.addr.load(Ordering::Relaxed) == user as usize;
-            (whole && by.is_none_or(|b| b == found.allocated_by)).then_some(found)
+            fence(Ordering::Acquire);
+            let whole = slot.seq.load(Ordering::Relaxed) == v;
+            (whole && addr == user as usize && by.is_none_or(|b| b == found.allocated_by))
+                .then_some(found)
         })
     }
 }
@@ -173,5 +184,52 @@ mod tests {
             find_in([&*t1, &*t2], p, Some(C)).map(|f| f.freed_by),
             Some(C)
         );
+    }
+}
+
+#[cfg(loom)]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+
+    /// A reader looking for an address while its owner rewrites the slots (the same address
+    /// freed again, then another one over it): it finds one whole free or none, never the
+    /// keys of two.
+    #[test]
+    fn a_reader_racing_the_owner_finds_whole_frees_only() {
+        const A: Key = Key { task: 7, span: 1 };
+        const B: Key = Key { task: 8, span: 2 };
+        const C: Key = Key { task: 9, span: 3 };
+        let mut model = loom::model::Builder::new();
+        model.preemption_bound = Some(2);
+        model.check(|| {
+            let r = Arc::new(RecentFrees::new());
+            let p = 0x1000 as *mut u8;
+            r.remember(p, A, B);
+            let owner = {
+                let r = r.clone();
+                loom::thread::spawn(move || {
+                    let p = 0x1000 as *mut u8;
+                    r.remember(p, A, C);
+                    r.remember(0x2000 as *mut u8, C, C);
+                })
+            };
+            let found = r.find(p, None);
+            assert!(
+                found.is_none()
+                    || found
+                        == Some(Found {
+                            allocated_by: A,
+                            freed_by: B
+                        })
+                    || found
+                        == Some(Found {
+                            allocated_by: A,
+                            freed_by: C
+                        }),
+                "{found:?}"
+            );
+            owner.join().unwrap();
+        });
     }
 }

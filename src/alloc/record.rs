@@ -76,8 +76,8 @@ pub(crate) fn on_alloc(l: &Local, size: u64) -> Key {
 }
 
 /// Whether a free of a block allocated under `key`, made while task `current` runs (its id, 0
-/// outside any task, or its task word: only the id bits are compared), may be a hand-off: the ids differ. A cheap test for the free path; the
-/// rest is [`on_handoff`]'s.
+/// outside any task, or its task word: only the id bits are compared), may be a hand-off: the
+/// ids differ. A cheap test for the free path; the rest is [`on_handoff`]'s.
 #[inline(always)]
 pub(crate) fn maybe_handoff(key: Key, current: u64) -> bool {
     const {
@@ -89,8 +89,8 @@ pub(crate) fn maybe_handoff(key: Key, current: u64) -> bool {
     (key.task ^ current) & ID_MASK != 0
 }
 
-/// A free of `size` bytes of a block allocated under `key`, made by a task other than the
-/// allocating one (or by none, or of a block no task allocated): counted in the hand-off cells
+/// A free of `size` bytes of a block allocated under `key`, made while the task of id
+/// `current_id` runs (0: none) when that is not the allocating one: counted in the hand-off cells
 /// of this thread's table (or of a table borrowed for the call; with none to borrow, in the
 /// shared overflow figures). Blocks of heapspan's own, of before start and of the overflow
 /// bucket have no allocating task to name, and frees by heapspan's own code are no hand-off:
@@ -98,14 +98,19 @@ pub(crate) fn maybe_handoff(key: Key, current: u64) -> bool {
 /// a header holds counts as no task on both sides).
 #[cold]
 #[inline(never)]
-pub(crate) fn on_handoff(l: &Local, key: Key, size: u64) {
+pub(crate) fn on_handoff(l: &Local, key: Key, size: u64, current_id: u64) {
     if l.heapspan_own.get() || key.task >= TASK_OVERFLOW {
         return;
     }
-    let current = l.task_word();
-    if !maybe_handoff(key, current) {
+    if !maybe_handoff(key, current_id) {
         return;
     }
+    // The freeing task's word, from the id the free already asked tokio for.
+    let current = if current_id == 0 {
+        TASK_NONE
+    } else {
+        super::header::task_word(current_id, l.task_name.hi_for(current_id))
+    };
     let (from, to) = (side(key.task), side(current));
     if let Some(st) = l.table() {
         st.handoffs().record(from, to, size);

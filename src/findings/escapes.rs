@@ -331,7 +331,8 @@ const MAX_EVIDENCE_CELLS: usize = 8;
 /// runs are in too). Normal message passing, never a problem by itself: info, diagnostic,
 /// from [`FindingsConfig::cross_task_min_bytes`] a window. Its evidence is the row's cells,
 /// largest first ([`n::FINDING_HANDOFF_CELLS`]). Blocks allocated outside any task, and the
-/// overflow cell, make no finding (no task name to report).
+/// overflow cell, make no finding (no task name to report); when the window has overflow
+/// frees, each row is a lower bound and says so (confidence 0.8 instead of 1.0).
 fn cross_task_frees(
     cfg: &FindingsConfig,
     input: &Input<'_>,
@@ -355,22 +356,33 @@ fn cross_task_frees(
             continue;
         }
         let to: Vec<&str> = cells.iter().map(|c| c.freed_by.as_str()).collect();
+        // Frees whose pair found no cell this window are in `other → other`: any row may miss
+        // some of them.
+        let lost = window.overflow_frees;
         let mut d = Draft::new(
             Kind::CrossTaskFree,
             Severity::Info,
             Verdict::Diagnostic,
             format!(
-                "{} allocated by tasks named {name} was freed this window by {} (handed off)",
+                "{}{} allocated by tasks named {name} was freed this window by {} (handed                  off){}",
+                if lost > 0 { "at least " } else { "" },
                 human(bytes),
                 match to.as_slice() {
                     [one] => (*one).to_owned(),
                     [first, rest @ ..] => format!("{first} and {} more", rest.len()),
                     [] => String::new(),
+                },
+                if lost > 0 {
+                    format!(
+                        "; {lost} hand-off(s) of this window found no cell of the matrix and                          count under other"
+                    )
+                } else {
+                    String::new()
                 }
             ),
         );
-        // Counted in the free path: exact.
-        d.confidence = 1.0;
+        // Counted in the free path: exact, unless pairs overflowed the matrix this window.
+        d.confidence = if lost > 0 { 0.8 } else { 1.0 };
         d.bytes = bytes;
         d.allocations = frees;
         d.task_name = Some(name.to_owned());

@@ -543,6 +543,24 @@ fn a_cross_task_free_finding_is_the_windows_row_of_the_matrix_with_its_cells() {
         "{:?}",
         f.evidence
     );
+    // Two frees of the window found no cell of the matrix: the row is a lower bound, and says
+    // so.
+    assert_eq!(f.confidence, 0.8);
+    assert!(f.summary.starts_with("at least 3.0 MiB"), "{}", f.summary);
+    assert!(f.summary.contains("2 hand-off(s)"), "{}", f.summary);
+
+    // With no overflow in the window, the row is exact.
+    let mut w = w;
+    w[1].handoffs.cells.retain(|c| c.allocated_by != "other");
+    w[1].handoffs.overflow_frees = 0;
+    let j = judge(&cfg().cross_task_min_bytes(MIB), &w, None);
+    let f = j
+        .current
+        .iter()
+        .find(|f| f.kind == Kind::CrossTaskFree)
+        .expect("the producer's row");
+    assert_eq!(f.confidence, 1.0);
+    assert!(!f.summary.contains("at least"), "{}", f.summary);
 }
 // ---------------------------------------------------------------------------------------------
 // Growth.
