@@ -88,6 +88,12 @@ pub struct Rotel {
 impl Rotel {
     /// Starts rotel on the given loopback ports, logging to `log`, and waits until it listens.
     pub fn start_on(log: PathBuf, grpc_port: u16, http_port: u16) -> Rotel {
+        Rotel::try_start_on(log, grpc_port, http_port).expect("rotel did not listen")
+    }
+
+    /// [`Rotel::start_on`], `None` if rotel exited or did not listen within 10 s (a port taken
+    /// meanwhile: its log says so).
+    fn try_start_on(log: PathBuf, grpc_port: u16, http_port: u16) -> Option<Rotel> {
         let f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -103,23 +109,44 @@ impl Rotel {
             .stderr(f)
             .spawn()
             .expect("start rotel");
-        let r = Rotel {
+        let mut r = Rotel {
             child: Some(child),
             log,
             grpc_port,
             http_port,
         };
-        assert!(
-            wait_port(http_port, Duration::from_secs(10))
-                && wait_port(grpc_port, Duration::from_secs(10)),
-            "rotel did not listen"
-        );
-        r
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            let listening = [http_port, grpc_port]
+                .iter()
+                .all(|&p| TcpStream::connect(("127.0.0.1", p)).is_ok());
+            if listening {
+                return Some(r);
+            }
+            let exited = r
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if exited {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        r.stop();
+        None
     }
 
-    /// Starts rotel on fresh ports.
+    /// Starts rotel on fresh ports. A port free when picked can be taken by another test
+    /// before rotel binds it (rotel then exits: "Address already in use"): it is tried again
+    /// on other ports, up to five times.
     pub fn start(dir: &Path) -> Rotel {
-        Rotel::start_on(dir.join("rotel.log"), free_port(), free_port())
+        let log = dir.join("rotel.log");
+        for _ in 0..4 {
+            if let Some(r) = Rotel::try_start_on(log.clone(), free_port(), free_port()) {
+                return r;
+            }
+        }
+        Rotel::start_on(log, free_port(), free_port())
     }
 
     /// `http://127.0.0.1:<http port>`.
