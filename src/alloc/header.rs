@@ -120,6 +120,12 @@ impl Key {
         self.span & !EXT
     }
 
+    /// The key without [`EXT`] (as records and evidence name a block's owner).
+    #[inline]
+    pub(crate) fn without_ext(self) -> Key {
+        Key::new(self.task, self.span_word())
+    }
+
     /// The span's group index.
     #[inline]
     pub(crate) fn span_group(self) -> u16 {
@@ -234,15 +240,22 @@ pub(crate) unsafe fn read_raw(user: *mut u8) -> (u64, u64) {
     }
 }
 
+/// Header words `(t, s)` without their tag bits (flags kept): the words the tag is computed
+/// over, read as a key.
+#[inline(always)]
+pub(crate) fn untagged(t: u64, s: u64) -> Key {
+    Key {
+        task: t & !TASK_TAG,
+        span: s & !SPAN_TAG,
+    }
+}
+
 /// The key of a block at `user` of `size` bytes whose header words are `(t, s)`, if the header
 /// is one this allocator wrote for it and the block is not in custody: task and span without
 /// tag bits, [`EXT`] kept. `None` sends the free to its cold side ([`super::invalid`]).
 #[inline(always)]
 pub(crate) fn check(t: u64, s: u64, user: *mut u8, size: usize) -> Option<Key> {
-    let key = Key {
-        task: t & !TASK_TAG,
-        span: s & !SPAN_TAG,
-    };
+    let key = untagged(t, s);
     let (tt, ts) = tag(key.task, key.span, user as usize, size);
     // `ts` never has `CUSTODY`: a block in custody fails here, in the same test as the tag
     // (so the key returned has no `CUSTODY` either).
@@ -253,10 +266,7 @@ pub(crate) fn check(t: u64, s: u64, user: *mut u8, size: usize) -> Option<Key> {
 /// bytes (custody or not), and its key (tag bits and [`CUSTODY`] cleared, [`EXT`] kept) if so.
 #[inline(always)]
 pub(crate) fn check_words(t: u64, s: u64, user: *mut u8, size: usize) -> Option<Key> {
-    let key = Key {
-        task: t & !TASK_TAG,
-        span: s & !SPAN_TAG,
-    };
+    let key = untagged(t, s);
     let (tt, ts) = tag(key.task, key.span, user as usize, size);
     (((t ^ tt) & TASK_TAG) | ((s ^ ts) & SPAN_TAG) == 0).then_some(Key {
         task: key.task,

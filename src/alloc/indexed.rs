@@ -87,11 +87,7 @@ impl<A: GlobalAlloc> Allocator<A> {
         let now = l.alloc_key();
         super::invalid::remember_free(l, user, key, now);
         if state::mode() != Mode::Off {
-            record::record(
-                l,
-                Key::new(key.task, key.span & !EXT),
-                Op::Free(layout.size() as u64),
-            );
+            record::record(l, key.without_ext(), Op::Free(layout.size() as u64));
             if record::maybe_handoff(key, now.task) {
                 record::on_handoff(l, key, layout.size() as u64, now.task & ID_MASK);
             }
@@ -151,7 +147,7 @@ impl<A: GlobalAlloc> Allocator<A> {
                 return None;
             }
         }
-        let key = Key::new(key.task, key.span & !EXT);
+        let key = key.without_ext();
         if key.task == TASK_HEAPSPAN {
             // heapspan's own blocks are never indexed (and are scrubbed when they move).
             return None;

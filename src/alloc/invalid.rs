@@ -119,8 +119,7 @@ static REPORTED: AtomicU64 = AtomicU64::new(0);
 #[inline]
 pub(crate) fn remember_free(l: &Local, user: *mut u8, key: Key, now: Key) {
     if let Some(st) = l.table() {
-        st.recent_frees()
-            .remember(user, Key::new(key.task, key.span & !EXT), now);
+        st.recent_frees().remember(user, key.without_ext(), now);
     }
 }
 
@@ -238,12 +237,11 @@ fn classify(user: *mut u8, layout: Layout, t: u64, s: u64, realloc: bool) -> Rec
     if let Some(key) = header::check_words(t, s, user, size) {
         // The tag holds, so the cold path was taken for the custody flag.
         r.case = Case::InCustody;
-        r.allocated_by = Some(Key::new(key.task, key.span & !EXT));
+        r.allocated_by = Some(key.without_ext());
         return r;
     }
     // SAFETY: the caller was handed `user` for `size` bytes; read, not trusted.
-    let tomb = unsafe { header::read_tombstone(user, size) }
-        .map(|key| Key::new(key.task, key.span & !EXT));
+    let tomb = unsafe { header::read_tombstone(user, size) }.map(|key| key.without_ext());
     if let Some((by, first)) = recent(user, tomb) {
         r.case = Case::DoubleFree;
         r.allocated_by = Some(by);
@@ -267,7 +265,7 @@ fn classify(user: *mut u8, layout: Layout, t: u64, s: u64, realloc: bool) -> Rec
             if let Some(key) = header::check_words(t, s, user, real) {
                 r.case = Case::LayoutMismatch;
                 r.allocated_size = Some(real as u64);
-                r.allocated_by = Some(Key::new(key.task, key.span & !EXT));
+                r.allocated_by = Some(key.without_ext());
             }
         }
     }
@@ -376,7 +374,7 @@ pub(crate) unsafe fn on_stale_ext_realloc<A: GlobalAlloc>(
 }
 
 fn stale(user: *mut u8, layout: Layout, key: Key, realloc: bool) -> Record {
-    let first = recent(user, Some(Key::new(key.task, key.span & !EXT))).map(|(_, f)| f);
+    let first = recent(user, Some(key.without_ext())).map(|(_, f)| f);
     Record {
         case: Case::DoubleFree,
         realloc,
@@ -384,7 +382,7 @@ fn stale(user: *mut u8, layout: Layout, key: Key, realloc: bool) -> Record {
         size: layout.size() as u64,
         align: layout.align() as u64,
         allocated_size: None,
-        allocated_by: Some(Key::new(key.task, key.span & !EXT)),
+        allocated_by: Some(key.without_ext()),
         first_free_by: first,
         freed_by: local().alloc_key(),
     }

@@ -90,28 +90,19 @@ pub(crate) fn maybe_handoff(key: Key, current: u64) -> bool {
 }
 
 /// A free of `size` bytes of a block allocated under `key`, made while the task of id
-/// `current_id` runs (0: none) when that is not the allocating one: counted in the hand-off cells
-/// of this thread's table (or of a table borrowed for the call; with none to borrow, in the
-/// shared overflow figures). Blocks of heapspan's own, of before start and of the overflow
-/// bucket have no allocating task to name, and frees by heapspan's own code are no hand-off:
-/// none of them is counted. So is no free whose task ids turn out to match (an id beyond what
-/// a header holds counts as no task on both sides).
+/// `current_id` runs (0: none), which [`maybe_handoff`] found not to be the allocating one:
+/// counted in the hand-off cells of this thread's table (or of a table borrowed for the call;
+/// with none to borrow, in the shared overflow figures). Blocks of heapspan's own, of before
+/// start and of the overflow bucket have no allocating task to name, and frees by heapspan's
+/// own code are no hand-off: none of them is counted.
 #[cold]
 #[inline(never)]
 pub(crate) fn on_handoff(l: &Local, key: Key, size: u64, current_id: u64) {
     if l.heapspan_own.get() || key.task >= TASK_OVERFLOW {
         return;
     }
-    if !maybe_handoff(key, current_id) {
-        return;
-    }
     // The freeing task's word, from the id the free already asked tokio for.
-    let current = if current_id == 0 {
-        TASK_NONE
-    } else {
-        super::header::task_word(current_id, l.task_name.hi_for(current_id))
-    };
-    let (from, to) = (side(key.task), side(current));
+    let (from, to) = (side(key.task), side(l.task_word_of(current_id)));
     if let Some(st) = l.table() {
         st.handoffs().record(from, to, size);
         return;

@@ -166,15 +166,16 @@ pub(crate) fn scan(caps: Caps) -> Option<Scanned> {
             // SAFETY: `addr` was read from a published entry after `begin_scan`: the block it
             // names was live then, and none goes back to the inner allocator before
             // `end_scan` (its free is deferred), so its header words stay readable.
-            let (sw, id, task, span) = unsafe {
+            let (sw, id, tw, spw) = unsafe {
                 (
                     index::word(user, 24).load(Ordering::Acquire),
                     index::word(user, 32).load(Ordering::Relaxed),
-                    index::word(user, 16).load(Ordering::Relaxed) & !header::TASK_TAG,
-                    index::word(user, 8).load(Ordering::Relaxed)
-                        & !(header::SPAN_TAG | header::CUSTODY),
+                    index::word(user, 16).load(Ordering::Relaxed),
+                    index::word(user, 8).load(Ordering::Relaxed),
                 )
             };
+            let Key { task, span } = header::untagged(tw, spw);
+            let span = span & !header::CUSTODY;
             let (t_id, e_id, _) = index::split_id(id);
             if sw & DEFERRED != 0 || span & EXT == 0 || t_id != table || e_id != entry {
                 // Freed (or moved) since the entry was read.
