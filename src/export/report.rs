@@ -162,7 +162,7 @@ fn clip(s: &str, n: usize) -> String {
 /// A span group's label in `n` characters: `target::name {fields}`, the name clipped first so
 /// that the group (the route) stays readable.
 fn group_label(g: &SpanGroupStats, n: usize) -> String {
-    let name = span_label(g.target, g.name);
+    let name = crate::layer::names::label(g.target, g.name);
     if g.group.is_empty() {
         return clip(&name, n);
     }
@@ -468,15 +468,6 @@ fn sort_key(m: &MemStats, by: SortBy) -> i64 {
         SortBy::Live => m.live_bytes(),
         SortBy::Peak => m.peak_bytes as i64,
         _ => m.allocated_bytes as i64,
-    }
-}
-
-/// `target::name`, or the name alone for heapspan's own rows without a target (`other`).
-fn span_label(target: &str, name: &str) -> String {
-    if target.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{target}::{name}")
     }
 }
 

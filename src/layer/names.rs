@@ -159,12 +159,18 @@ pub(crate) fn span_index(meta: &'static tracing_core::Metadata<'static>) -> (u16
 pub(crate) fn span_label(k: crate::alloc::header::Key) -> Option<String> {
     (k.span_word() & crate::alloc::header::SPAN_MASK != 0).then(|| {
         let (target, name) = span_name(k.span_group());
-        if target.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{target}::{name}")
-        }
+        label(target, name)
     })
+}
+
+/// `target::name`, or the name alone for heapspan's own rows without a target (`other`,
+/// `(unknown span)`).
+pub(crate) fn label(target: &str, name: &str) -> String {
+    if target.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{target}::{name}")
+    }
 }
 
 /// The `(target, name)` of span group `n`.
@@ -179,6 +185,13 @@ pub(crate) fn span_name(n: u16) -> SpanName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_label_without_a_target_is_the_name_alone() {
+        assert_eq!(label("app", "request"), "app::request");
+        assert_eq!(label("", OTHER), OTHER);
+        assert_eq!(label(span_name(0).0, span_name(0).1), "(unknown span)");
+    }
 
     #[test]
     fn names_intern_once_and_read_back() {

@@ -151,7 +151,9 @@ pub(crate) fn surfaces(
                     id: id.0,
                     bytes: Some(node.weighted_size()),
                     task: live.task_name_of(i),
-                    span: live.span_name_of(i).map(|(t, n)| format!("{t}::{n}")),
+                    span: live
+                        .span_name_of(i)
+                        .map(|(t, n)| crate::layer::names::label(t, n)),
                     site: live.site_location(node.site).map(|l| {
                         let s = if l.line == 0 { l.file } else { l.to_string() };
                         super::escape::clip(&s, MAX_SITE_CHARS)
@@ -214,7 +216,12 @@ impl Recorder {
         let spans: Vec<(String, i64)> = snap
             .span_names
             .iter()
-            .map(|s| (format!("{}::{}", s.target, s.name), s.mem.live_bytes()))
+            .map(|s| {
+                (
+                    crate::layer::names::label(s.target, s.name),
+                    s.mem.live_bytes(),
+                )
+            })
             .collect();
         push_bounded(
             &mut self.spans,

@@ -8,7 +8,7 @@ use super::*;
 use crate::alloc::header::span_word;
 use crate::findings::{Engine, EvidenceValue, Finding, Judged};
 use crate::graph::{build, FlatHeap, GraphConfig, Node};
-use crate::{Buckets, Dropped, MemStats, SizeHistogram, Snapshot, TaskSource, TaskStats};
+use crate::{MemStats, TaskSource, TaskStats};
 
 const BOUNDARY: &str = "keeper";
 const BASE: usize = 0x7300_0000;
@@ -18,24 +18,6 @@ const VEC_SURFACE: u64 = 24 + 3 * BOX as u64;
 
 fn at(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
-}
-
-fn snapshot(taken_at: SystemTime, tasks: Vec<TaskStats>) -> Snapshot {
-    Snapshot {
-        taken_at,
-        tasks,
-        task_names: Vec::new(),
-        spans: Vec::new(),
-        span_names: Vec::new(),
-        span_groups: Vec::new(),
-        no_span: MemStats::default(),
-        buckets: Buckets::default(),
-        total: MemStats::default(),
-        allocation_sizes: SizeHistogram::default(),
-        dropped: Dropped::default(),
-        handoffs: crate::HandOffs::default(),
-        tracker_bytes: 0,
-    }
 }
 
 fn task(id: u64, name: &str) -> TaskStats {
@@ -105,7 +87,11 @@ fn judge(
     let mut engine = Engine::new(cfg.clone());
     let mut last = Judged::default();
     for (i, vs) in windows.iter().enumerate() {
-        let snap = snapshot(at(10 * (i as u64 + 1)), tasks.clone());
+        let snap = crate::export::graph::tests::snapshot(
+            at(10 * (i as u64 + 1)),
+            tasks.clone(),
+            Vec::new(),
+        );
         last = engine.judge(&Input {
             snap: &snap,
             prev: None,
