@@ -131,12 +131,17 @@ impl Local {
     /// The task word an allocation on this thread gets now (outside heapspan's own code).
     #[inline(always)]
     pub(crate) fn task_word(&self) -> u64 {
-        self.task_word_of(Self::current_task_id())
+        let Some(id) = tokio::task::try_id() else {
+            return TASK_NONE;
+        };
+        let id = super::key::task_id_u64(id);
+        header::task_word(id, self.task_name.hi_for(id))
     }
 
     /// The task word of the task of id `id` ([`Local::current_task_id`]'s: 0 for none), named
-    /// as this thread knows it.
-    #[inline(always)]
+    /// as this thread knows it: [`Local::task_word`] for an id asked for already (the freeing
+    /// side of a hand-off).
+    #[inline]
     pub(crate) fn task_word_of(&self, id: u64) -> u64 {
         if id == 0 {
             TASK_NONE
